@@ -1,0 +1,4 @@
+"""The live control loop: Faust agents, tables and the controller tick.
+
+Streams import the `tokenpools` core and meet `connectors` only on Kafka topics.
+"""

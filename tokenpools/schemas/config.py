@@ -1,0 +1,215 @@
+"""Platform configuration: pools, entitlements and the controller's constants.
+
+A config is what operators write in YAML, what `tokenpools config validate`
+checks and what `tokenpools config apply` publishes to the compacted
+`tokenpools.config` topic. Field-level rules live on the models; rules that
+span objects (unknown pool, duplicate keys, guarantees over capacity) live in
+`validate_platform` so every error names the field it is about.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tokenpools.schemas.dims import DIMENSIONS, Dims, OptionalDims
+
+
+class Tier(StrEnum):
+    """Service tiers, in the order the allocator serves them."""
+
+    GUARANTEED = "guaranteed"
+    ELASTIC = "elastic"
+    SPOT = "spot"
+
+
+class FallbackMode(StrEnum):
+    """What a sidecar enforces once its live limits have expired (controller down)."""
+
+    STATIC = "static"  # the entitlement's configured guarantee (spot: nothing)
+    OPEN = "open"  # the burst ceiling
+    CLOSED = "closed"  # admit nothing
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScalingPolicy(_Strict):
+    """Bounds and pacing of the autoscaler for one pool."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=16, ge=1)
+    scale_down_stabilization_s: float = Field(default=300.0, ge=0)
+    scale_up_cooldown_s: float = Field(default=0.0, ge=0)
+    spot_allowance: Dims = Dims()
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ScalingPolicy:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+
+class PoolSpec(_Strict):
+    """One model deployment: `replicas` identical engines behind the sidecars."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    model: str = ""
+    replicas: int = Field(ge=0, description="committed replica count")
+    per_replica: Dims = Field(
+        description="tps: sustainable tokens/s; kv: num_gpu_blocks × block_size; conc: max_num_seqs"
+    )
+    target_utilization: float = Field(default=0.9, gt=0, le=1)
+    scaling: ScalingPolicy = ScalingPolicy()
+
+    def capacity(self, replicas: int | None = None) -> Dims:
+        """C_d = n · c_d · u for the committed (or given) replica count."""
+        n = self.replicas if replicas is None else replicas
+        u = self.target_utilization
+        return Dims(
+            tps=n * self.per_replica.tps * u,
+            kv=n * self.per_replica.kv * u,
+            conc=math.floor(n * self.per_replica.conc * u + 1e-9),
+        )
+
+
+class Slo(_Strict):
+    """Service objectives; the tighter they are, the faster debt raises priority."""
+
+    max_admission_delay_ms: float | None = Field(default=None, gt=0)
+    ttft_ms: float | None = Field(default=None, gt=0)
+
+
+class EntitlementSpec(_Strict):
+    """A tenant's purchase in one pool, reachable through its inference keys."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    pool: str
+    tier: Tier
+    guarantee: Dims = Dims()
+    burst: OptionalDims = OptionalDims()
+    weight: float = Field(default=1.0, gt=0)
+    slo: Slo = Slo()
+    expected_output_tokens: int = Field(
+        default=256, ge=1, description="output length assumed when a request sets no max_tokens"
+    )
+    key_hashes: list[str] = Field(
+        default_factory=list, description="salted hashes of inference keys (tokenpools keys hash)"
+    )
+
+    @model_validator(mode="after")
+    def _tier_rules(self) -> EntitlementSpec:
+        if self.tier is Tier.SPOT and any(self.guarantee.as_tuple()):
+            raise ValueError("spot entitlements have no guarantee; set guarantee to 0 or omit it")
+        for dim in DIMENSIONS:
+            b = getattr(self.burst, dim)
+            g = getattr(self.guarantee, dim)
+            if b is not None and b < g:
+                raise ValueError(f"burst.{dim} ({b:g}) is below guarantee.{dim} ({g:g})")
+        return self
+
+
+class ControllerSettings(_Strict):
+    """Constants of the control loop; defaults are documented in docs/CAPACITY_MODEL.md."""
+
+    tick_s: float = Field(default=1.0, ge=0.1, le=60)
+    window_s: float = Field(default=10.0, gt=0)
+    bucket_s: float = Field(default=0.5, gt=0)
+    debt_tau_s: float = Field(default=30.0, gt=0)
+    priority_kappa: float = Field(default=1.0, ge=0)
+    headroom_fraction: float = Field(default=1.0, ge=0, le=1)
+    limit_ttl_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _window_holds_buckets(self) -> ControllerSettings:
+        if self.bucket_s > self.window_s:
+            raise ValueError("bucket_s must not exceed window_s")
+        return self
+
+
+class EnforcementSettings(_Strict):
+    """How sidecars behave between and beyond limit updates."""
+
+    fallback: dict[Tier, FallbackMode] = Field(
+        default_factory=lambda: {
+            Tier.GUARANTEED: FallbackMode.STATIC,
+            Tier.ELASTIC: FallbackMode.STATIC,
+            Tier.SPOT: FallbackMode.STATIC,
+        }
+    )
+    queue_capacity: int = Field(default=1024, ge=0)
+    default_admission_delay_ms: float = Field(default=1000.0, ge=0)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+
+class PlatformConfig(_Strict):
+    """The whole YAML file."""
+
+    version: Literal[1] = 1
+    controller: ControllerSettings = ControllerSettings()
+    enforcement: EnforcementSettings = EnforcementSettings()
+    pools: list[PoolSpec] = Field(min_length=1)
+    entitlements: list[EntitlementSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PlatformConfig:
+        problems = validate_platform(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def pool(self, name: str) -> PoolSpec:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+    def entitlements_of(self, pool: str) -> list[EntitlementSpec]:
+        return [e for e in self.entitlements if e.pool == pool]
+
+
+def validate_platform(config: PlatformConfig) -> list[str]:
+    """Rules across objects; each message starts with the path of the field at fault."""
+    problems: list[str] = []
+    pools: dict[str, PoolSpec] = {}
+    for i, pool in enumerate(config.pools):
+        if pool.name in pools:
+            problems.append(f"pools[{i}].name: duplicate pool name {pool.name!r}")
+        pools[pool.name] = pool
+
+    seen_names: set[str] = set()
+    seen_keys: dict[str, str] = {}
+    for i, ent in enumerate(config.entitlements):
+        where = f"entitlements[{i}]"
+        if ent.name in seen_names:
+            problems.append(f"{where}.name: duplicate entitlement name {ent.name!r}")
+        seen_names.add(ent.name)
+        if ent.pool not in pools:
+            problems.append(f"{where}.pool: unknown pool {ent.pool!r} (known: {sorted(pools)})")
+        for j, key_hash in enumerate(ent.key_hashes):
+            owner = seen_keys.get(key_hash)
+            if owner is not None:
+                problems.append(
+                    f"{where}.key_hashes[{j}]: duplicate key, already mapped to entitlement {owner!r}"
+                )
+            seen_keys[key_hash] = ent.name
+
+    for i, pool in enumerate(config.pools):
+        capacity = pool.capacity()
+        members = [e for e in config.entitlements if e.pool == pool.name]
+        for dim in DIMENSIONS:
+            promised = sum(getattr(e.guarantee, dim) for e in members)
+            available = getattr(capacity, dim)
+            if promised > available + 1e-9:
+                problems.append(
+                    f"pools[{i}].per_replica.{dim}: guarantees in pool {pool.name!r} sum to "
+                    f"{promised:g} {dim}, over the committed capacity {available:g} "
+                    f"({pool.replicas} replicas × {getattr(pool.per_replica, dim):g} × "
+                    f"{pool.target_utilization:g})"
+                )
+    return problems
+

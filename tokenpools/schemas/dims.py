@@ -1,0 +1,54 @@
+"""The three capacity dimensions every limit, guarantee and measurement is expressed in."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Dimension(StrEnum):
+    """Inference-native capacity units.
+
+    tps: tokens per second (prompt + generated); kv: KV-cache tokens held by
+    in-flight requests; conc: in-flight requests.
+    """
+
+    TPS = "tps"
+    KV = "kv"
+    CONC = "conc"
+
+
+DIMENSIONS: tuple[Dimension, ...] = (Dimension.TPS, Dimension.KV, Dimension.CONC)
+
+
+class Dims(BaseModel):
+    """One non-negative value per dimension."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tps: float = Field(default=0.0, ge=0)
+    kv: float = Field(default=0.0, ge=0)
+    conc: float = Field(default=0.0, ge=0)
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        """Values in DIMENSIONS order, the layout the vectorized core uses."""
+        return (self.tps, self.kv, self.conc)
+
+    @classmethod
+    def from_tuple(cls, values: tuple[float, float, float] | list[float]) -> Dims:
+        tps, kv, conc = values
+        return cls(tps=float(tps), kv=float(kv), conc=float(conc))
+
+
+class OptionalDims(BaseModel):
+    """Per-dimension values where `None` means "no ceiling of its own" (the pool's capacity)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tps: float | None = Field(default=None, ge=0)
+    kv: float | None = Field(default=None, ge=0)
+    conc: float | None = Field(default=None, ge=0)
+
+    def as_tuple(self) -> tuple[float | None, float | None, float | None]:
+        return (self.tps, self.kv, self.conc)

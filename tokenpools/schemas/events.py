@@ -1,0 +1,176 @@
+"""Records that travel on the topics (DESIGN §5).
+
+Every record is a JSON object with `type` and `v` (schema version) so a reader
+can refuse what it does not understand instead of guessing. Inference keys
+never appear raw: request events carry `key_hash` only.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokenpools.schemas.config import (
+    ControllerSettings,
+    EnforcementSettings,
+    EntitlementSpec,
+    PlatformConfig,
+    PoolSpec,
+    Tier,
+)
+from tokenpools.schemas.dims import Dims
+
+SCHEMA_VERSION = 1
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = SCHEMA_VERSION
+
+
+class Phase(StrEnum):
+    """Where a request is in its life; one event per transition a sidecar sees."""
+
+    ADMITTED = "admitted"
+    REJECTED = "rejected"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class RequestEvent(_Record):
+    """A request's admission decision or outcome, as reported by a sidecar."""
+
+    type: Literal["request"] = "request"
+    id: str = Field(min_length=1)
+    time: float = Field(ge=0, description="unix seconds")
+    pool: str
+    entitlement: str
+    tier: Tier | None = None
+    instance: str = Field(default="", description="sidecar instance id")
+    key_hash: str | None = None
+    phase: Phase
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    estimate_tokens: int = Field(default=0, ge=0, description="prompt + expected output")
+    queue_delay_ms: float = Field(default=0.0, ge=0)
+    ttft_ms: float | None = Field(default=None, ge=0)
+    latency_ms: float | None = Field(default=None, ge=0)
+    status: int = Field(default=200, ge=0, le=999)
+    reason: str | None = None
+    stream: bool = False
+
+
+class EngineSample(_Record):
+    """One scrape of one engine's `/metrics`."""
+
+    type: Literal["engine"] = "engine"
+    time: float = Field(ge=0)
+    pool: str
+    backend: str
+    up: bool = True
+    running: float = Field(default=0, ge=0)
+    waiting: float = Field(default=0, ge=0)
+    kv_usage: float = Field(default=0.0, ge=0, le=1, description="fraction of KV blocks in use")
+    kv_capacity_tokens: float = Field(default=0, ge=0)
+    prompt_tokens_total: float = Field(default=0, ge=0)
+    generation_tokens_total: float = Field(default=0, ge=0)
+    preemptions_total: float = Field(default=0, ge=0)
+    error: str | None = None
+
+
+class LimitUpdate(_Record):
+    """Live limits for one entitlement (and, when split, one sidecar instance)."""
+
+    type: Literal["limit"] = "limit"
+    pool: str
+    entitlement: str
+    tier: Tier
+    instance: str = Field(default="", description="'' = the entitlement's whole limit")
+    epoch: int = Field(ge=0, description="monotonic per pool; sidecars apply only newer epochs")
+    issued_at: float = Field(ge=0)
+    expires_at: float = Field(ge=0)
+    limits: Dims
+
+
+class ScalingDecision(_Record):
+    """A change of a pool's desired replica count, with why."""
+
+    type: Literal["scaling"] = "scaling"
+    pool: str
+    time: float = Field(ge=0)
+    current_replicas: int = Field(ge=0)
+    desired_replicas: int = Field(ge=0)
+    reason: str
+    demand: Dims
+    capacity: Dims
+
+
+class EntitlementState(BaseModel):
+    """One entitlement's row in a pool-state snapshot."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    entitlement: str
+    tier: Tier
+    demand: Dims
+    allocation: Dims
+    limit: Dims
+    served: Dims
+    debt: float = Field(ge=0)
+    priority: float = Field(ge=0)
+
+
+class PoolState(_Record):
+    """What the controller saw and decided for one pool in one tick."""
+
+    type: Literal["state"] = "state"
+    pool: str
+    time: float = Field(ge=0)
+    epoch: int = Field(ge=0)
+    replicas: int = Field(ge=0)
+    capacity: Dims
+    entitlements: list[EntitlementState]
+
+
+class PoolConfigRecord(_Record):
+    """A pool's whole configuration on the compacted config topic, keyed by pool name.
+
+    One record per pool (spec, its entitlements, the controller's constants)
+    keeps a pool's config atomic and co-partitioned with its events, so the
+    worker that owns a pool's requests also owns its config. A tombstone
+    (null value) removes the pool.
+    """
+
+    type: Literal["pool_config"] = "pool_config"
+    pool: PoolSpec
+    entitlements: list[EntitlementSpec]
+    controller: ControllerSettings = ControllerSettings()
+    enforcement: EnforcementSettings = EnforcementSettings()
+
+    @classmethod
+    def from_platform(cls, config: PlatformConfig) -> list[PoolConfigRecord]:
+        """One record per pool of a validated platform config."""
+        return [
+            cls(
+                pool=pool,
+                entitlements=config.entitlements_of(pool.name),
+                controller=config.controller,
+                enforcement=config.enforcement,
+            )
+            for pool in config.pools
+        ]
+
+
+Record = Annotated[
+    RequestEvent
+    | EngineSample
+    | LimitUpdate
+    | ScalingDecision
+    | PoolState
+    | PoolConfigRecord,
+    Field(discriminator="type"),
+]
