@@ -1,0 +1,175 @@
+"""One entitlement's admission gate: the sidecar and the offline simulator both enforce with it.
+
+A request is admitted when every dimension has room under the entitlement's
+live limits `L` (DESIGN §4): in-flight `< L_conc`, reserved KV + its KV
+estimate `<= L_kv`, and the token bucket (rate `L_tps`, `burst_s` seconds of
+it) holds its token estimate. Otherwise it may wait, in arrival order, up to
+`max_wait_s` (its SLO's admission delay; 0 = answer 429 at once, as for spot)
+in a bounded queue. Arrivals never overtake queued requests.
+
+Typical use (items are any hashable handle: a future, a request object):
+
+    decision = gate.admit_or_queue(item, estimate, kv, now)   # admitted / queued / rejected
+    ...
+    gate.complete(estimate, actual, kv, now)                  # reconcile + release
+    admitted, expired = gate.release_ready(now)               # after completions, limit
+                                                              # changes and at next_wake(now)
+
+Every call is O(1) apart from the queue's O(log n) deadline heap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from tokenpools.admission.reservations import Reservations
+from tokenpools.admission.token_bucket import TokenBucket
+from tokenpools.admission.wait_queue import WaitQueue
+from tokenpools.schemas.dims import Dims
+
+T = TypeVar("T", bound=Hashable)
+
+ADMITTED = "admitted"
+QUEUED = "queued"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one request; `reason` names the full dimension when not admitted.
+
+    reason: "admitted", "queued", "conc", "kv", "tps", "behind_queue" (others
+    wait; `try_admit` does not overtake them), "queue_full"; a wait
+    that ran out is reported by `release_ready` as expired.
+    """
+
+    admitted: bool
+    retry_after_s: float
+    reason: str
+    queued: bool = False
+
+
+class Admission(Generic[T]):
+    """Token bucket + reservations + wait queue for one entitlement."""
+
+    def __init__(
+        self,
+        limits: Dims,
+        now: float,
+        *,
+        max_wait_s: float = 0.0,
+        queue_capacity: int = 1024,
+        burst_s: float = 1.0,
+        retry_hint_s: float = 1.0,
+    ) -> None:
+        if burst_s <= 0:
+            raise ValueError("burst_s must be > 0")
+        self.max_wait_s = max(0.0, max_wait_s)
+        self.burst_s = burst_s
+        self.retry_hint_s = retry_hint_s  # when room depends on completions or the next tick
+        self.limits = limits
+        self.bucket = TokenBucket(limits.tps, limits.tps * burst_s, now)
+        self.reservations = Reservations()
+        self.queue: WaitQueue[T] = WaitQueue(queue_capacity if self.max_wait_s > 0 else 0)
+        self._queued: dict[T, tuple[float, float]] = {}  # item -> (estimate, kv)
+
+    # -- limits -----------------------------------------------------------------------------
+    def apply_limits(self, limits: Dims, now: float) -> None:
+        """New live limits; requests already in flight above them drain, none is preempted."""
+        self.limits = limits
+        self.bucket.set_rate(limits.tps, limits.tps * self.burst_s, now)
+
+    # -- admission --------------------------------------------------------------------------
+    def _blocked_by(self, estimate: float, kv: float, now: float) -> str | None:
+        full = self.reservations.fits(1, kv, self.limits.conc, self.limits.kv)
+        if full is not None:
+            return full
+        if self.bucket.time_until(estimate, now) > 0:
+            return "tps"
+        return None
+
+    def _take(self, estimate: float, kv: float, now: float) -> bool:
+        if self._blocked_by(estimate, kv, now) is not None:
+            return False
+        taken = self.bucket.try_take(estimate, now)
+        assert taken, "bucket refused what time_until promised"
+        self.reservations.try_reserve(1, kv, self.limits.conc, self.limits.kv)
+        return True
+
+    def _retry_after(self, reason: str, estimate: float, now: float) -> float:
+        if reason == "tps":
+            wait = self.bucket.time_until(estimate, now)
+            return wait if math.isfinite(wait) else self.retry_hint_s
+        return self.retry_hint_s
+
+    def try_admit(self, estimate_tokens: float, kv_tokens: float, now: float) -> Decision:
+        """Admit now or say why not; never queues, never overtakes queued requests."""
+        if len(self.queue):
+            return Decision(False, self.retry_hint_s, "behind_queue")
+        reason = self._blocked_by(estimate_tokens, kv_tokens, now)
+        if reason is None:
+            self._take(estimate_tokens, kv_tokens, now)
+            return Decision(True, 0.0, ADMITTED)
+        return Decision(False, self._retry_after(reason, estimate_tokens, now), reason)
+
+    def admit_or_queue(
+        self, item: T, estimate_tokens: float, kv_tokens: float, now: float
+    ) -> Decision:
+        """Admit now, else queue until `now + max_wait_s`, else reject (429)."""
+        decision = self.try_admit(estimate_tokens, kv_tokens, now)
+        if decision.admitted or self.max_wait_s <= 0:
+            return decision
+        if self.queue.push(item, now + self.max_wait_s):
+            self._queued[item] = (estimate_tokens, kv_tokens)
+            return Decision(False, self.max_wait_s, QUEUED, queued=True)
+        return Decision(False, self._retry_after(decision.reason, estimate_tokens, now), "queue_full")
+
+    def release_ready(self, now: float) -> tuple[list[T], list[T]]:
+        """(admitted, expired) queued items: expired ones first, then the head while it fits."""
+        expired = self.queue.expire(now)
+        for item in expired:
+            del self._queued[item]
+
+        def admit(item: T) -> bool:
+            estimate, kv = self._queued[item]
+            return self._take(estimate, kv, now)
+
+        admitted = self.queue.pop_ready(admit)
+        for item in admitted:
+            del self._queued[item]
+        return admitted, expired
+
+    def abandon(self, item: T) -> bool:
+        """A queued request's client went away."""
+        self._queued.pop(item, None)
+        return self.queue.remove(item)
+
+    def next_wake(self, now: float) -> float | None:
+        """When `release_ready` can next change something without a completion or new limits."""
+        wake = self.queue.next_deadline()
+        head = self.queue.peek()
+        if head is not None:
+            estimate, kv = self._queued[head]
+            if self.reservations.fits(1, kv, self.limits.conc, self.limits.kv) is None:
+                wait = self.bucket.time_until(estimate, now)
+                if math.isfinite(wait):
+                    wake = now + wait if wake is None else min(wake, now + wait)
+        return wake
+
+    # -- completion -------------------------------------------------------------------------
+    def complete(
+        self, estimate_tokens: float, actual_tokens: float, kv_tokens: float, now: float
+    ) -> None:
+        """Settle an admitted request (also on failure: actual = tokens really used)."""
+        self.bucket.reconcile(estimate_tokens, actual_tokens, now)
+        self.reservations.release(1, kv_tokens)
+
+    @property
+    def in_flight(self) -> int:
+        return self.reservations.in_flight
+
+    @property
+    def queued(self) -> int:
+        return len(self.queue)

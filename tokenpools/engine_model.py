@@ -1,0 +1,334 @@
+"""A deterministic model of one vLLM engine: continuous batching, KV blocks, a step-time model.
+
+It is the project's only stand-in for vLLM, shared by the offline simulator
+(`tokenpools.simulation`) and the HTTP engine simulator (`connectors/`), so
+both see the same queueing, batching and preemption behaviour.
+
+Contract (time is always an argument; the model has no clock):
+
+* `submit(request_id, prompt_tokens, max_output_tokens, now)` puts a request
+  on the waiting queue. If the engine is idle a step is planned at `now`. It
+  returns `[aborted]` for a prompt that can never fit the KV cache, else `[]`.
+* `next_step_time()` is when the planned step completes (`None` when idle).
+* `step(now)` completes the planned step (call it at `next_step_time()`, or
+  later in real time), returns its `EngineEvent`s stamped `now`, and plans the
+  next step starting at `now` when there is work.
+* `cancel(request_id)` frees the request's slot and KV blocks at once; a
+  cancelled request produces no further events.
+
+Scheduling at the start of each step, like vLLM's scheduler (V1, chunked
+prefill):
+
+1. Running requests, oldest first, get their decode token (1 each) or their
+   next prefill chunk, within `max_num_batched_tokens`. A decode that needs a
+   new KV block when none is free preempts the newest running request
+   (recompute: its blocks are freed, it goes back to the head of the waiting
+   queue and later re-prefills prompt + tokens generated so far).
+2. Waiting requests are admitted FCFS while fewer than `max_num_seqs` run, the
+   token budget lasts and the KV blocks for their whole prompt are free
+   (head-of-line: the queue does not skip a request that does not fit).
+
+A request's first token is sampled by the step that completes its prefill;
+each later step adds one token. Step duration is
+`step_base_s + step_per_seq_s · decoding_seqs + prefill_per_token_s · prefill_tokens`.
+A prompt that can never fit the KV cache is aborted (vLLM rejects it too).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+
+from tokenpools.schemas.events import EngineSample
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """The vLLM knobs that shape capacity, and the step-time model."""
+
+    max_num_seqs: int = 32
+    num_gpu_blocks: int = 2048
+    block_size: int = 16
+    max_num_batched_tokens: int = 8192
+    step_base_s: float = 0.010
+    step_per_seq_s: float = 0.0004
+    prefill_per_token_s: float = 0.00002
+
+    def __post_init__(self) -> None:
+        if min(self.max_num_seqs, self.num_gpu_blocks, self.block_size) < 1:
+            raise ValueError("max_num_seqs, num_gpu_blocks and block_size must be >= 1")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError("max_num_batched_tokens must be >= max_num_seqs")
+        if min(self.step_base_s, self.step_per_seq_s, self.prefill_per_token_s) < 0:
+            raise ValueError("step-time coefficients must be >= 0")
+        if self.step_base_s + self.step_per_seq_s + self.prefill_per_token_s <= 0:
+            raise ValueError("a step must take some time")
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        """KV-cache tokens the engine can hold: num_gpu_blocks × block_size."""
+        return self.num_gpu_blocks * self.block_size
+
+
+class EngineEventKind(StrEnum):
+    FIRST_TOKEN = "first_token"
+    TOKEN = "token"
+    FINISHED = "finished"
+    PREEMPTED = "preempted"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEvent:
+    """Something that happened to one request in one step.
+
+    `tokens` is how many output tokens the request has after the step
+    (first_token: 1, token: n, finished: completion tokens).
+    """
+
+    kind: EngineEventKind
+    request_id: str
+    time: float
+    tokens: int = 0
+    prompt_tokens: int = 0
+    reason: str = ""
+
+
+_WAITING, _RUNNING, _DONE = 0, 1, 2
+
+
+class _Seq:
+    __slots__ = ("blocks", "computed", "generated", "id", "max_out", "prompt", "state", "target")
+
+    def __init__(self, request_id: str, prompt: int, max_out: int) -> None:
+        self.id = request_id
+        self.prompt = prompt
+        self.max_out = max_out
+        self.generated = 0
+        self.computed = 0  # tokens whose KV is in the cache
+        self.target = prompt  # tokens to prefill before decoding (prompt + output after preemption)
+        self.blocks = 0
+        self.state = _WAITING
+
+
+class EngineModel:
+    """One engine replica; see the module docstring for the contract."""
+
+    def __init__(self, params: EngineParams | None = None, *, token_events: bool = True) -> None:
+        self.params = params or EngineParams()
+        self._token_events = token_events  # per-token events cost time; streaming needs them
+        self._seqs: dict[str, _Seq] = {}
+        self._waiting: deque[_Seq] = deque()
+        self._running: list[_Seq] = []
+        self._n_waiting = 0
+        self._free_blocks = self.params.num_gpu_blocks
+        self._plan: list[tuple[_Seq, int]] = []
+        self._step_end: float | None = None
+        self.prompt_tokens_total = 0
+        self.generation_tokens_total = 0
+        self.preemptions_total = 0
+        self.steps_total = 0
+
+    # -- inputs -----------------------------------------------------------------------------
+    def submit(
+        self, request_id: str, prompt_tokens: int, max_output_tokens: int, now: float
+    ) -> list[EngineEvent]:
+        """Queue a request; returns `[aborted]` when its prompt can never fit, else `[]`.
+
+        A request id may be reused only after it finished or was cancelled.
+        """
+        if request_id in self._seqs:
+            raise ValueError(f"request {request_id!r} is already in the engine")
+        seq = _Seq(request_id, max(1, int(prompt_tokens)), max(1, int(max_output_tokens)))
+        if seq.target + 1 > self.params.kv_capacity_tokens:
+            return [self._abort_event(seq, now)]
+        self._seqs[request_id] = seq
+        self._waiting.append(seq)
+        self._n_waiting += 1
+        if self._step_end is None:
+            return self._plan_step(now)  # idle engine: nothing can be preempted, so []
+        return []
+
+    def cancel(self, request_id: str) -> bool:
+        """Drop a request wherever it is; returns whether it was there."""
+        seq = self._seqs.pop(request_id, None)
+        if seq is None:
+            return False
+        if seq.state == _RUNNING:
+            self._running.remove(seq)
+            self._free_blocks += seq.blocks
+        elif seq.state == _WAITING:
+            self._n_waiting -= 1  # left in the deque, skipped when reached
+        seq.blocks = 0
+        seq.state = _DONE
+        return True
+
+    # -- time -------------------------------------------------------------------------------
+    def next_step_time(self) -> float | None:
+        return self._step_end
+
+    def step(self, now: float) -> list[EngineEvent]:
+        """Complete the planned step at `now` and plan the next one."""
+        if self._step_end is None:
+            return []
+        events: list[EngineEvent] = []
+        token_events = self._token_events
+        finished: list[_Seq] = []
+        for seq, n in self._plan:
+            if seq.state != _RUNNING:
+                continue  # cancelled or preempted after planning
+            if seq.computed < seq.target:  # prefill chunk
+                seq.computed += n
+                self.prompt_tokens_total += n
+                if seq.computed < seq.target:
+                    continue
+            else:  # decode: the last sampled token enters the cache
+                seq.computed += 1
+            seq.generated += 1
+            self.generation_tokens_total += 1
+            if seq.generated == 1:
+                events.append(
+                    EngineEvent(EngineEventKind.FIRST_TOKEN, seq.id, now, 1, seq.prompt)
+                )
+            elif token_events:
+                events.append(EngineEvent(EngineEventKind.TOKEN, seq.id, now, seq.generated))
+            if seq.generated >= seq.max_out:
+                finished.append(seq)
+        for seq in finished:
+            self._running.remove(seq)
+            self._free_blocks += seq.blocks
+            seq.blocks = 0
+            seq.state = _DONE
+            del self._seqs[seq.id]
+            events.append(
+                EngineEvent(EngineEventKind.FINISHED, seq.id, now, seq.generated, seq.prompt)
+            )
+        self.steps_total += 1
+        self._step_end = None
+        self._plan = []
+        events.extend(self._plan_step(now))
+        return events
+
+    # -- observation ------------------------------------------------------------------------
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return self._n_waiting
+
+    @property
+    def kv_blocks_used(self) -> int:
+        return self.params.num_gpu_blocks - self._free_blocks
+
+    @property
+    def kv_usage(self) -> float:
+        return self.kv_blocks_used / self.params.num_gpu_blocks
+
+    def sample(self, now: float, pool: str, backend: str) -> EngineSample:
+        """What a scrape of this engine's /metrics would report."""
+        return EngineSample(
+            time=now,
+            pool=pool,
+            backend=backend,
+            running=self.running,
+            waiting=self.waiting,
+            kv_usage=self.kv_usage,
+            kv_capacity_tokens=self.params.kv_capacity_tokens,
+            prompt_tokens_total=self.prompt_tokens_total,
+            generation_tokens_total=self.generation_tokens_total,
+            preemptions_total=self.preemptions_total,
+        )
+
+    # -- scheduling -------------------------------------------------------------------------
+    def _blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.params.block_size)
+
+    def _abort_event(self, seq: _Seq, now: float) -> EngineEvent:
+        reason = (
+            f"{seq.target} prompt tokens exceed the KV cache "
+            f"({self.params.kv_capacity_tokens} tokens)"
+        )
+        return EngineEvent(
+            EngineEventKind.ABORTED, seq.id, now, seq.generated, seq.prompt, reason=reason
+        )
+
+    def _preempt_newest(self) -> _Seq:
+        victim = self._running.pop()
+        self._free_blocks += victim.blocks
+        victim.blocks = 0
+        victim.computed = 0
+        victim.target = victim.prompt + victim.generated
+        victim.state = _WAITING
+        self._waiting.appendleft(victim)
+        self._n_waiting += 1
+        self.preemptions_total += 1
+        return victim
+
+    def _plan_step(self, now: float) -> list[EngineEvent]:
+        p = self.params
+        budget = p.max_num_batched_tokens
+        plan: list[tuple[_Seq, int]] = []
+        events: list[EngineEvent] = []
+        decoding = 0
+        prefill_tokens = 0
+        i = 0
+        while i < len(self._running) and budget > 0:
+            seq = self._running[i]
+            if seq.computed >= seq.target:  # decode needs room for one more token
+                need = self._blocks_for(seq.computed + 1) - seq.blocks
+                while need > self._free_blocks and self._running[-1] is not seq:
+                    victim = self._preempt_newest()
+                    events.append(EngineEvent(EngineEventKind.PREEMPTED, victim.id, now))
+                if need > self._free_blocks:
+                    victim = self._preempt_newest()  # itself: nothing newer to evict
+                    events.append(EngineEvent(EngineEventKind.PREEMPTED, victim.id, now))
+                    break
+                seq.blocks += need
+                self._free_blocks -= need
+                plan.append((seq, 1))
+                decoding += 1
+                budget -= 1
+            else:  # blocks for the whole prefill target were reserved on admission
+                chunk = min(seq.target - seq.computed, budget)
+                plan.append((seq, chunk))
+                prefill_tokens += chunk
+                budget -= chunk
+            i += 1
+
+        capacity_tokens = p.kv_capacity_tokens
+        while self._waiting and budget > 0 and len(self._running) < p.max_num_seqs:
+            seq = self._waiting[0]
+            if seq.state != _WAITING:
+                self._waiting.popleft()
+                continue
+            if seq.target + 1 > capacity_tokens:
+                self._waiting.popleft()
+                self._n_waiting -= 1
+                seq.state = _DONE
+                del self._seqs[seq.id]
+                events.append(self._abort_event(seq, now))
+                continue
+            need = self._blocks_for(seq.target + 1)
+            if need > self._free_blocks:
+                break
+            self._waiting.popleft()
+            self._n_waiting -= 1
+            seq.state = _RUNNING
+            seq.blocks = need
+            self._free_blocks -= need
+            self._running.append(seq)
+            chunk = min(seq.target, budget)
+            plan.append((seq, chunk))
+            prefill_tokens += chunk
+            budget -= chunk
+
+        if plan:
+            self._plan = plan
+            self._step_end = (
+                now + p.step_base_s + p.step_per_seq_s * decoding
+                + p.prefill_per_token_s * prefill_tokens
+            )
+        return events
