@@ -188,9 +188,7 @@ class EngineModel:
             seq.generated += 1
             self.generation_tokens_total += 1
             if seq.generated == 1:
-                events.append(
-                    EngineEvent(EngineEventKind.FIRST_TOKEN, seq.id, now, 1, seq.prompt)
-                )
+                events.append(EngineEvent(EngineEventKind.FIRST_TOKEN, seq.id, now, 1, seq.prompt))
             elif token_events:
                 events.append(EngineEvent(EngineEventKind.TOKEN, seq.id, now, seq.generated))
             if seq.generated >= seq.max_out:
@@ -328,7 +326,9 @@ class EngineModel:
         if plan:
             self._plan = plan
             self._step_end = (
-                now + p.step_base_s + p.step_per_seq_s * decoding
+                now
+                + p.step_base_s
+                + p.step_per_seq_s * decoding
                 + p.prefill_per_token_s * prefill_tokens
             )
         return events

@@ -124,7 +124,8 @@ class Admission(Generic[T]):
         if self.queue.push(item, now + self.max_wait_s):
             self._queued[item] = (estimate_tokens, kv_tokens)
             return Decision(False, self.max_wait_s, QUEUED, queued=True)
-        return Decision(False, self._retry_after(decision.reason, estimate_tokens, now), "queue_full")
+        retry = self._retry_after(decision.reason, estimate_tokens, now)
+        return Decision(False, retry, "queue_full")
 
     def release_ready(self, now: float) -> tuple[list[T], list[T]]:
         """(admitted, expired) queued items: expired ones first, then the head while it fits."""
