@@ -36,7 +36,8 @@ def parse_config(text: str, source: str = "<config>") -> PlatformConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(source, [f"{where}invalid YAML ({getattr(exc, 'problem', exc)})"]) from None
+        problem = getattr(exc, "problem", exc)
+        raise ConfigError(source, [f"{where}invalid YAML ({problem})"]) from None
     if not isinstance(data, dict):
         raise ConfigError(source, ["<root>: expected a mapping with 'pools' and 'entitlements'"])
     try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -24,11 +27,30 @@ async def ensure_topics(
             if spec.name not in existing
         ]
         if missing:
-            try:
+            # another process may create them between list and create
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process created them between list and create
             outcome.update({t.name: "created" for t in missing})
+            await _wait_for_leaders(admin, [t.name for t in missing])
         return outcome
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(
+    admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 15.0
+) -> None:
+    """New partitions are usable only once they have a leader; wait so first sends don't retry."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        described = await admin.describe_topics(names)
+        ready = all(
+            topic.get("error_code", 0) == 0
+            and topic.get("partitions")
+            and all(p.get("leader", -1) >= 0 for p in topic["partitions"])
+            for topic in described
+        )
+        if ready:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"topics without partition leaders after {timeout_s:g}s: {names}")

@@ -53,7 +53,9 @@ def ensure_jars(version: str = KAFKA_VERSION, quiet: bool = True) -> Path:
     ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise BrokerError(f"mvn could not resolve Kafka {version}:\n{result.stdout}\n{result.stderr}")
+        raise BrokerError(
+            f"mvn could not resolve Kafka {version}:\n{result.stdout}\n{result.stderr}"
+        )
     if not any(libs.glob("kafka_2.13-*.jar")):
         raise BrokerError(f"mvn finished but no kafka_2.13 jar is in {libs}")
     marker.touch()
@@ -200,7 +202,7 @@ class LocalKafka:
         if java is None:
             raise BrokerError("Java 17+ is needed to run the Kafka broker; install a JRE")
         return [
-            java, f"-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            java, "-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, main, *args,
         ]
 
@@ -214,12 +216,14 @@ class LocalKafka:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc is None or self._proc.poll() is not None:
-                raise BrokerError(f"broker exited during start; see {self.log_file}\n{self._tail()}")
+                raise BrokerError(f"broker exited; see {self.log_file}\n{self._tail()}")
             if _port_open(self.port) and _cluster_answers(self.bootstrap):
                 return
             time.sleep(0.3)
         self.kill()
-        raise BrokerError(f"broker did not answer within {timeout:.0f}s; see {self.log_file}\n{self._tail()}")
+        raise BrokerError(
+            f"broker did not answer within {timeout:.0f}s; see {self.log_file}\n{self._tail()}"
+        )
 
     def _tail(self, lines: int = 20) -> str:
         text = ""
@@ -240,7 +244,7 @@ def _port_open(port: int) -> bool:
 
 
 def _cluster_answers(bootstrap: str) -> bool:
-    """True once the broker serves metadata, asked from a thread so any caller's loop is untouched."""
+    """True once the broker serves metadata; asked from a thread so no caller's loop is touched."""
     result: list[bool] = []
 
     async def probe() -> None:

@@ -61,7 +61,7 @@ def _load(data: bytes | None) -> dict:
     if not isinstance(version, int) or version < 1:
         raise DecodeError(f"v: invalid schema version {version!r}")
     if version > SCHEMA_VERSION:
-        raise DecodeError(f"v: schema version {version} is newer than this reader ({SCHEMA_VERSION})")
+        raise DecodeError(f"v: schema {version} is newer than this reader's {SCHEMA_VERSION}")
     return obj
 
 

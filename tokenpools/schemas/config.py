@@ -194,7 +194,7 @@ def validate_platform(config: PlatformConfig) -> list[str]:
             owner = seen_keys.get(key_hash)
             if owner is not None:
                 problems.append(
-                    f"{where}.key_hashes[{j}]: duplicate key, already mapped to entitlement {owner!r}"
+                    f"{where}.key_hashes[{j}]: duplicate key, already used by entitlement {owner!r}"
                 )
             seen_keys[key_hash] = ent.name
 

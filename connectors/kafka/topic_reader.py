@@ -1,0 +1,36 @@
+"""Read a topic from the beginning to its current end: for demos, tests and audits."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+
+async def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[ConsumerRecord]:
+    """Every record now on `topic`, without joining a consumer group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        cluster = await consumer._client.fetch_all_metadata()  # no public per-topic refresh
+        partitions = cluster.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        records: list[ConsumerRecord] = []
+        remaining = {tp for tp in tps if end[tp] > 0}
+        loop_deadline = timeout_s
+        while remaining and loop_deadline > 0:
+            batch = await consumer.getmany(*remaining, timeout_ms=500)
+            loop_deadline -= 0.5 if not batch else 0
+            for tp, messages in batch.items():
+                records.extend(messages)
+                if messages and messages[-1].offset + 1 >= end[tp]:
+                    remaining.discard(tp)
+        if remaining:
+            unread = sorted(t.partition for t in remaining)
+            raise TimeoutError(f"{topic}: partitions {unread} not read to end")
+        return records
+    finally:
+        await consumer.stop()

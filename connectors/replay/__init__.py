@@ -1,0 +1,1 @@
+"""Recorded traffic in, request events out: replays for demos, analytics and what-if runs."""

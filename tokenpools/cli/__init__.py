@@ -1,0 +1,6 @@
+"""The `tokenpools` command: the composition root that wires the core to streams and connectors.
+
+Each sub-command group lives in its own module with an `app` (typer.Typer);
+`main.py` mounts them. I/O libraries are imported inside commands so that
+`tokenpools --help` stays fast and the core stays free of them.
+"""

@@ -1,0 +1,36 @@
+"""Entry point of the `tokenpools` command."""
+
+from __future__ import annotations
+
+import typer
+
+from tokenpools import __version__
+from tokenpools.cli import config, demo, dev, keys, topics
+
+app = typer.Typer(
+    name="tokenpools",
+    help="Token pools: sell and enforce LLM inference capacity as entitlements.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.add_typer(config.app, name="config")
+app.add_typer(dev.app, name="dev")
+app.add_typer(topics.app, name="topics")
+app.add_typer(keys.app, name="keys")
+app.command("demo")(demo.demo)
+# Sub-commands of the other areas are mounted below, one line each.
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+if __name__ == "__main__":
+    app()
