@@ -81,6 +81,7 @@ class LocalKafka:
     ) -> None:
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="tokenpools-kafka-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
         self.version = version

@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   — start a local Kafka broker, apply the example config, send events, show them
+#   make test   — run the test suite (unit, property, and integration on a real broker)
+# Both create .venv and fetch what they need (PyPI packages, Kafka jars from Maven Central).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench kafka clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/tokenpools dev kafka --fetch-only
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tokenpools demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+kafka: $(STAMP)
+	$(BIN)/tokenpools dev kafka
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,112 @@
+"""Baselines later stream benchmarks are divided by: codec cost and raw aiokafka rates.
+
+Prints, measured in this run on this machine:
+  - encode+decode cost per request event (µs), through the project codec;
+  - raw aiokafka produce rate (events/s, idempotent producer, acks=all);
+  - raw aiokafka consume rate of the same topic (events/s, getmany, no decoding).
+Starts its own local broker unless KAFKA_BOOTSTRAP is set.
+
+    .venv/bin/python bench/bench_foundation.py [--events 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+import uuid
+
+from aiokafka import AIOKafkaConsumer
+
+from connectors.kafka.admin import ensure_topics
+from connectors.kafka.broker import LocalKafka
+from connectors.kafka.producer import make_producer
+from tokenpools.schemas import Phase, RequestEvent, Tier, decode_as, encode
+from tokenpools.topics import Topics
+
+
+def sample_event(i: int) -> RequestEvent:
+    return RequestEvent(
+        id=f"req-{i}", time=1_700_000_000 + i * 0.001, pool=f"pool-{i % 10}",
+        entitlement=f"ent-{i % 1000}", tier=Tier.ELASTIC, instance="sidecar-0",
+        key_hash="hs256:" + "ab" * 32, phase=Phase.COMPLETED, prompt_tokens=500 + i % 300,
+        completion_tokens=120, estimate_tokens=756, queue_delay_ms=1.5, ttft_ms=80.0,
+        latency_ms=900.0, status=200,
+    )
+
+
+def codec_cost_us(n: int = 20_000, repeats: int = 5) -> tuple[float, float]:
+    events = [sample_event(i) for i in range(n)]
+    encode_runs, decode_runs = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        payloads = [encode(e) for e in events]
+        t1 = time.perf_counter()
+        for p in payloads:
+            decode_as(p, RequestEvent)
+        t2 = time.perf_counter()
+        encode_runs.append((t1 - t0) / n * 1e6)
+        decode_runs.append((t2 - t1) / n * 1e6)
+    return statistics.median(encode_runs), statistics.median(decode_runs)
+
+
+async def kafka_rates(bootstrap: str, count: int) -> tuple[float, float]:
+    topics = Topics(namespace=f"bench{uuid.uuid4().hex[:6]}")
+    await ensure_topics(bootstrap, topics, partitions=6)
+    payloads = [encode(sample_event(i)) for i in range(min(count, 10_000))]
+    producer = make_producer(bootstrap, linger_ms=10)
+    await producer.start()
+    t0 = time.perf_counter()
+    for i in range(count):
+        await producer.send(topics.requests, value=payloads[i % len(payloads)],
+                            key=f"pool-{i % 10}".encode())
+    await producer.flush()
+    produce_rate = count / (time.perf_counter() - t0)
+    await producer.stop()
+
+    consumer = AIOKafkaConsumer(
+        topics.requests, bootstrap_servers=bootstrap, group_id=f"{topics.namespace}-raw",
+        auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=4 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    seen = 0
+    t0 = None
+    while seen < count:
+        batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+        if t0 is None and batch:
+            t0 = time.perf_counter()
+        seen += sum(len(v) for v in batch.values())
+    consume_rate = seen / (time.perf_counter() - t0)
+    await consumer.stop()
+    return produce_rate, consume_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+
+    enc, dec = codec_cost_us()
+    print(f"codec: encode {enc:.2f} µs/event, decode {dec:.2f} µs/event, "
+          f"encode+decode {enc + dec:.2f} µs/event")
+
+    broker = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        broker = LocalKafka(heap="1g")
+        bootstrap = broker.start()
+    try:
+        produce, consume = asyncio.run(kafka_rates(bootstrap, args.events))
+    finally:
+        if broker:
+            broker.cleanup()
+    print(f"raw aiokafka produce: {produce:,.0f} events/s ({args.events:,} events, acks=all, "
+          f"idempotent)")
+    print(f"raw aiokafka consume: {consume:,.0f} events/s (getmany, no decoding)")
+
+
+if __name__ == "__main__":
+    main()

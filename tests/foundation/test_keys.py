@@ -1,0 +1,27 @@
+"""Inference keys: only salted hashes are stored or sent, and logs never carry a usable key."""
+
+from __future__ import annotations
+
+from tokenpools.keys import hash_key, key_salt, redact
+
+
+def test_the_same_key_and_salt_always_give_the_same_hash() -> None:
+    assert hash_key("sk-abc", b"s1") == hash_key("sk-abc", b"s1")
+
+
+def test_a_different_salt_gives_a_different_hash() -> None:
+    assert hash_key("sk-abc", b"s1") != hash_key("sk-abc", b"s2")
+
+
+def test_the_hash_does_not_contain_the_key() -> None:
+    assert "sk-secret-value" not in hash_key("sk-secret-value", b"salt")
+
+
+def test_salt_comes_from_the_environment() -> None:
+    assert key_salt({"TOKENPOOLS_KEY_SALT": "prod"}) == b"prod"
+
+
+def test_redacted_keys_keep_too_little_to_be_used() -> None:
+    key = "sk-live-0123456789abcdef"
+    shown = redact(key)
+    assert key not in shown and len(shown) < len(key)
