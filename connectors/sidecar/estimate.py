@@ -1,0 +1,72 @@
+"""What a request will cost before it runs: prompt tokens plus expected output.
+
+No tokenizer is loaded (it would cost memory and milliseconds per request and
+tie the sidecar to a model): text is estimated at 4 characters per token, the
+rule of thumb for English BPE vocabularies, plus 4 tokens per chat message for
+its template; token-id prompts are counted exactly. The error is settled when
+the response reports its real usage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+CHARS_PER_TOKEN = 4
+MESSAGE_OVERHEAD_TOKENS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Prompt and output tokens a request is charged on admission."""
+
+    prompt_tokens: int
+    output_tokens: int
+
+    @property
+    def total(self) -> int:
+        """Charged to the token bucket (tps) and reserved as KV: the context at its longest."""
+        return self.prompt_tokens + self.output_tokens
+
+
+def _text_tokens(chars: int) -> int:
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+def _prompt_tokens(prompt: Any) -> int:
+    if isinstance(prompt, str):
+        return _text_tokens(len(prompt))
+    if isinstance(prompt, list):
+        if prompt and all(isinstance(p, int) for p in prompt):
+            return len(prompt)
+        return sum(_prompt_tokens(p) for p in prompt)
+    return 0
+
+
+def _message_tokens(messages: Any) -> int:
+    if not isinstance(messages, list):
+        return 0
+    chars = 0
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    chars += len(part["text"])
+    return _text_tokens(chars) + MESSAGE_OVERHEAD_TOKENS * len(messages)
+
+
+def estimate_request(body: dict[str, Any], chat: bool, expected_output_tokens: int) -> Estimate:
+    """Estimate a chat (`messages`) or completions (`prompt`) request body."""
+    prompt = _message_tokens(body.get("messages")) if chat else _prompt_tokens(body.get("prompt"))
+    output = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(output, int) or isinstance(output, bool) or output < 1:
+        output = expected_output_tokens
+    n = body.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+        output *= n  # n choices each generate up to max_tokens
+    return Estimate(max(1, prompt), output)

@@ -1,0 +1,95 @@
+"""Assemble a sidecar from its settings, config sources and Kafka, and serve it.
+
+Config comes from a YAML file, the compacted config topic, or both (the
+topic's record, when one arrives, replaces the file's). Without Kafka the
+sidecar still enforces — on the file's config and the fallback limits — but
+produces no events; the CLI warns about that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from connectors.kafka.producer import make_producer
+from connectors.sidecar.directory import EntitlementDirectory
+from connectors.sidecar.feeds import ControlFeeds
+from connectors.sidecar.proxy import Sidecar, SidecarSettings
+from connectors.sidecar.reporter import EventReporter
+from tokenpools.keys import key_salt
+from tokenpools.schemas import PlatformConfig, PoolConfigRecord
+from tokenpools.topics import Topics
+
+
+@dataclass
+class RunningSidecar:
+    """A sidecar serving in this event loop; `close()` stops everything it started."""
+
+    sidecar: Sidecar
+    url: str
+    _runner: web.AppRunner
+    _feeds: ControlFeeds | None
+
+    async def close(self) -> None:
+        await self._runner.cleanup()  # stops the server, the event sender and the producer
+        if self._feeds is not None:
+            await self._feeds.stop()
+
+
+def pool_record(config: PlatformConfig, pool: str) -> PoolConfigRecord:
+    """The record of `pool` in a platform config (KeyError naming the pool if absent)."""
+    for record in PoolConfigRecord.from_platform(config):
+        if record.pool.name == pool:
+            return record
+    raise KeyError(f"pool {pool!r} is not in the config (pools: {[p.name for p in config.pools]})")
+
+
+async def start_sidecar(
+    settings: SidecarSettings,
+    *,
+    config: PlatformConfig | None = None,
+    bootstrap: str | None = None,
+    topics: Topics | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    event_buffer: int = 100_000,
+    salt: bytes | None = None,
+) -> RunningSidecar:
+    """Start a sidecar: load config, follow Kafka (if given), serve HTTP on host:port."""
+    topics = topics or Topics()
+    directory = EntitlementDirectory(settings.pool, settings.instance,
+                                     key_salt() if salt is None else salt)
+    if config is not None:
+        directory.load(pool_record(config, settings.pool))
+    producer = None
+    feeds = None
+    if bootstrap is not None:
+        producer = make_producer(bootstrap)
+        await producer.start()
+        feeds = ControlFeeds(bootstrap, topics, directory)
+        try:
+            await feeds.start()
+        except Exception:
+            await producer.stop()
+            raise
+    reporter = EventReporter(producer, topics.requests, settings.pool, settings.instance,
+                             capacity=event_buffer)
+    sidecar = Sidecar(settings, directory, reporter)
+    runner = web.AppRunner(sidecar.app(), handler_cancellation=True, access_log=None)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, backlog=4096)
+        await site.start()
+    except Exception:
+        await runner.cleanup()
+        if feeds is not None:
+            await feeds.stop()
+        raise
+    bound = port
+    server = site._server
+    if server is not None:
+        with contextlib.suppress(AttributeError, IndexError):
+            bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    return RunningSidecar(sidecar, f"http://{host}:{bound}", runner, feeds)
