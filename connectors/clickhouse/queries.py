@@ -1,0 +1,177 @@
+"""Named analytic queries: `sql/queries/<name>.sql` with typed ClickHouse parameters.
+
+Values only ever travel as server-side parameters (`{name:Type}` in the SQL,
+bound by ClickHouse), never formatted into the text; names of queries and
+tables are never taken from the caller, who picks a query by name from a
+fixed registry. Each value is checked against its declared type here too, so
+a bad value is a clear usage error rather than a ClickHouse exception.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from connectors.clickhouse.store import SQL_DIR
+
+QUERIES_DIR = SQL_DIR / "queries"
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):([^{}]+)\}")
+DEFAULTS: dict[str, Any] = {"pool": "", "entitlement": "", "window_s": 60}
+MAX_STRING = 256
+
+
+class QueryError(ValueError):
+    """An unknown query, or a parameter that is missing, unknown or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: str
+
+    def coerce(self, value: Any) -> Any:
+        """The value as ClickHouse should receive it for this parameter's type."""
+        base = self.type.strip()
+        try:
+            if base.startswith("DateTime"):
+                return format_time(parse_time(value))
+            if base.startswith(("UInt", "Int")):
+                number = int(value)
+                if base.startswith("UInt") and number < 0:
+                    raise ValueError("must not be negative")
+                if self.name.endswith("_s") and number < 1:
+                    raise ValueError("must be at least 1")
+                return number
+            if base.startswith("Float"):
+                number = float(value)
+                if not math.isfinite(number):
+                    raise ValueError("must be finite")
+                return number
+            if base == "String":
+                text = str(value)
+                if len(text) > MAX_STRING:
+                    raise ValueError(f"longer than {MAX_STRING} characters")
+                return text
+        except (TypeError, ValueError) as exc:
+            raise QueryError(f"{self.name}: {exc} (expected {self.type})") from None
+        raise QueryError(f"{self.name}: unsupported parameter type {self.type}")
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    name: str
+    description: str
+    sql: str
+    parameters: tuple[Parameter, ...]
+
+    def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Check and convert the caller's values; missing optional ones take `DEFAULTS`."""
+        declared = {p.name: p for p in self.parameters}
+        unknown = sorted(set(values) - set(declared))
+        if unknown:
+            raise QueryError(f"{self.name}: unknown parameter(s) {', '.join(unknown)}")
+        bound = {}
+        for name, parameter in declared.items():
+            value = values.get(name)
+            if value is None:
+                if name not in DEFAULTS:
+                    raise QueryError(f"{self.name}: parameter {name} is required")
+                value = DEFAULTS[name]
+            bound[name] = parameter.coerce(value)
+        return bound
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows of one named query; `types` are ClickHouse type names, for decoding and plots."""
+
+    name: str
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "columns": self.columns, "types": self.types, "rows": self.rows}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> QueryResult:
+        types = list(data["types"])
+        times = [i for i, t in enumerate(types) if t.startswith("DateTime")]
+        rows = [list(row) for row in data["rows"]]
+        for row in rows:
+            for i in times:
+                if isinstance(row[i], str):
+                    row[i] = datetime.fromisoformat(row[i])
+        return cls(data["name"], list(data["columns"]), types, rows)
+
+
+def load_queries(directory: Path = QUERIES_DIR) -> dict[str, NamedQuery]:
+    """Every `*.sql` in `directory`; the leading `--` lines are the description."""
+    queries = {}
+    for path in sorted(directory.glob("*.sql")):
+        sql = path.read_text()
+        description = " ".join(
+            line.removeprefix("--").strip()
+            for line in _leading_comments(sql)
+        )
+        parameters: dict[str, Parameter] = {}
+        for name, type_ in _PLACEHOLDER.findall(sql):
+            previous = parameters.setdefault(name, Parameter(name, type_.strip()))
+            if previous.type != type_.strip():
+                raise QueryError(f"{path.name}: parameter {name} declared as two types")
+        queries[path.stem] = NamedQuery(path.stem, description, sql, tuple(parameters.values()))
+    return queries
+
+
+def _leading_comments(sql: str) -> list[str]:
+    lines = []
+    for line in sql.splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line)
+    return lines
+
+
+def run_query(client: Client, query: NamedQuery, values: Mapping[str, Any]) -> QueryResult:
+    """Bind `values` as server-side parameters and run `query`."""
+    result = client.query(query.sql, parameters=query.bind(values))
+    rows = [[_plain(v) for v in row] for row in result.result_rows]
+    return QueryResult(
+        query.name, list(result.column_names), [t.name for t in result.column_types], rows
+    )
+
+
+def _plain(value: Any) -> Any:
+    """UTC-aware datetimes and JSON-safe floats (NaN → None)."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def parse_time(value: Any) -> datetime:
+    """A point in time from a datetime, unix seconds, or ISO 8601 text (UTC unless it says)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, int | float):
+        moment = datetime.fromtimestamp(float(value), UTC)
+    else:
+        text = str(value).strip()
+        try:
+            moment = datetime.fromtimestamp(float(text), UTC)
+        except ValueError:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def format_time(moment: datetime) -> str:
+    """How a DateTime64(3, 'UTC') parameter is written: UTC, millisecond precision."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]

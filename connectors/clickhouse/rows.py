@@ -1,0 +1,185 @@
+"""How each topic's records become rows of its raw table: one `TableMapping` per topic.
+
+Pure functions of the record (and of the Kafka timestamp for config records,
+which carry no time of their own). Times become integer milliseconds, which
+clickhouse-connect writes straight into DateTime64(3) columns. The sink
+appends the Kafka coordinates (`KAFKA_COLUMNS`) to every row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from tokenpools.schemas.dims import Dims
+from tokenpools.schemas.events import (
+    EngineSample,
+    LimitUpdate,
+    PoolConfigRecord,
+    PoolState,
+    RequestEvent,
+    ScalingDecision,
+)
+from tokenpools.topics import Topics
+
+KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset")
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class TableMapping:
+    """A raw table, the model its topic carries, and the rows one record makes."""
+
+    table: str
+    model: type[BaseModel]
+    columns: tuple[str, ...]
+    rows: Callable[[Any, int], Sequence[Row]]
+
+    @property
+    def insert_columns(self) -> tuple[str, ...]:
+        return self.columns + KAFKA_COLUMNS
+
+
+def ms(seconds: float) -> int:
+    """Unix seconds → DateTime64(3) ticks."""
+    return round(seconds * 1000)
+
+
+def _dims(d: Dims) -> Row:
+    return (d.tps, d.kv, d.conc)
+
+
+def request_rows(r: RequestEvent, _ts: int) -> Sequence[Row]:
+    return (
+        (
+            ms(r.time), r.pool, r.entitlement, r.tier or "", r.instance, r.id, r.phase.value,
+            r.key_hash or "", r.prompt_tokens, r.completion_tokens, r.estimate_tokens,
+            r.queue_delay_ms, r.ttft_ms, r.latency_ms, r.status, r.reason or "", r.stream,
+        ),
+    )  # fmt: skip
+
+
+def engine_rows(s: EngineSample, _ts: int) -> Sequence[Row]:
+    return (
+        (
+            ms(s.time), s.pool, s.backend, s.up, s.running, s.waiting, s.kv_usage,
+            s.kv_capacity_tokens, s.prompt_tokens_total, s.generation_tokens_total,
+            s.preemptions_total, s.error or "",
+        ),
+    )  # fmt: skip
+
+
+def state_rows(s: PoolState, _ts: int) -> Sequence[Row]:
+    """One row per entitlement: what a per-entitlement time series needs without a join."""
+    head = (ms(s.time), s.pool, s.epoch, s.replicas, *_dims(s.capacity))
+    return [
+        (
+            *head, e.entitlement, e.tier.value, *_dims(e.demand), *_dims(e.allocation),
+            *_dims(e.limit), *_dims(e.served), e.debt, e.priority,
+        )
+        for e in s.entitlements
+    ]  # fmt: skip
+
+
+def limit_rows(u: LimitUpdate, _ts: int) -> Sequence[Row]:
+    return (
+        (
+            ms(u.issued_at), ms(u.expires_at), u.pool, u.entitlement, u.tier.value, u.instance,
+            u.epoch, *_dims(u.limits),
+        ),
+    )  # fmt: skip
+
+
+def scaling_rows(d: ScalingDecision, _ts: int) -> Sequence[Row]:
+    return (
+        (
+            ms(d.time), d.pool, d.current_replicas, d.desired_replicas, d.reason,
+            *_dims(d.demand), *_dims(d.capacity),
+        ),
+    )  # fmt: skip
+
+
+def config_rows(c: PoolConfigRecord, timestamp_ms: int) -> Sequence[Row]:
+    """One row per entitlement of the pool, versioned by the record's Kafka timestamp."""
+    return [
+        (
+            timestamp_ms, c.pool.name, e.name, e.tier.value, e.weight, *_dims(e.guarantee),
+            e.burst.tps, e.burst.kv, e.burst.conc, e.slo.ttft_ms, e.slo.max_admission_delay_ms,
+        )
+        for e in c.entitlements
+    ]  # fmt: skip
+
+
+REQUESTS = TableMapping(
+    "requests",
+    RequestEvent,
+    (
+        "time", "pool", "entitlement", "tier", "instance", "id", "phase", "key_hash",
+        "prompt_tokens", "completion_tokens", "estimate_tokens", "queue_delay_ms", "ttft_ms",
+        "latency_ms", "status", "reason", "stream",
+    ),
+    request_rows,
+)  # fmt: skip
+ENGINE_SAMPLES = TableMapping(
+    "engine_samples",
+    EngineSample,
+    (
+        "time", "pool", "backend", "up", "running", "waiting", "kv_usage", "kv_capacity_tokens",
+        "prompt_tokens_total", "generation_tokens_total", "preemptions_total", "error",
+    ),
+    engine_rows,
+)  # fmt: skip
+POOL_STATE = TableMapping(
+    "pool_state",
+    PoolState,
+    (
+        "time", "pool", "epoch", "replicas", "capacity_tps", "capacity_kv", "capacity_conc",
+        "entitlement", "tier", "demand_tps", "demand_kv", "demand_conc", "allocation_tps",
+        "allocation_kv", "allocation_conc", "limit_tps", "limit_kv", "limit_conc", "served_tps",
+        "served_kv", "served_conc", "debt", "priority",
+    ),
+    state_rows,
+)  # fmt: skip
+LIMITS = TableMapping(
+    "limits",
+    LimitUpdate,
+    (
+        "time", "expires_at", "pool", "entitlement", "tier", "instance", "epoch", "limit_tps",
+        "limit_kv", "limit_conc",
+    ),
+    limit_rows,
+)  # fmt: skip
+SCALING_DECISIONS = TableMapping(
+    "scaling_decisions",
+    ScalingDecision,
+    (
+        "time", "pool", "current_replicas", "desired_replicas", "reason", "demand_tps",
+        "demand_kv", "demand_conc", "capacity_tps", "capacity_kv", "capacity_conc",
+    ),
+    scaling_rows,
+)  # fmt: skip
+ENTITLEMENTS = TableMapping(
+    "entitlements",
+    PoolConfigRecord,
+    (
+        "updated_at", "pool", "entitlement", "tier", "weight", "guarantee_tps", "guarantee_kv",
+        "guarantee_conc", "burst_tps", "burst_kv", "burst_conc", "slo_ttft_ms",
+        "slo_max_admission_delay_ms",
+    ),
+    config_rows,
+)  # fmt: skip
+
+
+def mappings(topics: Topics) -> dict[str, TableMapping]:
+    """`{topic name: mapping}` for every topic the sink stores."""
+    return {
+        topics.requests: REQUESTS,
+        topics.engine: ENGINE_SAMPLES,
+        topics.state: POOL_STATE,
+        topics.limits: LIMITS,
+        topics.scaling: SCALING_DECISIONS,
+        topics.config: ENTITLEMENTS,
+    }

@@ -1,0 +1,289 @@
+"""The Kafka→ClickHouse sink: a consumer group that batches records into the raw tables.
+
+Per topic, one consumer (all in one group) reads decoded records (bad ones go
+to the DLQ through `connectors.kafka.consumer.decoded_batches`), buffers their
+rows and flushes when the buffer reaches `batch_rows` or is `flush_interval_s`
+old. Offsets are committed only after the insert succeeded, so a crash
+re-delivers, never loses. A failing insert (ClickHouse down) is retried with
+exponential backoff while the consumer holds its offsets.
+
+Re-delivery is made harmless twice over: on assignment the sink seeks past the
+offsets already stored (the replay watermark, `TableWriter.watermarks`), and
+the raw tables are ReplacingMergeTree keyed by the record's identity, which
+queries read with FINAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from connectors.clickhouse.rows import Row, TableMapping, mappings
+from connectors.clickhouse.writer import TableWriter
+from connectors.kafka.consumer import DeadLetterCounter, decoded_batches
+from connectors.kafka.producer import make_producer
+from tokenpools.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    """How the sink batches and retries; defaults suit one chDB store."""
+
+    batch_rows: int = 20_000
+    flush_interval_s: float = 1.0
+    max_poll_records: int = 5_000
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 30.0
+
+
+class SinkMetrics:
+    """Prometheus metrics of one sink, in its own registry (served on /metrics)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.rows = Counter(
+            "tokenpools_sink_rows", "Rows inserted into ClickHouse", ["table"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.insert_failures = Counter(
+            "tokenpools_sink_insert_failures", "Failed ClickHouse inserts (retried)", ["table"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.replays_skipped = Counter(
+            "tokenpools_sink_replays_skipped",
+            "Records skipped because ClickHouse already has them", ["table"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.insert_seconds = Histogram(
+            "tokenpools_sink_insert_seconds", "Duration of one batch insert", ["table"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.dead_letters = DeadLetterCounter()
+
+
+@dataclass
+class _Buffer:
+    rows: list[Row] = field(default_factory=list)
+    since: float | None = None
+
+    def add(self, rows: Iterable[Row]) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+        self.rows.extend(rows)
+
+    def take(self) -> list[Row]:
+        rows, self.rows, self.since = self.rows, [], None
+        return rows
+
+    def age(self) -> float:
+        return 0.0 if self.since is None else time.monotonic() - self.since
+
+
+class _WithoutTombstones:
+    """A compacted topic deletes with null values: those are not bad records, skip them."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict:
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return {tp: [m for m in ms if m.value is not None] for tp, ms in batches.items()}
+
+
+class TopicSink(ConsumerRebalanceListener):
+    """One topic into its raw table: batch, insert (retrying), then commit."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str,
+        topic: str,
+        mapping: TableMapping,
+        writer: TableWriter,
+        dlq: tuple[AIOKafkaProducer, str],
+        settings: SinkSettings,
+        metrics: SinkMetrics,
+    ) -> None:
+        self.topic = topic
+        self.mapping = mapping
+        self._writer = writer
+        self._dlq_producer, self._dlq_topic = dlq
+        self._settings = settings
+        self._metrics = metrics
+        self._buffer = _Buffer()
+        self._lock = asyncio.Lock()
+        self._generation = 0
+        self._stopping = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+
+    def stop(self) -> None:
+        """Ask `run` to flush what it holds, commit, and return."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        self._consumer.subscribe([self.topic], listener=self)
+        await self._consumer.start()
+        compacted = self.mapping.table == "entitlements"
+        source = _WithoutTombstones(self._consumer) if compacted else None
+        poll_ms = max(50, min(500, int(self._settings.flush_interval_s * 500)))
+        batches = decoded_batches(
+            source or self._consumer, self.mapping.model, self._dlq_producer, self._dlq_topic,
+            self._metrics.dead_letters, timeout_ms=poll_ms,
+            max_records=self._settings.max_poll_records,
+        )  # fmt: skip
+        try:
+            async for batch in batches:
+                self._buffer.add(self._rows(batch))
+                if (
+                    len(self._buffer.rows) >= self._settings.batch_rows
+                    or self._buffer.age() >= self._settings.flush_interval_s
+                    or self._stopping.is_set()
+                ):
+                    await self.flush()
+                if self._stopping.is_set():
+                    break
+        finally:
+            await batches.aclose()
+            await self._consumer.stop()
+
+    def _rows(self, batch: list[tuple[ConsumerRecord, object]]) -> list[Row]:
+        build = self.mapping.rows
+        return [
+            (*row, message.topic, message.partition, message.offset)
+            for message, record in batch
+            for row in build(record, message.timestamp)
+        ]
+
+    async def flush(self) -> None:
+        """Insert the buffer until it succeeds, then commit the consumed offsets.
+
+        The consumed positions cover every record handed out so far, those sent
+        to the DLQ included, and all of them are in this batch.
+        """
+        async with self._lock:
+            generation = self._generation
+            rows = self._buffer.take()
+            table = self.mapping.table
+            delay = self._settings.backoff_initial_s
+            while rows:
+                try:
+                    with self._metrics.insert_seconds.labels(table).time():
+                        await asyncio.to_thread(self._writer.insert, self.mapping, rows)
+                    self._metrics.rows.labels(table).inc(len(rows))
+                    break
+                except Exception as exc:  # any failure of the store: keep the offsets, retry
+                    self._metrics.insert_failures.labels(table).inc()
+                    if generation != self._generation:
+                        return  # partitions were taken away; their new owner re-reads them
+                    log.warning("insert into %s failed (%s); retrying in %.1fs", table, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._settings.backoff_max_s)
+            if generation != self._generation:
+                return
+            await self._dlq_producer.flush()
+            try:
+                await self._consumer.commit()
+            except KafkaError as exc:
+                # The group moved on; whoever owns the partitions re-reads past our
+                # last commit and the replay watermark skips what we wrote.
+                log.warning("offset commit for %s failed: %s", self.topic, exc)
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Eager rebalance: every position goes back to its committed offset,
+        # so what was buffered but not written will be read again.
+        self._generation += 1
+        self._buffer.take()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if not assigned:
+            return
+        async with self._lock:  # an insert still in flight must land before we look
+            marks = await self._watermarks()
+            for tp in assigned:
+                committed = await self._consumer.committed(tp)
+                stored = marks.get(tp.partition)
+                # Only past a commit of ours: a recreated topic reuses offsets.
+                if committed is not None and stored is not None and stored >= committed:
+                    skipped = stored + 1 - committed
+                    self._metrics.replays_skipped.labels(self.mapping.table).inc(skipped)
+                    log.info("%s[%d]: %d records already stored, seeking to %d",
+                             self.topic, tp.partition, skipped, stored + 1)  # fmt: skip
+                    self._consumer.seek(tp, stored + 1)
+
+    async def _watermarks(self) -> dict[int, int]:
+        delay = self._settings.backoff_initial_s
+        while True:
+            try:
+                return await asyncio.to_thread(self._writer.watermarks, self.mapping, self.topic)
+            except Exception as exc:
+                log.warning("reading the replay watermark of %s failed (%s)", self.topic, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.backoff_max_s)
+
+
+class ClickHouseSink:
+    """All topics of a deployment into their tables, as one consumer group."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Topics,
+        writer: TableWriter,
+        group_id: str | None = None,
+        settings: SinkSettings | None = None,
+        metrics: SinkMetrics | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.group_id = group_id or default_group(topics)
+        self.settings = settings or SinkSettings()
+        self.metrics = metrics or SinkMetrics()
+        self._writer = writer
+        self._sinks: list[TopicSink] = []
+        self._stopped = False
+
+    async def run(self) -> None:
+        """Consume until `stop()`; on return everything read has been written and committed."""
+        producer = make_producer(self.bootstrap)
+        await producer.start()
+        try:
+            self._sinks = [
+                TopicSink(
+                    self.bootstrap, self.group_id, topic, mapping, self._writer,
+                    (producer, self.topics.dlq), self.settings, self.metrics,
+                )
+                for topic, mapping in mappings(self.topics).items()
+            ]  # fmt: skip
+            if self._stopped:
+                self.stop()
+            await asyncio.gather(*(sink.run() for sink in self._sinks))
+        finally:
+            await producer.stop()
+
+    def stop(self) -> None:
+        self._stopped = True
+        for sink in self._sinks:
+            sink.stop()
+
+
+def default_group(topics: Topics) -> str:
+    """The sink's consumer group, namespaced like the topics it reads."""
+    return f"{topics.namespace}.tokenpools.clickhouse-sink" if topics.namespace else (
+        "tokenpools.clickhouse-sink"
+    )

@@ -1,0 +1,50 @@
+"""The ClickHouse side of the sink: columnar inserts and the replay watermark.
+
+Blocking (clickhouse-connect is synchronous); the sink calls it from a worker
+thread. One lock serialises calls on the shared client.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from clickhouse_connect.driver.binding import quote_identifier
+from clickhouse_connect.driver.client import Client
+
+from connectors.clickhouse.rows import Row, TableMapping
+
+
+class TableWriter:
+    """Writes batches of rows into the raw tables through one client."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def insert(self, mapping: TableMapping, rows: Sequence[Row]) -> None:
+        """One columnar INSERT of `rows` (tuples in `mapping.insert_columns` order)."""
+        if not rows:
+            return
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        with self._lock:
+            self._client.insert(
+                mapping.table,
+                columns,
+                column_names=list(mapping.insert_columns),
+                column_oriented=True,
+            )
+
+    def watermarks(self, mapping: TableMapping, topic: str) -> dict[int, int]:
+        """`{partition: highest offset already stored}` for the records of `topic`.
+
+        After a crash between an insert and its offset commit, the sink seeks
+        past these so the records are not written (and rolled up) twice.
+        """
+        sql = (
+            f"SELECT kafka_partition, max(kafka_offset) FROM {quote_identifier(mapping.table)} "
+            "WHERE kafka_topic = {topic:String} GROUP BY kafka_partition"
+        )
+        with self._lock:
+            result = self._client.query(sql, parameters={"topic": topic})
+        return {int(p): int(o) for p, o in result.result_rows}
