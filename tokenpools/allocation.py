@@ -1,0 +1,133 @@
+"""Per-tick allocation of one pool's capacity: all entitlements, all three dimensions, one pass.
+
+Arrays are (E, 3) in DIMENSIONS order (tps, kv, conc); each dimension is
+allocated independently but in the same vectorized numpy calls. The steps
+(DESIGN §3, docs/CAPACITY_MODEL.md):
+
+1. guaranteed: every entitlement with a guarantee gets `min(D, G)` first
+   (scaled down pro rata only if capacity fell below the guarantees, e.g. a
+   lost replica);
+2. elastic: what remains is water-filled (weighted max-min fair) among the
+   guaranteed and elastic entitlements by priority weight `π`, each up to
+   `min(D, B)` — so a guaranteed tenant bursts above its guarantee like an
+   elastic one, and before spot;
+3. spot: what still remains is water-filled among spot entitlements by base
+   weight, each up to `min(D, B)`;
+4. headroom: `headroom_fraction` of the slack is spread as headroom, first
+   giving guaranteed tenants back their unused guarantee, then non-spot
+   tenants up to `B`, then spot up to `B` — never past `B`.
+
+The limit is allocation + headroom. Sums never exceed capacity; with
+headroom_fraction = 1 no capacity is left idle while anyone is below `B`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+GUARANTEED, ELASTIC, SPOT = 0, 1, 2
+
+
+def water_fill(available: np.ndarray, caps: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted max-min fair shares: x = min(cap, w·λ) per column with Σx = min(available, Σcap).
+
+    available: (3,), caps: (E, 3) >= 0, weights: (E,) > 0 (rows with weight 0 get nothing).
+    One argsort per call; O(E log E).
+    """
+    n = caps.shape[0]
+    available = np.maximum(available, 0.0)
+    if n == 0:
+        return np.zeros_like(caps)
+    w = np.where(weights > 0, weights, 0.0)[:, None] * np.ones((1, caps.shape[1]))
+    caps = np.where(w > 0, np.maximum(caps, 0.0), 0.0)
+    total = caps.sum(axis=0)
+    saturated = total <= available
+    if saturated.all():
+        return caps.copy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(w > 0, caps / w, np.inf)
+    order = np.argsort(ratio, axis=0, kind="stable")
+    r = np.take_along_axis(ratio, order, axis=0)
+    c = np.take_along_axis(caps, order, axis=0)
+    ws = np.take_along_axis(w, order, axis=0)
+    cap_before = np.cumsum(c, axis=0) - c  # Σ caps of rows filled before k
+    w_from = np.cumsum(ws[::-1], axis=0)[::-1]  # Σ weights of rows k..n-1
+    fill = cap_before + np.where(np.isfinite(r), r, 0.0) * w_from
+    fill = np.where(np.isfinite(r), fill, np.inf)
+    k = np.argmax(fill >= available, axis=0)  # first row whose cap the level reaches
+    cols = np.arange(caps.shape[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = (available - cap_before[k, cols]) / w_from[k, cols]
+    level = np.where(saturated, np.inf, np.maximum(level, 0.0))
+    return np.minimum(caps, w * level[None, :])
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationInput:
+    """One pool at one tick. burst uses +inf for "no ceiling of its own"."""
+
+    capacity: np.ndarray  # (3,)
+    demand: np.ndarray  # (E, 3)
+    guarantee: np.ndarray  # (E, 3)
+    burst: np.ndarray  # (E, 3)
+    tier: np.ndarray  # (E,) GUARANTEED / ELASTIC / SPOT
+    weight: np.ndarray  # (E,) base weight w
+    priority: np.ndarray  # (E,) π = w·(1 + κ·σ·debt)
+    headroom_fraction: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    allocation: np.ndarray  # (E, 3) what demand gets
+    limit: np.ndarray  # (E, 3) allocation + headroom: what sidecars enforce
+    entitled: np.ndarray  # (E, 3) share base weights alone would give (debt reference f)
+
+
+def allocate(inp: AllocationInput) -> Allocation:
+    """Steps 1–4 of the module docstring for one pool."""
+    capacity = np.maximum(np.asarray(inp.capacity, dtype=float), 0.0)
+    demand = np.maximum(inp.demand, 0.0)
+    ceiling = np.minimum(inp.burst, capacity[None, :])
+    guarantee = np.minimum(inp.guarantee, ceiling)
+    wanted = np.minimum(demand, ceiling)
+    spot = inp.tier == SPOT
+    shared = ~spot
+
+    # 1. guarantees first, pro rata if capacity no longer covers them
+    base = np.where(shared[:, None], np.minimum(demand, guarantee), 0.0)
+    promised = base.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(promised > capacity, capacity / promised, 1.0)
+    base = base * scale[None, :]
+
+    # 2. guaranteed + elastic above their guarantee, by priority weight
+    remaining = capacity - base.sum(axis=0)
+    room = np.where(shared[:, None], wanted - base, 0.0)
+    elastic = water_fill(remaining, room, inp.priority)
+    entitled = base + water_fill(remaining, room, inp.weight)
+    allocation = base + elastic
+
+    # 3. spot backfills what is left
+    remaining = capacity - allocation.sum(axis=0)
+    if spot.any():
+        allocation = allocation + water_fill(
+            remaining, np.where(spot[:, None], wanted, 0.0), inp.weight
+        )
+
+    # 4. headroom from the slack, never past the ceiling
+    slack = np.maximum(capacity - allocation.sum(axis=0), 0.0) * inp.headroom_fraction
+    limit = allocation
+    for mask, target, weights in (
+        (shared, guarantee, inp.priority),
+        (shared, ceiling, inp.priority),
+        (spot, ceiling, inp.weight),
+    ):
+        if not (slack > 0).any():
+            break
+        stage_caps = np.where(mask[:, None], np.maximum(target - limit, 0.0), 0.0)
+        extra = water_fill(slack, stage_caps, weights)
+        limit = limit + extra
+        slack = np.maximum(slack - extra.sum(axis=0), 0.0)
+    return Allocation(allocation=allocation, limit=limit, entitled=entitled)

@@ -1,0 +1,416 @@
+"""The control tick of one pool: the single place where limits and scaling are decided.
+
+The live stream worker, the replay and the offline simulator all drive a
+`PoolController` the same way — feed it request events and engine samples,
+call `tick(now)` — so they cannot disagree about the capacity model. It has
+no clock, no I/O and no randomness: the same inputs give the same outputs.
+
+Per tick: demand from the sliding windows (`windows`), capacity from the live
+replica count, priority weights from service debt (`debt`), one vectorized
+allocation over all entitlements and dimensions (`allocation`), the debt
+update, limit records (split between sidecar instances by their recent
+demand), and the autoscaling decision (`autoscaling`). `state()` is what must
+survive a crash; epochs stay monotonic even without it
+(`epoch = max(last_epoch + 1, int(now · 1000))`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokenpools import autoscaling, debt
+from tokenpools.allocation import ELASTIC, GUARANTEED, SPOT, Allocation, AllocationInput, allocate
+from tokenpools.schemas.config import Tier
+from tokenpools.schemas.dims import Dims
+from tokenpools.schemas.events import (
+    EngineSample,
+    EntitlementState,
+    LimitUpdate,
+    PoolConfigRecord,
+    PoolState,
+    RequestEvent,
+    ScalingDecision,
+)
+from tokenpools.windows import PHASE_CODE, DemandWindows, EngineWindows, RequestColumns
+
+TIER_CODE = {Tier.GUARANTEED: GUARANTEED, Tier.ELASTIC: ELASTIC, Tier.SPOT: SPOT}
+
+# Share of an entitlement's limit split evenly between its instances, so a
+# quiet instance can still admit its first request.
+INSTANCE_EVEN_SHARE = 0.1
+
+
+class ControllerState(BaseModel):
+    """What a restarted controller needs to continue where it stopped (JSON-serializable)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    pool: str
+    epoch: int = 0
+    last_tick: float | None = None
+    debt: dict[str, float] = Field(default_factory=dict)
+    priority: dict[str, float] = Field(default_factory=dict)
+    desired_replicas: int | None = None
+    last_scale_up: float | None = None
+    scale_history: list[tuple[float, int]] = Field(default_factory=list)
+
+
+@dataclass
+class TickResult:
+    limits: list[LimitUpdate]  # one per entitlement, plus per-instance splits
+    scaling: ScalingDecision | None  # only when the desired replica count changes
+    state: PoolState  # snapshot for analytics
+
+
+@dataclass(frozen=True, slots=True)
+class TickArrays:
+    """The numeric outcome of a tick, before it is turned into records."""
+
+    now: float
+    epoch: int
+    replicas: int
+    capacity: np.ndarray  # (3,)
+    demand: np.ndarray  # (E, 3)
+    served: np.ndarray  # (E, 3) measured
+    allocation: Allocation
+    debt: np.ndarray  # (E,)
+    priority: np.ndarray  # (E,)
+    need: autoscaling.ReplicaNeed
+    scaling: tuple[int, str] | None
+
+
+class PoolController:
+    """Owns one pool's windows, debt and scaler memory; see the module docstring."""
+
+    def __init__(self, config: PoolConfigRecord, state: ControllerState | None = None) -> None:
+        settings = config.controller
+        self._config = config
+        self._names: list[str] = []
+        self._windows = DemandWindows(0, settings.window_s, settings.bucket_s)
+        self._engine = EngineWindows(settings.window_s)
+        self._instances: dict[str, int] = {}
+        self._instance_names: list[str] = []
+        self.unknown_dropped = 0
+        self._debt = np.zeros(0)
+        self._priority = np.zeros(0)
+        self._epoch = 0
+        self._last_tick: float | None = None
+        self._scaler = autoscaling.ScalerMemory(desired=config.pool.replicas)
+        self.reconfigure(config)
+        if state is not None:
+            self._restore(state)
+
+    # -- configuration ----------------------------------------------------------------------
+    @property
+    def pool(self) -> str:
+        return self._config.pool.name
+
+    @property
+    def entitlements(self) -> list[str]:
+        return list(self._names)
+
+    def reconfigure(self, config: PoolConfigRecord) -> None:
+        """Apply a new config; windows and debt of entitlements that remain are kept."""
+        if self._names and config.pool.name != self.pool:
+            raise ValueError(f"controller of pool {self.pool!r} got config of {config.pool.name!r}")
+        old_index = {name: i for i, name in enumerate(self._names)}
+        ents = config.entitlements
+        names = [e.name for e in ents]
+        old_rows = np.array([old_index.get(n, -1) for n in names], dtype=np.int64)
+        settings = config.controller
+        if (
+            settings.window_s != self._config.controller.window_s
+            or settings.bucket_s != self._config.controller.bucket_s
+        ):
+            self._windows = DemandWindows(len(names), settings.window_s, settings.bucket_s)
+            self._engine = EngineWindows(settings.window_s)
+        else:
+            self._windows.remap(old_rows)
+        keep = old_rows >= 0
+        new_debt = np.zeros(len(names))
+        new_debt[keep] = self._debt[old_rows[keep]]
+        self._debt = new_debt
+        self._config = config
+        self._names = names
+        self._index = {n: i for i, n in enumerate(names)}
+        self._instances.clear()
+        self._instance_names.clear()
+        self._tier = np.array([TIER_CODE[e.tier] for e in ents], dtype=np.int8)
+        self._tiers = [e.tier for e in ents]
+        self._guarantee = np.array([e.guarantee.as_tuple() for e in ents], dtype=float).reshape(
+            -1, 3
+        )
+        self._burst = np.array(
+            [[math.inf if b is None else b for b in e.burst.as_tuple()] for e in ents], dtype=float
+        ).reshape(-1, 3)
+        self._weight = np.array([e.weight for e in ents], dtype=float)
+        default_delay_s = config.enforcement.default_admission_delay_ms / 1000
+        self._sigma = np.array([debt.slo_tightness(e.slo, default_delay_s) for e in ents])
+        self._accrues = self._tier == ELASTIC
+        self._priority = debt.priority(
+            self._weight, self._debt, self._sigma, settings.priority_kappa
+        )
+
+    def _restore(self, state: ControllerState) -> None:
+        if state.pool != self.pool:
+            raise ValueError(f"state of pool {state.pool!r} given to controller of {self.pool!r}")
+        self._epoch = state.epoch
+        self._last_tick = state.last_tick
+        self._debt = np.array([state.debt.get(n, 0.0) for n in self._names])
+        self._debt = np.where(self._accrues, self._debt, 0.0)
+        self._priority = debt.priority(
+            self._weight, self._debt, self._sigma, self._config.controller.priority_kappa
+        )
+        if state.desired_replicas is not None:
+            self._scaler.desired = state.desired_replicas
+        if state.last_scale_up is not None:
+            self._scaler.last_scale_up = state.last_scale_up
+        self._scaler.history = [tuple(x) for x in state.scale_history]  # type: ignore[misc]
+
+    # -- inputs -----------------------------------------------------------------------------
+    def observe_requests(self, events: Sequence[RequestEvent]) -> None:
+        """Add request events of this pool; other pools' and unknown entitlements' are dropped."""
+        cols = self.columns(events)
+        if cols is not None:
+            self._windows.observe(cols)
+
+    def observe_columns(self, cols: RequestColumns) -> None:
+        """Fast path: events already as arrays with this controller's row indices."""
+        self._windows.observe(cols)
+
+    def entitlement_row(self, name: str) -> int:
+        return self._index[name]
+
+    def instance_row(self, instance: str) -> int:
+        """Stable small integer for a sidecar instance id ('' = unknown → -1)."""
+        if not instance:
+            return -1
+        row = self._instances.get(instance)
+        if row is None:
+            row = len(self._instance_names)
+            self._instances[instance] = row
+            self._instance_names.append(instance)
+        return row
+
+    def columns(self, events: Sequence[RequestEvent]) -> RequestColumns | None:
+        """Turn request events into the windows' columnar input."""
+        rows: list[tuple[float, int, int, float, float, float, float, int]] = []
+        nan = math.nan
+        for ev in events:
+            if ev.pool != self.pool:
+                continue
+            row = self._index.get(ev.entitlement)
+            if row is None:
+                self.unknown_dropped += 1
+                continue
+            latency = nan if ev.latency_ms is None else ev.latency_ms / 1000
+            rows.append(
+                (
+                    ev.time,
+                    row,
+                    PHASE_CODE[ev.phase],
+                    float(ev.estimate_tokens),
+                    float(ev.prompt_tokens + ev.completion_tokens),
+                    ev.queue_delay_ms / 1000,
+                    latency,
+                    self.instance_row(ev.instance),
+                )
+            )
+        if not rows:
+            return None
+        t, ent, phase, est, tok, wait, lat, inst = (np.array(c) for c in zip(*rows, strict=True))
+        return RequestColumns(
+            time=t.astype(float),
+            entitlement=ent.astype(np.int64),
+            phase=phase.astype(np.int8),
+            estimate=est.astype(float),
+            tokens=tok.astype(float),
+            queue_delay_s=wait.astype(float),
+            latency_s=lat.astype(float),
+            instance=inst.astype(np.int64),
+        )
+
+    def observe_engine(self, samples: Sequence[EngineSample]) -> None:
+        for sample in samples:
+            if sample.pool == self.pool:
+                self._engine.observe(sample)
+
+    # -- the tick ---------------------------------------------------------------------------
+    def compute(self, now: float) -> TickArrays:
+        """The numeric tick: allocation, debt, priority, scaling — updates the controller."""
+        cfg = self._config
+        settings = cfg.controller
+        dt = settings.tick_s if self._last_tick is None else now - self._last_tick
+        dt = min(max(dt, 0.0), settings.window_s)
+        live = self._engine.live_backends(now)
+        replicas = cfg.pool.replicas if live is None else live
+        capacity = np.asarray(cfg.pool.capacity(replicas).as_tuple(), dtype=float)
+        window = self._windows.demand(now)
+        result = allocate(
+            AllocationInput(
+                capacity=capacity,
+                demand=window.demand,
+                guarantee=self._guarantee,
+                burst=self._burst,
+                tier=self._tier,
+                weight=self._weight,
+                priority=self._priority,
+                headroom_fraction=settings.headroom_fraction,
+            )
+        )
+        self._debt = debt.update_debt(
+            self._debt,
+            window.demand,
+            window.unmet,
+            result.entitled,
+            dt,
+            settings.debt_tau_s,
+            self._accrues,
+        )
+        self._priority = debt.priority(
+            self._weight, self._debt, self._sigma, settings.priority_kappa
+        )
+        shared = self._tier != SPOT
+        wanted = np.minimum(window.demand, self._burst)
+        need = autoscaling.replicas_needed(
+            cfg.pool,
+            self._guarantee.sum(axis=0),
+            np.maximum(wanted - self._guarantee, 0.0)[shared].sum(axis=0),
+            np.asarray(cfg.pool.scaling.spot_allowance.as_tuple()),
+        )
+        scaling = autoscaling.decide(cfg.pool, need, self._scaler, now)
+        self._epoch = max(self._epoch + 1, int(now * 1000))
+        self._last_tick = now
+        return TickArrays(
+            now=now,
+            epoch=self._epoch,
+            replicas=replicas,
+            capacity=capacity,
+            demand=window.demand,
+            served=window.served,
+            allocation=result,
+            debt=self._debt,
+            priority=self._priority,
+            need=need,
+            scaling=scaling,
+        )
+
+    def tick(self, now: float) -> TickResult:
+        arrays = self.compute(now)
+        return TickResult(
+            limits=self.limit_records(arrays),
+            scaling=self._scaling_record(arrays),
+            state=self._state_record(arrays),
+        )
+
+    # -- records ----------------------------------------------------------------------------
+    def limit_records(self, arrays: TickArrays) -> list[LimitUpdate]:
+        """One LimitUpdate per entitlement, plus one per instance where limits are split."""
+        pool = self.pool
+        issued = arrays.now
+        expires = issued + self._config.controller.limit_ttl_s
+        limit = arrays.allocation.limit
+        out = [
+            LimitUpdate.model_construct(
+                pool=pool,
+                entitlement=name,
+                tier=self._tiers[i],
+                instance="",
+                epoch=arrays.epoch,
+                issued_at=issued,
+                expires_at=expires,
+                limits=_dims(limit[i]),
+            )
+            for i, name in enumerate(self._names)
+        ]
+        for row, pairs in self._windows.instance_shares(arrays.now).items():
+            total = sum(tokens for _, tokens in pairs)
+            n = len(pairs)
+            for inst, tokens in pairs:
+                demand_share = tokens / total if total > 0 else 1.0 / n
+                share = (1 - INSTANCE_EVEN_SHARE) * demand_share + INSTANCE_EVEN_SHARE / n
+                out.append(
+                    LimitUpdate.model_construct(
+                        pool=pool,
+                        entitlement=self._names[row],
+                        tier=self._tiers[row],
+                        instance=self._instance_names[inst],
+                        epoch=arrays.epoch,
+                        issued_at=issued,
+                        expires_at=expires,
+                        limits=_dims(limit[row] * share),
+                    )
+                )
+        return out
+
+    def _scaling_record(self, arrays: TickArrays) -> ScalingDecision | None:
+        if arrays.scaling is None:
+            return None
+        desired, reason = arrays.scaling
+        pool = self._config.pool
+        return ScalingDecision(
+            pool=pool.name,
+            time=arrays.now,
+            current_replicas=pool.replicas,
+            desired_replicas=desired,
+            reason=reason,
+            demand=_dims(arrays.need.need),
+            capacity=_dims(arrays.capacity),
+        )
+
+    def _state_record(self, arrays: TickArrays) -> PoolState:
+        alloc = arrays.allocation
+        rows = [
+            EntitlementState.model_construct(
+                entitlement=name,
+                tier=self._tiers[i],
+                demand=_dims(arrays.demand[i]),
+                allocation=_dims(alloc.allocation[i]),
+                limit=_dims(alloc.limit[i]),
+                served=_dims(arrays.served[i]),
+                debt=float(arrays.debt[i]),
+                priority=float(arrays.priority[i]),
+            )
+            for i, name in enumerate(self._names)
+        ]
+        return PoolState(
+            pool=self.pool,
+            time=arrays.now,
+            epoch=arrays.epoch,
+            replicas=arrays.replicas,
+            capacity=_dims(arrays.capacity),
+            entitlements=rows,
+        )
+
+    def state(self) -> ControllerState:
+        return ControllerState(
+            pool=self.pool,
+            epoch=self._epoch,
+            last_tick=self._last_tick,
+            debt={n: float(d) for n, d in zip(self._names, self._debt, strict=True)},
+            priority={n: float(p) for n, p in zip(self._names, self._priority, strict=True)},
+            desired_replicas=self._scaler.desired,
+            last_scale_up=None
+            if math.isinf(self._scaler.last_scale_up)
+            else self._scaler.last_scale_up,
+            scale_history=list(self._scaler.history or []),
+        )
+
+    # -- introspection (simulator, tests, bench) -------------------------------------------
+    @property
+    def windows(self) -> DemandWindows:
+        return self._windows
+
+    @property
+    def debt(self) -> np.ndarray:
+        return self._debt.copy()
+
+
+def _dims(values: np.ndarray) -> Dims:
+    tps, kv, conc = (max(0.0, float(v)) for v in values)
+    return Dims.model_construct(tps=tps, kv=kv, conc=conc)

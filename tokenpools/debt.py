@@ -1,0 +1,66 @@
+"""Service debt and priority weights (DESIGN §3): who has been short-changed, and by how much.
+
+Per elastic entitlement and tick `Δ`, with entitled share `f` (what base
+weights alone would give), demand `D` and delivered service `s = D − unmet`
+(demand that was not rejected or kept waiting):
+
+    debt ← debt · exp(−Δ/τ) + max_d( max(0, min(D_d, f_d) − s_d) / f_d ) · Δ
+
+i.e. DESIGN's `max(0, min(D, f) − s) · Δ / f`, taken in the dimension where
+the shortfall is largest. Debt is in seconds of fully missed entitled share;
+a tenant never under-served keeps 0, and debt decays with time constant τ once
+service recovers. Priority is `π = w · (1 + κ · σ · debt)`, with `σ` growing
+as the SLO tightens, so an interactive tenant gains priority quickly while a
+batch tenant absorbs throttling.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tokenpools.schemas.config import Slo
+
+SIGMA_REFERENCE_S = 1.0
+SIGMA_MIN, SIGMA_MAX = 0.01, 10.0
+
+
+def slo_tightness(slo: Slo, default_delay_s: float) -> float:
+    """σ = 1 s / (SLO admission delay, else TTFT, else the default), clipped to [0.01, 10]."""
+    if slo.max_admission_delay_ms is not None:
+        delay_s = slo.max_admission_delay_ms / 1000
+    elif slo.ttft_ms is not None:
+        delay_s = slo.ttft_ms / 1000
+    else:
+        delay_s = default_delay_s
+    if delay_s <= 0:
+        return SIGMA_MAX
+    return float(np.clip(SIGMA_REFERENCE_S / delay_s, SIGMA_MIN, SIGMA_MAX))
+
+
+def shortfall(demand: np.ndarray, unmet: np.ndarray, entitled: np.ndarray) -> np.ndarray:
+    """max_d max(0, min(D, f) − s) / f per entitlement (E,); dimensions with f = 0 are skipped."""
+    served = np.maximum(demand - unmet, 0.0)
+    gap = np.maximum(np.minimum(demand, entitled) - served, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(entitled > 1e-12, gap / entitled, 0.0)
+    return ratio.max(axis=1) if ratio.size else np.zeros(len(demand))
+
+
+def update_debt(
+    debt: np.ndarray,
+    demand: np.ndarray,
+    unmet: np.ndarray,
+    entitled: np.ndarray,
+    dt: float,
+    tau: float,
+    accrues: np.ndarray,
+) -> np.ndarray:
+    """One tick of the debt recurrence; rows where `accrues` is False stay at 0."""
+    decayed = debt * np.exp(-max(dt, 0.0) / tau)
+    new = decayed + shortfall(demand, unmet, entitled) * max(dt, 0.0)
+    return np.where(accrues, new, 0.0)
+
+
+def priority(weight: np.ndarray, debt: np.ndarray, sigma: np.ndarray, kappa: float) -> np.ndarray:
+    """π = w · (1 + κ · σ · debt)."""
+    return weight * (1.0 + kappa * sigma * debt)

@@ -1,0 +1,344 @@
+"""Sliding windows that turn request events and engine samples into demand (numpy ring buffers).
+
+Demand must count what a tenant *wanted*, not what it was let in for, or a
+throttled tenant looks idle. Per entitlement and bucket the ring buffers hold
+the arrivals (admitted and rejected, by token estimate), the rejections, the
+time requests spent queued, the tokens served, the service times, and the
+peak in-flight and KV levels. From them (DESIGN §3, docs/CAPACITY_MODEL.md):
+
+* `D_tps  = arrival estimate tokens / span`
+* `D_conc = peak in-flight + (rejected · service time + queued seconds) / span`
+* `D_kv   = peak KV held  + (rejected tokens · service time + queued token·s) / span`
+
+and the *unmet* part of each (the terms after the peak / the rejected
+tokens), which service debt is computed from. Per (entitlement, sidecar
+instance) arrival tokens are kept too, so limits can be split between the
+instances that share an entitlement.
+
+Events are taken in columnar batches (one numpy pass per batch); an event
+older than the window is counted in `late_dropped` and ignored, never an
+error. Time only moves forward: `advance(now)` clears buckets that fall out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tokenpools.schemas.events import EngineSample, Phase
+
+# Phase codes of the columnar input.
+ADMITTED, REJECTED, COMPLETED, FAILED, CANCELLED = 0, 1, 2, 3, 4
+PHASE_CODE: dict[Phase, int] = {
+    Phase.ADMITTED: ADMITTED,
+    Phase.REJECTED: REJECTED,
+    Phase.COMPLETED: COMPLETED,
+    Phase.FAILED: FAILED,
+    Phase.CANCELLED: CANCELLED,
+}
+
+_SERIES = (
+    "arrival_tokens",  # estimate tokens of admitted + rejected requests
+    "rejected",  # rejected requests
+    "rejected_tokens",  # their estimate tokens
+    "wait_s",  # seconds spent queued (admitted or rejected after waiting)
+    "wait_token_s",  # queued seconds × estimate tokens (KV that waited)
+    "served_tokens",  # prompt + completion tokens of finished requests
+    "done",  # finished requests with a known service time
+    "service_s",  # their service time (latency − queue delay)
+)
+_PEAKS = ("peak_conc", "peak_kv")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestColumns:
+    """A batch of request events as parallel arrays (the fast path).
+
+    `entitlement` and `instance` are row indices assigned by the caller;
+    `instance` is -1 when unknown.
+    """
+
+    time: np.ndarray  # float64 seconds
+    entitlement: np.ndarray  # int64
+    phase: np.ndarray  # int8 phase codes
+    estimate: np.ndarray  # float64 prompt + expected output tokens
+    tokens: np.ndarray  # float64 prompt + completion tokens actually used
+    queue_delay_s: np.ndarray  # float64
+    latency_s: np.ndarray  # float64, NaN when unknown
+    instance: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """Per-entitlement demand and its unmet part, shape (E, 3) in DIMENSIONS order."""
+
+    demand: np.ndarray
+    unmet: np.ndarray
+    served: np.ndarray  # measured: tokens/s served, in-flight now, KV held now
+    span_s: float
+
+
+class DemandWindows:
+    """Per-entitlement ring buffers; rows are entitlement indices owned by the caller."""
+
+    def __init__(
+        self,
+        n_entitlements: int,
+        window_s: float,
+        bucket_s: float,
+        *,
+        default_service_s: float = 1.0,
+    ) -> None:
+        if bucket_s <= 0 or window_s < bucket_s:
+            raise ValueError("need 0 < bucket_s <= window_s")
+        self.bucket_s = bucket_s
+        self.n_buckets = max(1, math.ceil(window_s / bucket_s - 1e-9))
+        self.window_s = self.n_buckets * bucket_s
+        self.default_service_s = default_service_s
+        self.late_dropped = 0
+        self._current: int | None = None  # absolute index of the newest bucket
+        self._start: float | None = None
+        self._alloc_rows(n_entitlements)
+        # per (entitlement, instance) pair: arrival tokens, for splitting limits
+        self._pairs: dict[tuple[int, int], int] = {}
+        self._pair_ent = np.zeros(0, dtype=np.int64)
+        self._pair_inst = np.zeros(0, dtype=np.int64)
+        self._pair_tokens = np.zeros((0, self.n_buckets))
+        self._pair_seen = np.zeros(0)
+
+    def _alloc_rows(self, n: int) -> None:
+        self.n = n
+        nb = self.n_buckets
+        self._series = {name: np.zeros((n, nb)) for name in _SERIES}
+        self._peaks = {name: np.zeros((n, nb)) for name in _PEAKS}
+        self.in_flight = np.zeros(n)
+        self.kv_held = np.zeros(n)
+        self.service_s = np.full(n, self.default_service_s)
+
+    # -- rows -------------------------------------------------------------------------------
+    def remap(self, old_rows: np.ndarray) -> None:
+        """Re-index rows after a reconfiguration: new row i takes old row old_rows[i] (-1: new)."""
+        old = {name: arr for name, arr in self._series.items()}
+        old_peaks = dict(self._peaks)
+        old_in_flight, old_kv, old_service = self.in_flight, self.kv_held, self.service_s
+        self._alloc_rows(len(old_rows))
+        keep = old_rows >= 0
+        src = old_rows[keep]
+        for name in _SERIES:
+            self._series[name][keep] = old[name][src]
+        for name in _PEAKS:
+            self._peaks[name][keep] = old_peaks[name][src]
+        self.in_flight[keep] = old_in_flight[src]
+        self.kv_held[keep] = old_kv[src]
+        self.service_s[keep] = old_service[src]
+        self._pairs.clear()
+        self._pair_ent = np.zeros(0, dtype=np.int64)
+        self._pair_inst = np.zeros(0, dtype=np.int64)
+        self._pair_tokens = np.zeros((0, self.n_buckets))
+        self._pair_seen = np.zeros(0)
+
+    # -- time -------------------------------------------------------------------------------
+    def advance(self, now: float) -> None:
+        """Move the window's head to `now`, clearing buckets that fall out of it."""
+        bucket = math.floor(now / self.bucket_s)
+        if self._start is None:
+            self._start = now
+        current = self._current
+        if current is not None and bucket <= current:
+            return
+        nb = self.n_buckets
+        if current is None or bucket - current >= nb:
+            opened = np.arange(nb)
+        else:
+            opened = np.arange(current + 1, bucket + 1) % nb
+        for arr in self._series.values():
+            arr[:, opened] = 0.0
+        # a new bucket's peak starts at the level carried into it
+        self._peaks["peak_conc"][:, opened] = self.in_flight[:, None]
+        self._peaks["peak_kv"][:, opened] = self.kv_held[:, None]
+        if len(self._pair_tokens):
+            self._pair_tokens[:, opened] = 0.0
+        self._current = bucket
+
+    # -- requests ---------------------------------------------------------------------------
+    def observe(self, cols: RequestColumns) -> None:
+        """Add a batch of request events (any order, any mix of entitlements)."""
+        if len(cols) == 0:
+            return
+        if self._start is None:
+            self._start = float(cols.time.min())
+        self.advance(float(cols.time.max()))
+        current = self._current
+        assert current is not None
+        nb = self.n_buckets
+        absolute = np.floor(cols.time / self.bucket_s).astype(np.int64)
+        fresh = (absolute > current - nb) & (cols.entitlement >= 0) & (cols.entitlement < self.n)
+        self.late_dropped += int(len(cols) - np.count_nonzero(fresh))
+        if not fresh.all():
+            cols = RequestColumns(*(getattr(cols, f)[fresh] for f in RequestColumns.__slots__))
+            absolute = absolute[fresh]
+            if len(cols) == 0:
+                return
+        ent = cols.entitlement
+        slot = absolute % nb
+        phase = cols.phase
+        decided = (phase == ADMITTED) | (phase == REJECTED)
+        rejected = phase == REJECTED
+        finished = phase >= COMPLETED
+        s = self._series
+        est = cols.estimate
+        wait = cols.queue_delay_s
+        np.add.at(s["arrival_tokens"], (ent[decided], slot[decided]), est[decided])
+        np.add.at(s["rejected"], (ent[rejected], slot[rejected]), 1.0)
+        np.add.at(s["rejected_tokens"], (ent[rejected], slot[rejected]), est[rejected])
+        waited = decided & (wait > 0)
+        np.add.at(s["wait_s"], (ent[waited], slot[waited]), wait[waited])
+        np.add.at(s["wait_token_s"], (ent[waited], slot[waited]), wait[waited] * est[waited])
+        np.add.at(s["served_tokens"], (ent[finished], slot[finished]), cols.tokens[finished])
+        timed = finished & ~np.isnan(cols.latency_s)
+        service = np.maximum(0.0, cols.latency_s[timed] - wait[timed])
+        np.add.at(s["done"], (ent[timed], slot[timed]), 1.0)
+        np.add.at(s["service_s"], (ent[timed], slot[timed]), service)
+        self._levels(ent, slot, cols.time, phase, est)
+        if (cols.instance >= 0).any():
+            self._observe_instances(cols, slot, decided)
+
+    def _levels(
+        self, ent: np.ndarray, slot: np.ndarray, t: np.ndarray, phase: np.ndarray, est: np.ndarray
+    ) -> None:
+        """In-flight and KV gauges after every event, and their per-bucket peaks."""
+        step = np.where(phase == ADMITTED, 1.0, np.where(phase >= COMPLETED, -1.0, 0.0))
+        if not step.any():
+            return
+        moving = step != 0
+        ent, slot, t, step = ent[moving], slot[moving], t[moving], step[moving]
+        kv_step = step * est[moving]
+        order = np.lexsort((t, ent))
+        ent, slot, step, kv_step = ent[order], slot[order], step[order], kv_step[order]
+        starts = np.flatnonzero(np.r_[True, ent[1:] != ent[:-1]])
+        ends = np.r_[starts[1:], len(ent)] - 1
+        for gauge, deltas, peak in (
+            (self.in_flight, step, self._peaks["peak_conc"]),
+            (self.kv_held, kv_step, self._peaks["peak_kv"]),
+        ):
+            csum = np.cumsum(deltas)
+            before = np.r_[0.0, csum][starts]  # cumulative sum before each group
+            level = gauge[ent] + csum - np.repeat(before, ends - starts + 1)
+            np.maximum.at(peak, (ent, slot), level)
+            gauge[ent[ends]] = np.maximum(0.0, level[ends])
+
+    def _observe_instances(
+        self, cols: RequestColumns, slot: np.ndarray, decided: np.ndarray
+    ) -> None:
+        keep = decided & (cols.instance >= 0)
+        ents, insts = cols.entitlement[keep], cols.instance[keep]
+        rows = np.empty(len(ents), dtype=np.int64)
+        for i, key in enumerate(zip(ents.tolist(), insts.tolist(), strict=True)):
+            row = self._pairs.get(key)
+            if row is None:
+                row = self._add_pair(key)
+            rows[i] = row
+        np.add.at(self._pair_tokens, (rows, slot[keep]), cols.estimate[keep])
+        np.maximum.at(self._pair_seen, rows, cols.time[keep])
+
+    def _add_pair(self, key: tuple[int, int]) -> int:
+        row = len(self._pairs)
+        self._pairs[key] = row
+        self._pair_ent = np.r_[self._pair_ent, key[0]]
+        self._pair_inst = np.r_[self._pair_inst, key[1]]
+        self._pair_tokens = np.vstack([self._pair_tokens, np.zeros((1, self.n_buckets))])
+        self._pair_seen = np.r_[self._pair_seen, -math.inf]
+        return row
+
+    # -- reading ----------------------------------------------------------------------------
+    def span(self, now: float) -> float:
+        """Seconds the window covers now (less than window_s just after start)."""
+        if self._start is None or self._current is None:
+            return self.bucket_s
+        full = (self.n_buckets - 1) * self.bucket_s + (now - self._current * self.bucket_s)
+        return max(self.bucket_s, min(full, now - self._start, self.window_s))
+
+    def demand(self, now: float) -> Demand:
+        self.advance(now)
+        span = self.span(now)
+        s = {name: arr.sum(axis=1) for name, arr in self._series.items()}
+        done = s["done"]
+        has = done > 0
+        self.service_s[has] = s["service_s"][has] / done[has]
+        svc = self.service_s
+        unmet = np.empty((self.n, 3))
+        unmet[:, 0] = s["rejected_tokens"] / span
+        unmet[:, 1] = (s["rejected_tokens"] * svc + s["wait_token_s"]) / span
+        unmet[:, 2] = (s["rejected"] * svc + s["wait_s"]) / span
+        served = np.empty((self.n, 3))
+        served[:, 0] = s["arrival_tokens"] / span - unmet[:, 0]
+        served[:, 1] = self._peaks["peak_kv"].max(axis=1)
+        served[:, 2] = self._peaks["peak_conc"].max(axis=1)
+        demand = served + unmet
+        measured = np.column_stack(
+            [s["served_tokens"] / span, self.kv_held.copy(), self.in_flight.copy()]
+        )
+        return Demand(demand=demand, unmet=unmet, served=measured, span_s=span)
+
+    def instance_shares(self, now: float) -> dict[int, list[tuple[int, float]]]:
+        """Entitlements seen through several instances in the window: (instance, tokens) each."""
+        if not self._pairs:
+            return {}
+        self.advance(now)
+        live = self._pair_seen > now - self.window_s
+        tokens = self._pair_tokens.sum(axis=1)
+        out: dict[int, list[tuple[int, float]]] = {}
+        for row in np.flatnonzero(live):
+            out.setdefault(int(self._pair_ent[row]), []).append(
+                (int(self._pair_inst[row]), float(tokens[row]))
+            )
+        return {e: pairs for e, pairs in out.items() if len(pairs) > 1}
+
+    def nbytes(self) -> int:
+        arrays = [*self._series.values(), *self._peaks.values(), self.in_flight, self.kv_held]
+        return sum(a.nbytes for a in arrays) + self._pair_tokens.nbytes
+
+
+class EngineWindows:
+    """Per-pool engine view: live backends, queue depths, measured token throughput."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._last: dict[str, EngineSample] = {}
+        self._rates: dict[str, float] = {}  # tokens/s between a backend's last two samples
+
+    def observe(self, sample: EngineSample) -> None:
+        prev = self._last.get(sample.backend)
+        if prev is not None and sample.time < prev.time:
+            return  # out of order: the newer sample already describes the backend
+        if prev is not None and sample.time > prev.time:
+            tokens = (sample.prompt_tokens_total + sample.generation_tokens_total) - (
+                prev.prompt_tokens_total + prev.generation_tokens_total
+            )
+            if tokens >= 0:  # a negative delta is a restarted engine; skip one interval
+                self._rates[sample.backend] = tokens / (sample.time - prev.time)
+        self._last[sample.backend] = sample
+
+    def _recent(self, now: float) -> list[EngineSample]:
+        return [s for s in self._last.values() if s.time > now - self.window_s]
+
+    def live_backends(self, now: float) -> int | None:
+        """Backends up in the last window, or None when no engine has reported recently."""
+        recent = self._recent(now)
+        if not recent:
+            return None
+        return sum(1 for s in recent if s.up)
+
+    def throughput(self, now: float) -> float:
+        """Measured tokens/s (prompt + generated) summed over the live backends."""
+        return sum(self._rates.get(s.backend, 0.0) for s in self._recent(now) if s.up)
+
+    def queue(self, now: float) -> tuple[float, float]:
+        """(running, waiting) summed over the live backends."""
+        recent = [s for s in self._recent(now) if s.up]
+        return sum(s.running for s in recent), sum(s.waiting for s in recent)
