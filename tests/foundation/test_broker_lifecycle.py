@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.kafka.broker import LocalKafka
+from connectors.kafka.broker import BrokerError, LocalKafka
 from connectors.kafka.producer import make_producer
 from connectors.kafka.topic_reader import read_to_end
 
@@ -44,6 +44,6 @@ def test_acknowledged_records_survive_a_clean_restart_on_the_same_data_dir(tmp_p
 
 def test_the_broker_reports_a_start_failure_instead_of_hanging(tmp_path: Path):
     broker = LocalKafka(data_dir=tmp_path / "kafka", heap="1k")  # the JVM refuses this heap
-    with pytest.raises(Exception, match="broker exited|failed"):
+    with pytest.raises(BrokerError, match=r"broker exited|failed"):
         broker.start(timeout=30)
     broker.cleanup()

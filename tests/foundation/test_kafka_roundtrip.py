@@ -94,4 +94,6 @@ async def test_topic_setup_is_idempotent_and_compacts_config_and_limits(
         for resource in response.resources:
             name, entries = resource[3], resource[4]
             policies[name] = {e[0]: e[1] for e in entries}["cleanup.policy"]
-    assert policies == {topics.config: "compact", topics.limits: "compact", topics.requests: "delete"}
+    assert policies == {
+        topics.config: "compact", topics.limits: "compact", topics.requests: "delete"
+    }
