@@ -1,0 +1,1 @@
+"""The vLLM metrics scraper: each backend's `/metrics` → `EngineSample`s on `Topics.engine`."""
