@@ -1,0 +1,51 @@
+"""The commands that talk to Kafka, run as a user would, against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from connectors.kafka.topic_reader import read_to_end
+from tokenpools.cli.main import app
+from tokenpools.config_file import load_config
+from tokenpools.schemas import PoolConfigRecord, decode_as
+from tokenpools.topics import Topics
+
+pytestmark = pytest.mark.kafka
+ROOT = Path(__file__).resolve().parents[2]
+TRACE = ROOT.parent / "shared" / "traces" / "azure_llm_2023_code.csv"
+
+
+def test_config_apply_publishes_one_compacted_record_per_pool(kafka_bootstrap, topics: Topics):
+    example = ROOT / "deploy" / "examples" / "scarcity.yaml"
+    result = CliRunner().invoke(
+        app,
+        ["config", "apply", str(example), "--bootstrap", kafka_bootstrap,
+         "--namespace", topics.namespace],
+    )
+    assert result.exit_code == 0, result.output
+    messages = asyncio.run(read_to_end(kafka_bootstrap, topics.config))
+    assert [m.key for m in messages] == [b"qwen-7b"]
+    record = decode_as(messages[0].value, PoolConfigRecord)
+    assert record == PoolConfigRecord.from_platform(load_config(example))[0]
+
+
+def test_config_apply_fails_with_exit_1_when_kafka_is_unreachable(tmp_path: Path):
+    example = ROOT / "deploy" / "examples" / "scarcity.yaml"
+    result = CliRunner().invoke(
+        app, ["config", "apply", str(example), "--bootstrap", "127.0.0.1:1"]
+    )
+    assert result.exit_code == 1
+    assert "could not publish" in result.output
+
+
+@pytest.mark.skipif(not TRACE.exists(), reason=f"recorded trace not found at {TRACE}")
+def test_demo_passes_every_record_through_kafka(kafka_bootstrap, monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", kafka_bootstrap)
+    result = CliRunner().invoke(app, ["demo", "--events", "40", "--trace", str(TRACE)])
+    assert result.exit_code == 0, result.output
+    assert "all records passed" in result.output
+    assert "dead-lettered: 1" in result.output
