@@ -112,15 +112,17 @@ class QueryResult:
         return cls(data["name"], list(data["columns"]), types, rows)
 
 
+def is_numeric(type_name: str) -> bool:
+    """Whether a result column of this ClickHouse type holds numbers (for alignment, plots)."""
+    return type_name.removeprefix("Nullable(").startswith(("Int", "UInt", "Float", "Decimal"))
+
+
 def load_queries(directory: Path = QUERIES_DIR) -> dict[str, NamedQuery]:
     """Every `*.sql` in `directory`; the leading `--` lines are the description."""
     queries = {}
     for path in sorted(directory.glob("*.sql")):
         sql = path.read_text()
-        description = " ".join(
-            line.removeprefix("--").strip()
-            for line in _leading_comments(sql)
-        )
+        description = " ".join(line.removeprefix("--").strip() for line in _leading_comments(sql))
         parameters: dict[str, Parameter] = {}
         for name, type_ in _PLACEHOLDER.findall(sql):
             previous = parameters.setdefault(name, Parameter(name, type_.strip()))

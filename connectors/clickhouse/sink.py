@@ -284,6 +284,8 @@ class ClickHouseSink:
 
 def default_group(topics: Topics) -> str:
     """The sink's consumer group, namespaced like the topics it reads."""
-    return f"{topics.namespace}.tokenpools.clickhouse-sink" if topics.namespace else (
-        "tokenpools.clickhouse-sink"
+    return (
+        f"{topics.namespace}.tokenpools.clickhouse-sink"
+        if topics.namespace
+        else "tokenpools.clickhouse-sink"
     )

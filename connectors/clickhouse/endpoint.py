@@ -1,0 +1,124 @@
+"""The store owner's query endpoint: named queries over HTTP on 127.0.0.1.
+
+An embedded chDB store is held by one process, the sink; `tokenpools report`
+and anything else that wants numbers asks that process. The endpoint serves
+named queries only (`/query/<name>?param=value`), never SQL text, and binds to
+loopback. Its address is written next to the store (`ENDPOINT_FILE`) so a
+reader finds it; a stale file after a crash is harmless because readers
+check `/healthz` before trusting it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from clickhouse_connect.driver.client import Client
+from prometheus_client import CollectorRegistry, generate_latest
+
+from connectors.clickhouse.queries import NamedQuery, QueryError, load_queries, run_query
+from connectors.clickhouse.store import Target
+
+ENDPOINT_FILE = "tokenpools-sink.json"
+
+
+class QueryService:
+    """Runs named queries on one client, one at a time, off the event loop."""
+
+    def __init__(self, client: Client, queries: Mapping[str, NamedQuery] | None = None) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self.queries = dict(queries) if queries is not None else load_queries()
+
+    def run(self, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        query = self.queries.get(name)
+        if query is None:
+            raise KeyError(name)
+        with self._lock:
+            return run_query(self._client, query, values).to_json()
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def build_app(
+    service: QueryService, target: Target, registry: CollectorRegistry | None = None
+) -> web.Application:
+    """The aiohttp application: /healthz, /queries, /query/{name}, /metrics."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        store = target.store_path
+        return _json({
+            "status": "ok", "pid": os.getpid(), "database": target.database,
+            "store": str(store) if store else None,
+        })  # fmt: skip
+
+    async def list_queries(_: web.Request) -> web.Response:
+        return _json([
+            {"name": q.name, "description": q.description,
+             "parameters": [{"name": p.name, "type": p.type} for p in q.parameters]}
+            for q in service.queries.values()
+        ])  # fmt: skip
+
+    async def query(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        values = dict(request.query)
+        try:
+            result = await asyncio.to_thread(service.run, name, values)
+        except KeyError:
+            return _json({"error": {"message": f"no query named {name!r}"}}, 404)
+        except QueryError as exc:
+            return _json({"error": {"message": str(exc)}}, 400)
+        except Exception as exc:  # a ClickHouse error: report it, keep serving
+            return _json({"error": {"message": f"query {name} failed: {exc}"}}, 500)
+        return _json(result)
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(registry) if registry is not None else b""
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/queries", list_queries)
+    app.router.add_get("/query/{name}", query)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, str]:
+    """Start serving on 127.0.0.1:`port` (0 = any free port); returns the runner and base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    sockets = site._server.sockets if site._server else []  # aiohttp exposes no public getter
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, f"http://127.0.0.1:{bound}"
+
+
+def publish(store: Path, url: str) -> Path:
+    """Write the endpoint's address next to the store it serves."""
+    path = store / ENDPOINT_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps({"url": url, "pid": os.getpid()}))
+    tmp.replace(path)
+    return path
+
+
+def unpublish(store: Path) -> None:
+    (store / ENDPOINT_FILE).unlink(missing_ok=True)
+
+
+def published_url(store: Path) -> str | None:
+    """The address a running sink published for `store`, if any (may be stale)."""
+    try:
+        return orjson.loads((store / ENDPOINT_FILE).read_bytes())["url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

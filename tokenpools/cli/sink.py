@@ -1,0 +1,76 @@
+"""`tokenpools sink run`: the Kafka→ClickHouse sink, owner of the store and its query endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from tokenpools.cli.db import DATABASE, STORE, URL, target_or_exit
+
+app = typer.Typer(help="Store the control loop's events in ClickHouse.", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+@app.command()
+def run(
+    bootstrap: str = typer.Option("127.0.0.1:9092", envvar="KAFKA_BOOTSTRAP", help="Kafka."),
+    namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
+    store: Path = STORE,
+    url: str = URL,
+    database: str = DATABASE,
+    group: str = typer.Option(
+        None, help="Consumer group (default: <namespace>.tokenpools.clickhouse-sink)."
+    ),
+    batch_rows: int = typer.Option(
+        20_000, min=1, help="Flush when a table's buffer has this many rows."
+    ),
+    flush_interval: float = typer.Option(
+        1.0, min=0.01, help="Flush a buffer at least this often (s)."
+    ),
+    query_port: int = typer.Option(
+        0, min=0, max=65535, help="Query endpoint port on 127.0.0.1 (0 = any)."
+    ),
+) -> None:
+    """Consume every topic into its table; serve named queries on 127.0.0.1 until SIGTERM/Ctrl-C.
+
+    Offsets are committed only after the rows are in ClickHouse; on SIGTERM what
+    is buffered is written first. Exit 1 when the store or Kafka cannot be used.
+    """
+    from aiokafka.errors import KafkaError
+
+    from connectors.clickhouse.migrations import MigrationError
+    from connectors.clickhouse.service import run_sink_service
+    from connectors.clickhouse.sink import SinkSettings
+    from connectors.clickhouse.store import StoreError
+    from tokenpools.topics import Topics
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    target = target_or_exit(store, url, database)
+    settings = SinkSettings(batch_rows=batch_rows, flush_interval_s=flush_interval)
+
+    def ready(endpoint: str, applied: list) -> None:
+        err.print(
+            f"sink: {target.describe()} ({len(applied)} migrations applied), "
+            f"Kafka {bootstrap}, namespace {namespace or '(none)'}; queries at {endpoint}"
+        )
+
+    try:
+        asyncio.run(
+            run_sink_service(
+                bootstrap, Topics(namespace), target, settings, group, query_port, ready
+            )
+        )
+    except (StoreError, MigrationError, KafkaError, OSError) as exc:
+        err.print(f"[red]sink failed[/red]: {exc}")
+        raise typer.Exit(1) from None
+    err.print("sink stopped; everything read was written and committed")
+
+
+if __name__ == "__main__":
+    app()
