@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tokenpools import __version__
-from tokenpools.cli import config, db, demo, dev, keys, report, sink, topics
+from tokenpools.cli import actuator, config, db, demo, dev, keys, report, sink, topics
 
 app = typer.Typer(
     name="tokenpools",
@@ -21,6 +21,7 @@ app.add_typer(topics.app, name="topics")
 app.add_typer(keys.app, name="keys")
 app.command("demo")(demo.demo)
 # Sub-commands of the other areas are mounted below, one line each.
+app.add_typer(actuator.app, name="actuator")
 app.add_typer(sink.app, name="sink")
 app.command("report")(report.report)
 app.add_typer(db.app, name="db")

@@ -1,0 +1,1 @@
+"""Scaling decisions from Kafka applied to the cluster's workloads."""

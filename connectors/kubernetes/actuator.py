@@ -1,0 +1,91 @@
+"""Consume `tokenpools.scaling` and apply each pool's newest desired replica count.
+
+Decisions are coalesced per pool within a batch (only the newest matters),
+older-than-applied decisions are ignored (a replayed or reordered record must
+not scale back), and offsets are committed only after the scale call
+succeeded, so a crash re-applies rather than loses a decision.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer
+
+from connectors.kafka.consumer import DeadLetterCounter, decoded_batches
+from connectors.kafka.producer import make_producer
+from connectors.kubernetes.scalers import Scaler
+from connectors.kubernetes.targets import ScaleTarget
+from tokenpools.schemas import ScalingDecision
+from tokenpools.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def newest_per_pool(
+    decisions: Iterable[ScalingDecision], applied_at: dict[str, float]
+) -> dict[str, ScalingDecision]:
+    """The decision to act on for each pool: the newest, and only if newer than the last applied."""
+    newest: dict[str, ScalingDecision] = {}
+    for decision in decisions:
+        if decision.time <= applied_at.get(decision.pool, float("-inf")):
+            continue
+        current = newest.get(decision.pool)
+        if current is None or decision.time >= current.time:
+            newest[decision.pool] = decision
+    return newest
+
+
+class Actuator:
+    """Applies scaling decisions for the pools it has targets for."""
+
+    def __init__(self, targets: dict[str, ScaleTarget], scaler: Scaler) -> None:
+        self.targets = targets
+        self.scaler = scaler
+        self.applied_at: dict[str, float] = {}
+        self.unmapped: set[str] = set()
+
+    def apply(self, decisions: Iterable[ScalingDecision]) -> list[ScalingDecision]:
+        """Scale each mapped pool to its newest decision; returns what was applied."""
+        done = []
+        for pool, decision in newest_per_pool(decisions, self.applied_at).items():
+            target = self.targets.get(pool)
+            if target is None:
+                if pool not in self.unmapped:
+                    log.warning("no --target for pool %r; its scaling decisions are ignored", pool)
+                    self.unmapped.add(pool)
+                continue
+            self.scaler.scale(target, decision.desired_replicas)
+            self.applied_at[pool] = decision.time
+            done.append(decision)
+        return done
+
+    async def run(
+        self, bootstrap: str, topics: Topics, group: str = "tokenpools-actuator",
+        max_batches: int | None = None,
+    ) -> None:
+        """Consume until cancelled (or for `max_batches` non-empty batches, for tests)."""
+        consumer = AIOKafkaConsumer(
+            topics.scaling, bootstrap_servers=bootstrap, group_id=group,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+        )
+        producer = make_producer(bootstrap)
+        await producer.start()
+        await consumer.start()
+        seen = 0
+        try:
+            batches = decoded_batches(
+                consumer, ScalingDecision, producer, topics.dlq, DeadLetterCounter()
+            )
+            async for batch in batches:
+                if not batch:
+                    continue
+                self.apply(record for _, record in batch)
+                await consumer.commit()
+                seen += 1
+                if max_batches is not None and seen >= max_batches:
+                    return
+        finally:
+            await consumer.stop()
+            await producer.stop()

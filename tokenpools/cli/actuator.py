@@ -1,0 +1,43 @@
+"""`tokenpools actuator run`: follow scaling decisions on the cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import typer
+
+from tokenpools.topics import Topics
+
+app = typer.Typer(help="Apply scaling decisions to Kubernetes workloads.", no_args_is_help=True)
+
+
+@app.command()
+def run(
+    target: list[str] = typer.Option(
+        ..., help="pool=deployment/<ns>/<name> or pool=dgd/<ns>/<name>/<service>; repeatable."
+    ),
+    bootstrap: str = typer.Option("127.0.0.1:9092", envvar="KAFKA_BOOTSTRAP"),
+    namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Log what would be scaled; touch nothing."),
+) -> None:
+    """Scale each pool's workload to the newest desired replica count on the scaling topic."""
+    from connectors.kubernetes.actuator import Actuator
+    from connectors.kubernetes.scalers import DryRunScaler, KubernetesScaler
+    from connectors.kubernetes.targets import parse_targets
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        targets = parse_targets(target)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    try:
+        scaler = DryRunScaler() if dry_run else KubernetesScaler()
+    except Exception as exc:  # no kubeconfig, not in a cluster
+        typer.echo(f"cannot reach the Kubernetes API: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        asyncio.run(Actuator(targets, scaler).run(bootstrap, Topics(namespace)))
+    except KeyboardInterrupt:
+        pass
