@@ -28,7 +28,7 @@ class DryRunScaler:
 
 
 class KubernetesScaler:
-    """Patches the scale subresource (Deployment) or the service replicas (DynamoGraphDeployment)."""
+    """Patches a Deployment's scale subresource or a DynamoGraphDeployment service's replicas."""
 
     def __init__(self, in_cluster: bool | None = None) -> None:
         from kubernetes import client, config

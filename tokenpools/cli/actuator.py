@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import typer
@@ -19,7 +20,7 @@ def run(
     ),
     bootstrap: str = typer.Option("127.0.0.1:9092", envvar="KAFKA_BOOTSTRAP"),
     namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Log what would be scaled; touch nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Log what would scale; touch nothing."),
 ) -> None:
     """Scale each pool's workload to the newest desired replica count on the scaling topic."""
     from connectors.kubernetes.actuator import Actuator
@@ -37,7 +38,5 @@ def run(
     except Exception as exc:  # no kubeconfig, not in a cluster
         typer.echo(f"cannot reach the Kubernetes API: {exc}", err=True)
         raise typer.Exit(1) from None
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(Actuator(targets, scaler).run(bootstrap, Topics(namespace)))
-    except KeyboardInterrupt:
-        pass
