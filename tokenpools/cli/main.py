@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tokenpools import __version__
-from tokenpools.cli import actuator, config, db, demo, dev, keys, report, sink, topics
+from tokenpools.cli import actuator, config, db, demo, dev, keys, report, sink, topics, worker
 
 app = typer.Typer(
     name="tokenpools",
@@ -25,6 +25,7 @@ app.add_typer(actuator.app, name="actuator")
 app.add_typer(sink.app, name="sink")
 app.command("report")(report.report)
 app.add_typer(db.app, name="db")
+app.add_typer(worker.app, name="worker")
 
 
 @app.callback()

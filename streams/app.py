@@ -1,0 +1,291 @@
+"""The Faust app of the live control loop (DESIGN §1, §5).
+
+`faust -A streams.app worker` runs it configured from `TOKENPOOLS_*`
+environment variables (see `streams.settings`); `tokenpools worker run` builds
+it from command-line options. What it does:
+
+* **config agent**: the compacted config topic → the `configs` table (raw
+  `PoolConfigRecord` bytes, changelogged) and the live controllers;
+* **engine agent**: engine samples → the owning pool's controller;
+* **requests**: request events in batches (`RequestReader`, or a Faust agent
+  with `take()` when `requests_source=agent`) → screening → the controller's
+  vectorized windows;
+* **tick** (every `tick_s`, default 1 s, down to 100 ms): for the pools on this
+  worker's partitions only, `PoolController.tick(now)` → limits, scaling
+  decision and state snapshot published; the controller state (debt,
+  priority, epoch, scaler memory) written to the `controller-state` table so
+  a restarted or new owner continues from it.
+
+Topics are all keyed by pool with one partition count, so Faust's assignor
+gives one worker all of a pool's partitions (see `streams.ownership`).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP
+
+from streams.metrics import WorkerMetrics
+from streams.ownership import owned_partitions
+from streams.pools import PoolRegistry
+from streams.publishing import Headers, dead_letter, publish_tick
+from streams.requests_reader import RequestReader
+from streams.screening import RawRecord, RecentIds, screen
+from streams.settings import RequestSource, WorkerSettings
+from tokenpools.controller import ControllerState
+from tokenpools.schemas import DecodeError, decode_as
+from tokenpools.schemas.events import EngineSample, PoolConfigRecord
+from tokenpools.topics import TopicSpec
+
+log = logging.getLogger("tokenpools.worker")
+
+DEDUPE_HORIZON_S = 30.0
+
+
+class ControlLoop:
+    """The worker's moving parts, attached to one Faust app (`app.control`)."""
+
+    def __init__(self, app: faust.App, settings: WorkerSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.topics = settings.topics
+        self.metrics = WorkerMetrics()
+        self.registry = PoolRegistry(settings.partitions)
+        self.recent = RecentIds(DEDUPE_HORIZON_S)
+        self.reader: RequestReader | None = None
+        self.configs_loaded = False
+        self.started = False
+        self._events_since_tick = 0
+        self._last_tick_wall: float | None = None
+        specs = {spec.name: spec for spec in self.topics.specs(settings.partitions)}
+        self.faust_topics = {name: self._topic(spec) for name, spec in specs.items()}
+        self.configs = app.Table(
+            "configs",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            use_partitioner=True,
+        )
+        self.states = app.Table(
+            "controller-state",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            use_partitioner=True,
+        )
+
+    def _topic(self, spec: TopicSpec) -> faust.TopicT:
+        return self.app.topic(
+            spec.name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=spec.partitions,
+            config=dict(spec.configs),
+        )
+
+    # -- sending ----------------------------------------------------------------------------
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
+    ) -> Any:
+        return await self.app.producer.send(topic, key, value, None, None, headers)
+
+    # -- state ------------------------------------------------------------------------------
+    def stored_state(self, pool: str) -> ControllerState | None:
+        raw = self.states.get(pool.encode())
+        if raw is None:
+            return None
+        try:
+            return ControllerState.model_validate_json(raw)
+        except ValueError:
+            log.warning("stored controller state of pool %s is unreadable; starting fresh", pool)
+            return None
+
+    def ready(self) -> bool:
+        """Tables recovered and not in the middle of a rebalance."""
+        recovery = self.app.tables.recovery
+        return not self.app.rebalancing and recovery.completed.is_set()
+
+    def sync_ownership(self) -> None:
+        owned = owned_partitions(self.app.assignor.assigned_actives(), self.topics.config)
+        if not self.configs_loaded or owned != self.registry.owned_partitions:
+            self.registry.load_configs(list(self.configs.items()))
+            self.configs_loaded = True
+        added, removed = self.registry.sync(owned, self.stored_state)
+        if added or removed:
+            log.info("pools: +%s -%s (partitions %s)", added, removed, sorted(owned))
+        self.metrics.owned_pools.set(len(self.registry.pools))
+        if self.reader is not None:
+            self.reader.follow(owned, rewind_s=self.registry.max_window_s())
+
+    # -- inputs -----------------------------------------------------------------------------
+    async def on_request_records(self, records: Sequence[RawRecord]) -> None:
+        """One batch of raw request records: screen, dead-letter, feed the windows."""
+        self.metrics.events.labels("requests").inc(len(records))
+        self._events_since_tick += len(records)
+        out = screen(records, time.time(), self.registry.window_of, self.recent)
+        for record, error in out.dead:
+            await dead_letter(self.send, self.topics, record, error)
+        if out.dead:
+            self.metrics.dead_lettered.labels("requests").inc(len(out.dead))
+        observed = self.registry.observe_requests(out.events)
+        out.dropped["late"] += observed.late
+        out.dropped["unknown_entitlement"] += observed.unknown_entitlement
+        for reason, n in out.dropped.items():
+            if n:
+                self.metrics.dropped.labels(reason).inc(n)
+
+    async def on_engine_records(self, records: Sequence[RawRecord]) -> None:
+        self.metrics.events.labels("engine").inc(len(records))
+        samples: list[EngineSample] = []
+        for record in records:
+            try:
+                samples.append(decode_as(record.value, EngineSample))
+            except DecodeError as exc:
+                self.metrics.dead_lettered.labels("engine").inc()
+                await dead_letter(self.send, self.topics, record, str(exc))
+        unowned = self.registry.observe_engine(samples)
+        if unowned:
+            self.metrics.dropped.labels("unowned_pool").inc(unowned)
+
+    async def on_config_record(self, record: RawRecord) -> None:
+        self.metrics.events.labels("config").inc()
+        if record.value is None:
+            if record.key is not None:
+                self.configs.pop(record.key, None)
+                self.registry.remove_config(record.key.decode())
+            return
+        try:
+            config = decode_as(record.value, PoolConfigRecord)
+        except DecodeError as exc:
+            self.metrics.dead_lettered.labels("config").inc()
+            await dead_letter(self.send, self.topics, record, str(exc))
+            return
+        self.configs[config.pool.name.encode()] = record.value
+        self.registry.set_config(config)
+
+    # -- the tick ---------------------------------------------------------------------------
+    async def tick(self) -> None:
+        if not (self.started and self.ready()):
+            return
+        started = time.perf_counter()
+        now = time.time()
+        self.sync_ownership()
+        for pool, result, state in self.registry.tick(now):
+            counts = await publish_tick(self.send, self.topics, result)
+            for kind, n in counts.items():
+                self.metrics.published.labels(kind).inc(n)
+            self.states[pool.encode()] = orjson.dumps(state.model_dump(mode="json"))
+            self.metrics.epoch.labels(pool).set(state.epoch)
+        await self._observe_lag()
+        if self._last_tick_wall is not None and now > self._last_tick_wall:
+            rate = self._events_since_tick / (now - self._last_tick_wall)
+            self.metrics.events_per_second.set(rate)
+        self._events_since_tick = 0
+        self._last_tick_wall = now
+        self.metrics.tick_seconds.observe(time.perf_counter() - started)
+
+    async def _observe_lag(self) -> None:
+        if self.reader is not None:
+            lags = await self.reader.lag()
+        else:
+            consumer = self.app.consumer
+            lags = {}
+            for p in self.registry.owned_partitions:
+                tp = TP(self.topics.requests, p)
+                head = consumer.highwater(tp)
+                read = consumer._read_offset.get(tp)
+                if head is not None and read is not None:
+                    lags[p] = max(0, head - read - 1)
+        for p, lag in lags.items():
+            self.metrics.lag.labels(str(p)).set(lag)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Declare missing topics (as `Topics.specs` says), serve metrics, open the reader."""
+        for topic in self.faust_topics.values():
+            await topic.maybe_declare()
+        if self.settings.metrics_port is not None:
+            self.metrics.serve(self.settings.metrics_port)
+        if self.settings.requests_source is RequestSource.BATCH:
+            self.reader = RequestReader(
+                self.settings.bootstrap,
+                self.topics.requests,
+                self.settings.partitions,
+                self.on_request_records,
+                max_records=self.settings.batch_max_records,
+                client_id=f"{self.settings.app_id}-requests",
+            )
+            await self.reader.start()
+        self.started = True
+
+    async def stop(self) -> None:
+        if self.reader is not None:
+            await self.reader.stop()
+
+
+def create_app(settings: WorkerSettings) -> faust.App:
+    """A Faust app wired to the control loop; `app.control` is its `ControlLoop`."""
+    datadir = settings.datadir or str(Path(tempfile.gettempdir()) / "tokenpools-faust")
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{host.strip()}" for host in settings.bootstrap.split(",")],
+        store="memory://",
+        datadir=datadir,
+        topic_partitions=settings.partitions,
+        topic_disable_leader=True,
+        web_enabled=settings.web_port is not None,
+        web_port=settings.web_port or 6066,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_s,
+        broker_rebalance_timeout=max(settings.session_timeout_s * 2, 10.0),
+        producer_linger=0.005,
+    )
+    control = ControlLoop(app, settings)
+    app.control = control  # type: ignore[attr-defined]
+    topics = control.faust_topics
+
+    @app.agent(topics[settings.topics.config], name="config")
+    async def config_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await control.on_config_record(event.message)
+
+    @app.agent(topics[settings.topics.engine], name="engine")
+    async def engine_agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(1000, within=0.1):
+            await control.on_engine_records([e.message for e in events])
+
+    if settings.requests_source is RequestSource.AGENT:
+
+        @app.agent(topics[settings.topics.requests], name="requests")
+        async def requests_agent(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(settings.batch_max_records, within=0.05):
+                await control.on_request_records([e.message for e in events])
+
+    @app.task
+    async def run_control_loop() -> None:
+        await control.start()
+        try:
+            if control.reader is not None:
+                await control.reader.run()
+        finally:
+            await control.stop()
+
+    @app.timer(interval=settings.tick_s, name="tick")
+    async def tick() -> None:
+        await control.tick()
+
+    return app
+
+
+app = create_app(WorkerSettings.from_env())

@@ -1,0 +1,142 @@
+"""The controllers of the pools one worker owns, built from its tables.
+
+Configs and controller states are kept as raw bytes in Faust tables (their
+changelogs are what survives a crash); this registry turns them into live
+`PoolController`s for exactly the pools on the worker's partitions, feeds
+them, and ticks them. All allocation, window and debt logic is the core's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from streams.ownership import partition_of
+from tokenpools.controller import ControllerState, PoolController, TickResult
+from tokenpools.schemas import DecodeError, decode_as
+from tokenpools.schemas.events import EngineSample, PoolConfigRecord, RequestEvent
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the core dropped from one batch of one pool (for the worker's counters)."""
+
+    late: int = 0
+    unknown_entitlement: int = 0
+
+
+class PoolRegistry:
+    """Live controllers for the owned pools; knows every config it has been given."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._configs: dict[str, PoolConfigRecord] = {}
+        self._controllers: dict[str, PoolController] = {}
+        self._owned: frozenset[int] = frozenset()
+
+    # -- configs ----------------------------------------------------------------------------
+    def load_configs(self, raw: Iterable[tuple[bytes | str, bytes | None]]) -> list[str]:
+        """Replace the known configs with a table's contents; returns keys that failed to parse."""
+        configs: dict[str, PoolConfigRecord] = {}
+        bad: list[str] = []
+        for key, value in raw:
+            name = key.decode() if isinstance(key, bytes) else key
+            if value is None:
+                continue
+            try:
+                configs[name] = decode_as(value, PoolConfigRecord)
+            except DecodeError:
+                bad.append(name)
+        self._configs = configs
+        return bad
+
+    def set_config(self, config: PoolConfigRecord) -> None:
+        name = config.pool.name
+        self._configs[name] = config
+        controller = self._controllers.get(name)
+        if controller is not None:
+            controller.reconfigure(config)
+
+    def remove_config(self, pool: str) -> None:
+        self._configs.pop(pool, None)
+        self._controllers.pop(pool, None)
+
+    # -- ownership --------------------------------------------------------------------------
+    @property
+    def owned_partitions(self) -> frozenset[int]:
+        return self._owned
+
+    def owns(self, pool: str) -> bool:
+        return pool in self._controllers
+
+    @property
+    def pools(self) -> list[str]:
+        return sorted(self._controllers)
+
+    def controller(self, pool: str) -> PoolController | None:
+        return self._controllers.get(pool)
+
+    def window_of(self, pool: str) -> float | None:
+        """The pool's demand window if this worker controls it, else None."""
+        controller = self._controllers.get(pool)
+        return None if controller is None else self._configs[pool].controller.window_s
+
+    def max_window_s(self) -> float:
+        return max((self._configs[p].controller.window_s for p in self._controllers), default=0.0)
+
+    def sync(
+        self,
+        owned: frozenset[int],
+        states: Callable[[str], ControllerState | None],
+    ) -> tuple[list[str], list[str]]:
+        """Own exactly the configured pools on `owned` partitions; returns (added, removed).
+
+        A controller created here starts from its stored state (debt, epoch,
+        scaler memory) so a takeover continues where the previous owner stopped.
+        """
+        self._owned = owned
+        wanted = {name for name in self._configs if partition_of(name, self.partitions) in owned}
+        removed = [name for name in self._controllers if name not in wanted]
+        for name in removed:
+            del self._controllers[name]
+        added = [name for name in sorted(wanted) if name not in self._controllers]
+        for name in added:
+            self._controllers[name] = PoolController(self._configs[name], states(name))
+        return added, removed
+
+    # -- inputs and the tick ----------------------------------------------------------------
+    def observe_requests(self, events: Mapping[str, list[RequestEvent]]) -> Observed:
+        late = unknown = 0
+        for pool, batch in events.items():
+            controller = self._controllers.get(pool)
+            if controller is None:
+                continue
+            late_before = controller.windows.late_dropped
+            unknown_before = controller.unknown_dropped
+            controller.observe_requests(batch)
+            late += controller.windows.late_dropped - late_before
+            unknown += controller.unknown_dropped - unknown_before
+        return Observed(late=late, unknown_entitlement=unknown)
+
+    def observe_engine(self, samples: Iterable[EngineSample]) -> int:
+        """Feed engine samples; returns how many belonged to no owned pool."""
+        by_pool: dict[str, list[EngineSample]] = {}
+        for sample in samples:
+            by_pool.setdefault(sample.pool, []).append(sample)
+        unowned = 0
+        for pool, batch in by_pool.items():
+            controller = self._controllers.get(pool)
+            if controller is None:
+                unowned += len(batch)
+            else:
+                controller.observe_engine(batch)
+        return unowned
+
+    def tick(self, now: float) -> list[tuple[str, TickResult, ControllerState]]:
+        """Tick every owned pool; each result comes with the state to persist."""
+        out = []
+        for pool in sorted(self._controllers):
+            controller = self._controllers[pool]
+            result = controller.tick(now)
+            out.append((pool, result, controller.state()))
+        return out

@@ -1,0 +1,124 @@
+"""Sorting incoming request records into usable events, dead letters and drops.
+
+Rules, applied in this order:
+
+* a record that does not decode as a `RequestEvent` (not JSON, wrong type,
+  negative token counts, unknown schema version, …) is a **dead letter**: its
+  raw bytes go to the DLQ with the error in the headers;
+* a valid event stamped more than the pool's window before now is **late**,
+  one stamped more than `FUTURE_SKEW_S` after now is **future** (a clock this
+  far off would otherwise drag the window head forward and empty it); both
+  are dropped and counted;
+* an event whose (request id, phase) was already seen within the window is a
+  **duplicate** (a retried send, or a replay) and is dropped;
+* an event of a pool this worker does not control is dropped as
+  **unowned_pool** (its config has not arrived, or another worker owns it).
+
+The core's windows apply their own late rule and drop unknown entitlements;
+the worker counts those too (see `PoolTicker.observe`). Nothing here raises.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tokenpools.schemas import DecodeError, decode_as
+from tokenpools.schemas.events import RequestEvent
+
+FUTURE_SKEW_S = 5.0
+
+
+class RawRecord(Protocol):
+    """What aiokafka's `ConsumerRecord` and Faust's `Message` have in common."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Screened:
+    """One batch, sorted."""
+
+    events: dict[str, list[RequestEvent]] = field(default_factory=dict)
+    dead: list[tuple[RawRecord, str]] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def accepted(self) -> int:
+        return sum(len(v) for v in self.events.values())
+
+
+class RecentIds:
+    """(request id, phase) pairs seen in the last `horizon_s`, in two rotating generations.
+
+    Memory stays bounded by two horizons' worth of events; hashes, not strings,
+    are kept (a 64-bit collision would drop one event, never crash).
+    """
+
+    def __init__(self, horizon_s: float) -> None:
+        self.horizon_s = horizon_s
+        self._current: set[int] = set()
+        self._previous: set[int] = set()
+        self._rotated_at: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+    def rotate(self, now: float) -> None:
+        if self._rotated_at is None:
+            self._rotated_at = now
+        elif now - self._rotated_at >= self.horizon_s:
+            self._previous, self._current = self._current, set()
+            self._rotated_at = now
+
+    def seen(self, request_id: str, phase: str) -> bool:
+        """True if already seen; otherwise remembers it."""
+        h = hash((request_id, phase))
+        if h in self._current or h in self._previous:
+            return True
+        self._current.add(h)
+        return False
+
+
+def screen(
+    records: Iterable[RawRecord],
+    now: float,
+    window_of: Callable[[str], float | None],
+    recent: RecentIds,
+) -> Screened:
+    """Sort a batch; `window_of(pool)` is the pool's window in seconds, None if not ours."""
+    out = Screened()
+    events = out.events
+    dropped = out.dropped
+    recent.rotate(now)
+    windows: dict[str, float | None] = {}
+    latest = now + FUTURE_SKEW_S
+    for record in records:
+        try:
+            event = decode_as(record.value, RequestEvent)
+        except DecodeError as exc:
+            out.dead.append((record, str(exc)))
+            continue
+        pool = event.pool
+        window = windows[pool] if pool in windows else windows.setdefault(pool, window_of(pool))
+        if window is None:
+            dropped["unowned_pool"] += 1
+        elif event.time < now - window:
+            dropped["late"] += 1
+        elif event.time > latest:
+            dropped["future"] += 1
+        elif recent.seen(event.id, event.phase):
+            dropped["duplicate"] += 1
+        else:
+            bucket = events.get(pool)
+            if bucket is None:
+                events[pool] = [event]
+            else:
+                bucket.append(event)
+    return out

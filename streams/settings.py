@@ -1,0 +1,86 @@
+"""How one stream worker is configured: from the CLI, or from the environment for `faust -A`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from tokenpools.topics import Topics
+
+
+class RequestSource(StrEnum):
+    """Where request events enter the worker.
+
+    `batch`: an aiokafka reader that follows the Faust assignment and fetches
+    thousands of records per call (the fast path; Faust streams cost one event
+    loop round trip per record). `agent`: a plain Faust agent using
+    `stream.take()`, simpler but roughly ten times slower.
+    """
+
+    BATCH = "batch"
+    AGENT = "agent"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything a worker needs to know; `from_env` reads the `TOKENPOOLS_*` variables."""
+
+    bootstrap: str = "localhost:9092"
+    namespace: str = ""
+    tick_s: float = 1.0
+    partitions: int = 6
+    metrics_port: int | None = None
+    web_port: int | None = None
+    requests_source: RequestSource = RequestSource.BATCH
+    batch_max_records: int = 5000
+    session_timeout_s: float = 10.0
+    heartbeat_s: float = 1.0
+    datadir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.tick_s <= 60:
+            raise ValueError(f"tick_s must lie in [0.1, 60] seconds, got {self.tick_s:g}")
+        if self.partitions < 1:
+            raise ValueError(f"partitions must be at least 1, got {self.partitions}")
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(namespace=self.namespace)
+
+    @property
+    def app_id(self) -> str:
+        """The Faust app id: also the consumer group and the prefix of changelog topics."""
+        base = "tokenpools.controller"
+        return f"{self.namespace}.{base}" if self.namespace else base
+
+    def with_(self, **changes: object) -> WorkerSettings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> WorkerSettings:
+        """Read `TOKENPOOLS_BOOTSTRAP`, `_NAMESPACE`, `_TICK_S`, `_METRICS_PORT`, …"""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(f"TOKENPOOLS_{name}")
+            return value if value not in (None, "") else None
+
+        def port(name: str) -> int | None:
+            value = get(name)
+            return None if value is None else int(value)
+
+        defaults = cls()
+        return cls(
+            bootstrap=get("BOOTSTRAP") or env.get("KAFKA_BOOTSTRAP") or defaults.bootstrap,
+            namespace=get("NAMESPACE") or "",
+            tick_s=float(get("TICK_S") or defaults.tick_s),
+            partitions=int(get("PARTITIONS") or defaults.partitions),
+            metrics_port=port("METRICS_PORT"),
+            web_port=port("WEB_PORT"),
+            requests_source=RequestSource(get("REQUESTS_SOURCE") or defaults.requests_source),
+            batch_max_records=int(get("BATCH_MAX_RECORDS") or defaults.batch_max_records),
+            session_timeout_s=float(get("SESSION_TIMEOUT_S") or defaults.session_timeout_s),
+            heartbeat_s=float(get("HEARTBEAT_S") or defaults.heartbeat_s),
+            datadir=get("DATADIR"),
+        )

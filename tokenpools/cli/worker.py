@@ -1,0 +1,54 @@
+"""`tokenpools worker run`: the live control loop (the Faust app in `streams/`)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="Run the stream worker that computes and publishes limits.", no_args_is_help=True
+)
+
+
+@app.command()
+def run(
+    bootstrap: str = typer.Option(
+        "127.0.0.1:9092", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap."
+    ),
+    namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
+    tick: float = typer.Option(1.0, min=0.1, max=60, help="Seconds between controller ticks."),
+    partitions: int = typer.Option(6, min=1, help="Partitions of the pool-keyed topics."),
+    metrics_port: int | None = typer.Option(
+        None, help="Serve Prometheus metrics on this port (off when not given)."
+    ),
+    requests_source: str = typer.Option(
+        "batch", help="batch (fast aiokafka reader) or agent (a Faust take() agent)."
+    ),
+    session_timeout: float = typer.Option(10.0, min=1, help="Consumer group session timeout (s)."),
+    loglevel: str = typer.Option("info", help="crit, error, warn, info or debug."),
+) -> None:
+    """Consume requests, engine samples and configs; tick the owned pools; publish limits."""
+    from streams.settings import RequestSource, WorkerSettings
+
+    try:
+        settings = WorkerSettings(
+            bootstrap=bootstrap,
+            namespace=namespace,
+            tick_s=tick,
+            partitions=partitions,
+            metrics_port=metrics_port,
+            requests_source=RequestSource(requests_source),
+            session_timeout_s=session_timeout,
+        )
+    except ValueError as exc:
+        typer.echo(f"bad option: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if loglevel not in ("crit", "error", "warn", "info", "debug"):
+        typer.echo(f"bad option: --loglevel {loglevel!r}", err=True)
+        raise typer.Exit(2)
+
+    from faust import Worker
+
+    from streams.app import create_app
+
+    worker = Worker(create_app(settings), loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
