@@ -14,6 +14,7 @@ import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from connectors.sidecar.directory import EntitlementDirectory
 from tokenpools.schemas import DecodeError, LimitUpdate, PoolConfigRecord, decode_as
@@ -40,19 +41,19 @@ class ControlFeeds:
                                     auto_offset_reset="earliest")
         await consumer.start()
         self._consumer = consumer
-        partitions: list[TopicPartition] = []
-        for topic in (self._topics.config, self._topics.limits):
-            ids = consumer.partitions_for_topic(topic)
-            if not ids:
-                await consumer.force_metadata_update()
-                ids = consumer.partitions_for_topic(topic) or set()
-            partitions += [TopicPartition(topic, p) for p in sorted(ids)]
-        if not partitions:
+        try:
+            partitions = await _partitions(self._bootstrap,
+                                           [self._topics.config, self._topics.limits])
+            if not partitions:
+                raise RuntimeError(
+                    f"topics {self._topics.config} and {self._topics.limits} not found")
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+        except BaseException:
             await consumer.stop()
-            raise RuntimeError(f"topics {self._topics.config} and {self._topics.limits} not found")
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
+            self._consumer = None
+            raise
         self._task = asyncio.get_running_loop().create_task(self._run(ends), name="control-feeds")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.caught_up.wait(), catch_up_timeout_s)
@@ -69,8 +70,6 @@ class ControlFeeds:
         consumer = self._consumer
         assert consumer is not None
         behind = {tp for tp, end in ends.items() if end > 0}
-        if not behind:
-            self.caught_up.set()
         own_key = config_key(self._directory.pool)
         while True:
             batches = await consumer.getmany(timeout_ms=500)
@@ -82,12 +81,11 @@ class ControlFeeds:
                         self._on_limit(message.value)
                 if tp in behind and messages and messages[-1].offset + 1 >= ends[tp]:
                     behind.discard(tp)
-            if behind:
-                for tp in list(behind):  # a compacted tail may end before the end offset
-                    if await consumer.position(tp) >= ends[tp]:
-                        behind.discard(tp)
-                if not behind:
-                    self.caught_up.set()
+            for tp in list(behind):  # a compacted tail may end before the end offset
+                if await consumer.position(tp) >= ends[tp]:
+                    behind.discard(tp)
+            if not behind and not self.caught_up.is_set():
+                self.caught_up.set()
 
     def _on_config(self, key: bytes | None, value: bytes | None, own_key: bytes) -> None:
         if key != own_key:
@@ -111,3 +109,19 @@ class ControlFeeds:
             log.warning("limit record skipped: %s", exc)
             return
         self._directory.apply_limit(update)
+
+
+async def _partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of `topics` that exists, from fresh cluster metadata."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    return [
+        TopicPartition(t["topic"], p["partition"])
+        for t in described
+        if t.get("error_code", 0) == 0
+        for p in sorted(t["partitions"], key=lambda p: p["partition"])
+    ]
