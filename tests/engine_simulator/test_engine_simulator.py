@@ -1,0 +1,82 @@
+"""The engine simulator stands in for vLLM: its API, its metric names, and the paper's baseline
+— without admission control, overload grows the engine's waiting queue and everyone's latency."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+import aiohttp
+import openai
+
+from tests.sidecar.stack import MODEL, engine
+from tokenpools.engine_model import EngineParams
+
+
+async def test_overload_without_admission_control_grows_the_queue_and_latency() -> None:
+    params = EngineParams(max_num_seqs=4, num_gpu_blocks=4096)
+    async with engine(params, speed=20.0) as (runner, url), aiohttp.ClientSession() as http:
+        body = {"model": MODEL, "prompt": "tell me a story", "max_tokens": 20}
+
+        async def timed() -> float:
+            start = asyncio.get_running_loop().time()
+            async with http.post(url + "/v1/completions", json=body) as resp:
+                assert resp.status == 200
+                await resp.read()
+            return asyncio.get_running_loop().time() - start
+
+        alone = await timed()
+        waiting_seen: list[int] = []
+
+        async def watch() -> None:
+            while True:
+                waiting_seen.append(runner.model.waiting)
+                await asyncio.sleep(0.005)
+
+        watcher = asyncio.ensure_future(watch())
+        latencies = await asyncio.gather(*(timed() for _ in range(40)))
+        watcher.cancel()
+
+        assert max(waiting_seen) >= 30  # 40 arrivals, 4 slots: the queue builds up
+        assert statistics.median(latencies) > 3 * alone
+        assert max(latencies) > 6 * alone  # the last in line waited for ~10 batches
+        assert (runner.model.running, runner.model.waiting) == (0, 0)
+
+
+async def test_metrics_carry_vllms_names() -> None:
+    async with engine() as (_runner, url), aiohttp.ClientSession() as http:
+        await openai.AsyncOpenAI(base_url=url + "/v1", api_key="x").completions.create(
+            model=MODEL, prompt="a b", max_tokens=3)
+        async with http.get(url + "/metrics") as resp:
+            text = await resp.text()
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
+                 "vllm:kv_cache_usage_perc", "vllm:prompt_tokens_total",
+                 "vllm:generation_tokens_total", "vllm:num_preemptions_total",
+                 "vllm:cache_config_info", "vllm:time_to_first_token_seconds_bucket",
+                 "vllm:e2e_request_latency_seconds_count"):
+        assert name in text
+    assert 'vllm:generation_tokens_total{engine="0",model_name="sim-model"} 3.0' in text
+
+
+async def test_streams_carry_a_usage_chunk_only_when_asked() -> None:
+    async with engine() as (_runner, url):
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x")
+        plain = [c async for c in await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True)]
+        asked = [c async for c in await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True,
+            stream_options={"include_usage": True})]
+    assert all(c.usage is None for c in plain)
+    assert asked[-1].choices == [] and asked[-1].usage.completion_tokens == 3
+    assert len(asked) == len(plain) + 1
+
+
+async def test_unknown_models_and_overlong_prompts_are_refused_like_vllm() -> None:
+    async with engine() as (_runner, url), aiohttp.ClientSession() as http:
+        async with http.post(url + "/v1/completions",
+                             json={"model": "other", "prompt": "x"}) as resp:
+            assert resp.status == 404
+        async with http.post(url + "/v1/completions",
+                             json={"model": MODEL, "prompt": "x " * 40000}) as resp:
+            assert resp.status == 400
+            assert "maximum context length" in (await resp.json())["error"]["message"]
