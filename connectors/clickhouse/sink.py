@@ -1,6 +1,6 @@
 """The Kafka→ClickHouse sink: a consumer group that batches records into the raw tables.
 
-Per topic, one consumer (all in one group) reads decoded records (bad ones go
+Per topic, one consumer (in that table's consumer group) reads decoded records (bad ones go
 to the DLQ through `connectors.kafka.consumer.decoded_batches`), buffers their
 rows and flushes when the buffer reaches `batch_rows` or is `flush_interval_s`
 old. Offsets are committed only after the insert succeeded, so a crash
@@ -76,8 +76,9 @@ class _Buffer:
     rows: list[Row] = field(default_factory=list)
     since: float | None = None
 
-    def add(self, rows: Iterable[Row]) -> None:
-        if self.since is None:
+    def add(self, rows: Iterable[Row], consumed: int) -> None:
+        """Buffer `rows` of `consumed` records (skipped replays add no rows, need a commit)."""
+        if consumed and self.since is None:
             self.since = time.monotonic()
         self.rows.extend(rows)
 
@@ -123,6 +124,7 @@ class TopicSink(ConsumerRebalanceListener):
         self._buffer = _Buffer()
         self._lock = asyncio.Lock()
         self._generation = 0
+        self._skip_through: dict[int, int] = {}
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -149,7 +151,7 @@ class TopicSink(ConsumerRebalanceListener):
         )  # fmt: skip
         try:
             async for batch in batches:
-                self._buffer.add(self._rows(batch))
+                self._buffer.add(self._rows(batch), len(batch))
                 if (
                     len(self._buffer.rows) >= self._settings.batch_rows
                     or self._buffer.age() >= self._settings.flush_interval_s
@@ -164,11 +166,18 @@ class TopicSink(ConsumerRebalanceListener):
 
     def _rows(self, batch: list[tuple[ConsumerRecord, object]]) -> list[Row]:
         build = self.mapping.rows
-        return [
-            (*row, message.topic, message.partition, message.offset)
-            for message, record in batch
-            for row in build(record, message.timestamp)
-        ]
+        skip = self._skip_through
+        rows = []
+        skipped = 0
+        for message, record in batch:
+            if skip and message.offset <= skip.get(message.partition, -1):
+                skipped += 1
+                continue
+            rows.extend((*row, message.topic, message.partition, message.offset)
+                        for row in build(record, message.timestamp))  # fmt: skip
+        if skipped:
+            self._metrics.replays_skipped.labels(self.mapping.table).inc(skipped)
+        return rows
 
     async def flush(self) -> None:
         """Insert the buffer until it succeeds, then commit the consumed offsets.
@@ -181,7 +190,7 @@ class TopicSink(ConsumerRebalanceListener):
             rows = self._buffer.take()
             table = self.mapping.table
             delay = self._settings.backoff_initial_s
-            while rows:
+            while rows:  # (empty after skipped replays: nothing to write, offsets to commit)
                 try:
                     with self._metrics.insert_seconds.labels(table).time():
                         await asyncio.to_thread(self._writer.insert, self.mapping, rows)
@@ -215,16 +224,18 @@ class TopicSink(ConsumerRebalanceListener):
             return
         async with self._lock:  # an insert still in flight must land before we look
             marks = await self._watermarks()
+            skip = {}
             for tp in assigned:
                 committed = await self._consumer.committed(tp)
                 stored = marks.get(tp.partition)
                 # Only past a commit of ours: a recreated topic reuses offsets.
                 if committed is not None and stored is not None and stored >= committed:
-                    skipped = stored + 1 - committed
-                    self._metrics.replays_skipped.labels(self.mapping.table).inc(skipped)
-                    log.info("%s[%d]: %d records already stored, seeking to %d",
-                             self.topic, tp.partition, skipped, stored + 1)  # fmt: skip
-                    self._consumer.seek(tp, stored + 1)
+                    skip[tp.partition] = stored
+                    log.info("%s[%d]: offsets %d..%d already stored; skipping them",
+                             self.topic, tp.partition, committed, stored)  # fmt: skip
+            # Filtering, not seeking: a seek here races aiokafka's own reset to
+            # the committed offset when the assignment completes.
+            self._skip_through = skip
 
     async def _watermarks(self) -> dict[int, int]:
         delay = self._settings.backoff_initial_s
@@ -238,7 +249,11 @@ class TopicSink(ConsumerRebalanceListener):
 
 
 class ClickHouseSink:
-    """All topics of a deployment into their tables, as one consumer group."""
+    """All topics of a deployment into their tables.
+
+    One consumer group per table (`<group_id>.<table>`): a topic's consumers
+    rebalance among themselves without stopping the other tables' ingestion.
+    """
 
     def __init__(
         self,
@@ -265,7 +280,7 @@ class ClickHouseSink:
         try:
             self._sinks = [
                 TopicSink(
-                    self.bootstrap, self.group_id, topic, mapping, self._writer,
+                    self.bootstrap, self.group_of(mapping), topic, mapping, self._writer,
                     (producer, self.topics.dlq), self.settings, self.metrics,
                 )
                 for topic, mapping in mappings(self.topics).items()
@@ -275,6 +290,10 @@ class ClickHouseSink:
             await asyncio.gather(*(sink.run() for sink in self._sinks))
         finally:
             await producer.stop()
+
+    def group_of(self, mapping: TableMapping) -> str:
+        """The consumer group that feeds `mapping.table`."""
+        return f"{self.group_id}.{mapping.table}"
 
     def stop(self) -> None:
         self._stopped = True

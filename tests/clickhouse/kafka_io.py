@@ -1,0 +1,97 @@
+"""Producing the known event set to real topics, and waiting for the store to catch up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from connectors.kafka.producer import make_producer, send_record
+from tests.clickhouse.conftest import records_by_topic
+from tests.clickhouse.dataset import POOL, Dataset
+from tokenpools.schemas import EngineSample
+from tokenpools.schemas.codec import encode
+from tokenpools.topics import Topics, config_key
+
+BAD_RECORDS = 2  # what `produce(..., bad=True)` adds that must end on the DLQ
+
+
+async def produce(bootstrap: str, topics: Topics, data: Dataset, bad: bool = False) -> None:
+    """Every record keyed by pool, like the real producers; `bad` adds two bad ones, a tombstone."""
+    producer = make_producer(bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for topic, records in records_by_topic(data, topics).items():
+            key = config_key(POOL) if topic == topics.config else POOL
+            for record in records:
+                await send_record(producer, topic, key, record)
+        if bad:
+            await producer.send(topics.requests, value=b"{not json", key=POOL.encode())
+            wrong = EngineSample(time=1.0, pool=POOL, backend="x")  # an engine sample on requests
+            await producer.send(topics.requests, value=encode(wrong), key=POOL.encode())
+            await send_record(producer, topics.config, config_key("gone-pool"), None)  # tombstone
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s:.0f}s")
+        await asyncio.sleep(0.1)
+
+
+async def dead_letters(bootstrap: str, topics: Topics, expected: int) -> list:
+    """Read the DLQ until `expected` records arrived (or 15 s passed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topics.dlq, 0)])
+        found: list = []
+        deadline = time.monotonic() + 15
+        while len(found) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=300)
+            for messages in batches.values():
+                found.extend(messages)
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def rewind(bootstrap: str, group: str, topic: str) -> None:
+    """Commit offset 0 for every partition of `topic` in `group`: the next run replays it all."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            await consumer._client.force_metadata_update()  # first look at a topic: no metadata yet
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        await consumer.commit(dict.fromkeys(partitions, 0))
+    finally:
+        await consumer.stop()
+
+
+async def lag(bootstrap: str, group: str, topic: str) -> int:
+    """Records of `topic` that `group` has not committed yet (its consumer lag)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await consumer.end_offsets(partitions)
+        total = 0
+        for tp in partitions:
+            total += ends[tp] - (await consumer.committed(tp) or 0)
+        return total
+    finally:
+        await consumer.stop()

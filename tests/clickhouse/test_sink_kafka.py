@@ -1,0 +1,262 @@
+"""The sink on a real broker: exact numbers end to end, replays, outages and a killed sink."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from connectors.clickhouse.endpoint import published_url
+from connectors.clickhouse.migrations import migrate
+from connectors.clickhouse.queries import load_queries, run_query
+from connectors.clickhouse.rows import REQUESTS
+from connectors.clickhouse.sink import ClickHouseSink, SinkSettings
+from connectors.clickhouse.store import Target, connect
+from connectors.clickhouse.writer import TableWriter
+from connectors.kafka.admin import ensure_topics
+from tests.clickhouse import dataset as ds
+from tests.clickhouse.conftest import count
+from tests.clickhouse.kafka_io import BAD_RECORDS, dead_letters, lag, produce, rewind, wait_for
+from tokenpools.topics import DLQ_ERROR_HEADER, Topics
+
+pytestmark = pytest.mark.kafka
+ROOT = Path(__file__).resolve().parents[2]
+QUERIES = load_queries()
+FAST = SinkSettings(batch_rows=400, flush_interval_s=0.2)
+
+
+def numbers(client: Client, data: ds.Dataset) -> dict:
+    """What the exactness checks compare: admission, chargeback, latency and SLO per entitlement."""
+    span = {"start": ds.T0, "end": ds.T0 + ds.SPAN_S + 60}
+
+    def rows(name: str, **extra) -> list:
+        declared = {p.name for p in QUERIES[name].parameters}
+        values = {k: v for k, v in {**span, **extra}.items() if k in declared}
+        return run_query(client, QUERIES[name], values).rows
+
+    return {
+        name: rows(name, window_s=300)
+        for name in ("admission", "chargeback", "latency", "slo_attainment", "debt_priority")
+    }
+
+
+def expected_admission_total(data: ds.Dataset) -> tuple[int, int]:
+    admission = ds.expected_admission(data, 300)
+    return sum(a for a, _ in admission.values()), sum(r for _, r in admission.values())
+
+
+def assert_exact(client: Client, data: ds.Dataset) -> None:
+    """The named queries agree with the events, and the raw table holds each record once."""
+    got = numbers(client, data)
+    admission = {(int(r[0].timestamp()), r[2]): (r[4], r[5]) for r in got["admission"]}
+    assert admission == ds.expected_admission(data, 300)
+    chargeback = {(int(r[0].timestamp()), r[2]): (r[4], r[5], r[6]) for r in got["chargeback"]}
+    assert chargeback == ds.expected_chargeback(data)
+    latency = {(int(r[0].timestamp()), r[2]): tuple(r[3:8]) for r in got["latency"]}
+    assert latency == ds.expected_latency(data, 300)
+    slo = {r[1]: (r[3], r[4], r[7], r[8]) for r in got["slo_attainment"]}
+    want_slo = ds.expected_slo(data)
+    assert {k: (v[0], v[2]) for k, v in slo.items()} == {
+        k: (v[0], v[2]) for k, v in want_slo.items()
+    }
+    assert count(client, final=True) == len(data.requests)
+
+
+async def test_sink_stores_the_event_set_exactly_and_a_replay_counts_once(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    await ensure_topics(kafka_bootstrap, topics, partitions=3)
+    data = ds.build(150)
+    await produce(kafka_bootstrap, topics, data, bad=True)
+    target = Target.embedded(tmp_path / "store")
+    client, reader = connect(target), None
+    try:
+        migrate(client)
+        reader = connect(target)
+
+        async def run_until_stored() -> ClickHouseSink:
+            sink = ClickHouseSink(kafka_bootstrap, topics, TableWriter(client), settings=FAST)
+            task = asyncio.create_task(sink.run())
+
+            async def caught_up() -> bool:
+                return await lag(
+                    kafka_bootstrap, sink.group_of(REQUESTS), topics.requests
+                ) == 0 and (
+                    count(reader, "pool_state", final=False)
+                    >= sum(len(s.entitlements) for s in data.state)
+                )
+
+            await wait_for(caught_up)
+            sink.stop()
+            await asyncio.wait_for(task, 30)
+            return sink
+
+        sink = await run_until_stored()
+        assert_exact(reader, data)
+        assert count(reader, final=False) == len(data.requests)  # no duplicate even before merges
+        rollup = reader.query(
+            "SELECT sum(admitted), sum(rejected) FROM requests_per_minute"
+        ).result_rows[0]
+        assert tuple(rollup) == expected_admission_total(data)
+        dlq = await dead_letters(kafka_bootstrap, topics, BAD_RECORDS)
+        assert len(dlq) == BAD_RECORDS  # the tombstone on the config topic is not a bad record
+        assert all(dict(m.headers).get(DLQ_ERROR_HEADER) for m in dlq)
+
+        # An operator rewinds the group: every request is delivered again.
+        await rewind(kafka_bootstrap, sink.group_of(REQUESTS), topics.requests)
+        sink = await run_until_stored()
+        skipped = sink.metrics.replays_skipped.labels("requests")._value.get()
+        assert skipped >= len(data.requests)
+        assert_exact(reader, data)
+        assert count(reader, final=False) == len(data.requests)
+        rollup = reader.query(
+            "SELECT sum(admitted), sum(rejected) FROM requests_per_minute"
+        ).result_rows[0]
+        assert tuple(rollup) == expected_admission_total(data)
+    finally:
+        if reader is not None:
+            reader.close()
+        client.close()
+
+
+async def test_a_clickhouse_outage_is_retried_without_loss(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    await ensure_topics(kafka_bootstrap, topics, partitions=3)
+    data = ds.build(100)
+    target = Target.embedded(tmp_path / "store")
+    client = connect(target)
+    operator = connect(target)
+    try:
+        migrate(client)
+        sink = ClickHouseSink(kafka_bootstrap, topics, TableWriter(client), settings=FAST)
+        task = asyncio.create_task(sink.run())
+        half = len(data.requests) // 2
+        first, rest = dataclasses.replace(data, requests=data.requests[:half]), dataclasses.replace(
+            data, requests=data.requests[half:], engine=[], state=[], limits=[], scaling=[],
+            config=[],
+        )  # fmt: skip
+        await produce(kafka_bootstrap, topics, first)
+
+        async def first_half_stored() -> bool:
+            return count(operator, final=False) >= half
+
+        await wait_for(first_half_stored)
+        operator.command("DETACH TABLE requests")  # the table is gone: every insert fails
+        await produce(kafka_bootstrap, topics, rest)
+        failures = sink.metrics.insert_failures.labels("requests")
+
+        async def failing() -> bool:
+            return failures._value.get() >= 3
+
+        await wait_for(failing)
+        operator.command("ATTACH TABLE requests")
+
+        async def recovered() -> bool:
+            return count(operator, final=False) >= len(data.requests)
+
+        await wait_for(recovered)
+        sink.stop()
+        await asyncio.wait_for(task, 30)
+        assert_exact(operator, data)
+        assert count(operator, final=False) == len(data.requests)
+    finally:
+        operator.close()
+        client.close()
+
+
+def _start_sink(bootstrap: str, topics: Topics, store: Path) -> subprocess.Popen:
+    cmd = [
+        sys.executable, "-m", "tokenpools.cli.sink", "--bootstrap", bootstrap,
+        "--namespace", topics.namespace, "--store", str(store), "--batch-rows", "300",
+        "--flush-interval", "0.05",
+    ]  # fmt: skip
+    return subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+
+
+async def _rows_written(store: Path, process: subprocess.Popen) -> float:
+    """The running sink's own count of request rows inserted (its /metrics); -1 before it serves."""
+    if process.poll() is not None:
+        raise AssertionError(f"sink exited early: {process.stderr.read().decode()[-2000:]}")
+    url = published_url(store)
+    if url is None:
+        return -1
+    try:
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"{url}/metrics", timeout=2)).text
+    except httpx.HTTPError:
+        return -1
+    for line in text.splitlines():
+        if line.startswith('tokenpools_sink_rows_total{table="requests"}'):
+            return float(line.split()[-1])
+    return 0
+
+
+async def test_a_sink_killed_mid_stream_and_restarted_still_counts_exactly(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    await ensure_topics(kafka_bootstrap, topics, partitions=3)
+    data = ds.build(1500)
+    store = tmp_path / "store"
+    await produce(kafka_bootstrap, topics, data)
+    first = _start_sink(kafka_bootstrap, topics, store)
+    try:
+        written = 0.0
+
+        async def some_written() -> bool:
+            nonlocal written
+            written = await _rows_written(store, first)
+            return written > 0
+
+        await wait_for(some_written, 60)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert 0 < written < len(data.requests), "the kill must land while the sink is mid-stream"
+
+    second = _start_sink(kafka_bootstrap, topics, store)
+    try:
+
+        async def caught_up() -> bool:
+            url = published_url(store)
+            if url is None or await _rows_written(store, second) < 0:
+                return False
+            span = {"start": ds.T0, "end": ds.T0 + ds.SPAN_S + 60}
+            async with httpx.AsyncClient(base_url=url) as http:
+                got = await http.get("/query/admission", params={**span, "window_s": 86400})
+                admission = got.json()["rows"]
+                charged = (await http.get("/query/chargeback", params=span)).json()["rows"]
+            totals = (sum(r[4] for r in admission), sum(r[5] for r in admission))
+            finished = sum(r[4] for r in charged)
+            return totals == expected_admission_total(data) and finished == sum(
+                n for n, _, _ in ds.expected_chargeback(data).values()
+            )
+
+        await wait_for(caught_up, 60)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0, second.stderr.read().decode()[-2000:]
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait(10)
+    assert published_url(store) is None  # a clean stop withdraws the endpoint
+
+    target = Target.embedded(store)
+    client = connect(target, create_database=False)
+    try:
+        assert_exact(client, data)
+    finally:
+        client.close()
