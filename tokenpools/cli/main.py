@@ -5,7 +5,21 @@ from __future__ import annotations
 import typer
 
 from tokenpools import __version__
-from tokenpools.cli import actuator, config, db, demo, dev, keys, report, sink, topics, worker
+from tokenpools.cli import (
+    actuator,
+    config,
+    db,
+    demo,
+    dev,
+    engine_sim,
+    keys,
+    report,
+    scraper,
+    sidecar,
+    sink,
+    topics,
+    worker,
+)
 
 app = typer.Typer(
     name="tokenpools",
@@ -26,6 +40,9 @@ app.add_typer(sink.app, name="sink")
 app.command("report")(report.report)
 app.add_typer(db.app, name="db")
 app.add_typer(worker.app, name="worker")
+app.add_typer(sidecar.app, name="sidecar")
+app.add_typer(scraper.app, name="scraper")
+app.add_typer(engine_sim.app, name="engine-sim")
 
 
 @app.callback()

@@ -1,0 +1,88 @@
+"""`tokenpools engine-sim run`: a SIMULATED vLLM engine (no GPU, no model) for tests and benches.
+
+It serves vLLM's OpenAI-compatible API and `/metrics` names; batching, KV
+blocks and step times come from `tokenpools.engine_model`, the same model the
+offline simulator runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import typer
+
+app = typer.Typer(help="A simulated vLLM engine (engine simulator).", no_args_is_help=True)
+
+
+@app.command()
+def run(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    model: str = typer.Option("sim-model", help="Served model name (requests must use it)."),
+    max_num_seqs: int = typer.Option(32, help="vLLM max_num_seqs: requests batched at once."),
+    num_gpu_blocks: int = typer.Option(2048, help="KV-cache blocks."),
+    block_size: int = typer.Option(16, help="Tokens per KV block."),
+    max_num_batched_tokens: int = typer.Option(8192, help="Token budget of one step."),
+    step_base_ms: float = typer.Option(10.0, help="Step time: fixed part (ms)."),
+    step_per_seq_ms: float = typer.Option(0.4, help="Step time per decoding sequence (ms)."),
+    prefill_per_token_ms: float = typer.Option(0.02, help="Step time per prefill token (ms)."),
+    default_output_tokens: int = typer.Option(
+        128, help="Output length when a request sets no max_tokens."),
+    max_model_len: int = typer.Option(32768, help="Longest prompt + output accepted."),
+    speed: float = typer.Option(1.0, help="Time acceleration: simulated seconds per wall second."),
+    fast: bool = typer.Option(False, "--fast", help=(
+        "Benchmark mode: near-zero step time and no batching limit, so only HTTP is measured.")),
+    legacy_metric_names: bool = typer.Option(
+        False, "--legacy-metric-names",
+        help="Serve vllm:gpu_cache_usage_perc (vLLM V0) instead of vllm:kv_cache_usage_perc."),
+) -> None:
+    """Serve one simulated engine until interrupted."""
+    from connectors.engine_simulator.runner import FAST_PARAMS, EngineRunner
+    from connectors.engine_simulator.server import ServedModel, start_engine_simulator
+    from tokenpools.engine_model import EngineModel, EngineParams
+
+    try:
+        params = FAST_PARAMS if fast else EngineParams(
+            max_num_seqs=max_num_seqs, num_gpu_blocks=num_gpu_blocks, block_size=block_size,
+            max_num_batched_tokens=max_num_batched_tokens, step_base_s=step_base_ms / 1000,
+            step_per_seq_s=step_per_seq_ms / 1000, prefill_per_token_s=prefill_per_token_ms / 1000,
+        )
+        served = ServedModel(model, max_model_len, default_output_tokens)
+        runner = EngineRunner(EngineModel(params), speed=speed)
+    except ValueError as exc:
+        typer.echo(f"invalid engine settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    async def serve() -> None:
+        try:
+            app_runner, url = await start_engine_simulator(runner, served, host, port,
+                                                           legacy_metric_names)
+        except OSError as exc:
+            typer.echo(f"cannot listen on {host}:{port}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        mode = "fast" if fast else f"speed {speed:g}x"
+        typer.echo(f"engine simulator ({mode}) serving {model!r} at {url}")
+        await until_signalled()
+        await app_runner.cleanup()
+
+    run_async(serve())
+
+
+async def until_signalled() -> None:
+    """Return on SIGINT or SIGTERM (servers then close their connections cleanly)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def run_async(main: object) -> None:
+    """Run on uvloop when it is installed (it is a dependency of the fast path)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)  # type: ignore[arg-type]
+    else:
+        uvloop.run(main)  # type: ignore[arg-type]

@@ -1,0 +1,51 @@
+"""`tokenpools scraper run`: vLLM `/metrics` → engine samples on the engine topic."""
+
+from __future__ import annotations
+
+import typer
+
+from tokenpools.cli.engine_sim import run_async, until_signalled
+
+app = typer.Typer(help="Scrape vLLM metrics into engine samples.", no_args_is_help=True)
+
+
+@app.command()
+def run(
+    target: list[str] = typer.Option(..., help="POOL=URL of a vLLM replica (repeat for more)."),
+    bootstrap: str = typer.Option("127.0.0.1:9092", "--kafka", envvar="KAFKA_BOOTSTRAP",
+                                  help="Kafka bootstrap."),
+    namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
+    interval: float = typer.Option(1.0, min=0.05, help="Seconds between scrapes."),
+    timeout: float = typer.Option(2.0, min=0.05, help="Scrape timeout (s), at most the interval."),
+) -> None:
+    """Scrape every target on a fixed cadence; a target that is down is reported as down."""
+    from connectors.kafka.producer import make_producer
+    from connectors.scraper.scraper import Scraper, Target
+    from tokenpools.topics import Topics
+
+    targets = []
+    for spec in target:
+        pool, sep, url = spec.partition("=")
+        if not sep or not pool or not url.startswith(("http://", "https://")):
+            typer.echo(f"bad --target {spec!r}: expected POOL=http://host:port", err=True)
+            raise typer.Exit(2)
+        targets.append(Target(pool, url))
+
+    async def scrape() -> None:
+        import asyncio
+
+        producer = make_producer(bootstrap)
+        try:
+            await producer.start()
+        except Exception as exc:
+            typer.echo(f"Kafka at {bootstrap} unreachable: {exc}", err=True)
+            raise typer.Exit(1) from None
+        scraper = Scraper(targets, producer, Topics(namespace=namespace).engine, interval, timeout)
+        typer.echo(f"scraping {len(targets)} engines every {interval:g}s into "
+                   f"{Topics(namespace=namespace).engine}")
+        task = asyncio.ensure_future(scraper.run())
+        await until_signalled()
+        task.cancel()
+        await producer.stop()
+
+    run_async(scrape())
