@@ -23,6 +23,8 @@ gives one worker all of a pool's partitions (see `streams.ownership`).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import tempfile
 import time
 from collections.abc import Sequence
@@ -63,6 +65,7 @@ class ControlLoop:
         self.reader: RequestReader | None = None
         self.configs_loaded = False
         self.started = False
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._events_since_tick = 0
         self._last_tick_wall: float | None = None
         specs = {spec.name: spec for spec in self.topics.specs(settings.partitions)}
@@ -181,7 +184,7 @@ class ControlLoop:
         now = time.time()
         self.sync_ownership()
         for pool, result, state in self.registry.tick(now):
-            counts = await publish_tick(self.send, self.topics, result)
+            counts = await publish_tick(self.send, self.topics, result, self.worker_id)
             for kind, n in counts.items():
                 self.metrics.published.labels(kind).inc(n)
             self.states[pool.encode()] = orjson.dumps(state.model_dump(mode="json"))

@@ -28,19 +28,24 @@ Headers = list[tuple[str, bytes]]
 Send = Callable[[str, bytes | None, bytes | None, Headers | None], Awaitable[Any]]
 
 MAX_ERROR_BYTES = 4096
+WORKER_HEADER = "tokenpools.worker"  # which worker published a tick's records (for operators)
 
 
-async def publish_tick(send: Send, topics: Topics, result: TickResult) -> Counter[str]:
+async def publish_tick(
+    send: Send, topics: Topics, result: TickResult, worker: str = ""
+) -> Counter[str]:
     """Queue a tick's limits, scaling decision and state snapshot; returns counts by kind."""
     counts: Counter[str] = Counter()
+    headers: Headers = [(WORKER_HEADER, worker.encode())]
     for limit in result.limits:
-        await send(topics.limits, limit_key(limit.entitlement, limit.instance), encode(limit), None)
+        key = limit_key(limit.entitlement, limit.instance)
+        await send(topics.limits, key, encode(limit), headers)
     counts["limit"] = len(result.limits)
     pool_key = result.state.pool.encode()
     if result.scaling is not None:
-        await send(topics.scaling, pool_key, encode(result.scaling), None)
+        await send(topics.scaling, pool_key, encode(result.scaling), headers)
         counts["scaling"] = 1
-    await send(topics.state, pool_key, encode(result.state), None)
+    await send(topics.state, pool_key, encode(result.state), headers)
     counts["state"] = 1
     return counts
 

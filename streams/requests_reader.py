@@ -57,7 +57,8 @@ class RequestReader:
 
     async def start(self) -> None:
         await self._consumer.start()
-        found = await self._consumer.partitions_for_topic(self.topic)
+        metadata = await self._consumer._client.fetch_all_metadata()
+        found = metadata.partitions_for_topic(self.topic)
         if found is not None and len(found) != self.partitions:
             raise PartitionCountMismatch(
                 f"{self.topic} has {len(found)} partitions, the worker expects {self.partitions}"
@@ -98,14 +99,14 @@ class RequestReader:
         fresh = [TopicPartition(self.topic, p) for p in sorted(partitions - kept.keys())]
         if not fresh:
             return
+        # The head is read before the time lookup: a record appended in between has a
+        # timestamp after `since` and is found by the lookup, so nothing is skipped.
+        heads = await self._consumer.end_offsets(fresh)
         since_ms = int((time.time() - rewind_s) * 1000)
         found = await self._consumer.offsets_for_times({tp: since_ms for tp in fresh})
         for tp in fresh:
             at = found.get(tp)
-            if at is None:
-                await self._consumer.seek_to_end(tp)
-            else:
-                self._consumer.seek(tp, at.offset)
+            self._consumer.seek(tp, heads[tp] if at is None else at.offset)
 
     async def run(self) -> None:
         """Fetch and hand over batches until cancelled."""
