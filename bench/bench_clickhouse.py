@@ -1,0 +1,251 @@
+"""ClickHouse analytics: sink ingest rate against a bare insert, and named-query latency.
+
+Prints, measured in this run on this machine (embedded chDB unless --url):
+  1. the sink's ingest rate (rows/s): request events produced to a real Kafka
+     topic, consumed, decoded, batched and inserted by `ClickHouseSink`, offsets
+     committed — divided by a bare clickhouse-connect columnar insert of the same
+     rows, in the same batch size, into the same table;
+  2. the latency of every named query over N generated request rows (default
+     10M, generated inside ClickHouse with INSERT … SELECT FROM numbers()), plus
+     pool-state and engine-sample rows in proportion.
+Starts its own local broker unless KAFKA_BOOTSTRAP is set.
+
+    .venv/bin/python bench/bench_clickhouse.py [--sink-rows 200000] [--rows 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from connectors.clickhouse.migrations import migrate
+from connectors.clickhouse.queries import load_queries, run_query
+from connectors.clickhouse.rows import REQUESTS
+from connectors.clickhouse.sink import ClickHouseSink, SinkSettings
+from connectors.clickhouse.store import Target, connect
+from connectors.clickhouse.writer import TableWriter
+from connectors.kafka.admin import ensure_topics
+from connectors.kafka.broker import LocalKafka
+from connectors.kafka.producer import make_producer
+from tokenpools.schemas import Phase, RequestEvent, Tier, encode
+from tokenpools.topics import Topics
+
+T0 = float((int(time.time()) // 3600 - 25) * 3600)  # a day of data ending about now
+
+
+def sample_event(i: int) -> RequestEvent:
+    return RequestEvent(
+        id=f"req-{i}", time=T0 + i * 0.001, pool=f"pool-{i % 2}", entitlement=f"ent-{i % 20}",
+        tier=Tier.ELASTIC, instance="sidecar-0", key_hash="hs256:" + "ab" * 32,
+        phase=Phase.COMPLETED, prompt_tokens=500 + i % 300, completion_tokens=120,
+        estimate_tokens=756, queue_delay_ms=1.5, ttft_ms=80.0 + i % 50, latency_ms=900.0 + i % 700,
+    )  # fmt: skip
+
+
+def count(client: Client) -> int:
+    return client.query("SELECT count() FROM requests").result_rows[0][0]
+
+
+async def produce(bootstrap: str, topics: Topics, n: int) -> None:
+    producer = make_producer(bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for i in range(n):
+            await producer.send(
+                topics.requests, value=encode(sample_event(i)), key=f"pool-{i % 2}".encode()
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def sink_rate(
+    bootstrap: str, client: Client, reader: Client, n: int, batch_rows: int
+) -> tuple[float, float]:
+    """(rows/s from sink start, rows/s from the first insert) until all n rows are stored.
+
+    `reader` is a second client: polling on the sink's own client would wait on its inserts
+    and stall the event loop the sink runs on.
+    """
+    topics = Topics(namespace=f"bench{uuid.uuid4().hex[:8]}")
+    await ensure_topics(bootstrap, topics, partitions=6)
+    await produce(bootstrap, topics, n)
+    base = count(reader)
+    settings = SinkSettings(
+        batch_rows=batch_rows, flush_interval_s=0.5, max_poll_records=batch_rows
+    )
+    sink = ClickHouseSink(bootstrap, topics, TableWriter(client), settings=settings)
+    start = time.perf_counter()
+    task = asyncio.create_task(sink.run())
+    first = None
+    while (stored := count(reader) - base) < n:
+        if first is None and stored > 0:
+            first = (time.perf_counter(), stored)
+        await asyncio.sleep(0.1)
+    end = time.perf_counter()
+    sink.stop()
+    await task
+    first_t, first_n = first or (start, 0)
+    steady = (n - first_n) / (end - first_t) if end > first_t else float("nan")
+    return n / (end - start), steady
+
+
+def bare_insert_rate(client: Client, n: int, batch_rows: int) -> float:
+    """rows/s of clickhouse-connect inserting the same rows, columns prebuilt, same batch size."""
+    rows = [(*REQUESTS.rows(sample_event(i), 0)[0], "bare", 0, i) for i in range(n)]
+    batches = [
+        [list(c) for c in zip(*rows[i : i + batch_rows], strict=True)]
+        for i in range(0, n, batch_rows)
+    ]
+    columns = list(REQUESTS.insert_columns)
+    start = time.perf_counter()
+    for batch in batches:
+        client.insert("requests", batch, column_names=columns, column_oriented=True)
+    return n / (time.perf_counter() - start)
+
+
+GENERATE_REQUESTS = """
+INSERT INTO requests (time, pool, entitlement, tier, instance, id, phase, key_hash, prompt_tokens,
+    completion_tokens, estimate_tokens, queue_delay_ms, ttft_ms, latency_ms, status, reason, stream,
+    kafka_topic, kafka_partition, kafka_offset)
+SELECT
+    fromUnixTimestamp64Milli(toInt64({t0:Float64} * 1000 + number * {step_ms:Float64}), 'UTC'),
+    concat('pool-', toString(number % 2)),
+    concat('ent-', toString(intDiv(number, 2) % 20)),
+    if(intDiv(number, 2) % 20 < 5, 'guaranteed', 'elastic'),
+    'sidecar-0',
+    concat('gen-', toString(intDiv(number, 2))),
+    multiIf(number % 2 = 1, 'completed', intDiv(number, 2) % 10 = 0, 'rejected', 'admitted'),
+    'hs256:generated',
+    100 + cityHash64(number) % 900,
+    cityHash64(number, 1) % 400,
+    800,
+    cityHash64(number, 2) % 3000,
+    if(number % 2 = 1, 20 + cityHash64(number, 3) % 1500, NULL),
+    if(number % 2 = 1, 200 + cityHash64(number, 4) % 8000, NULL),
+    200, '', false, 'generated', 0, number
+FROM numbers({rows:UInt64})
+"""
+
+GENERATE_STATE = """
+INSERT INTO pool_state (time, pool, epoch, replicas, capacity_tps, capacity_kv, capacity_conc,
+    entitlement, tier, demand_conc, allocation_conc, limit_conc, served_conc, debt, priority,
+    kafka_topic, kafka_partition, kafka_offset)
+SELECT
+    fromUnixTimestamp64Milli(toInt64({t0:Float64} * 1000 + intDiv(number, 20) * 1000), 'UTC'),
+    concat('pool-', toString(number % 2)), intDiv(number, 20), 2, 6000, 65536, 64,
+    concat('ent-', toString(number % 20)), 'elastic', number % 13, 3, 4, number % 5,
+    (cityHash64(number) % 100) / 10, 1 + (cityHash64(number, 1) % 100) / 50, 'generated', 0, number
+FROM numbers({rows:UInt64})
+"""
+
+GENERATE_ENGINE = """
+INSERT INTO engine_samples (time, pool, backend, up, running, waiting, kv_usage,
+    preemptions_total, kafka_topic, kafka_partition, kafka_offset)
+SELECT
+    fromUnixTimestamp64Milli(toInt64({t0:Float64} * 1000 + intDiv(number, 8) * 1000), 'UTC'),
+    concat('pool-', toString(number % 2)), concat('replica-', toString(number % 8)), true,
+    number % 33, number % 7, (number % 100) / 100, intDiv(number, 1000), 'generated', 0, number
+FROM numbers({rows:UInt64})
+"""
+
+
+def generate(client: Client, rows: int) -> float:
+    """Fill the store with `rows` request rows over a day (state and engine rows in proportion)."""
+    step_ms = 86_400_000 / rows
+    start = time.perf_counter()
+    client.command(GENERATE_REQUESTS, parameters={"t0": T0, "step_ms": step_ms, "rows": rows})
+    client.command(GENERATE_STATE, parameters={"t0": T0, "rows": 86_400 * 20})
+    client.command(GENERATE_ENGINE, parameters={"t0": T0, "rows": 86_400 * 8})
+    return time.perf_counter() - start
+
+
+def query_latencies(client: Client, repeats: int) -> dict[str, tuple[float, int]]:
+    """{query: (median seconds over `repeats`, rows returned)} over the whole generated day."""
+    values = {"start": T0, "end": T0 + 86_400, "window_s": 60, "pool": "", "entitlement": ""}
+    out = {}
+    for name, query in load_queries().items():
+        declared = {p.name for p in query.parameters}
+        args = {k: v for k, v in values.items() if k in declared}
+        runs, n = [], 0
+        for _ in range(repeats):
+            t = time.perf_counter()
+            n = len(run_query(client, query, args).rows)
+            runs.append(time.perf_counter() - t)
+        out[name] = (statistics.median(runs), n)
+    return out
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--sink-rows", type=int, default=200_000, help="events through the sink")
+    parser.add_argument("--batch-rows", type=int, default=20_000, help="sink and bare batch size")
+    parser.add_argument("--rows", type=int, default=10_000_000, help="generated request rows")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per query (median)")
+    parser.add_argument("--url", help="a ClickHouse server instead of an embedded store")
+    args = parser.parse_args()
+
+    directory = Path(tempfile.mkdtemp(prefix="bench-ch-"))
+    broker = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        broker = LocalKafka(directory / "kafka")
+        broker.start()
+        bootstrap = broker.bootstrap
+    target = (
+        Target(args.url, "bench") if args.url else Target.embedded(directory / "store", "bench")
+    )
+    client = connect(target)
+    try:
+        migrate(client)
+        print(f"store: {target.describe()}; Kafka {bootstrap}")
+        reader = connect(target)
+        try:
+            total, steady = await sink_rate(
+                bootstrap, client, reader, args.sink_rows, args.batch_rows
+            )
+        finally:
+            reader.close()
+        bare = bare_insert_rate(client, args.sink_rows, args.batch_rows)
+        print(
+            f"\n1. ingest of {args.sink_rows:,} request events, batches of {args.batch_rows:,} rows"
+        )
+        print(f"   sink, Kafka → decode → ClickHouse, incl. group join : {total:>10,.0f} rows/s")
+        print(f"   sink, steady state (first insert → last)            : {steady:>10,.0f} rows/s")
+        print(f"   bare clickhouse-connect columnar insert, same rows   : {bare:>10,.0f} rows/s")
+        print(f"   ratio sink/bare: {total / bare:.2f} (incl. join), {steady / bare:.2f} (steady)")
+
+        client.command("TRUNCATE TABLE requests")
+        client.command("TRUNCATE TABLE requests_per_minute")
+        seconds = generate(client, args.rows)
+        parts = client.query(
+            "SELECT count() FROM system.parts "
+            "WHERE active AND table = 'requests' AND database = currentDatabase()"
+        ).result_rows[0][0]
+        print(
+            f"\n2. named queries over {count(client):,} request rows ({parts} active parts, "
+            f"generated in {seconds:.1f} s): one day, 60 s windows, median of {args.repeats}"
+        )
+        for name, (secs, n) in query_latencies(client, args.repeats).items():
+            verdict = "ok" if secs < 1.0 else "OVER 1 s"
+            print(f"   {name:<20} {secs * 1000:>8.0f} ms  {n:>7,} rows  {verdict}")
+    finally:
+        client.close()
+        if broker is not None:
+            broker.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
