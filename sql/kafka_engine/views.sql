@@ -1,0 +1,169 @@
+-- PRODUCTION VARIANT (see queues.sql): parse and validate the queued records into the raw tables.
+--
+-- Each queue has two views: one moves valid records (JSON object, the right
+-- `type`, a schema version this schema knows) into its table, the other parks
+-- everything else in kafka_dead_letters with the reason. Field defaults follow
+-- tokenpools/schemas/events.py. The views read `_topic`, `_partition` and
+-- `_offset`, which the Kafka engine provides as virtual columns.
+CREATE TABLE IF NOT EXISTS kafka_dead_letters
+(
+    received_at     DateTime64(3, 'UTC') DEFAULT now64(3),
+    kafka_topic     LowCardinality(String),
+    kafka_partition UInt16,
+    kafka_offset    UInt64,
+    error           String,
+    raw             String
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(received_at)
+ORDER BY (kafka_topic, received_at)
+TTL toDateTime(received_at) + INTERVAL 30 DAY;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS requests_from_kafka TO requests AS
+SELECT
+    fromUnixTimestamp64Milli(toInt64(round(JSONExtractFloat(raw, 'time') * 1000)), 'UTC') AS time,
+    JSONExtractString(raw, 'pool') AS pool,
+    JSONExtractString(raw, 'entitlement') AS entitlement,
+    JSONExtractString(raw, 'tier') AS tier,
+    JSONExtractString(raw, 'instance') AS instance,
+    JSONExtractString(raw, 'id') AS id,
+    JSONExtractString(raw, 'phase') AS phase,
+    JSONExtractString(raw, 'key_hash') AS key_hash,
+    toUInt32(JSONExtractUInt(raw, 'prompt_tokens')) AS prompt_tokens,
+    toUInt32(JSONExtractUInt(raw, 'completion_tokens')) AS completion_tokens,
+    toUInt32(JSONExtractUInt(raw, 'estimate_tokens')) AS estimate_tokens,
+    toFloat32(JSONExtractFloat(raw, 'queue_delay_ms')) AS queue_delay_ms,
+    JSONExtract(raw, 'ttft_ms', 'Nullable(Float32)') AS ttft_ms,
+    JSONExtract(raw, 'latency_ms', 'Nullable(Float32)') AS latency_ms,
+    toUInt16(if(JSONHas(raw, 'status'), JSONExtractUInt(raw, 'status'), 200)) AS status,
+    JSONExtractString(raw, 'reason') AS reason,
+    JSONExtractBool(raw, 'stream') AS stream,
+    _topic AS kafka_topic,
+    toUInt16(_partition) AS kafka_partition,
+    _offset AS kafka_offset
+FROM requests_queue
+WHERE isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'request'
+    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1
+    AND JSONExtractString(raw, 'id') != ''
+    AND JSONExtractString(raw, 'phase') IN ('admitted', 'rejected', 'completed', 'failed', 'cancelled');
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS requests_dead_letters TO kafka_dead_letters AS
+SELECT _topic AS kafka_topic, toUInt16(_partition) AS kafka_partition, _offset AS kafka_offset,
+    multiIf(NOT isValidJSON(raw), 'not JSON', JSONExtractString(raw, 'type') != 'request',
+            'type: expected request', 'invalid request event') AS error,
+    raw
+FROM requests_queue
+WHERE NOT (isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'request'
+    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1
+    AND JSONExtractString(raw, 'id') != ''
+    AND JSONExtractString(raw, 'phase') IN ('admitted', 'rejected', 'completed', 'failed', 'cancelled'));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS engine_from_kafka TO engine_samples AS
+SELECT
+    fromUnixTimestamp64Milli(toInt64(round(JSONExtractFloat(raw, 'time') * 1000)), 'UTC') AS time,
+    JSONExtractString(raw, 'pool') AS pool,
+    JSONExtractString(raw, 'backend') AS backend,
+    if(JSONHas(raw, 'up'), JSONExtractBool(raw, 'up'), true) AS up,
+    toFloat32(JSONExtractFloat(raw, 'running')) AS running,
+    toFloat32(JSONExtractFloat(raw, 'waiting')) AS waiting,
+    toFloat32(JSONExtractFloat(raw, 'kv_usage')) AS kv_usage,
+    JSONExtractFloat(raw, 'kv_capacity_tokens') AS kv_capacity_tokens,
+    JSONExtractFloat(raw, 'prompt_tokens_total') AS prompt_tokens_total,
+    JSONExtractFloat(raw, 'generation_tokens_total') AS generation_tokens_total,
+    JSONExtractFloat(raw, 'preemptions_total') AS preemptions_total,
+    JSONExtractString(raw, 'error') AS error,
+    _topic AS kafka_topic,
+    toUInt16(_partition) AS kafka_partition,
+    _offset AS kafka_offset
+FROM engine_queue
+WHERE isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'engine'
+    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS engine_dead_letters TO kafka_dead_letters AS
+SELECT _topic AS kafka_topic, toUInt16(_partition) AS kafka_partition, _offset AS kafka_offset,
+    'invalid engine sample' AS error, raw
+FROM engine_queue
+WHERE NOT (isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'engine'
+    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1);
+
+-- One row per entitlement per tick, as the sink writes it (ARRAY JOIN over `entitlements`).
+CREATE MATERIALIZED VIEW IF NOT EXISTS state_from_kafka TO pool_state AS
+SELECT
+    fromUnixTimestamp64Milli(toInt64(round(JSONExtractFloat(raw, 'time') * 1000)), 'UTC') AS time,
+    JSONExtractString(raw, 'pool') AS pool,
+    JSONExtractUInt(raw, 'epoch') AS epoch,
+    toUInt32(JSONExtractUInt(raw, 'replicas')) AS replicas,
+    JSONExtractFloat(raw, 'capacity', 'tps') AS capacity_tps,
+    JSONExtractFloat(raw, 'capacity', 'kv') AS capacity_kv,
+    JSONExtractFloat(raw, 'capacity', 'conc') AS capacity_conc,
+    JSONExtractString(e, 'entitlement') AS entitlement,
+    JSONExtractString(e, 'tier') AS tier,
+    JSONExtractFloat(e, 'demand', 'tps') AS demand_tps,
+    JSONExtractFloat(e, 'demand', 'kv') AS demand_kv,
+    JSONExtractFloat(e, 'demand', 'conc') AS demand_conc,
+    JSONExtractFloat(e, 'allocation', 'tps') AS allocation_tps,
+    JSONExtractFloat(e, 'allocation', 'kv') AS allocation_kv,
+    JSONExtractFloat(e, 'allocation', 'conc') AS allocation_conc,
+    JSONExtractFloat(e, 'limit', 'tps') AS limit_tps,
+    JSONExtractFloat(e, 'limit', 'kv') AS limit_kv,
+    JSONExtractFloat(e, 'limit', 'conc') AS limit_conc,
+    JSONExtractFloat(e, 'served', 'tps') AS served_tps,
+    JSONExtractFloat(e, 'served', 'kv') AS served_kv,
+    JSONExtractFloat(e, 'served', 'conc') AS served_conc,
+    JSONExtractFloat(e, 'debt') AS debt,
+    JSONExtractFloat(e, 'priority') AS priority,
+    _topic AS kafka_topic,
+    toUInt16(_partition) AS kafka_partition,
+    _offset AS kafka_offset
+FROM state_queue
+ARRAY JOIN JSONExtractArrayRaw(raw, 'entitlements') AS e
+WHERE isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'state'
+    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS state_dead_letters TO kafka_dead_letters AS
+SELECT _topic AS kafka_topic, toUInt16(_partition) AS kafka_partition, _offset AS kafka_offset,
+    'invalid pool state' AS error, raw
+FROM state_queue
+WHERE NOT (isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'state'
+    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS limits_from_kafka TO limits AS
+SELECT
+    fromUnixTimestamp64Milli(toInt64(round(JSONExtractFloat(raw, 'issued_at') * 1000)), 'UTC')
+        AS time,
+    fromUnixTimestamp64Milli(toInt64(round(JSONExtractFloat(raw, 'expires_at') * 1000)), 'UTC')
+        AS expires_at,
+    JSONExtractString(raw, 'pool') AS pool,
+    JSONExtractString(raw, 'entitlement') AS entitlement,
+    JSONExtractString(raw, 'tier') AS tier,
+    JSONExtractString(raw, 'instance') AS instance,
+    JSONExtractUInt(raw, 'epoch') AS epoch,
+    JSONExtractFloat(raw, 'limits', 'tps') AS limit_tps,
+    JSONExtractFloat(raw, 'limits', 'kv') AS limit_kv,
+    JSONExtractFloat(raw, 'limits', 'conc') AS limit_conc,
+    _topic AS kafka_topic,
+    toUInt16(_partition) AS kafka_partition,
+    _offset AS kafka_offset
+FROM limits_queue
+WHERE isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'limit'
+    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS scaling_from_kafka TO scaling_decisions AS
+SELECT
+    fromUnixTimestamp64Milli(toInt64(round(JSONExtractFloat(raw, 'time') * 1000)), 'UTC') AS time,
+    JSONExtractString(raw, 'pool') AS pool,
+    toUInt32(JSONExtractUInt(raw, 'current_replicas')) AS current_replicas,
+    toUInt32(JSONExtractUInt(raw, 'desired_replicas')) AS desired_replicas,
+    JSONExtractString(raw, 'reason') AS reason,
+    JSONExtractFloat(raw, 'demand', 'tps') AS demand_tps,
+    JSONExtractFloat(raw, 'demand', 'kv') AS demand_kv,
+    JSONExtractFloat(raw, 'demand', 'conc') AS demand_conc,
+    JSONExtractFloat(raw, 'capacity', 'tps') AS capacity_tps,
+    JSONExtractFloat(raw, 'capacity', 'kv') AS capacity_kv,
+    JSONExtractFloat(raw, 'capacity', 'conc') AS capacity_conc,
+    _topic AS kafka_topic,
+    toUInt16(_partition) AS kafka_partition,
+    _offset AS kafka_offset
+FROM scaling_queue
+WHERE isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'scaling'
+    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1;
