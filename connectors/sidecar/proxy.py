@@ -15,7 +15,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,6 +27,14 @@ from connectors.sidecar.estimate import estimate_request
 from connectors.sidecar.metrics import SidecarCollector, sidecar_registry
 from connectors.sidecar.reporter import EventReporter
 from connectors.sidecar.sse import UsageTap
+from connectors.sidecar.upstream import (
+    UpstreamBroken,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 from tokenpools.schemas import Phase
 
 _JSON = "application/json"
@@ -96,13 +103,14 @@ class Sidecar:
         self.registry = sidecar_registry(
             SidecarCollector(directory, self.backends, reporter, self.outcomes)
         )
-        self._session: aiohttp.ClientSession | None = None
+        self._upstreams: dict[str, UpstreamPool] = {}
         self._refresher: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._id_prefix = f"{settings.instance}-{int(time.time() * 1000):x}-"
-        self._upstream_headers = {"Content-Type": _JSON}
+        self._upstream_headers = b"Content-Type: application/json\r\n"
         if settings.backend_api_key:
-            self._upstream_headers["Authorization"] = f"Bearer {settings.backend_api_key}"
+            key = settings.backend_api_key
+            self._upstream_headers += f"Authorization: Bearer {key}\r\n".encode()
 
     # -- lifecycle --------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -118,13 +126,8 @@ class Sidecar:
 
     async def _startup(self, _app: web.Application) -> None:
         s = self.settings
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s,
-                                          sock_read=s.read_timeout_s),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
-        )
+        self._upstreams = {b.url: UpstreamPool(b.url, s.connect_timeout_s, s.read_timeout_s)
+                           for b in self.backends.backends}
         self.reporter.start()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_limits())
 
@@ -132,8 +135,8 @@ class Sidecar:
         if self._refresher is not None:
             self._refresher.cancel()
         await self.reporter.stop()
-        if self._session is not None:
-            await self._session.close()
+        for upstream in self._upstreams.values():
+            upstream.close()
 
     async def _refresh_limits(self) -> None:
         """Live limits expire on their own clock; fall back when they do."""
@@ -168,19 +171,22 @@ class Sidecar:
         return web.Response(status=status, body=body, content_type=content_type)
 
     async def _get(self, path: str) -> tuple[int, bytes, str]:
-        assert self._session is not None
         backend = self.backends.pick(asyncio.get_running_loop().time())
         if backend is None:
             raise _Failure(503, "no backend is available", "backend_unavailable")
         try:
-            async with self._session.get(backend.url + path,
-                                         headers=self._upstream_headers) as resp:
+            resp = await self._upstreams[backend.url].request(
+                b"GET", path.encode(), b"", self._upstream_headers)
+            try:
                 return resp.status, await resp.read(), resp.content_type
-        except aiohttp.ClientConnectorError as exc:
-            message = f"backend unreachable: {exc.os_error}"
-            raise _Failure(502, message, "backend_unreachable") from None
-        except TimeoutError:
+            finally:
+                resp.release()
+        except UpstreamConnectError as exc:
+            raise _Failure(502, f"backend unreachable: {exc}", "backend_unreachable") from None
+        except UpstreamTimeout:
             raise _Failure(504, "backend timed out", "backend_timeout") from None
+        except UpstreamError as exc:
+            raise _Failure(502, f"backend error: {exc}", "backend_error") from None
 
     # -- the request path -------------------------------------------------------------------
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
@@ -273,7 +279,7 @@ class Sidecar:
             await out.prepare(request)
             tap = UsageTap(strip_usage_chunk=not asked)
             try:
-                async for data in resp.content.iter_any():
+                async for data in resp.iter_chunks():
                     chunk = tap.feed(data)
                     if chunk:
                         if exchange.first_byte is None:
@@ -282,10 +288,9 @@ class Sidecar:
                 rest = tap.flush()
                 if rest:
                     await out.write(rest)
-            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                    TimeoutError) as exc:
+            except UpstreamError as exc:
                 exchange.phase, exchange.status = Phase.FAILED, 502
-                exchange.reason = f"backend stream broke: {type(exc).__name__}"
+                exchange.reason = f"backend stream broke: {exc}"
                 exchange.tokens_used = exchange.ticket.estimate.prompt_tokens + tap.chunks
                 await _write_stream_error(out, exchange.reason)
                 return out
@@ -300,8 +305,7 @@ class Sidecar:
         return out
 
     def _upstream(self, path: str, payload: bytes, exchange: Exchange) -> _UpstreamCall:
-        assert self._session is not None
-        return _UpstreamCall(self, path, payload, exchange)
+        return _UpstreamCall(self, path.encode(), payload, exchange)
 
     def _finish(self, exchange: Exchange, status: int, usage: dict[str, Any] | None) -> None:
         exchange.status = status
@@ -374,44 +378,42 @@ class _UpstreamCall:
 
     __slots__ = ("_backend", "_exchange", "_path", "_payload", "_resp", "_sidecar")
 
-    def __init__(self, sidecar: Sidecar, path: str, payload: bytes, exchange: Exchange) -> None:
+    def __init__(self, sidecar: Sidecar, path: bytes, payload: bytes, exchange: Exchange) -> None:
         self._sidecar = sidecar
         self._path = path
         self._payload = payload
         self._exchange = exchange
         self._backend: Backend | None = None
-        self._resp: aiohttp.ClientResponse | None = None
+        self._resp: UpstreamResponse | None = None
 
-    async def __aenter__(self) -> aiohttp.ClientResponse:
+    async def __aenter__(self) -> UpstreamResponse:
         sidecar = self._sidecar
-        session = sidecar._session
-        assert session is not None
         pool = sidecar.backends
         loop = asyncio.get_running_loop()
-        headers = {**sidecar._upstream_headers, "X-Request-Id": self._exchange.id}
-        tried: set[int] = set()
+        headers = sidecar._upstream_headers + b"X-Request-Id: " + self._exchange.id.encode() + (
+            b"\r\n")
+        tried: list[Backend] = []
         last_error = "no backend is available"
         while len(tried) < len(pool.backends):
             backend = pool.pick(loop.time())
-            if backend is None or id(backend) in tried:
+            if backend is None or backend in tried:
                 break
-            tried.add(id(backend))
+            tried.append(backend)
             backend.in_flight += 1
             try:
-                self._resp = await session.post(backend.url + self._path, data=self._payload,
-                                                headers=headers)
-            except aiohttp.ClientConnectorError as exc:
+                self._resp = await sidecar._upstreams[backend.url].request(
+                    b"POST", self._path, self._payload, headers)
+            except UpstreamConnectError as exc:
                 backend.in_flight -= 1
                 pool.mark_down(backend, loop.time())
-                last_error = f"backend unreachable ({exc.os_error})"
+                last_error = f"backend unreachable ({exc})"
                 continue
-            except TimeoutError:
+            except UpstreamTimeout:
                 backend.in_flight -= 1
                 raise _Failure(504, "backend timed out", "backend_timeout") from None
-            except aiohttp.ClientError as exc:
+            except UpstreamError as exc:
                 backend.in_flight -= 1
-                raise _Failure(502, f"backend error: {type(exc).__name__}",
-                               "backend_error") from None
+                raise _Failure(502, f"backend error: {exc}", "backend_error") from None
             except BaseException:
                 backend.in_flight -= 1
                 raise
@@ -430,10 +432,10 @@ class _UpstreamCall:
                 self._resp.release()
             else:
                 self._resp.close()  # the engine sees the connection drop and aborts the request
-        if exc_type is TimeoutError:
+        if isinstance(exc, UpstreamTimeout):
             raise _Failure(504, "backend timed out", "backend_timeout")
-        if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
-            raise _Failure(502, f"backend error: {type(exc).__name__}", "backend_error")
+        if isinstance(exc, UpstreamBroken):
+            raise _Failure(502, f"backend error: {exc}", "backend_error")
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
