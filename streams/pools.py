@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from streams.columns import to_columns
 from streams.ownership import partition_of
 from tokenpools.controller import ControllerState, PoolController, TickResult
 from tokenpools.schemas import DecodeError, decode_as
-from tokenpools.schemas.events import EngineSample, PoolConfigRecord, RequestEvent
+from tokenpools.schemas.events import EngineSample, PoolConfigRecord
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class PoolRegistry:
         self._configs: dict[str, PoolConfigRecord] = {}
         self._controllers: dict[str, PoolController] = {}
         self._owned: frozenset[int] = frozenset()
+        self._rows: dict[str, dict[str, int]] = {}  # pool -> entitlement -> row
 
     # -- configs ----------------------------------------------------------------------------
     def load_configs(self, raw: Iterable[tuple[bytes | str, bytes | None]]) -> list[str]:
@@ -56,10 +58,12 @@ class PoolRegistry:
         controller = self._controllers.get(name)
         if controller is not None:
             controller.reconfigure(config)
+            self._rows.pop(name, None)
 
     def remove_config(self, pool: str) -> None:
         self._configs.pop(pool, None)
         self._controllers.pop(pool, None)
+        self._rows.pop(pool, None)
 
     # -- ownership --------------------------------------------------------------------------
     @property
@@ -99,23 +103,30 @@ class PoolRegistry:
         removed = [name for name in self._controllers if name not in wanted]
         for name in removed:
             del self._controllers[name]
+            self._rows.pop(name, None)
         added = [name for name in sorted(wanted) if name not in self._controllers]
         for name in added:
             self._controllers[name] = PoolController(self._configs[name], states(name))
         return added, removed
 
     # -- inputs and the tick ----------------------------------------------------------------
-    def observe_requests(self, events: Mapping[str, list[RequestEvent]]) -> Observed:
+    def observe_requests(self, events: Mapping[str, list[dict]]) -> Observed:
+        """Feed plainly valid event objects (see `streams.columns`), grouped by pool."""
         late = unknown = 0
         for pool, batch in events.items():
             controller = self._controllers.get(pool)
             if controller is None:
                 continue
-            late_before = controller.windows.late_dropped
-            unknown_before = controller.unknown_dropped
-            controller.observe_requests(batch)
-            late += controller.windows.late_dropped - late_before
-            unknown += controller.unknown_dropped - unknown_before
+            rows = self._rows.get(pool)
+            if rows is None:
+                rows = {name: i for i, name in enumerate(controller.entitlements)}
+                self._rows[pool] = rows
+            cols, missing = to_columns(batch, controller, rows)
+            unknown += missing
+            if cols is not None:
+                late_before = controller.windows.late_dropped
+                controller.observe_columns(cols)
+                late += controller.windows.late_dropped - late_before
         return Observed(late=late, unknown_entitlement=unknown)
 
     def observe_engine(self, samples: Iterable[EngineSample]) -> int:

@@ -36,7 +36,7 @@ def window_of(pool: str) -> float | None:
 
 def test_valid_events_are_grouped_by_pool() -> None:
     out = screen([event("a"), event("b")], NOW, window_of, RecentIds(30))
-    assert [e.id for e in out.events["p"]] == ["a", "b"]
+    assert [e["id"] for e in out.events["p"]] == ["a", "b"]
     assert out.accepted == 2 and not out.dead and not out.dropped
 
 
@@ -65,7 +65,7 @@ def test_late_future_duplicate_and_unowned_events_are_dropped_by_rule() -> None:
     ]
     out = screen(records, NOW, window_of, RecentIds(30))
     assert out.dropped == {"late": 1, "future": 1, "duplicate": 1, "unowned_pool": 1}
-    assert [(e.id, e.phase) for e in out.events["p"]] == [
+    assert [(e["id"], e["phase"]) for e in out.events["p"]] == [
         ("dup", Phase.ADMITTED),
         ("dup", Phase.COMPLETED),
     ]
