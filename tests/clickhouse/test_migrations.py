@@ -51,7 +51,7 @@ def test_raw_tables_are_replacing_merge_trees_with_partitions_and_ttl(fresh: Cli
         engine, partition, sorting, ddl = info[table]
         assert engine == "ReplacingMergeTree" and partition.startswith("toYYYYMM")
         assert "TTL" in ddl and sorting
-    assert info["requests"][2].endswith("id, phase")
+    assert info["requests"][2].endswith("request_key, phase")
     assert info["requests_per_minute"][0] == "AggregatingMergeTree"
 
 
