@@ -72,7 +72,7 @@ class SidecarCollector(Collector):
 
         r = self._reporter
         yield CounterMetricFamily("tokenpools_sidecar_events_sent",
-                                  "Request events handed to the Kafka producer.", value=r.sent)
+                                  "Request events acknowledged by Kafka.", value=r.sent)
         yield CounterMetricFamily("tokenpools_sidecar_events_dropped",
                                   "Request events dropped because the buffer was full.",
                                   value=r.dropped)
