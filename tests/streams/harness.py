@@ -72,6 +72,7 @@ def start_worker(
     tick: float = 0.5,
     session_timeout: float = 6.0,
     faust_cli: bool = False,
+    requests_source: str = "batch",
     name: str = "worker",
 ) -> WorkerProcess:
     """Start a worker in a fresh process (`faust -A streams.app worker` when `faust_cli`)."""
@@ -85,6 +86,7 @@ def start_worker(
             TOKENPOOLS_TICK_S=str(tick),
             TOKENPOOLS_METRICS_PORT=str(port),
             TOKENPOOLS_SESSION_TIMEOUT_S=str(session_timeout),
+            TOKENPOOLS_REQUESTS_SOURCE=requests_source,
         )
         cmd = [sys.executable, "-m", "faust", "-A", "streams.app", "worker", "-l", "info"]
     else:
@@ -92,6 +94,7 @@ def start_worker(
             sys.executable, "-m", "tokenpools.cli.main", "worker", "run",
             "--bootstrap", bootstrap, "--namespace", topics.namespace, "--tick", str(tick),
             "--metrics-port", str(port), "--session-timeout", str(session_timeout),
+            "--requests-source", requests_source,
         ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
