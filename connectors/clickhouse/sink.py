@@ -147,7 +147,7 @@ class TopicSink(ConsumerRebalanceListener):
         batches = decoded_batches(
             source or self._consumer, self.mapping.model, self._dlq_producer, self._dlq_topic,
             self._metrics.dead_letters, timeout_ms=poll_ms,
-            max_records=self._settings.max_poll_records,
+            max_records=min(self._settings.max_poll_records, self._settings.batch_rows),
         )  # fmt: skip
         try:
             async for batch in batches:
