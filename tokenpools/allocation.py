@@ -11,13 +11,18 @@ allocated independently but in the same vectorized numpy calls. The steps
    guaranteed and elastic entitlements by priority weight `π`, each up to
    `min(D, B)` — so a guaranteed tenant bursts above its guarantee like an
    elastic one, and before spot;
-3. spot: what still remains is water-filled among spot entitlements by base
+3. reserve: a guaranteed tenant with any demand keeps the unused rest of its
+   guarantee as headroom (no preemption: what spot holds comes back only as
+   fast as spot drains, so lending it would make a guarantee a wait); a
+   tenant with no demand — departed or idle — lends all of it;
+4. spot: what still remains is water-filled among spot entitlements by base
    weight, each up to `min(D, B)`;
-4. headroom: `headroom_fraction` of the slack is spread as headroom, first
-   giving guaranteed tenants back their unused guarantee, then non-spot
+5. headroom: `headroom_fraction` of the slack is spread as headroom, first
+   giving idle guaranteed tenants back their guarantee, then non-spot
    tenants up to `B`, then spot up to `B` — never past `B`.
 
-The limit is allocation + headroom. Sums never exceed capacity; with
+The limit is allocation + headroom, with concurrency rounded to whole
+requests (largest remainder). Sums never exceed capacity; with
 headroom_fraction = 1 no capacity is left idle while anyone is below `B`.
 """
 
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 GUARANTEED, ELASTIC, SPOT = 0, 1, 2
+CONC = 2  # column of the concurrency dimension
 
 
 def water_fill(available: np.ndarray, caps: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -109,16 +115,26 @@ def allocate(inp: AllocationInput) -> Allocation:
     entitled = base + water_fill(remaining, room, inp.weight)
     allocation = base + elastic
 
-    # 3. spot backfills what is left
-    remaining = capacity - allocation.sum(axis=0)
+    # 3. an active guaranteed tenant keeps the rest of its guarantee as headroom: without
+    #    preemption, capacity lent to spot comes back only as fast as spot drains
+    remaining = np.maximum(capacity - allocation.sum(axis=0), 0.0)
+    active = (inp.tier == GUARANTEED) & (demand > 0).any(axis=1)
+    reserve = np.where(active[:, None], np.maximum(guarantee - allocation, 0.0), 0.0)
+    wanted_reserve = reserve.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fit = np.where(wanted_reserve > remaining, remaining / wanted_reserve, 1.0)
+    reserve = reserve * fit[None, :]
+
+    # 4. spot backfills what is left
+    remaining = np.maximum(remaining - reserve.sum(axis=0), 0.0)
     if spot.any():
         allocation = allocation + water_fill(
             remaining, np.where(spot[:, None], wanted, 0.0), inp.weight
         )
 
-    # 4. headroom from the slack, never past the ceiling
-    slack = np.maximum(capacity - allocation.sum(axis=0), 0.0) * inp.headroom_fraction
-    limit = allocation
+    # 5. headroom from the slack, never past the ceiling
+    limit = allocation + reserve
+    slack = np.maximum(capacity - limit.sum(axis=0), 0.0) * inp.headroom_fraction
     for mask, target, weights in (
         (shared, guarantee, inp.priority),
         (shared, ceiling, inp.priority),
@@ -130,4 +146,23 @@ def allocate(inp: AllocationInput) -> Allocation:
         extra = water_fill(slack, stage_caps, weights)
         limit = limit + extra
         slack = np.maximum(slack - extra.sum(axis=0), 0.0)
+    limit[:, CONC] = whole_slots(limit[:, CONC], ceiling[:, CONC], capacity[CONC])
     return Allocation(allocation=allocation, limit=limit, entitled=entitled)
+
+
+def whole_slots(limit: np.ndarray, ceiling: np.ndarray, capacity: float) -> np.ndarray:
+    """Concurrency limits as whole requests: floor, then hand the freed slots to the largest
+    fractions (never past a ceiling or the pool), so e.g. 3 × 10.67 of 32 becomes 11 + 11 + 10
+    rather than 10 + 10 + 10 with two slots idle."""
+    floor = np.floor(limit + 1e-9)
+    spare = int(np.floor(capacity + 1e-9) - floor.sum())
+    if spare <= 0:
+        return floor
+    frac = limit - floor
+    eligible = (frac > 1e-9) & (floor + 1 <= ceiling + 1e-9)
+    candidates = np.flatnonzero(eligible)
+    if len(candidates) == 0:
+        return floor
+    best = candidates[np.argsort(-frac[candidates], kind="stable")[:spare]]
+    floor[best] += 1.0
+    return floor

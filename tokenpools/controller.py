@@ -43,6 +43,10 @@ TIER_CODE = {Tier.GUARANTEED: GUARANTEED, Tier.ELASTIC: ELASTIC, Tier.SPOT: SPOT
 # Share of an entitlement's limit split evenly between its instances, so a
 # quiet instance can still admit its first request.
 INSTANCE_EVEN_SHARE = 0.1
+# Headroom a non-spot tenant claims above its measured demand per unit of SLO
+# tightness σ: a tenant whose SLO admission delay is shorter than a tick cannot
+# wait for the next tick to raise its limit, so it must hold room for bursts.
+SLO_HEADROOM = 0.25
 
 
 class ControllerState(BaseModel):
@@ -251,10 +255,11 @@ class PoolController:
         replicas = cfg.pool.replicas if live is None else live
         capacity = np.asarray(cfg.pool.capacity(replicas).as_tuple(), dtype=float)
         window = self._windows.demand(now)
+        claim = window.demand * self._claim_factor(settings.priority_kappa)[:, None]
         result = allocate(
             AllocationInput(
                 capacity=capacity,
-                demand=window.demand,
+                demand=claim,
                 guarantee=self._guarantee,
                 burst=self._burst,
                 tier=self._tier,
@@ -299,6 +304,16 @@ class PoolController:
             need=need,
             scaling=scaling,
         )
+
+    def _claim_factor(self, kappa: float) -> np.ndarray:
+        """What a tenant claims per unit of measured demand: 1 + σ·SLO_HEADROOM + κ·σ·debt.
+
+        Priority from debt (DESIGN §3) only decides how an over-subscribed pool is
+        split; a tight-SLO tenant *below* its share also needs room above its
+        measured demand, or every burst waits a tick. Spot claims its demand.
+        """
+        factor = 1.0 + self._sigma * (SLO_HEADROOM + kappa * self._debt)
+        return np.where(self._tier == SPOT, 1.0, factor)
 
     def tick(self, now: float) -> TickResult:
         arrays = self.compute(now)

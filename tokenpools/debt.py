@@ -4,14 +4,15 @@ Per elastic entitlement and tick `Δ`, with entitled share `f` (what base
 weights alone would give), demand `D` and delivered service `s = D − unmet`
 (demand that was not rejected or kept waiting):
 
-    debt ← debt · exp(−Δ/τ) + max_d( max(0, min(D_d, f_d) − s_d) / f_d ) · Δ
+    debt ← debt · exp(−Δ/τ) + min_d( max(0, min(D_d, f_d) − s_d) / f_d ) · Δ
 
 i.e. DESIGN's `max(0, min(D, f) − s) · Δ / f`, taken in the dimension where
-the shortfall is largest. Debt is in seconds of fully missed entitled share;
-a tenant never under-served keeps 0, and debt decays with time constant τ once
-service recovers. Priority is `π = w · (1 + κ · σ · debt)`, with `σ` growing
-as the SLO tightens, so an interactive tenant gains priority quickly while a
-batch tenant absorbs throttling.
+the shortfall is smallest (see `shortfall` for why). Debt is in seconds of
+fully missed entitled share; a tenant never under-served keeps 0, and debt
+decays with time constant τ once service recovers. Priority is
+`π = w · (1 + κ · σ · debt)`, with `σ` growing as the SLO tightens, so an
+interactive tenant gains priority quickly while a batch tenant absorbs
+throttling.
 """
 
 from __future__ import annotations
@@ -38,12 +39,23 @@ def slo_tightness(slo: Slo, default_delay_s: float) -> float:
 
 
 def shortfall(demand: np.ndarray, unmet: np.ndarray, entitled: np.ndarray) -> np.ndarray:
-    """max_d max(0, min(D, f) − s) / f per entitlement (E,); dimensions with f = 0 are skipped."""
+    """min_d max(0, min(D, f) − s) / f per entitlement (E,), over dimensions with f > 0.
+
+    The minimum, not the maximum: a tenant held back by one dimension cannot
+    use its share of the others (a token-bound tenant leaves slots idle), so
+    it is under-served only if it falls short in every dimension it is
+    entitled to — which real starvation does, since refused requests show up
+    as unmet demand in all of them.
+    """
     served = np.maximum(demand - unmet, 0.0)
     gap = np.maximum(np.minimum(demand, entitled) - served, 0.0)
+    counted = entitled > 1e-12
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(entitled > 1e-12, gap / entitled, 0.0)
-    return ratio.max(axis=1) if ratio.size else np.zeros(len(demand))
+        ratio = np.where(counted, gap / entitled, np.inf)
+    if not ratio.size:
+        return np.zeros(len(demand))
+    worst = ratio.min(axis=1)
+    return np.where(np.isfinite(worst), worst, 0.0)
 
 
 def update_debt(

@@ -6,12 +6,14 @@ the arrivals (admitted and rejected, by token estimate), the rejections, the
 time requests spent queued, the tokens served, the service times, and the
 peak in-flight and KV levels. From them (DESIGN §3, docs/CAPACITY_MODEL.md):
 
-* `D_tps  = arrival estimate tokens / span`
-* `D_conc = peak in-flight + (rejected · service time + queued seconds) / span`
-* `D_kv   = peak KV held  + (rejected tokens · service time + queued token·s) / span`
+* `D_tps  = (1 + TPS_MARGIN) · arrival estimate tokens / span`
+* `D_conc = peak in-flight + queued now + (rejected · service time + queued seconds) / span`
+* `D_kv   = peak KV held + queued KV now + (rejected tokens · service time + queued token·s) / span`
 
-and the *unmet* part of each (the terms after the peak / the rejected
-tokens), which service debt is computed from. Per (entitlement, sidecar
+and the *unmet* part of each (the terms after the peak; for tps the
+rejected tokens, with the same margin), which service debt is computed from. An
+entitlement that has gone quiet (nothing in flight, no arrival for
+IDLE_GAPS mean inter-arrival times) has demand 0 at once. Per (entitlement, sidecar
 instance) arrival tokens are kept too, so limits can be split between the
 instances that share an entitlement.
 
@@ -29,9 +31,10 @@ import numpy as np
 
 from tokenpools.schemas.events import EngineSample, Phase
 
-# Phase codes of the columnar input.
-ADMITTED, REJECTED, COMPLETED, FAILED, CANCELLED = 0, 1, 2, 3, 4
+# Phase codes of the columnar input (finished phases are >= COMPLETED).
+ADMITTED, REJECTED, COMPLETED, FAILED, CANCELLED, QUEUED = 0, 1, 2, 3, 4, -1
 PHASE_CODE: dict[Phase, int] = {
+    Phase.QUEUED: QUEUED,
     Phase.ADMITTED: ADMITTED,
     Phase.REJECTED: REJECTED,
     Phase.COMPLETED: COMPLETED,
@@ -40,7 +43,8 @@ PHASE_CODE: dict[Phase, int] = {
 }
 
 _SERIES = (
-    "arrival_tokens",  # estimate tokens of admitted + rejected requests
+    "arrivals",  # admitted + rejected requests
+    "arrival_tokens",  # their estimate tokens
     "rejected",  # rejected requests
     "rejected_tokens",  # their estimate tokens
     "wait_s",  # seconds spent queued (admitted or rejected after waiting)
@@ -50,6 +54,15 @@ _SERIES = (
     "service_s",  # their service time (latency − queue delay)
 )
 _PEAKS = ("peak_conc", "peak_kv")
+
+# A rate's demand is its mean over the window plus TPS_MARGIN: a limit at the
+# bare mean is a queue at 100 % load, whose waits grow without bound.
+TPS_MARGIN = 0.25
+# An entitlement with nothing in flight and no arrival for IDLE_GAPS of its own
+# mean inter-arrival times (at least IDLE_MIN_S) has left: its demand is 0 at
+# once, so what it held is lent out at the next tick instead of a window later.
+IDLE_GAPS = 4.0
+IDLE_MIN_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +132,9 @@ class DemandWindows:
         self.in_flight = np.zeros(n)
         self.kv_held = np.zeros(n)
         self.service_s = np.full(n, self.default_service_s)
+        self.last_arrival = np.full(n, -math.inf)
+        self.queued = np.zeros(n)  # requests waiting in sidecar queues (Phase.QUEUED)
+        self.queued_kv = np.zeros(n)
 
     # -- rows -------------------------------------------------------------------------------
     def remap(self, old_rows: np.ndarray) -> None:
@@ -126,6 +142,7 @@ class DemandWindows:
         old = {name: arr for name, arr in self._series.items()}
         old_peaks = dict(self._peaks)
         old_in_flight, old_kv, old_service = self.in_flight, self.kv_held, self.service_s
+        old_last, old_queued, old_queued_kv = self.last_arrival, self.queued, self.queued_kv
         self._alloc_rows(len(old_rows))
         keep = old_rows >= 0
         src = old_rows[keep]
@@ -136,6 +153,9 @@ class DemandWindows:
         self.in_flight[keep] = old_in_flight[src]
         self.kv_held[keep] = old_kv[src]
         self.service_s[keep] = old_service[src]
+        self.last_arrival[keep] = old_last[src]
+        self.queued[keep] = old_queued[src]
+        self.queued_kv[keep] = old_queued_kv[src]
         self._pairs.clear()
         self._pair_ent = np.zeros(0, dtype=np.int64)
         self._pair_inst = np.zeros(0, dtype=np.int64)
@@ -193,7 +213,9 @@ class DemandWindows:
         s = self._series
         est = cols.estimate
         wait = cols.queue_delay_s
+        np.add.at(s["arrivals"], (ent[decided], slot[decided]), 1.0)
         np.add.at(s["arrival_tokens"], (ent[decided], slot[decided]), est[decided])
+        np.maximum.at(self.last_arrival, ent[decided], cols.time[decided])
         np.add.at(s["rejected"], (ent[rejected], slot[rejected]), 1.0)
         np.add.at(s["rejected_tokens"], (ent[rejected], slot[rejected]), est[rejected])
         waited = decided & (wait > 0)
@@ -204,9 +226,24 @@ class DemandWindows:
         service = np.maximum(0.0, cols.latency_s[timed] - wait[timed])
         np.add.at(s["done"], (ent[timed], slot[timed]), 1.0)
         np.add.at(s["service_s"], (ent[timed], slot[timed]), service)
+        self._queue_levels(ent, phase, est, wait)
         self._levels(ent, slot, cols.time, phase, est)
         if (cols.instance >= 0).any():
             self._observe_instances(cols, slot, decided)
+
+    def _queue_levels(
+        self, ent: np.ndarray, phase: np.ndarray, est: np.ndarray, wait: np.ndarray
+    ) -> None:
+        """Requests waiting now: +1 when queued, −1 when decided after a wait (never < 0)."""
+        entered = phase == QUEUED
+        left = ((phase == ADMITTED) | (phase == REJECTED)) & (wait > 0)
+        if not entered.any() and not (left.any() and self.queued.any()):
+            return
+        step = entered.astype(float) - left.astype(float)
+        np.add.at(self.queued, ent, step)
+        np.add.at(self.queued_kv, ent, step * est)
+        np.maximum(self.queued, 0.0, out=self.queued)
+        np.maximum(self.queued_kv, 0.0, out=self.queued_kv)
 
     def _levels(
         self, ent: np.ndarray, slot: np.ndarray, t: np.ndarray, phase: np.ndarray, est: np.ndarray
@@ -272,18 +309,34 @@ class DemandWindows:
         self.service_s[has] = s["service_s"][has] / done[has]
         svc = self.service_s
         unmet = np.empty((self.n, 3))
-        unmet[:, 0] = s["rejected_tokens"] / span
+        unmet[:, 0] = (1.0 + TPS_MARGIN) * s["rejected_tokens"] / span
         unmet[:, 1] = (s["rejected_tokens"] * svc + s["wait_token_s"]) / span
         unmet[:, 2] = (s["rejected"] * svc + s["wait_s"]) / span
         served = np.empty((self.n, 3))
-        served[:, 0] = s["arrival_tokens"] / span - unmet[:, 0]
+        admitted_tokens = np.maximum(s["arrival_tokens"] - s["rejected_tokens"], 0.0)
+        served[:, 0] = (1.0 + TPS_MARGIN) * admitted_tokens / span
         served[:, 1] = self._peaks["peak_kv"].max(axis=1)
         served[:, 2] = self._peaks["peak_conc"].max(axis=1)
+        unmet[:, 1] += self.queued_kv
+        unmet[:, 2] += self.queued
         demand = served + unmet
+        idle = self.idle(now, s["arrivals"], span)
+        demand[idle] = 0.0
+        unmet[idle] = 0.0
         measured = np.column_stack(
             [s["served_tokens"] / span, self.kv_held.copy(), self.in_flight.copy()]
         )
         return Demand(demand=demand, unmet=unmet, served=measured, span_s=span)
+
+    def idle(self, now: float, arrivals: np.ndarray, span: float) -> np.ndarray:
+        """Entitlements that have left: nothing in flight and quiet for IDLE_GAPS gaps."""
+        # mean gap while it was active: arrivals over [window start, last arrival]
+        active_s = np.maximum(self.last_arrival - (now - span), self.bucket_s)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gap = np.where(arrivals > 0, active_s / arrivals, math.inf)
+        quiet_for = np.maximum(IDLE_MIN_S, IDLE_GAPS * gap)
+        quiet = (arrivals <= 0) | (now - self.last_arrival > quiet_for)
+        return quiet & (self.in_flight <= 0) & (self.queued <= 0)
 
     def instance_shares(self, now: float) -> dict[int, list[tuple[int, float]]]:
         """Entitlements seen through several instances in the window: (instance, tokens) each."""

@@ -144,10 +144,10 @@ def test_gate_admits_within_all_three_limits() -> None:
 
 @pytest.mark.parametrize(
     ("estimate", "kv", "reason"),
-    [(400, 20_000, "kv"), (5000, 100, "tps")],
+    [(400, 20_000, "kv"), (500, 100, "tps")],
 )
 def test_gate_names_the_dimension_that_is_full(estimate: float, kv: float, reason: str) -> None:
-    gate: Admission[str] = Admission(LIMITS, now=0.0)
+    gate: Admission[str] = Admission(LIMITS, now=0.0, burst_s=1.0)
     gate.try_admit(900, 9000, now=0.0)
     decision = gate.try_admit(estimate, kv, now=0.0)
     assert not decision.admitted and decision.reason == reason
@@ -162,7 +162,7 @@ def test_gate_refuses_beyond_concurrency_and_a_refusal_holds_nothing() -> None:
 
 
 def test_tps_refusal_says_when_to_retry() -> None:
-    gate: Admission[str] = Admission(Dims(tps=100, kv=1e6, conc=10), now=0.0)
+    gate: Admission[str] = Admission(Dims(tps=100, kv=1e6, conc=10), now=0.0, burst_s=1.0)
     gate.try_admit(100, 1, 0.0)
     decision = gate.try_admit(50, 1, 0.0)
     assert decision.reason == "tps" and decision.retry_after_s == pytest.approx(0.5)
@@ -195,7 +195,9 @@ def test_waiting_request_expires_at_its_deadline() -> None:
 
 
 def test_new_arrivals_never_overtake_queued_requests() -> None:
-    gate: Admission[str] = Admission(Dims(tps=100, kv=1e6, conc=10), now=0.0, max_wait_s=5.0)
+    gate: Admission[str] = Admission(
+        Dims(tps=100, kv=1e6, conc=10), now=0.0, max_wait_s=5.0, burst_s=1.0
+    )
     gate.admit_or_queue("a", 100, 1, 0.0)
     assert gate.admit_or_queue("big", 100, 1, 0.0).queued
     # a tiny request would fit the bucket later, but must queue behind "big"
@@ -230,3 +232,10 @@ def test_abandoned_request_leaves_the_queue() -> None:
     gate.admit_or_queue("a", 1, 1, 0.0)
     assert gate.abandon("a")
     assert gate.queued == 0 and gate.release_ready(10.0) == ([], [])
+
+
+def test_the_bucket_holds_burst_s_seconds_of_the_rate() -> None:
+    gate: Admission[str] = Admission(Dims(tps=100, kv=1e6, conc=10), now=0.0, burst_s=2.0)
+    assert gate.try_admit(150, 1, 0.0).admitted
+    assert gate.try_admit(50, 1, 0.0).admitted
+    assert not gate.try_admit(1, 1, 0.0).admitted

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+_EPSILON = 1e-9  # float refill error must not turn "exactly enough" into "wait 1e-15 s"
+
 
 class TokenBucket:
     """Refills at `rate` tokens/s up to `burst`; see the module docstring."""
@@ -43,7 +45,7 @@ class TokenBucket:
         self._refill(now)
         if self.burst <= 0 or self.rate <= 0:
             return False
-        if self._tokens + 1e-9 >= self._needed(amount):
+        if self._tokens + _EPSILON >= self._needed(amount):
             self._tokens -= amount
             return True
         return False
@@ -54,7 +56,9 @@ class TokenBucket:
         if self.burst <= 0 or self.rate <= 0:
             return math.inf
         missing = self._needed(amount) - self._tokens
-        return max(0.0, missing / self.rate)
+        if missing <= _EPSILON:  # the same tolerance try_take grants
+            return 0.0
+        return missing / self.rate
 
     def refund(self, amount: float, now: float) -> None:
         """Give back tokens taken for work that did not happen."""

@@ -32,8 +32,14 @@ class _Record(BaseModel):
 
 
 class Phase(StrEnum):
-    """Where a request is in its life; one event per transition a sidecar sees."""
+    """Where a request is in its life; one event per transition a sidecar sees.
 
+    QUEUED is optional: a sidecar that reports it when a request starts
+    waiting lets the controller count the wait as demand at the next tick
+    instead of when the request is finally admitted or refused.
+    """
+
+    QUEUED = "queued"
     ADMITTED = "admitted"
     REJECTED = "rejected"
     COMPLETED = "completed"
@@ -166,11 +172,6 @@ class PoolConfigRecord(_Record):
 
 
 Record = Annotated[
-    RequestEvent
-    | EngineSample
-    | LimitUpdate
-    | ScalingDecision
-    | PoolState
-    | PoolConfigRecord,
+    RequestEvent | EngineSample | LimitUpdate | ScalingDecision | PoolState | PoolConfigRecord,
     Field(discriminator="type"),
 ]

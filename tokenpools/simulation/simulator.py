@@ -1,0 +1,420 @@
+"""The offline simulator: a deterministic discrete-event run of the core against a workload.
+
+It wires the real pieces together — one `PoolController` per pool, one
+`Admission` gate per entitlement (as a sidecar holds them), one `EngineModel`
+per replica — and plays a `Scenario` through them on a simulated clock. There
+is no second copy of any model here: only the plumbing a deployment would do
+with HTTP and Kafka (routing to the least-loaded replica, reporting request
+events and engine samples to the controller, applying limits to the gates).
+
+With `admission=False` it is the baseline without token pools: every request
+goes straight to the engines, as in the paper's uncontrolled runs.
+
+Events at the same instant run in a fixed order (replica changes, engine
+steps, controller ticks, arrivals, gate wake-ups) and ties break by creation
+order, so a run is a pure function of (config, scenario, options).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tokenpools.admission import Admission, max_wait_s
+from tokenpools.controller import PoolController
+from tokenpools.engine_model import EngineEventKind, EngineModel, EngineParams
+from tokenpools.schemas.config import PlatformConfig, Tier
+from tokenpools.schemas.dims import Dims
+from tokenpools.schemas.events import EngineSample, PoolConfigRecord
+from tokenpools.simulation.result import Outcome, SimResult, Timeline
+from tokenpools.simulation.workload import Scenario, SimRequest
+from tokenpools.windows import ADMITTED, COMPLETED, FAILED, QUEUED, REJECTED, RequestColumns
+
+# event kinds, in the order they run at the same instant
+_CHANGE, _STEP, _TICK, _WAKE = 0, 1, 2, 4
+_ARRIVAL = 3  # arrivals are merged from the sorted request list, not pushed
+
+
+class _Req:
+    """One request's life in the simulator (identity-hashed: it is the gate's queue item)."""
+
+    __slots__ = (
+        "admitted_at",
+        "ent",
+        "estimate",
+        "finished_at",
+        "first_token_at",
+        "index",
+        "outcome",
+        "replica",
+        "spec",
+    )
+
+    def __init__(self, index: int, spec: SimRequest, ent: int, estimate: int) -> None:
+        self.index = index
+        self.spec = spec
+        self.ent = ent
+        self.estimate = estimate
+        self.admitted_at = math.nan
+        self.first_token_at = math.nan
+        self.finished_at = math.nan
+        self.outcome = Outcome.PENDING
+        self.replica = -1
+
+
+@dataclass
+class _Pool:
+    name: str
+    controller: PoolController
+    params: EngineParams
+    engines: list[EngineModel | None]
+    generation: list[int]
+    scheduled: list[float | None]
+    ents: list[int]  # global entitlement indices
+    events: list[tuple[float, int, int, float, float, float, float]] = field(default_factory=list)
+    running: dict[int, dict[str, _Req]] = field(default_factory=dict)  # replica -> id -> req
+
+
+class Simulator:
+    """Plays one scenario through the core; `run()` returns a `SimResult`."""
+
+    def __init__(
+        self,
+        config: PlatformConfig,
+        scenario: Scenario,
+        *,
+        admission: bool = True,
+        sample_interval_s: float | None = None,
+    ) -> None:
+        self.config = config
+        self.scenario = scenario
+        self.admission = admission
+        self.tick_s = config.controller.tick_s
+        self.sample_interval_s = sample_interval_s or self.tick_s
+        self.names = [e.name for e in config.entitlements]
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.specs = list(config.entitlements)
+        unknown = {r.entitlement for r in scenario.requests} - set(self.index)
+        if unknown:
+            raise ValueError(f"scenario has requests for unknown entitlements {sorted(unknown)}")
+        self.pools: list[_Pool] = []
+        self.pool_of: list[int] = [0] * len(self.names)
+        self.row_of: list[int] = [0] * len(self.names)
+        for p_idx, record in enumerate(PoolConfigRecord.from_platform(config)):
+            spec = record.pool
+            params = scenario.step.engine_params(spec.per_replica.conc, spec.per_replica.kv)
+            ctl = PoolController(record)
+            ents = [self.index[e.name] for e in record.entitlements]
+            for e in ents:
+                self.pool_of[e] = p_idx
+                self.row_of[e] = ctl.entitlement_row(self.names[e])
+            n = spec.replicas
+            self.pools.append(
+                _Pool(
+                    name=spec.name,
+                    controller=ctl,
+                    params=params,
+                    engines=[EngineModel(params, token_events=False) for _ in range(n)],
+                    generation=[0] * n,
+                    scheduled=[None] * n,
+                    ents=ents,
+                    running={r: {} for r in range(n)},
+                )
+            )
+        start = 0.0
+        self.gates: list[Admission[_Req]] = []
+        for spec in self.specs:
+            pool = config.pool(spec.pool)
+            limits = _static_limits(spec, pool.capacity())
+            wait = max_wait_s(spec, config.enforcement.default_admission_delay_ms)
+            self.gates.append(
+                Admission(
+                    limits,
+                    start,
+                    max_wait_s=wait,
+                    queue_capacity=config.enforcement.queue_capacity,
+                    retry_hint_s=self.tick_s,
+                )
+            )
+        self.expected_output = [s.expected_output_tokens for s in self.specs]
+        self._heap: list[tuple[float, int, int, object]] = []
+        self._seq = 0
+        self._wake_at = [math.inf] * len(self.names)
+        self.in_flight = np.zeros(len(self.names))
+        self._tick_admitted = np.zeros(len(self.names))
+        self._tick_rejected = np.zeros(len(self.names))
+        self.timeline = Timeline(self.names, [p.name for p in self.pools])
+
+    # -- event plumbing ---------------------------------------------------------------------
+    def _push(self, time: float, kind: int, payload: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (time, kind, self._seq, payload))
+
+    def _schedule_step(self, pool: _Pool, r: int) -> None:
+        engine = pool.engines[r]
+        if engine is None or pool.scheduled[r] is not None:
+            return
+        t = engine.next_step_time()
+        if t is not None:
+            pool.scheduled[r] = t
+            self._push(t, _STEP, (pool, r, pool.generation[r]))
+
+    def _schedule_wake(self, e: int, now: float) -> None:
+        wake = self.gates[e].next_wake(now)
+        if wake is None:
+            return
+        wake = max(wake, now)
+        if wake < self._wake_at[e] or self._wake_at[e] <= now:
+            self._wake_at[e] = wake
+            self._push(wake, _WAKE, e)
+
+    def _report(self, req: _Req, now: float, phase: int, tokens: float, latency: float) -> None:
+        """The request event a sidecar would publish, in the controller's columnar form."""
+        pool = self.pools[self.pool_of[req.ent]]
+        wait = 0.0 if math.isnan(req.admitted_at) else req.admitted_at - req.spec.time
+        if phase == REJECTED:
+            wait = now - req.spec.time
+        pool.events.append((now, self.row_of[req.ent], phase, req.estimate, tokens, wait, latency))
+
+    # -- requests ---------------------------------------------------------------------------
+    def _arrive(self, req: _Req, now: float) -> None:
+        e = req.ent
+        if not self.admission:
+            self._admit(req, now)
+            return
+        decision = self.gates[e].admit_or_queue(req, req.estimate, req.estimate, now)
+        if decision.admitted:
+            self._admit(req, now)
+        elif decision.queued:
+            self._report(req, now, QUEUED, 0.0, math.nan)
+            self._schedule_wake(e, now)
+        else:
+            self._reject(req, now, Outcome.REJECTED)
+
+    def _reject(self, req: _Req, now: float, outcome: Outcome) -> None:
+        req.outcome = outcome
+        req.finished_at = now
+        self._tick_rejected[req.ent] += 1
+        self._report(req, now, REJECTED, 0.0, math.nan)
+
+    def _admit(self, req: _Req, now: float) -> None:
+        req.admitted_at = now
+        req.outcome = Outcome.RUNNING
+        self.in_flight[req.ent] += 1
+        self._tick_admitted[req.ent] += 1
+        self._report(req, now, ADMITTED, 0.0, math.nan)
+        pool = self.pools[self.pool_of[req.ent]]
+        r = self._route(pool)
+        if r < 0:
+            self._finish(req, now, Outcome.FAILED, 0)
+            return
+        req.replica = r
+        engine = pool.engines[r]
+        assert engine is not None
+        rid = str(req.index)
+        aborted = engine.submit(rid, req.spec.prompt_tokens, req.spec.output_tokens, now)
+        if aborted:
+            self._finish(req, now, Outcome.FAILED, 0)
+            return
+        pool.running[r][rid] = req
+        self._schedule_step(pool, r)
+
+    def _route(self, pool: _Pool) -> int:
+        best, best_load = -1, math.inf
+        for r, engine in enumerate(pool.engines):
+            if engine is not None:
+                load = engine.running + engine.waiting
+                if load < best_load:
+                    best, best_load = r, load
+        return best
+
+    def _finish(self, req: _Req, now: float, outcome: Outcome, tokens: int) -> None:
+        req.outcome = outcome
+        req.finished_at = now
+        self.in_flight[req.ent] -= 1
+        latency = now - req.spec.time
+        phase = COMPLETED if outcome is Outcome.COMPLETED else FAILED
+        self._report(req, now, phase, float(tokens), latency)
+        if self.admission:
+            gate = self.gates[req.ent]
+            gate.complete(req.estimate, tokens, req.estimate, now)
+            self._release(req.ent, now)
+
+    def _release(self, e: int, now: float) -> None:
+        admitted, expired = self.gates[e].release_ready(now)
+        for req in expired:
+            self._reject(req, now, Outcome.EXPIRED)
+        for req in admitted:
+            self._admit(req, now)
+        if self.gates[e].queued:
+            self._schedule_wake(e, now)
+
+    # -- engines ----------------------------------------------------------------------------
+    def _step(self, pool: _Pool, r: int, generation: int, now: float) -> None:
+        if generation != pool.generation[r]:
+            return  # the replica went down after this step was planned
+        pool.scheduled[r] = None
+        engine = pool.engines[r]
+        assert engine is not None
+        running = pool.running[r]
+        for ev in engine.step(now):
+            kind = ev.kind
+            if kind is EngineEventKind.FIRST_TOKEN:
+                running[ev.request_id].first_token_at = now
+            elif kind is EngineEventKind.FINISHED:
+                req = running.pop(ev.request_id)
+                self._finish(req, now, Outcome.COMPLETED, ev.prompt_tokens + ev.tokens)
+            elif kind is EngineEventKind.ABORTED:
+                req = running.pop(ev.request_id)
+                self._finish(req, now, Outcome.FAILED, 0)
+        self._schedule_step(pool, r)
+
+    def _change(self, pool: _Pool, r: int, up: bool, now: float) -> None:
+        if r >= len(pool.engines):
+            raise ValueError(f"pool {pool.name!r} has no replica {r}")
+        if up and pool.engines[r] is None:
+            pool.engines[r] = EngineModel(pool.params, token_events=False)
+        elif not up and pool.engines[r] is not None:
+            pool.engines[r] = None
+            pool.generation[r] += 1
+            pool.scheduled[r] = None
+            lost = pool.running[r]
+            pool.running[r] = {}
+            for rid in sorted(lost, key=int):  # connections drop: the requests fail
+                self._finish(lost[rid], now, Outcome.FAILED, 0)
+
+    # -- control loop -----------------------------------------------------------------------
+    def _tick(self, now: float) -> None:
+        for p_idx, pool in enumerate(self.pools):
+            ctl = pool.controller
+            ctl.observe_engine(self._samples(pool, now))
+            if pool.events:
+                ctl.observe_columns(_columns(pool.events))
+                pool.events = []
+            arrays = ctl.compute(now)
+            limit = arrays.allocation.limit
+            if self.admission:
+                for e in pool.ents:
+                    row = self.row_of[e]
+                    tps, kv, conc = limit[row]
+                    self.gates[e].apply_limits(Dims.model_construct(tps=tps, kv=kv, conc=conc), now)
+                    self._release(e, now)
+            running = waiting = 0
+            for engine in pool.engines:
+                if engine is not None:
+                    running += engine.running
+                    waiting += engine.waiting
+            rows = [self.row_of[e] for e in pool.ents]
+            self.timeline.record_pool(
+                p_idx, now, arrays.capacity, arrays.replicas, running, waiting
+            )
+            self.timeline.record_entitlements(
+                pool.ents,
+                now,
+                demand=arrays.demand[rows],
+                allocation=arrays.allocation.allocation[rows],
+                limit=limit[rows],
+                debt=arrays.debt[rows],
+                priority=arrays.priority[rows],
+                in_flight=self.in_flight[pool.ents],
+                queued=np.array([self.gates[e].queued for e in pool.ents], dtype=float),
+                admitted=self._tick_admitted[pool.ents],
+                rejected=self._tick_rejected[pool.ents],
+            )
+        self._tick_admitted[:] = 0
+        self._tick_rejected[:] = 0
+
+    def _samples(self, pool: _Pool, now: float) -> list[EngineSample]:
+        out = []
+        for r, engine in enumerate(pool.engines):
+            backend = f"{pool.name}-{r}"
+            if engine is None:
+                out.append(EngineSample(time=now, pool=pool.name, backend=backend, up=False))
+            else:
+                out.append(engine.sample(now, pool.name, backend))
+        return out
+
+    # -- run --------------------------------------------------------------------------------
+    def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
+        scenario = self.scenario
+        duration = scenario.duration_s
+        requests = scenario.requests
+        reqs: list[_Req] = []
+        for i, spec in enumerate(requests):
+            e = self.index[spec.entitlement]
+            out = spec.max_tokens if spec.max_tokens is not None else self.expected_output[e]
+            reqs.append(_Req(i, spec, e, spec.prompt_tokens + out))
+        for change in scenario.changes:
+            pool = next(p for p in self.pools if p.name == change.pool)
+            self._push(change.time, _CHANGE, (pool, change.replica, change.up))
+        self._push(0.0, _TICK, None)  # a running system has limits before the first request
+        heap = self._heap
+        next_arrival = 0
+        n_req = len(reqs)
+        next_progress = 0.0
+        while True:
+            t_arr = reqs[next_arrival].spec.time if next_arrival < n_req else math.inf
+            if heap and (heap[0][0] < t_arr or (heap[0][0] == t_arr and heap[0][1] < _ARRIVAL)):
+                now, kind, _, payload = heapq.heappop(heap)
+                if now > duration:
+                    break
+                if kind == _STEP:
+                    pool, r, gen = payload  # type: ignore[misc]
+                    self._step(pool, r, gen, now)
+                elif kind == _TICK:
+                    self._tick(now)
+                    self._push(now + self.tick_s, _TICK, None)
+                    if progress is not None and now >= next_progress:
+                        progress(now)
+                        next_progress = now + 10.0
+                elif kind == _WAKE:
+                    e = payload  # type: ignore[assignment]
+                    if self._wake_at[e] == now:  # type: ignore[index]
+                        self._wake_at[e] = math.inf  # type: ignore[index]
+                    self._release(e, now)  # type: ignore[arg-type]
+                else:
+                    pool, r, up = payload  # type: ignore[misc]
+                    self._change(pool, r, up, now)
+            elif t_arr <= duration:
+                self._arrive(reqs[next_arrival], t_arr)
+                next_arrival += 1
+            else:
+                break
+        return SimResult.collect(
+            scenario=scenario,
+            names=self.names,
+            tiers=[s.tier for s in self.specs],
+            slo_delay_s=[
+                max_wait_s(s, self.config.enforcement.default_admission_delay_ms)
+                for s in self.specs
+            ],
+            requests=reqs,
+            timeline=self.timeline,
+            admission=self.admission,
+            end=duration,
+        )
+
+
+def _columns(events: list[tuple[float, int, int, float, float, float, float]]) -> RequestColumns:
+    arr = np.array(events, dtype=float)
+    return RequestColumns(
+        time=arr[:, 0],
+        entitlement=arr[:, 1].astype(np.int64),
+        phase=arr[:, 2].astype(np.int8),
+        estimate=arr[:, 3],
+        tokens=arr[:, 4],
+        queue_delay_s=arr[:, 5],
+        latency_s=arr[:, 6],
+        instance=np.full(len(arr), -1, dtype=np.int64),
+    )
+
+
+def _static_limits(spec, capacity: Dims) -> Dims:  # type: ignore[no-untyped-def]
+    """Limits before the first tick: the guarantee (what a sidecar falls back to)."""
+    if spec.tier is Tier.SPOT:
+        return Dims()
+    return spec.guarantee
