@@ -9,6 +9,7 @@ cancels the handler when its connection drops, `handler_cancellation=True`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections import Counter
@@ -207,7 +208,7 @@ class Sidecar:
         limit = self.directory.enforcement.max_body_bytes
         raw = await _read_body(request, limit)
         if raw is None:
-            self._refuse_early(gate, key_hash, 413, "body_too_large")
+            self.outcomes[spec.name, "invalid"] += 1
             return openai_error(413, f"The request body exceeds {limit} bytes.",
                                 "invalid_request_error", "request_too_large")
         try:
@@ -215,7 +216,7 @@ class Sidecar:
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):
-            self._refuse_early(gate, key_hash, 400, "invalid_json")
+            self.outcomes[spec.name, "invalid"] += 1
             return openai_error(
                 400, "We could not parse the JSON body of your request: expected a JSON object.",
                 "invalid_request_error", "invalid_json")
@@ -223,7 +224,12 @@ class Sidecar:
         estimate = estimate_request(body, chat, spec.expected_output_tokens)
         stream = body.get("stream") is True
         request_id = self._id_prefix + str(next(self._ids))
-        decision = await gate.acquire(estimate)
+        try:
+            decision = await gate.acquire(estimate)
+        except asyncio.CancelledError:  # the client left while queued: unmet demand
+            decision = Refusal("client_left_queue", 0.0, loop.time() - arrived)
+            self._reject(request_id, gate, key_hash, estimate.total, stream, decision, 499)
+            raise
         if isinstance(decision, Refusal):
             return self._reject(request_id, gate, key_hash, estimate.total, stream, decision)
 
@@ -291,17 +297,18 @@ class Sidecar:
             except UpstreamError as exc:
                 exchange.phase, exchange.status = Phase.FAILED, 502
                 exchange.reason = f"backend stream broke: {exc}"
-                exchange.tokens_used = exchange.ticket.estimate.prompt_tokens + tap.chunks
+                _partial_usage(exchange, tap.chunks)
                 await _write_stream_error(out, exchange.reason)
                 return out
             except ConnectionResetError:  # the client went away mid-stream
-                exchange.tokens_used = exchange.ticket.estimate.prompt_tokens + tap.chunks
+                _partial_usage(exchange, tap.chunks)
                 return out
             except asyncio.CancelledError:  # ... noticed while waiting for the backend
-                exchange.tokens_used = exchange.ticket.estimate.prompt_tokens + tap.chunks
+                _partial_usage(exchange, tap.chunks)
                 raise
             self._finish(exchange, 200, tap.usage)
-        await out.write_eof()
+        with contextlib.suppress(ConnectionResetError):
+            await out.write_eof()
         return out
 
     def _upstream(self, path: str, payload: bytes, exchange: Exchange) -> _UpstreamCall:
@@ -322,13 +329,13 @@ class Sidecar:
 
     # -- refusals and events ----------------------------------------------------------------
     def _reject(self, request_id: str, gate: EntitlementGate, key_hash: str, estimate: int,
-                stream: bool, refusal: Refusal) -> web.Response:
+                stream: bool, refusal: Refusal, status: int = 429) -> web.Response:
         spec = gate.spec
         self.outcomes[spec.name, "rejected"] += 1
         self.reporter.report({
             "id": request_id, "time": time.time(), "entitlement": spec.name, "tier": spec.tier,
             "key_hash": key_hash, "phase": Phase.REJECTED, "estimate_tokens": estimate,
-            "queue_delay_ms": refusal.queue_delay_s * 1000, "status": 429,
+            "queue_delay_ms": refusal.queue_delay_s * 1000, "status": status,
             "reason": refusal.reason, "stream": stream,
         })
         kind = "requests" if refusal.reason == "conc" else "tokens"
@@ -336,17 +343,6 @@ class Sidecar:
                    f"on {refusal.reason}; retry after {refusal.retry_after_s:.3g}s.")
         return openai_error(429, message, kind, "rate_limit_exceeded",
                             headers=gate.rate_limit_headers(refusal.retry_after_s))
-
-    def _refuse_early(self, gate: EntitlementGate, key_hash: str, status: int,
-                      reason: str) -> None:
-        """A request refused before admission for what it is, not for capacity (400, 413)."""
-        spec = gate.spec
-        self.outcomes[spec.name, "invalid"] += 1
-        self.reporter.report({
-            "id": self._id_prefix + str(next(self._ids)), "time": time.time(),
-            "entitlement": spec.name, "tier": spec.tier, "key_hash": key_hash,
-            "phase": Phase.REJECTED, "status": status, "reason": reason,
-        })
 
     def _report(self, exchange: Exchange, phase: Phase, status: int) -> None:
         spec = exchange.gate.spec
@@ -449,6 +445,13 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
         if len(body) > limit:
             return None
     return bytes(body)
+
+
+def _partial_usage(exchange: Exchange, chunks: int) -> None:
+    """A stream cut short: charge (and report) the prompt estimate and ~one token per chunk."""
+    prompt = exchange.ticket.estimate.prompt_tokens
+    exchange.usage = {"prompt_tokens": prompt, "completion_tokens": chunks}
+    exchange.tokens_used = prompt + chunks
 
 
 def _usage_of(data: bytes) -> dict[str, Any] | None:

@@ -82,6 +82,18 @@ async def test_every_request_is_reported_with_its_phases_and_real_usage(
             ids["cancelled"] = resp.headers["x-request-id"]
             await resp.content.readuntil(b"\n\n")
             resp.close()
+            # silver has one slot: a second request waits, and its client gives up waiting
+            first = await http.post(s.url + "/v1/completions", json={
+                "model": MODEL, "prompt": "x", "max_tokens": 400, "stream": True,
+            }, headers={"Authorization": f"Bearer {KEYS['silver']}"})
+            await first.content.readuntil(b"\n\n")
+            second = asyncio.ensure_future(http.post(s.url + "/v1/completions", json={
+                "model": MODEL, "prompt": "x", "max_tokens": 2,
+            }, headers={"Authorization": f"Bearer {KEYS['silver']}"}))
+            assert await until(lambda: s.sidecar.sidecar.directory.gates["silver"].queued == 1)
+            second.cancel()
+            await asyncio.gather(second, return_exceptions=True)
+            first.close()
         assert await s.drained() == {}
 
         # the controller speaks: spot gets room; an older epoch and another instance's share
@@ -115,6 +127,12 @@ async def test_every_request_is_reported_with_its_phases_and_real_usage(
     assert streamed.completion_tokens == 4 and streamed.stream and streamed.ttft_ms is not None
 
     assert phases[ids["cancelled"]] == [Phase.ADMITTED, Phase.CANCELLED]
+    cut = by_id[ids["cancelled"]][1]
+    assert cut.status == 499 and cut.prompt_tokens > 0  # charged: prompt + chunks relayed
+
+    left = [e for e in events if e.entitlement == "silver" and e.phase is Phase.REJECTED]
+    assert len(left) == 1 and left[0].status == 499 and left[0].queue_delay_ms > 0
+    assert phases[left[0].id] == [Phase.REJECTED]
 
     outcome = {(e.entitlement, e.phase, e.status) for e in events}
     assert ("spot", Phase.REJECTED, 429) in outcome
