@@ -45,7 +45,7 @@ def test_config_apply_fails_with_exit_1_when_kafka_is_unreachable(tmp_path: Path
 @pytest.mark.skipif(not TRACE.exists(), reason=f"recorded trace not found at {TRACE}")
 def test_demo_passes_every_record_through_kafka(kafka_bootstrap, monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP", kafka_bootstrap)
-    result = CliRunner().invoke(app, ["demo", "--events", "40", "--trace", str(TRACE)])
+    result = CliRunner().invoke(app, ["demo", "events", "--events", "40", "--trace", str(TRACE)])
     assert result.exit_code == 0, result.output
     assert "all records passed" in result.output
     assert "dead-lettered: 1" in result.output

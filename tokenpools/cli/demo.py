@@ -1,13 +1,16 @@
-"""`tokenpools demo`: the whole foundation on one machine, end to end, in a few seconds.
+"""`tokenpools demo`: see the platform work on one machine.
 
-Starts a local broker (unless $KAFKA_BOOTSTRAP names one), creates the topics,
-applies an example config, produces request events built from the recorded
-Azure trace, reads every topic back and prints what passed.
+`demo loop` runs the whole control loop (tokenpools/cli/demo_loop.py);
+`demo events` checks the plumbing in seconds: it starts a local broker
+(unless $KAFKA_BOOTSTRAP names one), creates the topics, applies an example
+config, produces request events built from the recorded Azure trace, reads
+every topic back and prints what passed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,15 +20,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tokenpools.cli.demo_loop import loop, quiet_kafka_client_logs
 from tokenpools.config_file import load_config
 from tokenpools.schemas import PlatformConfig, PoolConfigRecord, RequestEvent
 from tokenpools.topics import Topics
 
 REPO = Path(__file__).resolve().parents[2]
 console = Console()
+app = typer.Typer(help="Demonstrations on one machine (no GPU, no Docker).", no_args_is_help=True)
+app.command("loop")(loop)
 
 
-def demo(
+@app.command("events")
+def events_demo(
     config: Path = typer.Option(REPO / "deploy/examples/overload.yaml", help="Config to apply."),
     trace: Path = typer.Option(
         REPO.parent / "shared/traces/azure_llm_2023_code.csv", help="Recorded traffic (CSV)."
@@ -34,6 +41,7 @@ def demo(
     bootstrap: str = typer.Option(None, envvar="KAFKA_BOOTSTRAP", help="Use this broker."),
 ) -> None:
     """Start Kafka, apply the config, send trace-derived events through it and show them."""
+    quiet_kafka_client_logs()
     from connectors.kafka.broker import BrokerError, LocalKafka
 
     platform = load_config(config)
@@ -66,6 +74,7 @@ class DemoResult:
     events_by_entitlement: Counter = field(default_factory=Counter)
     prompt_tokens_by_entitlement: Counter = field(default_factory=Counter)
     dead_lettered: int = 0
+    assignment: str = ""
 
     @property
     def produced(self) -> int:
@@ -87,7 +96,8 @@ async def run_demo(
     from connectors.kafka.consumer import DeadLetterCounter, decoded_batches
     from connectors.kafka.producer import make_producer, send_record
     from connectors.kafka.topic_reader import read_to_end
-    from connectors.replay.trace_events import completed_events, read_trace
+    from connectors.replay.trace_events import completed_events
+    from tokenpools.simulation.trace import read_azure_trace, trace_scenario
 
     topics = Topics(namespace)
     result = DemoResult()
@@ -100,7 +110,11 @@ async def run_demo(
     await producer.start()
     try:
         sent = 0
-        for event in completed_events(read_trace(trace, events), platform.entitlements):
+        names = [e.name for e in platform.entitlements]
+        scenario = trace_scenario(read_azure_trace(trace), names, "hash")
+        result.assignment = scenario.assignment
+        recorded = scenario.requests[:events]
+        for event in completed_events(recorded, platform.entitlements, time.time()):
             await send_record(producer, topics.requests, event.pool, event)
             sent += 1
         await producer.send(topics.requests, key=b"?", value=b"{not json")
@@ -108,8 +122,11 @@ async def run_demo(
         result.per_topic_produced[topics.requests] = sent
 
         consumer = AIOKafkaConsumer(
-            topics.requests, bootstrap_servers=bootstrap, group_id=f"{namespace}-demo",
-            auto_offset_reset="earliest", enable_auto_commit=False,
+            topics.requests,
+            bootstrap_servers=bootstrap,
+            group_id=f"{namespace}-demo",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
         )
         await consumer.start()
         counter = DeadLetterCounter()
@@ -134,8 +151,6 @@ async def run_demo(
 
 
 def _print(result: DemoResult, bootstrap: str, namespace: str) -> None:
-    from connectors.replay.trace_events import ASSIGNMENT_RULE
-
     table = Table(title=f"records through Kafka at {bootstrap} (namespace {namespace})")
     table.add_column("topic")
     table.add_column("produced", justify="right")
@@ -143,7 +158,7 @@ def _print(result: DemoResult, bootstrap: str, namespace: str) -> None:
     for topic, produced in result.per_topic_produced.items():
         table.add_row(topic, str(produced), str(result.per_topic_consumed.get(topic, 0)))
     console.print(table)
-    per_ent = Table(title=f"request events by entitlement (rows assigned by {ASSIGNMENT_RULE})")
+    per_ent = Table(title=f"request events by entitlement (rows assigned by {result.assignment})")
     per_ent.add_column("entitlement")
     per_ent.add_column("events", justify="right")
     per_ent.add_column("prompt tokens", justify="right")
@@ -153,5 +168,3 @@ def _print(result: DemoResult, bootstrap: str, namespace: str) -> None:
     console.print(f"dead-lettered: {result.dead_lettered} (one malformed record sent on purpose)")
     ok = result.produced == result.consumed
     console.print("[green]all records passed[/green]" if ok else "[red]records were lost[/red]")
-
-

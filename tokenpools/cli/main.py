@@ -13,6 +13,7 @@ from tokenpools.cli import (
     dev,
     engine_sim,
     keys,
+    replay,
     report,
     scraper,
     sidecar,
@@ -33,9 +34,10 @@ app.add_typer(config.app, name="config")
 app.add_typer(dev.app, name="dev")
 app.add_typer(topics.app, name="topics")
 app.add_typer(keys.app, name="keys")
-app.command("demo")(demo.demo)
+app.add_typer(demo.app, name="demo")
 # Sub-commands of the other areas are mounted below, one line each.
 app.add_typer(actuator.app, name="actuator")
+app.add_typer(replay.app, name="replay")
 app.add_typer(sink.app, name="sink")
 app.command("report")(report.report)
 app.add_typer(db.app, name="db")

@@ -1,0 +1,106 @@
+"""Replay recorded requests against an OpenAI-compatible endpoint (the sidecar, or vLLM directly).
+
+Requests leave at their recorded offsets divided by `speed`; each carries
+exactly `prompt_tokens` (as token ids, which the completions API accepts) and
+asks for `output_tokens`, with the key of the entitlement the assignment rule
+chose. Results say what the platform did with each one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from tokenpools.simulation.workload import SimRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """What happened to one replayed request."""
+
+    entitlement: str
+    offset_s: float  # scheduled send time, seconds from the replay's start (uncompressed)
+    status: int  # HTTP status; 0 = no response (connection error or timeout)
+    latency_s: float
+    lateness_s: float  # how far behind its scheduled send time it left
+    completion_tokens: int = 0
+    retry_after_s: float | None = None
+
+
+async def replay(
+    url: str,
+    requests: list[SimRequest],
+    keys: dict[str, str],
+    *,
+    speed: float = 1.0,
+    model: str | None = None,
+    timeout_s: float = 120.0,
+    max_in_flight: int = 1024,
+    on_result: Callable[[ReplayResult], None] | None = None,
+) -> list[ReplayResult]:
+    """Send every request at its (compressed) recorded time; returns results in send order."""
+    endpoint = url.rstrip("/") + "/v1/completions"
+    gate = asyncio.Semaphore(max_in_flight)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    connector = aiohttp.TCPConnector(limit=max_in_flight)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        if model is None:
+            model = await served_model(session, url, next(iter(keys.values()), ""))
+        start = time.monotonic()
+
+        async def one(request: SimRequest) -> ReplayResult:
+            due = start + request.time / speed
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            async with gate:
+                sent = time.monotonic()
+                result = await _send(session, endpoint, request, keys, model, sent - due)
+            if on_result is not None:
+                on_result(result)
+            return result
+
+        return list(await asyncio.gather(*(one(r) for r in requests)))
+
+
+async def served_model(session: aiohttp.ClientSession, url: str, key: str) -> str:
+    """The first model the endpoint lists, so a replay needs no model name to be told."""
+    headers = {"Authorization": f"Bearer {key}"}
+    async with session.get(url.rstrip("/") + "/v1/models", headers=headers) as response:
+        response.raise_for_status()
+        return (await response.json())["data"][0]["id"]
+
+
+async def _send(
+    session: aiohttp.ClientSession,
+    endpoint: str,
+    request: SimRequest,
+    keys: dict[str, str],
+    model: str,
+    lateness: float,
+) -> ReplayResult:
+    body = {
+        "model": model,
+        "prompt": [1] * max(1, request.prompt_tokens),
+        "max_tokens": max(1, request.max_tokens or request.output_tokens),
+    }
+    headers = {"Authorization": f"Bearer {keys[request.entitlement]}"}
+    t0 = time.monotonic()
+    try:
+        async with session.post(endpoint, json=body, headers=headers) as response:
+            payload = await response.json(content_type=None) if response.status == 200 else None
+            retry = response.headers.get("Retry-After")
+            usage = (payload or {}).get("usage") or {}
+            return ReplayResult(
+                entitlement=request.entitlement,
+                offset_s=request.time,
+                status=response.status,
+                latency_s=time.monotonic() - t0,
+                lateness_s=lateness,
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                retry_after_s=float(retry) if retry else None,
+            )
+    except (aiohttp.ClientError, TimeoutError):
+        return ReplayResult(request.entitlement, request.time, 0, time.monotonic() - t0, lateness)

@@ -1,0 +1,182 @@
+"""`tokenpools demo loop`: the whole control loop on one machine, on the overload experiment.
+
+Kafka, the engine simulator (standing in for vLLM), the enforcement sidecar,
+the Faust worker, the metrics scraper and the ClickHouse sink run as local
+processes; generated overload traffic (three guaranteed tenants, a spot flood,
+then guaranteed-c departs) goes through the sidecar; the outcome is printed
+per phase and the sink's named queries report what the platform saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from tokenpools.config_file import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+console = Console()
+
+
+def loop(
+    duration: float = typer.Option(90.0, min=20, help="Seconds of generated traffic."),
+    spot_rate: float = typer.Option(20.0, min=0, help="Spot flood, requests/s."),
+    plot: Path = typer.Option(None, help="Also write the report's PNG figures here."),
+    workdir: Path = typer.Option(None, help="Keep logs and the ClickHouse store here."),
+    bootstrap: str = typer.Option(None, envvar="KAFKA_BOOTSTRAP", help="Use this broker."),
+) -> None:
+    """Run the overload experiment live through the real stack and show what happened."""
+    quiet_kafka_client_logs()
+    from connectors.kafka.admin import ensure_topics
+    from connectors.kafka.broker import BrokerError, LocalKafka
+    from connectors.kafka.config_publisher import publish_config
+    from connectors.replay.http_replay import replay
+    from tokenpools.cli.stack import LocalStack, StackError
+    from tokenpools.schemas import PoolConfigRecord
+    from tokenpools.simulation.scenarios import overload
+    from tokenpools.topics import Topics
+
+    config_path = REPO / "deploy" / "examples" / "overload.yaml"
+    platform = load_config(config_path)
+    pool = platform.pools[0]
+    spot_start, departure = duration * 0.2, duration * 0.6
+    scenario = overload(
+        duration_s=duration,
+        spot_rate=spot_rate,
+        spot_start_s=spot_start,
+        departure_s=departure,
+        pool=pool.name,
+    )
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="tokenpools-demo-"))
+    namespace = f"demo{uuid.uuid4().hex[:6]}"
+    broker = None
+    try:
+        if not bootstrap:
+            console.print("starting a local Kafka broker…")
+            broker = LocalKafka()
+            bootstrap = broker.start()
+        topics = Topics(namespace)
+        asyncio.run(ensure_topics(bootstrap, topics))
+        asyncio.run(publish_config(bootstrap, topics, PoolConfigRecord.from_platform(platform)))
+        with LocalStack(bootstrap, namespace, workdir) as stack:
+            console.print("starting engine simulator, sidecar, worker, sink and scraper…")
+            engine = stack.engine_simulator(
+                "--max-num-seqs",
+                str(int(pool.per_replica.conc)),
+                "--num-gpu-blocks",
+                str(int(pool.per_replica.kv) // 16),
+                "--block-size",
+                "16",
+            )
+            sidecar = stack.sidecar(pool.name, config_path, engine.url)
+            stack.worker(tick_s=platform.controller.tick_s)
+            stack.sink(workdir / "store")
+            stack.scraper(pool.name, engine.url)
+            console.print(f"replaying {len(scenario.requests)} requests: {scenario.description}")
+            keys = {e.name: f"sk-demo-{e.name}" for e in platform.entitlements}
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("traffic", total=len(scenario.requests))
+                results = asyncio.run(
+                    replay(
+                        sidecar.url,
+                        scenario.requests,
+                        keys,
+                        on_result=lambda _: progress.advance(task),
+                    )
+                )
+            stack.check_alive()
+            time.sleep(3)  # one sink flush interval, so the report sees the last events
+            _phase_table(
+                results,
+                [
+                    ("before spot", 0, spot_start),
+                    ("spot floods", spot_start, departure),
+                    ("guaranteed-c departed", departure, duration),
+                ],
+            )
+            _report(workdir / "store", duration, plot)
+    except (BrokerError, StackError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        if broker is not None:
+            broker.cleanup()
+    console.print(f"logs and the ClickHouse store are in {workdir}")
+
+
+def quiet_kafka_client_logs() -> None:
+    """A fresh broker makes aiokafka log transient retries (no leader or coordinator yet)."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def _phase_table(results: list, phases: list[tuple[str, float, float]]) -> None:
+    table = Table(title="what each tenant got, per phase (through the sidecar)")
+    for column in (
+        "phase",
+        "entitlement",
+        "sent",
+        "admitted",
+        "429",
+        "other",
+        "admitted/s",
+        "p50 s",
+        "p99 s",
+    ):
+        table.add_column(column, justify="left" if column in ("phase", "entitlement") else "right")
+    for name, start, end in phases:
+        rows = defaultdict(list)
+        for r in results:
+            if start <= r.offset_s < end:
+                rows[r.entitlement].append(r)
+        for ent, rs in sorted(rows.items()):
+            ok = [r.latency_s for r in rs if r.status == 200]
+            p50, p99 = np.percentile(ok, [50, 99]) if ok else (np.nan, np.nan)
+            table.add_row(
+                name,
+                ent,
+                str(len(rs)),
+                str(len(ok)),
+                str(sum(r.status == 429 for r in rs)),
+                str(sum(r.status not in (200, 429) for r in rs)),
+                f"{len(ok) / (end - start):.2f}",
+                f"{p50:.2f}",
+                f"{p99:.2f}",
+            )
+        table.add_section()
+    console.print(table)
+
+
+def _report(store: Path, duration: float, plot: Path | None) -> None:
+    """The analysts' view of the same run, from the sink's ClickHouse store."""
+    argv = [
+        sys.executable,
+        "-m",
+        "tokenpools.cli.main",
+        "report",
+        "--store",
+        str(store),
+        "--last",
+        str(int(duration + 60)),
+        "--window",
+        "10",
+        "--limit",
+        "12",
+    ]
+    for name in ("admission", "latency", "engine_queue", "slot_utilization"):
+        argv += ["--query", name]
+    if plot is not None:
+        argv += ["--plot", str(plot)]
+    subprocess.run(argv, check=False)

@@ -1,0 +1,112 @@
+"""`tokenpools replay run`: send recorded traffic to a live endpoint and say what it did."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from tokenpools.config_file import ConfigError, load_config
+
+app = typer.Typer(help="Replay recorded traffic against a sidecar or engine.", no_args_is_help=True)
+console = Console()
+DEFAULT_TRACE = Path(__file__).resolve().parents[3] / "shared/traces/azure_llm_2023_code.csv"
+
+
+@app.command()
+def run(
+    url: str = typer.Option(..., help="Base URL of the sidecar (or of vLLM directly, to compare)."),
+    config: Path = typer.Option(..., help="Platform config: which entitlements to replay as."),
+    trace: Path = typer.Option(DEFAULT_TRACE, help="Azure-LLM-style CSV trace."),
+    assign: str = typer.Option("hash", help="Row → entitlement: hash, slices or a mapping YAML."),
+    key: list[str] = typer.Option(
+        [], help="entitlement=inference-key, repeatable (keys are sent, never printed)."
+    ),
+    demo_keys: bool = typer.Option(
+        False, "--demo-keys", help="Use the example configs' public demo keys (sk-demo-<name>)."
+    ),
+    speed: float = typer.Option(1.0, min=0.001, help="Time compression: 10 = ten times faster."),
+    duration: float = typer.Option(None, min=0.0, help="Replay only the first N trace seconds."),
+    model: str = typer.Option(None, help="`model` of each request (default: the first served)."),
+) -> None:
+    """Replay the trace at its recorded pace (÷ speed), then print per-entitlement outcomes."""
+    from connectors.replay.http_replay import replay
+    from tokenpools.simulation.trace import TraceError, read_azure_trace, trace_scenario
+
+    try:
+        platform = load_config(config)
+        names = [e.name for e in platform.entitlements]
+        scenario = trace_scenario(read_azure_trace(trace), names, assign, duration_s=duration)
+    except (ConfigError, TraceError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    keys = {name: f"sk-demo-{name}" for name in names} if demo_keys else {}
+    for item in key:
+        name, sep, value = item.partition("=")
+        if not sep or name not in names:
+            console.print(f"[red]--key {name!r}: expected entitlement=key with one of {names}")
+            raise typer.Exit(2)
+        keys[name] = value
+    missing = sorted({r.entitlement for r in scenario.requests} - set(keys))
+    if missing:
+        console.print(f"[red]no --key for entitlements {missing}[/red]")
+        raise typer.Exit(2)
+
+    console.print(
+        f"replaying {len(scenario.requests)} requests from {trace.name} "
+        f"at {speed:g}× ({scenario.assignment})"
+    )
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("replay", total=len(scenario.requests))
+        results = asyncio.run(
+            replay(
+                url,
+                scenario.requests,
+                keys,
+                speed=speed,
+                model=model,
+                on_result=lambda _: progress.advance(task),
+            )
+        )
+    _summarize(results)
+    if all(r.status == 0 for r in results):
+        console.print(f"[red]no request reached {url}[/red]")
+        raise typer.Exit(1)
+
+
+def _summarize(results: list) -> None:
+    by_ent: dict[str, list] = defaultdict(list)
+    for r in results:
+        by_ent[r.entitlement].append(r)
+    table = Table(title="replay outcome per entitlement")
+    for column in (
+        "entitlement",
+        "sent",
+        "ok",
+        "429",
+        "other",
+        "p50 latency s",
+        "p99 latency s",
+        "completion tokens",
+    ):
+        table.add_column(column, justify="left" if column == "entitlement" else "right")
+    for name, rows in sorted(by_ent.items()):
+        ok = [r.latency_s for r in rows if r.status == 200]
+        p50, p99 = np.percentile(ok, [50, 99]) if ok else (float("nan"), float("nan"))
+        table.add_row(
+            name,
+            str(len(rows)),
+            str(len(ok)),
+            str(sum(r.status == 429 for r in rows)),
+            str(sum(r.status not in (200, 429) for r in rows)),
+            f"{p50:.3f}",
+            f"{p99:.3f}",
+            str(sum(r.completion_tokens for r in rows)),
+        )
+    console.print(table)
