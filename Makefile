@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   — start a local Kafka broker, apply the example config, send events, show them
+#   make demo   — the whole control loop on one machine: Kafka, engine simulator, sidecar,
+#                 Faust worker, scraper, ClickHouse sink; the overload experiment replayed live
 #   make test   — run the test suite (unit, property, and integration on a real broker)
 # Both create .venv and fetch what they need (PyPI packages, Kafka jars from Maven Central).
 
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tokenpools demo
+	$(BIN)/tokenpools demo loop --plot var/demo-plots
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
