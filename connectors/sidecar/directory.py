@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 
-from connectors.sidecar.entitlement_gate import EntitlementGate, max_wait_s
+from connectors.sidecar.entitlement_gate import EntitlementGate
 from connectors.sidecar.limits import LimitSource, LiveLimits
+from tokenpools.admission import max_wait_s
 from tokenpools.keys import hash_key
 from tokenpools.schemas import (
     Dims,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from connectors.sidecar.estimate import Estimate
@@ -60,14 +61,6 @@ class _Waiter:
         self.gone = False
 
 
-def max_wait_s(spec: EntitlementSpec, default_delay_ms: float) -> float:
-    """Spot never waits; guaranteed and elastic wait up to their SLO's admission delay."""
-    if spec.tier == "spot":
-        return 0.0
-    delay_ms = spec.slo.max_admission_delay_ms
-    return (default_delay_ms if delay_ms is None else delay_ms) / 1000.0
-
-
 class EntitlementGate:
     """Admission for one entitlement in one sidecar."""
 
@@ -102,8 +95,10 @@ class EntitlementGate:
             self._pump()
 
     # -- admission --------------------------------------------------------------------------
-    async def acquire(self, estimate: Estimate) -> Ticket | Refusal:
-        """Admit now, or wait in the queue up to the SLO delay, or refuse."""
+    async def acquire(
+        self, estimate: Estimate, on_queued: Callable[[], None] | None = None
+    ) -> Ticket | Refusal:
+        """Admit now, or wait in the queue up to the SLO delay (`on_queued` is told), or refuse."""
         loop = self._loop
         start = loop.time()
         total = estimate.total
@@ -120,6 +115,8 @@ class EntitlementGate:
         if not decision.queued:
             return Refusal(decision.reason, decision.retry_after_s)
         self._schedule()
+        if on_queued is not None:
+            on_queued()
         try:
             await waiter.future
         except asyncio.CancelledError:

@@ -224,8 +224,15 @@ class Sidecar:
         estimate = estimate_request(body, chat, spec.expected_output_tokens)
         stream = body.get("stream") is True
         request_id = self._id_prefix + str(next(self._ids))
+        def queued() -> None:  # the controller counts waiting requests as demand at once
+            self.reporter.report({
+                "id": request_id, "time": time.time(), "entitlement": spec.name,
+                "tier": spec.tier, "key_hash": key_hash, "phase": Phase.QUEUED,
+                "estimate_tokens": estimate.total, "stream": stream,
+            })
+
         try:
-            decision = await gate.acquire(estimate)
+            decision = await gate.acquire(estimate, queued)
         except asyncio.CancelledError:  # the client left while queued: unmet demand
             decision = Refusal("client_left_queue", 0.0, loop.time() - arrived)
             self._reject(request_id, gate, key_hash, estimate.total, stream, decision, 499)

@@ -132,7 +132,7 @@ async def test_every_request_is_reported_with_its_phases_and_real_usage(
 
     left = [e for e in events if e.entitlement == "silver" and e.phase is Phase.REJECTED]
     assert len(left) == 1 and left[0].status == 499 and left[0].queue_delay_ms > 0
-    assert phases[left[0].id] == [Phase.REJECTED]
+    assert phases[left[0].id] == [Phase.QUEUED, Phase.REJECTED]  # the wait was demand too
 
     outcome = {(e.entitlement, e.phase, e.status) for e in events}
     assert ("spot", Phase.REJECTED, 429) in outcome
