@@ -54,12 +54,13 @@ def plainly_valid(o: object) -> bool:
         return False
     if type(o.get("pool")) is not str or type(o.get("entitlement")) is not str:
         return False
-    if not _number(o.get("time")) or o.get("phase") not in PHASES:
+    phase = o.get("phase")
+    if not _number(o.get("time")) or type(phase) is not str or phase not in PHASES:
         return False
     if type(o.get("instance", "")) is not str or type(o.get("stream", False)) is not bool:
         return False
     tier = o.get("tier")
-    if tier is not None and tier not in TIERS:
+    if tier is not None and (type(tier) is not str or tier not in TIERS):
         return False
     for name in _COUNTS:
         n = o.get(name, 0)
@@ -79,9 +80,70 @@ def plainly_valid(o: object) -> bool:
     return type(status) is int and 0 <= status <= 999
 
 
+def _all_plainly_valid(objs: list) -> bool:
+    """`plainly_valid` for a whole batch at once, field by field (C-level loops).
+
+    The same rules as `plainly_valid`; a batch where any check fails is judged
+    record by record instead.
+    """
+    if not objs or set(map(type, objs)) != {dict} or not all(map(FIELDS.issuperset, objs)):
+        return False
+
+    def col(name: str, default: object = None) -> list:
+        return [o.get(name, default) for o in objs]
+
+    def types(values: list) -> set[type]:
+        return set(map(type, values))
+
+    if set(col("type")) != {"request"} or not set(col("phase")) <= PHASES.keys():
+        return False
+    versions = col("v", SCHEMA_VERSION)
+    if types(versions) != {int} or min(versions) < 1 or max(versions) > SCHEMA_VERSION:
+        return False
+    ids = col("id")
+    if types(ids) != {str} or not all(ids):
+        return False
+    if types(col("pool")) != {str} or types(col("entitlement")) != {str}:
+        return False
+    if types(col("instance", "")) != {str} or types(col("stream", False)) != {bool}:
+        return False
+    if not set(col("tier")) <= TIERS | {None}:
+        return False
+    for name in _OPTIONAL_STR:
+        if not types(col(name)) <= {str, type(None)}:
+            return False
+    for name in _COUNTS:
+        counts = col(name, 0)
+        if types(counts) != {int} or min(counts) < 0 or max(counts) >= MAX_EXACT:
+            return False
+    status = col("status", 200)
+    if types(status) != {int} or min(status) < 0 or max(status) > 999:
+        return False
+    numbers = [col("time"), col("queue_delay_ms", 0.0)]
+    numbers += [[x for x in col(name) if x is not None] for name in _OPTIONAL_MS]
+    for values in numbers:
+        if values and not (types(values) <= {int, float} and _nonnegative(values)):
+            return False
+    return True
+
+
+def _nonnegative(values: list) -> bool:
+    arr = np.array(values, dtype=np.float64)
+    return bool(np.isfinite(arr).all() and (arr >= 0).all() and max(values) < MAX_EXACT)
+
+
 def parse_plain(values: Sequence[bytes | None]) -> tuple[list[dict], list[int]]:
     """Plainly valid objects, and the indices of the records the codec must judge."""
     loads = orjson.loads
+    try:
+        objs = list(map(loads, values))  # type: ignore[arg-type]
+    except (orjson.JSONDecodeError, TypeError):
+        objs = None
+    try:
+        if objs is not None and _all_plainly_valid(objs):
+            return objs, []
+    except (TypeError, ValueError, OverflowError):  # unhashable or odd values: judge one by one
+        pass
     good: list[dict] = []
     slow: list[int] = []
     for i, value in enumerate(values):

@@ -17,7 +17,9 @@ from tokenpools.schemas.events import Phase, PoolConfigRecord, RequestEvent
 json_scalars = st.one_of(
     st.none(),
     st.booleans(),
-    st.integers(-(2**60), 2**60),
+    st.integers(-(2**63), 2**63 - 1),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(0, 3), max_size=2),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=8),
     st.sampled_from(["admitted", "rejected", "completed", "spot", "request", ""]),
@@ -101,3 +103,24 @@ def test_columns_equal_the_cores_own_conversion_of_the_same_events(events) -> No
     for name in ("time", "entitlement", "phase", "estimate", "tokens", "queue_delay_s",
                  "latency_s", "instance"):  # fmt: skip
         np.testing.assert_array_equal(getattr(cols, name), getattr(expected, name), err_msg=name)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(valid_events, st.sampled_from(sorted(FIELDS | {"extra"})), json_scalars),
+        min_size=1,
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_a_batch_is_judged_exactly_as_its_records_one_by_one(mutations, clean: bool) -> None:
+    objs = [
+        e.model_dump(mode="json") if clean else mutated(e, field, value)
+        for e, field, value in mutations
+    ]
+    values = [orjson.dumps(o) for o in objs]
+    one_by_one = [i for i, o in enumerate(objs) if not plainly_valid(orjson.loads(values[i]))]
+    good, slow = parse_plain(values)
+    assert slow == one_by_one
+    assert len(good) == len(objs) - len(slow)
