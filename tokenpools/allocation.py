@@ -7,14 +7,14 @@ allocated independently but in the same vectorized numpy calls. The steps
 1. guaranteed: every entitlement with a guarantee gets `min(D, G)` first
    (scaled down pro rata only if capacity fell below the guarantees, e.g. a
    lost replica);
-2. elastic: what remains is water-filled (weighted max-min fair) among the
+2. reserve: a guaranteed tenant with any demand keeps the unused rest of its
+   guarantee as headroom — without preemption, capacity lent out comes back
+   only as fast as the borrower drains, so lending it would turn a guarantee
+   into a wait; a tenant with no demand (departed, idle) lends all of it;
+3. elastic: what remains is water-filled (weighted max-min fair) among the
    guaranteed and elastic entitlements by priority weight `π`, each up to
-   `min(D, B)` — so a guaranteed tenant bursts above its guarantee like an
+   `min(D, B)` — a guaranteed tenant bursts above its guarantee like an
    elastic one, and before spot;
-3. reserve: a guaranteed tenant with any demand keeps the unused rest of its
-   guarantee as headroom (no preemption: what spot holds comes back only as
-   fast as spot drains, so lending it would make a guarantee a wait); a
-   tenant with no demand — departed or idle — lends all of it;
 4. spot: what still remains is water-filled among spot entitlements by base
    weight, each up to `min(D, B)`;
 5. headroom: `headroom_fraction` of the slack is spread as headroom, first
@@ -52,7 +52,7 @@ def water_fill(available: np.ndarray, caps: np.ndarray, weights: np.ndarray) -> 
     saturated = total <= available
     if saturated.all():
         return caps.copy()
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = np.where(w > 0, caps / w, np.inf)
     order = np.argsort(ratio, axis=0, kind="stable")
     r = np.take_along_axis(ratio, order, axis=0)
@@ -64,7 +64,7 @@ def water_fill(available: np.ndarray, caps: np.ndarray, weights: np.ndarray) -> 
     fill = np.where(np.isfinite(r), fill, np.inf)
     k = np.argmax(fill >= available, axis=0)  # first row whose cap the level reaches
     cols = np.arange(caps.shape[1])
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         level = (available - cap_before[k, cols]) / w_from[k, cols]
     level = np.where(saturated, np.inf, np.maximum(level, 0.0))
     return np.minimum(caps, w * level[None, :])
@@ -92,7 +92,7 @@ class Allocation:
 
 
 def allocate(inp: AllocationInput) -> Allocation:
-    """Steps 1–4 of the module docstring for one pool."""
+    """Steps 1–5 of the module docstring for one pool."""
     capacity = np.maximum(np.asarray(inp.capacity, dtype=float), 0.0)
     demand = np.maximum(inp.demand, 0.0)
     ceiling = np.minimum(inp.burst, capacity[None, :])
@@ -104,29 +104,29 @@ def allocate(inp: AllocationInput) -> Allocation:
     # 1. guarantees first, pro rata if capacity no longer covers them
     base = np.where(shared[:, None], np.minimum(demand, guarantee), 0.0)
     promised = base.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         scale = np.where(promised > capacity, capacity / promised, 1.0)
     base = base * scale[None, :]
 
-    # 2. guaranteed + elastic above their guarantee, by priority weight
-    remaining = capacity - base.sum(axis=0)
-    room = np.where(shared[:, None], wanted - base, 0.0)
-    elastic = water_fill(remaining, room, inp.priority)
-    entitled = base + water_fill(remaining, room, inp.weight)
-    allocation = base + elastic
-
-    # 3. an active guaranteed tenant keeps the rest of its guarantee as headroom: without
-    #    preemption, capacity lent to spot comes back only as fast as spot drains
-    remaining = np.maximum(capacity - allocation.sum(axis=0), 0.0)
+    # 2. an active guaranteed tenant keeps the rest of its guarantee as headroom: without
+    #    preemption, capacity lent out comes back only as fast as the borrower drains
+    remaining = np.maximum(capacity - base.sum(axis=0), 0.0)
     active = (inp.tier == GUARANTEED) & (demand > 0).any(axis=1)
-    reserve = np.where(active[:, None], np.maximum(guarantee - allocation, 0.0), 0.0)
+    reserve = np.where(active[:, None], np.maximum(guarantee - base, 0.0), 0.0)
     wanted_reserve = reserve.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         fit = np.where(wanted_reserve > remaining, remaining / wanted_reserve, 1.0)
     reserve = reserve * fit[None, :]
+    remaining = np.maximum(remaining - reserve.sum(axis=0), 0.0)
+
+    # 3. guaranteed + elastic above that, by priority weight; a reserve counts toward it
+    room = np.where(shared[:, None], np.maximum(wanted - base - reserve, 0.0), 0.0)
+    elastic = water_fill(remaining, room, inp.priority)
+    entitled = base + reserve + water_fill(remaining, room, inp.weight)
+    allocation = base + elastic
 
     # 4. spot backfills what is left
-    remaining = np.maximum(remaining - reserve.sum(axis=0), 0.0)
+    remaining = np.maximum(capacity - allocation.sum(axis=0) - reserve.sum(axis=0), 0.0)
     if spot.any():
         allocation = allocation + water_fill(
             remaining, np.where(spot[:, None], wanted, 0.0), inp.weight

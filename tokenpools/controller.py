@@ -46,7 +46,7 @@ INSTANCE_EVEN_SHARE = 0.1
 # Headroom a non-spot tenant claims above its measured demand per unit of SLO
 # tightness σ: a tenant whose SLO admission delay is shorter than a tick cannot
 # wait for the next tick to raise its limit, so it must hold room for bursts.
-SLO_HEADROOM = 0.25
+SLO_HEADROOM = 0.5
 
 
 class ControllerState(BaseModel):

@@ -1,0 +1,178 @@
+"""Invariants of the allocation, checked on generated pools (hypothesis)."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenpools.allocation import (
+    ELASTIC,
+    GUARANTEED,
+    SPOT,
+    Allocation,
+    AllocationInput,
+    allocate,
+    water_fill,
+)
+
+TOL = 1e-6
+CONC_TOL = 1.0 + 1e-6  # concurrency limits are whole requests
+
+
+@st.composite
+def pools(draw: st.DrawFn, fit: bool = True) -> AllocationInput:
+    """A pool with 1–8 entitlements of random tiers; guarantees fit when `fit`."""
+    n = draw(st.integers(1, 8))
+    capacity = np.array(
+        [
+            draw(st.floats(100, 10_000)),
+            draw(st.floats(1_000, 100_000)),
+            float(draw(st.integers(1, 64))),
+        ]
+    )
+    tier = np.array(
+        draw(st.lists(st.sampled_from([GUARANTEED, ELASTIC, SPOT]), min_size=n, max_size=n))
+    )
+    share = np.array(draw(st.lists(st.floats(0, 1), min_size=n, max_size=n)))
+    scale = draw(st.floats(0, 1.0 if fit else 3.0))
+    guaranteed_share = np.where(tier == SPOT, 0.0, share)
+    total = guaranteed_share.sum()
+    norm = guaranteed_share / total * scale if total > 0 else guaranteed_share
+    guarantee = norm[:, None] * capacity[None, :]
+    guarantee[:, 2] = np.floor(guarantee[:, 2])
+    demand_factor = np.array(
+        draw(st.lists(st.sampled_from([0.0, 0.3, 1.0, 2.0, 10.0]), min_size=3 * n, max_size=3 * n))
+    ).reshape(n, 3)
+    demand = demand_factor * capacity[None, :] / n
+    burst_factor = np.array(
+        draw(st.lists(st.sampled_from([0.5, 1.0, 2.0, np.inf]), min_size=3 * n, max_size=3 * n))
+    ).reshape(n, 3)
+    burst = np.maximum(guarantee, burst_factor * capacity[None, :] / n)
+    burst[:, 2] = np.floor(burst[:, 2])  # concurrency ceilings are whole requests
+    weight = np.array(draw(st.lists(st.floats(0.1, 10), min_size=n, max_size=n)))
+    debt = np.array(draw(st.lists(st.floats(0, 5), min_size=n, max_size=n)))
+    return AllocationInput(
+        capacity=capacity,
+        demand=demand,
+        guarantee=guarantee,
+        burst=burst,
+        tier=tier,
+        weight=weight,
+        priority=weight * (1 + debt),
+    )
+
+
+def ceiling(inp: AllocationInput) -> np.ndarray:
+    return np.minimum(inp.burst, inp.capacity[None, :])
+
+
+@settings(max_examples=150, deadline=None)
+@given(pools(fit=False))
+def test_limits_never_sum_past_capacity_in_any_dimension(inp: AllocationInput) -> None:
+    out = allocate(inp)
+    assert np.all(out.limit.sum(axis=0) <= inp.capacity * (1 + 1e-9) + TOL)
+    assert np.all(out.allocation.sum(axis=0) <= inp.capacity * (1 + 1e-9) + TOL)
+    assert np.all(out.limit[:, :2] >= out.allocation[:, :2] - TOL)
+    assert np.all(out.limit[:, 2] >= np.floor(out.allocation[:, 2] + 1e-9) - TOL)
+    assert np.all(out.limit <= ceiling(inp) + TOL)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pools(fit=True))
+def test_a_guaranteed_tenant_gets_min_of_demand_and_guarantee_when_guarantees_fit(
+    inp: AllocationInput,
+) -> None:
+    out = allocate(inp)
+    owed = np.minimum(inp.demand, np.minimum(inp.guarantee, ceiling(inp)))
+    holders = inp.tier != SPOT
+    assert np.all(out.allocation[holders] >= owed[holders] - TOL)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pools(fit=True))
+def test_spot_never_takes_from_a_guaranteed_tenant_with_demand(inp: AllocationInput) -> None:
+    calm = allocate(inp)
+    flooded_demand = np.where((inp.tier == SPOT)[:, None], 1e9, inp.demand)
+    flood = allocate(
+        AllocationInput(**{**_fields(inp), "demand": flooded_demand})  # type: ignore[arg-type]
+    )
+    guaranteed = inp.tier == GUARANTEED
+    assert np.allclose(flood.allocation[guaranteed], calm.allocation[guaranteed], atol=TOL)
+    active = guaranteed & (inp.demand > 0).any(axis=1)
+    held = np.minimum(inp.guarantee, ceiling(inp))[active]
+    got = flood.limit[active]
+    assert np.all(got[:, :2] >= held[:, :2] - TOL)
+    assert np.all(got[:, 2] >= held[:, 2] - CONC_TOL)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pools(fit=False))
+def test_no_capacity_is_left_idle_while_someone_with_demand_is_below_its_ceiling(
+    inp: AllocationInput,
+) -> None:
+    out = allocate(inp)
+    ceil = ceiling(inp)
+    wants_more = (inp.demand > out.limit + TOL) & (out.limit < ceil - TOL)
+    unassigned = inp.capacity - out.limit.sum(axis=0)
+    for d, tol in ((0, TOL * inp.capacity[0]), (1, TOL * inp.capacity[1]), (2, CONC_TOL)):
+        if wants_more[:, d].any():
+            assert unassigned[d] <= tol + 1e-6
+
+
+@settings(max_examples=100, deadline=None)
+@given(pools(fit=True), st.integers(0, 7), st.floats(1.0, 20.0))
+def test_more_weight_or_debt_never_means_less(
+    inp: AllocationInput, pick: int, boost: float
+) -> None:
+    e = pick % len(inp.tier)
+    before = allocate(inp)
+    raised = inp.priority.copy()
+    raised[e] *= boost
+    after = allocate(AllocationInput(**{**_fields(inp), "priority": raised}))  # type: ignore[arg-type]
+    assert np.all(after.allocation[e] >= before.allocation[e] - 1e-6 * inp.capacity)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.floats(0, 100), min_size=1, max_size=10),
+    st.lists(st.floats(0.1, 10), min_size=10, max_size=10),
+    st.floats(0, 500),
+)
+def test_water_fill_is_weighted_max_min_fair(
+    caps: list[float], weights: list[float], avail: float
+) -> None:
+    c = np.array(caps)[:, None]
+    w = np.array(weights[: len(caps)])
+    x = water_fill(np.array([avail]), c, w)[:, 0]
+    assert np.all(x <= c[:, 0] + 1e-9) and np.all(x >= 0)
+    assert x.sum() == np.float64(min(avail, c.sum())) or abs(x.sum() - min(avail, c.sum())) < 1e-6
+    # max-min: anyone below its cap has the highest level x/w of all
+    level = x / w
+    below = x < c[:, 0] - 1e-9
+    if below.any():
+        assert np.all(level <= level[below].min() + 1e-6)
+
+
+def test_water_fill_gives_equal_weights_equal_shares() -> None:
+    x = water_fill(np.array([90.0]), np.array([[50.0], [50.0], [10.0]]), np.ones(3))
+    assert np.allclose(x[:, 0], [40, 40, 10])
+
+
+def test_concurrency_limits_are_whole_requests_and_use_every_slot() -> None:
+    inp = AllocationInput(
+        capacity=np.array([1000.0, 1000.0, 32.0]),
+        demand=np.full((3, 3), 1e6),
+        guarantee=np.zeros((3, 3)),
+        burst=np.full((3, 3), np.inf),
+        tier=np.array([ELASTIC] * 3),
+        weight=np.ones(3),
+        priority=np.ones(3),
+    )
+    out: Allocation = allocate(inp)
+    assert np.all(out.limit[:, 2] == np.round(out.limit[:, 2]))
+    assert out.limit[:, 2].sum() == 32
+
+
+def _fields(inp: AllocationInput) -> dict[str, object]:
+    return {f: getattr(inp, f) for f in AllocationInput.__slots__}
