@@ -7,10 +7,10 @@ old. Offsets are committed only after the insert succeeded, so a crash
 re-delivers, never loses. A failing insert (ClickHouse down) is retried with
 exponential backoff while the consumer holds its offsets.
 
-Re-delivery is made harmless twice over: on assignment the sink seeks past the
-offsets already stored (the replay watermark, `TableWriter.watermarks`), and
-the raw tables are ReplacingMergeTree keyed by the record's identity, which
-queries read with FINAL.
+Re-delivery is made harmless twice over: after each assignment the sink skips
+the offsets already stored (the replay watermark, `TableWriter.watermarks`),
+and the raw tables are ReplacingMergeTree keyed by the record's identity,
+which queries read with FINAL.
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ class TopicSink(ConsumerRebalanceListener):
         self._lock = asyncio.Lock()
         self._generation = 0
         self._skip_through: dict[int, int] = {}
+        self._watermark_due = True
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -151,6 +152,8 @@ class TopicSink(ConsumerRebalanceListener):
         )  # fmt: skip
         try:
             async for batch in batches:
+                if batch and self._watermark_due:
+                    await self._load_skips()
                 self._buffer.add(self._rows(batch), len(batch))
                 if (
                     len(self._buffer.rows) >= self._settings.batch_rows
@@ -218,14 +221,23 @@ class TopicSink(ConsumerRebalanceListener):
         # so what was buffered but not written will be read again.
         self._generation += 1
         self._buffer.take()
+        self._watermark_due = True
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        if not assigned:
-            return
+        self._watermark_due = True  # loaded by `run` before the first record of the assignment
+
+    async def _load_skips(self) -> None:
+        """Skip what ClickHouse already holds past the group's commit (a crash, a rewind).
+
+        Done from `run`, before the first record of an assignment is used: the
+        fetcher may hand out records before a rebalance listener finishes, and a
+        seek from the listener races aiokafka's own reset to the committed offset.
+        """
         async with self._lock:  # an insert still in flight must land before we look
+            self._watermark_due = False
             marks = await self._watermarks()
             skip = {}
-            for tp in assigned:
+            for tp in self._consumer.assignment():
                 committed = await self._consumer.committed(tp)
                 stored = marks.get(tp.partition)
                 # Only past a commit of ours: a recreated topic reuses offsets.
@@ -233,8 +245,6 @@ class TopicSink(ConsumerRebalanceListener):
                     skip[tp.partition] = stored
                     log.info("%s[%d]: offsets %d..%d already stored; skipping them",
                              self.topic, tp.partition, committed, stored)  # fmt: skip
-            # Filtering, not seeking: a seek here races aiokafka's own reset to
-            # the committed offset when the assignment completes.
             self._skip_through = skip
 
     async def _watermarks(self) -> dict[int, int]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -62,36 +63,31 @@ async def dead_letters(bootstrap: str, topics: Topics, expected: int) -> list:
         await consumer.stop()
 
 
-async def rewind(bootstrap: str, group: str, topic: str) -> None:
-    """Commit offset 0 for every partition of `topic` in `group`: the next run replays it all."""
+@asynccontextmanager
+async def group_member(
+    bootstrap: str, group: str, topic: str
+) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A consumer of `group` that joins nothing, with the partitions of `topic`."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            await consumer._client.force_metadata_update()  # first look at a topic: no metadata yet
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        await consumer.commit(dict.fromkeys(partitions, 0))
+        await consumer._client.force_metadata_update()  # no public call; a fresh client has none
+        yield consumer, [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
     finally:
         await consumer.stop()
+
+
+async def rewind(bootstrap: str, group: str, topic: str) -> None:
+    """Commit offset 0 for every partition of `topic` in `group`: the next run replays it all."""
+    async with group_member(bootstrap, group, topic) as (consumer, partitions):
+        consumer.assign(partitions)
+        await consumer.commit(dict.fromkeys(partitions, 0))
 
 
 async def lag(bootstrap: str, group: str, topic: str) -> int:
     """Records of `topic` that `group` has not committed yet (its consumer lag)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    async with group_member(bootstrap, group, topic) as (consumer, partitions):
         ends = await consumer.end_offsets(partitions)
-        total = 0
-        for tp in partitions:
-            total += ends[tp] - (await consumer.committed(tp) or 0)
-        return total
-    finally:
-        await consumer.stop()
+        return sum([ends[tp] - (await consumer.committed(tp) or 0) for tp in partitions])
