@@ -71,15 +71,21 @@ class Scraper:
         self.rounds = 0
         self.samples_sent = 0
         self.down = 0
+        self._was_up: dict[Target, bool] = {}
 
     async def scrape_round(self, session: aiohttp.ClientSession) -> list[EngineSample]:
         """Scrape every target concurrently and send the samples."""
         samples = await asyncio.gather(*(scrape(session, t, self.timeout_s) for t in self.targets))
-        for sample in samples:
+        for target, sample in zip(self.targets, samples, strict=True):
             if not sample.up:
                 self.down += 1
-                log.warning("engine %s (pool %s) is down: %s", sample.backend, sample.pool,
-                            sample.error)
+            if self._was_up.get(target, True) != sample.up:  # log changes, not every round
+                if sample.up:
+                    log.warning("engine %s (pool %s) is up again", target.url, target.pool)
+                else:
+                    log.warning("engine %s (pool %s) is down: %s", target.url, target.pool,
+                                sample.error)
+            self._was_up[target] = sample.up
             await send_record(self._producer, self._topic, sample.pool, sample)
             self.samples_sent += 1
         self.rounds += 1
