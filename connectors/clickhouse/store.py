@@ -75,9 +75,12 @@ class Target:
 
 
 def connect(target: Target, create_database: bool = True) -> Client:
-    """A client on `target` using its database (created first when asked)."""
+    """A client on `target` using its database (created first when asked, else it must exist)."""
     if target.is_embedded:
-        target.store_path.mkdir(parents=True, exist_ok=True)
+        if create_database:
+            target.store_path.mkdir(parents=True, exist_ok=True)
+        elif not target.store_path.is_dir():
+            raise StoreError(f"no store at {target.store_path}: start the sink or run db migrate")
     try:
         client = clickhouse_connect.get_client(dsn=target.dsn)
     except Exception as exc:  # the drivers raise several unrelated types for "cannot open"
@@ -85,7 +88,15 @@ def connect(target: Target, create_database: bool = True) -> Client:
     try:
         if create_database:
             client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(target.database)}")
+        elif not client.query(
+            "SELECT count() FROM system.databases WHERE name = {db:String}",
+            parameters={"db": target.database},
+        ).result_rows[0][0]:
+            raise StoreError(f"{target.describe()}: no such database; run `tokenpools db migrate`")
         client.database = target.database
+    except StoreError:
+        client.close()
+        raise
     except Exception as exc:
         client.close()
         raise StoreError(f"cannot use database on {target.describe()}: {exc}") from exc

@@ -136,6 +136,11 @@ def test_report_usage_errors_exit_2(store_target: Target, args: list[str], code:
     assert result.exit_code == code, result.output
 
 
-def test_report_on_a_store_that_does_not_exist_fails_with_1(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["report", "--url", "http://127.0.0.1:9", "-q", "scaling"])
+@pytest.mark.parametrize("where", ["store", "url"])
+def test_report_without_a_readable_store_fails_with_1(tmp_path: Path, where: str) -> None:
+    flag = (
+        ["--store", str(tmp_path / "none")] if where == "store" else ["--url", "http://127.0.0.1:9"]
+    )
+    result = runner.invoke(app, ["report", *flag, "-q", "scaling"])
     assert result.exit_code == 1, result.output
+    assert not (tmp_path / "none").exists()  # reading never creates a store

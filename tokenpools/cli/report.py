@@ -114,6 +114,10 @@ def report(
 def _print_table(result, description: str, limit: int) -> None:
     from connectors.clickhouse.queries import is_numeric
 
+    if not result.rows:
+        out.print(f"[bold]{result.name}[/bold]: {description}", highlight=False)
+        out.print("  (no rows in this range)")
+        return
     table = Table(
         title=f"{result.name}", caption=description, caption_justify="left", title_justify="left"
     )
@@ -124,5 +128,3 @@ def _print_table(result, description: str, limit: int) -> None:
     out.print(table)
     if len(result.rows) > limit:
         out.print(f"  … {len(result.rows) - limit} more rows (--limit)")
-    if not result.rows:
-        out.print("  (no rows in this range)")
