@@ -40,34 +40,33 @@ def water_fill(available: np.ndarray, caps: np.ndarray, weights: np.ndarray) -> 
     """Weighted max-min fair shares: x = min(cap, w·λ) per column with Σx = min(available, Σcap).
 
     available: (3,), caps: (E, 3) >= 0, weights: (E,) > 0 (rows with weight 0 get nothing).
-    One argsort per call; O(E log E).
+    Only rows with room are sorted: one argsort of (3, rows); O(E log E).
     """
-    n = caps.shape[0]
     available = np.maximum(available, 0.0)
-    if n == 0:
-        return np.zeros_like(caps)
-    w = np.where(weights > 0, weights, 0.0)[:, None] * np.ones((1, caps.shape[1]))
-    caps = np.where(w > 0, np.maximum(caps, 0.0), 0.0)
+    live = weights > 0
+    caps = np.where(live[:, None], np.maximum(caps, 0.0), 0.0)
     total = caps.sum(axis=0)
     saturated = total <= available
     if saturated.all():
-        return caps.copy()
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        ratio = np.where(w > 0, caps / w, np.inf)
-    order = np.argsort(ratio, axis=0, kind="stable")
-    r = np.take_along_axis(ratio, order, axis=0)
-    c = np.take_along_axis(caps, order, axis=0)
-    ws = np.take_along_axis(w, order, axis=0)
-    cap_before = np.cumsum(c, axis=0) - c  # Σ caps of rows filled before k
-    w_from = np.cumsum(ws[::-1], axis=0)[::-1]  # Σ weights of rows k..n-1
-    fill = cap_before + np.where(np.isfinite(r), r, 0.0) * w_from
-    fill = np.where(np.isfinite(r), fill, np.inf)
-    k = np.argmax(fill >= available, axis=0)  # first row whose cap the level reaches
-    cols = np.arange(caps.shape[1])
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        level = (available - cap_before[k, cols]) / w_from[k, cols]
+        return caps
+    rows = np.flatnonzero(live & (caps > 0).any(axis=1))
+    c = np.ascontiguousarray(caps[rows].T)  # (3, k): one contiguous row per dimension
+    w = weights[rows]
+    ratio = c / w[None, :]
+    order = np.argsort(ratio, axis=1)
+    r = np.take_along_axis(ratio, order, axis=1)
+    cs = np.take_along_axis(c, order, axis=1)
+    ws = w[order]
+    cap_before = np.cumsum(cs, axis=1) - cs  # Σ caps of rows filled before k
+    w_from = np.cumsum(ws[:, ::-1], axis=1)[:, ::-1]  # Σ weights of rows k..end
+    fill = cap_before + r * w_from  # what level r_k would hand out
+    k = np.argmax(fill >= available[:, None], axis=1)  # first row whose cap the level reaches
+    dims = np.arange(c.shape[0])
+    level = (available - cap_before[dims, k]) / w_from[dims, k]
     level = np.where(saturated, np.inf, np.maximum(level, 0.0))
-    return np.minimum(caps, w * level[None, :])
+    out = np.zeros_like(caps)
+    out[rows] = np.minimum(c, w[None, :] * level[:, None]).T
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -332,16 +332,17 @@ class PoolController:
         limit = arrays.allocation.limit
         out = [
             LimitUpdate.model_construct(
+                _fields_set=_LIMIT_FIELDS,
                 pool=pool,
                 entitlement=name,
-                tier=self._tiers[i],
+                tier=tier,
                 instance="",
                 epoch=arrays.epoch,
                 issued_at=issued,
                 expires_at=expires,
-                limits=_dims(limit[i]),
+                limits=dims,
             )
-            for i, name in enumerate(self._names)
+            for name, tier, dims in zip(self._names, self._tiers, _dims_rows(limit), strict=True)
         ]
         for row, pairs in self._windows.instance_shares(arrays.now).items():
             total = sum(tokens for _, tokens in pairs)
@@ -382,18 +383,29 @@ class PoolController:
         alloc = arrays.allocation
         rows = [
             EntitlementState.model_construct(
+                _fields_set=_STATE_FIELDS,
                 entitlement=name,
-                tier=self._tiers[i],
-                demand=_dims(arrays.demand[i]),
-                allocation=_dims(alloc.allocation[i]),
-                limit=_dims(alloc.limit[i]),
-                served=_dims(arrays.served[i]),
-                debt=float(arrays.debt[i]),
-                priority=float(arrays.priority[i]),
+                tier=tier,
+                demand=demand,
+                allocation=allocation,
+                limit=limit,
+                served=served,
+                debt=debt_,
+                priority=priority,
             )
-            for i, name in enumerate(self._names)
+            for name, tier, demand, allocation, limit, served, debt_, priority in zip(
+                self._names,
+                self._tiers,
+                _dims_rows(arrays.demand),
+                _dims_rows(alloc.allocation),
+                _dims_rows(alloc.limit),
+                _dims_rows(arrays.served),
+                np.maximum(arrays.debt, 0.0).tolist(),
+                np.maximum(arrays.priority, 0.0).tolist(),
+                strict=True,
+            )
         ]
-        return PoolState(
+        return PoolState.model_construct(
             pool=self.pool,
             time=arrays.now,
             epoch=arrays.epoch,
@@ -424,6 +436,19 @@ class PoolController:
     @property
     def debt(self) -> np.ndarray:
         return self._debt.copy()
+
+
+_DIM_FIELDS = frozenset(Dims.model_fields)
+_LIMIT_FIELDS = frozenset(LimitUpdate.model_fields)
+_STATE_FIELDS = frozenset(EntitlementState.model_fields)
+
+
+def _dims_rows(values: np.ndarray) -> list[Dims]:
+    """(E, 3) non-negative arrays as Dims, built without re-validating numbers we made."""
+    return [
+        Dims.model_construct(_fields_set=_DIM_FIELDS, tps=tps, kv=kv, conc=conc)
+        for tps, kv, conc in np.maximum(values, 0.0).tolist()
+    ]
 
 
 def _dims(values: np.ndarray) -> Dims:

@@ -127,8 +127,13 @@ class DemandWindows:
     def _alloc_rows(self, n: int) -> None:
         self.n = n
         nb = self.n_buckets
-        self._series = {name: np.zeros((n, nb)) for name in _SERIES}
-        self._peaks = {name: np.zeros((n, nb)) for name in _PEAKS}
+        # one block per kind so a tick clears and reads every series in one numpy call
+        # (series, bucket, entitlement): clearing a bucket is one contiguous slab
+        self._data = np.zeros((len(_SERIES), nb, n))
+        self._series = {name: self._data[i] for i, name in enumerate(_SERIES)}
+        self._totals = np.zeros((len(_SERIES), n))  # Σ over the window, kept up to date
+        self._peak_data = np.zeros((len(_PEAKS), nb, n))
+        self._peaks = {name: self._peak_data[i] for i, name in enumerate(_PEAKS)}
         self.in_flight = np.zeros(n)
         self.kv_held = np.zeros(n)
         self.service_s = np.full(n, self.default_service_s)
@@ -139,17 +144,15 @@ class DemandWindows:
     # -- rows -------------------------------------------------------------------------------
     def remap(self, old_rows: np.ndarray) -> None:
         """Re-index rows after a reconfiguration: new row i takes old row old_rows[i] (-1: new)."""
-        old = {name: arr for name, arr in self._series.items()}
-        old_peaks = dict(self._peaks)
+        old_data, old_totals, old_peaks = self._data, self._totals, self._peak_data
         old_in_flight, old_kv, old_service = self.in_flight, self.kv_held, self.service_s
         old_last, old_queued, old_queued_kv = self.last_arrival, self.queued, self.queued_kv
         self._alloc_rows(len(old_rows))
         keep = old_rows >= 0
         src = old_rows[keep]
-        for name in _SERIES:
-            self._series[name][keep] = old[name][src]
-        for name in _PEAKS:
-            self._peaks[name][keep] = old_peaks[name][src]
+        self._data[:, :, keep] = old_data[:, :, src]
+        self._totals[:, keep] = old_totals[:, src]
+        self._peak_data[:, :, keep] = old_peaks[:, :, src]
         self.in_flight[keep] = old_in_flight[src]
         self.kv_held[keep] = old_kv[src]
         self.service_s[keep] = old_service[src]
@@ -176,11 +179,16 @@ class DemandWindows:
             opened = np.arange(nb)
         else:
             opened = np.arange(current + 1, bucket + 1) % nb
-        for arr in self._series.values():
-            arr[:, opened] = 0.0
+        if len(opened) == nb:
+            self._data[:] = 0.0
+            self._totals[:] = 0.0
+        else:
+            self._totals -= self._data[:, opened, :].sum(axis=1)
+            np.maximum(self._totals, 0.0, out=self._totals)  # float drift never goes negative
+            self._data[:, opened, :] = 0.0
         # a new bucket's peak starts at the level carried into it
-        self._peaks["peak_conc"][:, opened] = self.in_flight[:, None]
-        self._peaks["peak_kv"][:, opened] = self.kv_held[:, None]
+        self._peaks["peak_conc"][opened] = self.in_flight
+        self._peaks["peak_kv"][opened] = self.kv_held
         if len(self._pair_tokens):
             self._pair_tokens[:, opened] = 0.0
         self._current = bucket
@@ -210,22 +218,28 @@ class DemandWindows:
         decided = (phase == ADMITTED) | (phase == REJECTED)
         rejected = phase == REJECTED
         finished = phase >= COMPLETED
-        s = self._series
         est = cols.estimate
         wait = cols.queue_delay_s
-        np.add.at(s["arrivals"], (ent[decided], slot[decided]), 1.0)
-        np.add.at(s["arrival_tokens"], (ent[decided], slot[decided]), est[decided])
         np.maximum.at(self.last_arrival, ent[decided], cols.time[decided])
-        np.add.at(s["rejected"], (ent[rejected], slot[rejected]), 1.0)
-        np.add.at(s["rejected_tokens"], (ent[rejected], slot[rejected]), est[rejected])
-        waited = decided & (wait > 0)
-        np.add.at(s["wait_s"], (ent[waited], slot[waited]), wait[waited])
-        np.add.at(s["wait_token_s"], (ent[waited], slot[waited]), wait[waited] * est[waited])
-        np.add.at(s["served_tokens"], (ent[finished], slot[finished]), cols.tokens[finished])
         timed = finished & ~np.isnan(cols.latency_s)
-        service = np.maximum(0.0, cols.latency_s[timed] - wait[timed])
-        np.add.at(s["done"], (ent[timed], slot[timed]), 1.0)
-        np.add.at(s["service_s"], (ent[timed], slot[timed]), service)
+        waited = decided & (wait > 0)
+        service = np.where(timed, np.maximum(0.0, np.nan_to_num(cols.latency_s) - wait), 0.0)
+        values = np.stack(  # one row per series, in _SERIES order
+            [
+                decided.astype(float),
+                np.where(decided, est, 0.0),
+                rejected.astype(float),
+                np.where(rejected, est, 0.0),
+                np.where(waited, wait, 0.0),
+                np.where(waited, wait * est, 0.0),
+                np.where(finished, cols.tokens, 0.0),
+                timed.astype(float),
+                service,
+            ]
+        )
+        series, event = np.nonzero(values)
+        np.add.at(self._data, (series, slot[event], ent[event]), values[series, event])
+        np.add.at(self._totals, (series, ent[event]), values[series, event])
         self._queue_levels(ent, phase, est, wait)
         self._levels(ent, slot, cols.time, phase, est)
         if (cols.instance >= 0).any():
@@ -266,7 +280,7 @@ class DemandWindows:
             csum = np.cumsum(deltas)
             before = np.r_[0.0, csum][starts]  # cumulative sum before each group
             level = gauge[ent] + csum - np.repeat(before, ends - starts + 1)
-            np.maximum.at(peak, (ent, slot), level)
+            np.maximum.at(peak, (slot, ent), level)
             gauge[ent[ends]] = np.maximum(0.0, level[ends])
 
     def _observe_instances(
@@ -303,7 +317,7 @@ class DemandWindows:
     def demand(self, now: float) -> Demand:
         self.advance(now)
         span = self.span(now)
-        s = {name: arr.sum(axis=1) for name, arr in self._series.items()}
+        s = dict(zip(_SERIES, self._totals, strict=True))
         done = s["done"]
         has = done > 0
         self.service_s[has] = s["service_s"][has] / done[has]
@@ -315,8 +329,9 @@ class DemandWindows:
         served = np.empty((self.n, 3))
         admitted_tokens = np.maximum(s["arrival_tokens"] - s["rejected_tokens"], 0.0)
         served[:, 0] = (1.0 + TPS_MARGIN) * admitted_tokens / span
-        served[:, 1] = self._peaks["peak_kv"].max(axis=1)
-        served[:, 2] = self._peaks["peak_conc"].max(axis=1)
+        peak_conc, peak_kv = self._peak_data.max(axis=1)
+        served[:, 1] = peak_kv
+        served[:, 2] = peak_conc
         unmet[:, 1] += self.queued_kv
         unmet[:, 2] += self.queued
         demand = served + unmet
@@ -353,7 +368,7 @@ class DemandWindows:
         return {e: pairs for e, pairs in out.items() if len(pairs) > 1}
 
     def nbytes(self) -> int:
-        arrays = [*self._series.values(), *self._peaks.values(), self.in_flight, self.kv_held]
+        arrays = [self._data, self._totals, self._peak_data, self.in_flight, self.kv_held]
         return sum(a.nbytes for a in arrays) + self._pair_tokens.nbytes
 
 

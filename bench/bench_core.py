@@ -1,0 +1,189 @@
+"""The core: allocation tick cost at 1k and 10k entitlements, simulator speed, window memory.
+
+Prints, measured in this run on this machine:
+  1. one controller tick (windows → demand → allocation → debt → scaling, the
+     numeric part every caller runs) for 1k entitlements in 10 pools and for
+     10k entitlements in one pool — median ms over repeated ticks — their
+     growth ratio (10× the entitlements), and the full tick with its pydantic
+     records (limits + pool state) for the 10k pool;
+  2. the offline simulator's speed on the Azure code trace (the whole file,
+     about an hour, assigned to the overload config's entitlements by row
+     hash): simulated seconds per wall second;
+  3. resident memory (psutil RSS) added by the windows and state of 10k
+     entitlements with live events, next to what the arrays themselves hold.
+Targets (issue 3): 10k tick < 20 ms; an hour of the trace < 10 s; < 200 MB.
+
+    .venv/bin/python bench/bench_core.py [--trace ../shared/traces/azure_llm_2023_code.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tokenpools.config_file import load_config
+from tokenpools.controller import PoolController
+from tokenpools.schemas.config import ControllerSettings, EntitlementSpec, PoolSpec, Tier
+from tokenpools.schemas.dims import Dims, OptionalDims
+from tokenpools.schemas.events import PoolConfigRecord
+from tokenpools.simulation import Simulator, read_azure_trace, trace_scenario
+from tokenpools.windows import ADMITTED, COMPLETED, REJECTED, RequestColumns
+
+ROOT = Path(__file__).resolve().parents[1]
+TIERS = (Tier.GUARANTEED, Tier.ELASTIC, Tier.SPOT)
+
+
+def pool_record(name: str, n: int) -> PoolConfigRecord:
+    """A pool sized so n entitlements' guarantees fit, a third of each tier."""
+    per = Dims(tps=1000.0 * n, kv=100_000.0 * n, conc=10.0 * n)
+    ents = []
+    for i in range(n):
+        tier = TIERS[i % 3]
+        g = Dims(tps=100, kv=10_000, conc=1) if tier is Tier.GUARANTEED else Dims()
+        ents.append(
+            EntitlementSpec(
+                name=f"{name}-e{i}",
+                pool=name,
+                tier=tier,
+                guarantee=g,
+                burst=OptionalDims(tps=5000, kv=500_000, conc=50),
+                weight=1.0 + (i % 5),
+            )
+        )
+    return PoolConfigRecord(
+        pool=PoolSpec(name=name, replicas=1, per_replica=per, target_utilization=1.0),
+        entitlements=ents,
+        controller=ControllerSettings(),
+    )
+
+
+def feed(ctl: PoolController, n: int, now: float, rng: np.random.Generator) -> None:
+    """About 10 events per entitlement over the last window: arrivals, refusals, completions."""
+    m = n * 10
+    phase = rng.choice([ADMITTED, REJECTED, COMPLETED], size=m, p=[0.5, 0.2, 0.3]).astype(np.int8)
+    ctl.observe_columns(
+        RequestColumns(
+            time=np.sort(rng.uniform(now - 9.5, now, m)),
+            entitlement=rng.integers(0, n, m),
+            phase=phase,
+            estimate=rng.uniform(100, 2000, m),
+            tokens=rng.uniform(100, 2000, m),
+            queue_delay_s=np.zeros(m),
+            latency_s=np.where(phase == COMPLETED, rng.uniform(0.5, 5, m), np.nan),
+            instance=np.full(m, -1),
+        )
+    )
+
+
+def median_ms(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def bench_ticks(repeats: int) -> tuple[float, float, float]:
+    rng = np.random.default_rng(1)
+    small = [PoolController(pool_record(f"p{i}", 100)) for i in range(10)]
+    big = PoolController(pool_record("big", 10_000))
+    clock = {"t": 100.0}
+    for ctl in small:
+        feed(ctl, 100, clock["t"], rng)
+    feed(big, 10_000, clock["t"], rng)
+
+    def tick_small() -> None:
+        clock["t"] += 1.0
+        for ctl in small:
+            ctl.compute(clock["t"])
+
+    def tick_big() -> None:
+        clock["t"] += 1.0
+        big.compute(clock["t"])
+
+    def tick_big_records() -> None:
+        clock["t"] += 1.0
+        big.tick(clock["t"])
+
+    for fn in (tick_small, tick_big):  # warm-up
+        fn()
+    return (
+        median_ms(tick_small, repeats),
+        median_ms(tick_big, repeats),
+        median_ms(tick_big_records, max(3, repeats // 4)),
+    )
+
+
+def bench_simulator(trace_path: Path) -> tuple[float, float, int]:
+    config = load_config(ROOT / "deploy" / "examples" / "overload.yaml")
+    trace = read_azure_trace(trace_path)
+    names = [e.name for e in config.entitlements]
+    scenario = trace_scenario(trace, names, "hash")
+    start = time.perf_counter()
+    Simulator(config, scenario).run()
+    wall = time.perf_counter() - start
+    return scenario.duration_s, wall, len(scenario.requests)
+
+
+def bench_memory() -> tuple[float, float]:
+    gc.collect()
+    process = psutil.Process()
+    before = process.memory_info().rss
+    ctl = PoolController(pool_record("mem", 10_000))
+    rng = np.random.default_rng(2)
+    for k in range(20):  # fill every bucket of the window
+        feed(ctl, 10_000, 100.0 + k * 0.5, rng)
+    ctl.compute(110.0)
+    gc.collect()
+    after = process.memory_info().rss
+    return (after - before) / 2**20, ctl.windows.nbytes() / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--trace", type=Path, default=ROOT.parent / "shared" / "traces" / "azure_llm_2023_code.csv"
+    )
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+
+    rss_mb, arrays_mb = bench_memory()
+    small_ms, big_ms, big_records_ms = bench_ticks(args.repeats)
+    print("allocation tick (numeric: windows → demand → allocation → debt → scaling)")
+    print(f"  1k entitlements in 10 pools : {small_ms:8.2f} ms median")
+    print(f"  10k entitlements in 1 pool  : {big_ms:8.2f} ms median   (target < 20 ms)")
+    print(f"  growth 10k/1k               : {big_ms / small_ms:8.2f}x for 10x the entitlements")
+    print(
+        f"  10k tick with its records   : {big_records_ms:8.2f} ms median (LimitUpdate + PoolState)"
+    )
+    if args.trace.exists():
+        simulated, wall, n = bench_simulator(args.trace)
+        print(
+            f"offline simulator on {args.trace.name} ({n} requests, hash assignment, overload.yaml)"
+        )
+        print(
+            f"  {simulated:.0f} simulated s in {wall:.2f} wall s = "
+            f"{simulated / wall:.0f} simulated s per wall s"
+        )
+        print(
+            f"  one hour of the trace       : {3600 / (simulated / wall):8.2f} s   (target < 10 s)"
+        )
+    else:
+        print(f"offline simulator: trace {args.trace} not found, skipped")
+    print("memory of 10k entitlements' windows and state")
+    print(f"  resident (psutil RSS delta) : {rss_mb:8.1f} MB   (target < 200 MB)")
+    print(f"  of which ring-buffer arrays : {arrays_mb:8.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
