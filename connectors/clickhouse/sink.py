@@ -30,6 +30,7 @@ from connectors.clickhouse.rows import Row, TableMapping, mappings
 from connectors.clickhouse.writer import TableWriter
 from connectors.kafka.consumer import DeadLetterCounter, decoded_batches
 from connectors.kafka.producer import make_producer
+from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class TopicSink(ConsumerRebalanceListener):
         self._lock = asyncio.Lock()
         self._generation = 0
         self._skip_through: dict[int, int] = {}
+        self._bootstrap = bootstrap
         self._watermark_due = True
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
@@ -238,14 +240,34 @@ class TopicSink(ConsumerRebalanceListener):
             marks = await self._watermarks()
             skip = {}
             for tp in self._consumer.assignment():
-                committed = await self._consumer.committed(tp)
                 stored = marks.get(tp.partition)
-                # Only past a commit of ours: a recreated topic reuses offsets.
-                if committed is not None and stored is not None and stored >= committed:
+                if stored is None:
+                    continue
+                committed = await self._consumer.committed(tp)
+                # With no commit yet, the rows may be from a deleted and recreated
+                # topic (offsets start again): trust them only if the record at
+                # that offset is the one that was stored.
+                if (committed is not None and stored >= committed) or (
+                    committed is None and await self._stored_from_this_topic(tp, stored)
+                ):
                     skip[tp.partition] = stored
-                    log.info("%s[%d]: offsets %d..%d already stored; skipping them",
-                             self.topic, tp.partition, committed, stored)  # fmt: skip
+                    log.info("%s[%d]: offsets up to %d already stored; skipping them",
+                             self.topic, tp.partition, stored)  # fmt: skip
             self._skip_through = skip
+
+    async def _stored_from_this_topic(self, tp: TopicPartition, offset: int) -> bool:
+        message = await _record_at(self._bootstrap, tp, offset)
+        if message is None:
+            return False
+        try:
+            rows = self.mapping.rows(
+                decode_as(message.value, self.mapping.model), message.timestamp
+            )
+        except DecodeError:
+            return False
+        args = (self.mapping, self.topic, tp.partition, offset)
+        stored_ms = await asyncio.to_thread(self._writer.stored_time_ms, *args)
+        return bool(rows) and rows[0][0] == stored_ms
 
     async def _watermarks(self) -> dict[int, int]:
         delay = self._settings.backoff_initial_s
@@ -256,6 +278,20 @@ class TopicSink(ConsumerRebalanceListener):
                 log.warning("reading the replay watermark of %s failed (%s)", self.topic, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._settings.backoff_max_s)
+
+
+async def _record_at(bootstrap: str, tp: TopicPartition, offset: int) -> ConsumerRecord | None:
+    """The one record at `offset`, read outside any group; None if Kafka no longer has it."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        batches = await consumer.getmany(tp, timeout_ms=5000, max_records=1)
+        messages = batches.get(tp, [])
+        return messages[0] if messages and messages[0].offset == offset else None
+    finally:
+        await consumer.stop()
 
 
 class ClickHouseSink:

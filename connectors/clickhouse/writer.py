@@ -48,3 +48,21 @@ class TableWriter:
         with self._lock:
             result = self._client.query(sql, parameters={"topic": topic})
         return {int(p): int(o) for p, o in result.result_rows}
+
+    def stored_time_ms(
+        self, mapping: TableMapping, topic: str, partition: int, offset: int
+    ) -> int | None:
+        """The time (first column, in ms) of the row stored from one Kafka record, if any.
+
+        With the record re-read from Kafka it tells whether the stored rows came
+        from this incarnation of the topic or from one deleted and recreated.
+        """
+        sql = (
+            f"SELECT toUnixTimestamp64Milli({quote_identifier(mapping.columns[0])}) "
+            f"FROM {quote_identifier(mapping.table)} WHERE kafka_topic = {{topic:String}} "
+            "AND kafka_partition = {partition:UInt16} AND kafka_offset = {offset:UInt64} LIMIT 1"
+        )
+        params = {"topic": topic, "partition": partition, "offset": offset}
+        with self._lock:
+            rows = self._client.query(sql, parameters=params).result_rows
+        return int(rows[0][0]) if rows else None

@@ -24,7 +24,16 @@ from connectors.clickhouse.writer import TableWriter
 from connectors.kafka.admin import ensure_topics
 from tests.clickhouse import dataset as ds
 from tests.clickhouse.conftest import count
-from tests.clickhouse.kafka_io import BAD_RECORDS, dead_letters, lag, produce, rewind, wait_for
+from tests.clickhouse.kafka_io import (
+    BAD_RECORDS,
+    dead_letters,
+    first_records,
+    lag,
+    produce,
+    rewind,
+    wait_for,
+)
+from tokenpools.schemas import RequestEvent, decode_as
 from tokenpools.topics import DLQ_ERROR_HEADER, Topics
 
 pytestmark = pytest.mark.kafka
@@ -170,6 +179,64 @@ async def test_a_clickhouse_outage_is_retried_without_loss(
         assert count(operator, final=False) == len(data.requests)
     finally:
         operator.close()
+        client.close()
+
+
+async def _sink_until_caught_up(
+    bootstrap: str, topics: Topics, client: Client, data: ds.Dataset
+) -> ClickHouseSink:
+    sink = ClickHouseSink(bootstrap, topics, TableWriter(client), settings=FAST)
+    task = asyncio.create_task(sink.run())
+
+    async def caught_up() -> bool:
+        return await lag(bootstrap, sink.group_of(REQUESTS), topics.requests) == 0
+
+    await wait_for(caught_up)
+    sink.stop()
+    await asyncio.wait_for(task, 30)
+    return sink
+
+
+@pytest.mark.parametrize("same_topic", [True, False], ids=["crash", "recreated-topic"])
+async def test_rows_stored_before_the_first_commit_are_skipped_only_if_from_this_topic(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path, same_topic: bool
+) -> None:
+    """A sink that died after its first insert, before any commit, left rows behind.
+
+    The restarted sink must not write them again; but rows left by a deleted
+    topic of the same name (offsets restart at 0) must not hide new records.
+    """
+    await ensure_topics(kafka_bootstrap, topics, partitions=3)
+    data = ds.build(100)
+    await produce(kafka_bootstrap, topics, data)
+    written = await first_records(kafka_bootstrap, topics.requests, 200)
+    client = connect(Target.embedded(tmp_path / "store"))
+    try:
+        migrate(client)
+        rows = []
+        for message in written:
+            record = decode_as(message.value, RequestEvent)
+            if not same_topic:  # another incarnation: other records at the same offsets
+                record = record.model_copy(
+                    update={"time": record.time - 7, "id": "old-" + record.id}
+                )
+            rows += [(*row, message.topic, message.partition, message.offset)
+                     for row in REQUESTS.rows(record, message.timestamp)]  # fmt: skip
+        TableWriter(client).insert(REQUESTS, rows)
+        sink = await _sink_until_caught_up(kafka_bootstrap, topics, client, data)
+        skipped = sink.metrics.replays_skipped.labels("requests")._value.get()
+        if same_topic:
+            assert skipped == len(written)
+            assert count(client, final=False) == len(data.requests)
+            assert_exact(client, data)
+            rollup = client.query(
+                "SELECT sum(admitted), sum(rejected) FROM requests_per_minute"
+            ).result_rows[0]
+            assert tuple(rollup) == expected_admission_total(data)
+        else:
+            assert skipped == 0
+            assert count(client, final=False) == len(data.requests) + len(written)
+    finally:
         client.close()
 
 
