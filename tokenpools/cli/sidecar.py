@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from pathlib import Path
@@ -18,9 +19,15 @@ def run(
     backend: list[str] = typer.Option(..., help="Base URL of a vLLM replica (repeat for more)."),
     pool: str = typer.Option("", help="Pool the backends serve (default: the config's only pool)."),
     config: Path = typer.Option(None, help="YAML config; without it, config comes from Kafka."),
-    bootstrap: str = typer.Option("", "--kafka", envvar="KAFKA_BOOTSTRAP", help=(
-        "Kafka bootstrap: config and limits are read, request events written. Empty: no Kafka "
-        "(fallback limits only, no events).")),
+    bootstrap: str = typer.Option(
+        "",
+        "--kafka",
+        envvar="KAFKA_BOOTSTRAP",
+        help=(
+            "Kafka bootstrap: config and limits are read, request events written. Empty: no Kafka "
+            "(fallback limits only, no events)."
+        ),
+    ),
     namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8080, help="Port to listen on."),
@@ -29,9 +36,11 @@ def run(
     connect_timeout: float = typer.Option(5.0, min=0.01, help="Backend connect timeout (s)."),
     read_timeout: float = typer.Option(600.0, min=0.01, help="Backend silence before 504 (s)."),
     backend_cooldown: float = typer.Option(
-        1.0, min=0, help="Seconds a backend that refused a connection is skipped."),
+        1.0, min=0, help="Seconds a backend that refused a connection is skipped."
+    ),
     backend_api_key_env: str = typer.Option(
-        "", help="Environment variable holding the key vLLM expects (--api-key), if any."),
+        "", help="Environment variable holding the key vLLM expects (--api-key), if any."
+    ),
     event_buffer: int = typer.Option(100_000, min=1, help="Request events buffered for Kafka."),
 ) -> None:
     """Admit, proxy and report every request; exit 2 on bad options or config."""
@@ -65,10 +74,13 @@ def run(
         raise bad("--pool is needed when the config comes from Kafka")
     try:
         settings = SidecarSettings(
-            pool=pool, backends=backend,
+            pool=pool,
+            backends=backend,
             instance=instance or f"{socket.gethostname()}-{os.getpid()}",
-            strategy=Strategy(strategy), connect_timeout_s=connect_timeout,
-            read_timeout_s=read_timeout, backend_cooldown_s=backend_cooldown,
+            strategy=Strategy(strategy),
+            connect_timeout_s=connect_timeout,
+            read_timeout_s=read_timeout,
+            backend_cooldown_s=backend_cooldown,
             backend_api_key=os.environ.get(backend_api_key_env) if backend_api_key_env else None,
         )
     except ValueError as exc:
@@ -77,19 +89,33 @@ def run(
     async def serve() -> None:
         try:
             running = await start_sidecar(
-                settings, config=platform, bootstrap=bootstrap or None,
-                topics=Topics(namespace=namespace), host=host, port=port,
-                event_buffer=event_buffer)
+                settings,
+                config=platform,
+                bootstrap=bootstrap or None,
+                topics=Topics(namespace=namespace),
+                host=host,
+                port=port,
+                event_buffer=event_buffer,
+            )
         except Exception as exc:  # Kafka unreachable, port taken, ...
             typer.echo(f"sidecar failed to start: {type(exc).__name__}: {exc}", err=True)
             raise typer.Exit(1) from None
+        # Config and key tables are long-lived: keep the cyclic GC from walking them on every
+        # full collection (a pause in the request path's tail latency).
+        gc.collect()
+        gc.freeze()
         directory = running.sidecar.directory
         events = f"events to Kafka at {bootstrap}" if bootstrap else "NO request events (no Kafka)"
-        typer.echo(f"sidecar {settings.instance} for pool {pool!r} at {running.url} → "
-                   f"{', '.join(backend)}; {directory.key_count()} keys; {events}")
+        typer.echo(
+            f"sidecar {settings.instance} for pool {pool!r} at {running.url} → "
+            f"{', '.join(backend)}; {directory.key_count()} keys; {events}"
+        )
         if not directory.configured:
-            typer.echo(f"waiting for pool {pool!r} on the config topic: every key gets 401 "
-                       "until it arrives", err=True)
+            typer.echo(
+                f"waiting for pool {pool!r} on the config topic: every key gets 401 "
+                "until it arrives",
+                err=True,
+            )
         await until_signalled()
         await running.close()
 
