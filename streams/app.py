@@ -132,20 +132,24 @@ class ControlLoop:
 
     # -- inputs -----------------------------------------------------------------------------
     async def on_request_records(self, records: Sequence[RawRecord]) -> None:
-        """One batch of raw request records: screen, dead-letter, feed the windows."""
+        """One batch of raw request records: screen, feed the windows, then dead-letter.
+
+        The windows take the whole batch before the first await, so a tick never
+        sees half of a fetched batch.
+        """
         self.metrics.events.labels("requests").inc(len(records))
         self._events_since_tick += len(records)
         out = screen(records, time.time(), self.registry.window_of, self.recent)
-        for record, error in out.dead:
-            await dead_letter(self.send, self.topics, record, error)
-        if out.dead:
-            self.metrics.dead_lettered.labels("requests").inc(len(out.dead))
         observed = self.registry.observe_requests(out.events)
         out.dropped["late"] += observed.late
         out.dropped["unknown_entitlement"] += observed.unknown_entitlement
         for reason, n in out.dropped.items():
             if n:
                 self.metrics.dropped.labels(reason).inc(n)
+        if out.dead:
+            self.metrics.dead_lettered.labels("requests").inc(len(out.dead))
+        for record, error in out.dead:
+            await dead_letter(self.send, self.topics, record, error)
 
     async def on_engine_records(self, records: Sequence[RawRecord]) -> None:
         self.metrics.events.labels("engine").inc(len(records))

@@ -1,8 +1,8 @@
 """The live worker on the overload scenario (DESIGN §7), checked against the core offline.
 
 A scripted event stream runs in lock-step with the worker's ticks: after each
-pool-state snapshot the next step's events are sent, so every event is
-consumed before the next tick. Replaying the same events into a
+pool-state snapshot the next step's events are sent as one produce batch, so
+the worker takes each step whole, before the next tick. Replaying the same events into a
 `PoolController` at the ticks' own times must give the same limits, to the
 last bit, while spot is throttled and the guarantees hold. Malformed, late,
 future and duplicate events are mixed in and must change nothing but the
@@ -31,6 +31,7 @@ from tokenpools.schemas.events import (
     PoolConfigRecord,
     PoolState,
     RequestEvent,
+    ScalingDecision,
 )
 from tokenpools.topics import (
     DLQ_ERROR_HEADER,
@@ -70,6 +71,7 @@ class Run:
     states: list[PoolState] = field(default_factory=list)
     ticks_after: list[tuple[str, int]] = field(default_factory=list)  # (phase, index in states)
     limits: list[LimitUpdate] = field(default_factory=list)
+    scaling: list[ScalingDecision] = field(default_factory=list)
     dlq: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     bad_sent: dict[str, int] = field(default_factory=dict)
@@ -112,7 +114,8 @@ async def _script(bootstrap: str, topics: Topics, log_dir) -> Run:
     config = overload_config()
     result = Run(config=config, topics=topics)
     await ensure_topics(bootstrap, topics)
-    producer = make_producer(bootstrap, linger_ms=0)
+    # one produce batch per step (linger, big batches): the worker fetches a step whole
+    producer = make_producer(bootstrap, linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     await send_record(producer, topics.config, config_key(POOL), config)
     await producer.flush()
@@ -163,13 +166,15 @@ async def _script(bootstrap: str, topics: Topics, log_dir) -> Run:
         result.states = [decode_as(r.value, PoolState) for r in states.records]
         limits = TopicTail(bootstrap, topics.limits)
         dlq = TopicTail(bootstrap, topics.dlq)
-        for tail in (limits, dlq):
+        scaling = TopicTail(bootstrap, topics.scaling)
+        for tail in (limits, dlq, scaling):
             await tail.start()
             while await tail.poll(500):
                 pass
             await tail.stop()
         result.limits = [decode_as(r.value, LimitUpdate) for r in limits.records]
         result.dlq = dlq.records
+        result.scaling = [decode_as(r.value, ScalingDecision) for r in scaling.records]
     finally:
         await states.stop()
         await producer.stop()
@@ -182,11 +187,11 @@ async def _more(tail: TopicTail, seen: int) -> bool:
     return len(tail.records) > seen
 
 
-def _replay(run: Run) -> list[PoolState]:
+def _replay(run: Run) -> tuple[list[PoolState], list[ScalingDecision]]:
     """The core offline: same config, same events, ticked at the live ticks' times."""
     controller = PoolController(run.config)
     pending = sorted(run.sent, key=lambda e: e.time)
-    out, i = [], 0
+    out, scaling, i = [], [], 0
     for live in run.states:
         batch = []
         while i < len(pending) and pending[i].time <= live.time:
@@ -194,8 +199,11 @@ def _replay(run: Run) -> list[PoolState]:
             i += 1
         if batch:
             controller.observe_requests(batch)
-        out.append(controller.tick(live.time).state)
-    return out
+        result = controller.tick(live.time)
+        out.append(result.state)
+        if result.scaling is not None:
+            scaling.append(result.scaling)
+    return out, scaling
 
 
 def _limit(state: PoolState, ent: str) -> tuple[float, float, float]:
@@ -204,7 +212,8 @@ def _limit(state: PoolState, ent: str) -> tuple[float, float, float]:
 
 
 def test_live_limits_equal_the_cores_offline_computation_on_the_same_inputs(run: Run) -> None:
-    offline = _replay(run)
+    offline, scaling = _replay(run)
+    assert run.scaling == scaling, "scaling decisions differ from the core's"
     assert len(run.states) >= sum(steps for steps, _ in PHASES.values())
     for live, expected in zip(run.states, offline, strict=True):
         assert live.epoch == max(live.epoch, expected.epoch)
