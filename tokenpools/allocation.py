@@ -10,7 +10,8 @@ allocated independently but in the same vectorized numpy calls. The steps
 2. reserve: a guaranteed tenant with any demand keeps the unused rest of its
    guarantee as headroom — without preemption, capacity lent out comes back
    only as fast as the borrower drains, so lending it would turn a guarantee
-   into a wait; a tenant with no demand (departed, idle) lends all of it;
+   into a wait; a tenant with no demand (departed, idle) lends all of it
+   (`lend_guarantees` skips this step: DESIGN §3's literal lending);
 3. elastic: what remains is water-filled (weighted max-min fair) among the
    guaranteed and elastic entitlements by priority weight `π`, each up to
    `min(D, B)` — a guaranteed tenant bursts above its guarantee like an
@@ -81,6 +82,7 @@ class AllocationInput:
     weight: np.ndarray  # (E,) base weight w
     priority: np.ndarray  # (E,) π = w·(1 + κ·σ·debt)
     headroom_fraction: float = 1.0
+    lend_guarantees: bool = False  # skip step 2: unused guarantees are lent like any slack
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ def allocate(inp: AllocationInput) -> Allocation:
     # 2. an active guaranteed tenant keeps the rest of its guarantee as headroom: without
     #    preemption, capacity lent out comes back only as fast as the borrower drains
     remaining = np.maximum(capacity - base.sum(axis=0), 0.0)
-    active = (inp.tier == GUARANTEED) & (demand > 0).any(axis=1)
+    active = (inp.tier == GUARANTEED) & (demand > 0).any(axis=1) & (not inp.lend_guarantees)
     reserve = np.where(active[:, None], np.maximum(guarantee - base, 0.0), 0.0)
     wanted_reserve = reserve.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

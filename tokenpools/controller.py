@@ -43,7 +43,7 @@ TIER_CODE = {Tier.GUARANTEED: GUARANTEED, Tier.ELASTIC: ELASTIC, Tier.SPOT: SPOT
 # Share of an entitlement's limit split evenly between its instances, so a
 # quiet instance can still admit its first request.
 INSTANCE_EVEN_SHARE = 0.1
-# Headroom a non-spot tenant claims above its measured demand per unit of SLO
+# Headroom an elastic tenant claims above its measured demand per unit of SLO
 # tightness σ: a tenant whose SLO admission delay is shorter than a tick cannot
 # wait for the next tick to raise its limit, so it must hold room for bursts.
 SLO_HEADROOM = 0.5
@@ -266,6 +266,7 @@ class PoolController:
                 weight=self._weight,
                 priority=self._priority,
                 headroom_fraction=settings.headroom_fraction,
+                lend_guarantees=settings.lend_guarantees,
             )
         )
         self._debt = debt.update_debt(
@@ -310,10 +311,12 @@ class PoolController:
 
         Priority from debt (DESIGN §3) only decides how an over-subscribed pool is
         split; a tight-SLO tenant *below* its share also needs room above its
-        measured demand, or every burst waits a tick. Spot claims its demand.
+        measured demand, or every burst waits a tick. Guaranteed tenants already
+        hold their whole guarantee as headroom, and spot does not wait: both claim
+        their measured demand.
         """
         factor = 1.0 + self._sigma * (SLO_HEADROOM + kappa * self._debt)
-        return np.where(self._tier == SPOT, 1.0, factor)
+        return np.where(self._tier == ELASTIC, factor, 1.0)
 
     def tick(self, now: float) -> TickResult:
         arrays = self.compute(now)

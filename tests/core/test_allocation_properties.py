@@ -21,7 +21,7 @@ CONC_TOL = 1.0 + 1e-6  # concurrency limits are whole requests
 
 
 @st.composite
-def pools(draw: st.DrawFn, fit: bool = True) -> AllocationInput:
+def pools(draw: st.DrawFn, fit: bool = True, lend: bool | None = None) -> AllocationInput:
     """A pool with 1–8 entitlements of random tiers; guarantees fit when `fit`."""
     n = draw(st.integers(1, 8))
     capacity = np.array(
@@ -60,6 +60,7 @@ def pools(draw: st.DrawFn, fit: bool = True) -> AllocationInput:
         tier=tier,
         weight=weight,
         priority=weight * (1 + debt),
+        lend_guarantees=draw(st.booleans()) if lend is None else lend,
     )
 
 
@@ -90,7 +91,7 @@ def test_a_guaranteed_tenant_gets_min_of_demand_and_guarantee_when_guarantees_fi
 
 
 @settings(max_examples=150, deadline=None)
-@given(pools(fit=True))
+@given(pools(fit=True, lend=False))
 def test_spot_never_takes_from_a_guaranteed_tenant_with_demand(inp: AllocationInput) -> None:
     calm = allocate(inp)
     flooded_demand = np.where((inp.tier == SPOT)[:, None], 1e9, inp.demand)
@@ -99,6 +100,7 @@ def test_spot_never_takes_from_a_guaranteed_tenant_with_demand(inp: AllocationIn
     )
     guaranteed = inp.tier == GUARANTEED
     assert np.allclose(flood.allocation[guaranteed], calm.allocation[guaranteed], atol=TOL)
+    # and by default an active guaranteed tenant also keeps the rest of its guarantee
     active = guaranteed & (inp.demand > 0).any(axis=1)
     held = np.minimum(inp.guarantee, ceiling(inp))[active]
     got = flood.limit[active]
@@ -176,3 +178,15 @@ def test_concurrency_limits_are_whole_requests_and_use_every_slot() -> None:
 
 def _fields(inp: AllocationInput) -> dict[str, object]:
     return {f: getattr(inp, f) for f in AllocationInput.__slots__}
+
+
+@settings(max_examples=100, deadline=None)
+@given(pools(fit=True, lend=True))
+def test_with_lending_spot_still_never_takes_what_a_guaranteed_tenant_demands(
+    inp: AllocationInput,
+) -> None:
+    calm = allocate(inp)
+    flooded_demand = np.where((inp.tier == SPOT)[:, None], 1e9, inp.demand)
+    flood = allocate(AllocationInput(**{**_fields(inp), "demand": flooded_demand}))  # type: ignore[arg-type]
+    guaranteed = inp.tier == GUARANTEED
+    assert np.allclose(flood.allocation[guaranteed], calm.allocation[guaranteed], atol=TOL)

@@ -17,6 +17,7 @@ from tokenpools.cli import (
     report,
     scraper,
     sidecar,
+    simulate,
     sink,
     topics,
     worker,
@@ -36,6 +37,7 @@ app.add_typer(topics.app, name="topics")
 app.add_typer(keys.app, name="keys")
 app.add_typer(demo.app, name="demo")
 # Sub-commands of the other areas are mounted below, one line each.
+app.add_typer(simulate.app, name="simulate")
 app.add_typer(actuator.app, name="actuator")
 app.add_typer(replay.app, name="replay")
 app.add_typer(sink.app, name="sink")

@@ -123,6 +123,11 @@ class ControllerSettings(_Strict):
     priority_kappa: float = Field(default=1.0, ge=0)
     headroom_fraction: float = Field(default=1.0, ge=0, le=1)
     limit_ttl_s: float = Field(default=10.0, gt=0)
+    lend_guarantees: bool = Field(
+        default=False,
+        description="lend an active guaranteed tenant's unused guarantee to others (reclaimed "
+        "next tick, as spot drains); false keeps it reserved as headroom",
+    )
 
     @model_validator(mode="after")
     def _window_holds_buckets(self) -> ControllerSettings:
@@ -212,4 +217,3 @@ def validate_platform(config: PlatformConfig) -> list[str]:
                     f"{pool.target_utilization:g})"
                 )
     return problems
-

@@ -49,7 +49,7 @@ class Timeline:
         self._ent_rows: dict[str, list[list[np.ndarray]]] = {s: [] for s in _ENT_SERIES}
         self._ent_times: list[float] = []
         self._ent_index: list[list[int]] = []
-        self._arrays: dict[str, np.ndarray] | None = None
+        self._pool_of: dict[int, int] = {}
 
     def record_pool(
         self,
@@ -63,12 +63,18 @@ class Timeline:
         tps, kv, conc = capacity
         self._pool_rows[pool].append((now, tps, kv, conc, replicas, running, waiting))
 
-    def record_entitlements(self, ents: list[int], now: float, **series: np.ndarray) -> None:
+    def record_entitlements(
+        self, pool: int, ents: list[int], now: float, **series: np.ndarray
+    ) -> None:
         self._ent_times.append(now)
         self._ent_index.append(ents)
         for name in _ENT_SERIES:
             self._ent_rows[name].append(series[name])
-        self._arrays = None
+        for e in ents:
+            self._pool_of[e] = pool
+
+    def pool_index_of(self, name: str) -> int:
+        return self._pool_of.get(self.names.index(name), 0)
 
     def pool(self, index: int = 0) -> dict[str, np.ndarray]:
         """time, capacity_tps/kv/conc, replicas, running, waiting — one row per tick."""

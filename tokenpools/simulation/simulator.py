@@ -313,6 +313,7 @@ class Simulator:
                 p_idx, now, arrays.capacity, arrays.replicas, running, waiting
             )
             self.timeline.record_entitlements(
+                p_idx,
                 pool.ents,
                 now,
                 demand=arrays.demand[rows],
