@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 
 from connectors.sidecar.backends import Backend, BackendPool, Strategy
 from connectors.sidecar.directory import EntitlementDirectory
@@ -40,6 +40,7 @@ from tokenpools.schemas import Phase
 
 _JSON = "application/json"
 _BODY_CAP = 1 << 30  # aiohttp's own cap; the configured max_body_bytes is checked per request
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,10 @@ class Sidecar:
         self.registry = sidecar_registry(
             SidecarCollector(directory, self.backends, reporter, self.outcomes)
         )
+        self.duration = Histogram(
+            "tokenpools_sidecar_request_duration_seconds",
+            "Admitted requests from arrival to their last byte (queue wait included).",
+            buckets=_DURATION_BUCKETS, registry=self.registry)
         self._upstreams: dict[str, UpstreamPool] = {}
         self._refresher: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
@@ -255,6 +260,7 @@ class Sidecar:
                                 headers=gate.rate_limit_headers())
         finally:
             exchange.ticket.release(exchange.tokens_used)
+            self.duration.observe(loop.time() - arrived)
             self.outcomes[spec.name, exchange.phase.value] += 1
             self._report(exchange, exchange.phase, exchange.status)
 

@@ -204,6 +204,21 @@ async def test_a_client_that_leaves_mid_stream_frees_its_slot_and_the_engines_at
         assert await engine_idle(s)
 
 
+async def test_the_sidecar_reports_itself_on_metrics() -> None:
+    async with stack(platform()) as s:
+        await client(s).completions.create(model=MODEL, prompt="x", max_tokens=2)
+        with pytest.raises(openai.AuthenticationError):
+            await client(s, "sk-nobody").completions.create(model=MODEL, prompt="x")
+        async with aiohttp.ClientSession() as http, http.get(s.url + "/metrics") as resp:
+            text = await resp.text()
+    assert 'tokenpools_sidecar_requests_total{entitlement="gold",outcome="completed"} 1.0' in text
+    assert 'tokenpools_sidecar_requests_total{entitlement="",outcome="unauthorized"} 1.0' in text
+    assert 'tokenpools_sidecar_in_flight{entitlement="gold"} 0.0' in text
+    assert ('tokenpools_sidecar_limit{dimension="conc",entitlement="gold",source="fallback"} 16.0'
+            in text)
+    assert "tokenpools_sidecar_request_duration_seconds_count 1.0" in text
+
+
 async def test_models_are_passed_through_for_known_keys_only() -> None:
     async with stack(platform()) as s:
         models = await client(s).models.list()
