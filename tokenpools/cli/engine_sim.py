@@ -28,14 +28,22 @@ def run(
     step_per_seq_ms: float = typer.Option(0.4, help="Step time per decoding sequence (ms)."),
     prefill_per_token_ms: float = typer.Option(0.02, help="Step time per prefill token (ms)."),
     default_output_tokens: int = typer.Option(
-        128, help="Output length when a request sets no max_tokens."),
+        128, help="Output length when a request sets no max_tokens."
+    ),
     max_model_len: int = typer.Option(32768, help="Longest prompt + output accepted."),
     speed: float = typer.Option(1.0, help="Time acceleration: simulated seconds per wall second."),
-    fast: bool = typer.Option(False, "--fast", help=(
-        "Benchmark mode: near-zero step time and no batching limit, so only HTTP is measured.")),
+    fast: bool = typer.Option(
+        False,
+        "--fast",
+        help=(
+            "Benchmark mode: near-zero step time and no batching limit, so only HTTP is measured."
+        ),
+    ),
     legacy_metric_names: bool = typer.Option(
-        False, "--legacy-metric-names",
-        help="Serve vllm:gpu_cache_usage_perc (vLLM V0) instead of vllm:kv_cache_usage_perc."),
+        False,
+        "--legacy-metric-names",
+        help="Serve vllm:gpu_cache_usage_perc (vLLM V0) instead of vllm:kv_cache_usage_perc.",
+    ),
 ) -> None:
     """Serve one simulated engine until interrupted."""
     from connectors.engine_simulator.runner import FAST_PARAMS, EngineRunner
@@ -43,10 +51,18 @@ def run(
     from tokenpools.engine_model import EngineModel, EngineParams
 
     try:
-        params = FAST_PARAMS if fast else EngineParams(
-            max_num_seqs=max_num_seqs, num_gpu_blocks=num_gpu_blocks, block_size=block_size,
-            max_num_batched_tokens=max_num_batched_tokens, step_base_s=step_base_ms / 1000,
-            step_per_seq_s=step_per_seq_ms / 1000, prefill_per_token_s=prefill_per_token_ms / 1000,
+        params = (
+            FAST_PARAMS
+            if fast
+            else EngineParams(
+                max_num_seqs=max_num_seqs,
+                num_gpu_blocks=num_gpu_blocks,
+                block_size=block_size,
+                max_num_batched_tokens=max_num_batched_tokens,
+                step_base_s=step_base_ms / 1000,
+                step_per_seq_s=step_per_seq_ms / 1000,
+                prefill_per_token_s=prefill_per_token_ms / 1000,
+            )
         )
         served = ServedModel(model, max_model_len, default_output_tokens)
         runner = EngineRunner(EngineModel(params), speed=speed)
@@ -56,8 +72,9 @@ def run(
 
     async def serve() -> None:
         try:
-            app_runner, url = await start_engine_simulator(runner, served, host, port,
-                                                           legacy_metric_names)
+            app_runner, url = await start_engine_simulator(
+                runner, served, host, port, legacy_metric_names
+            )
         except OSError as exc:
             typer.echo(f"cannot listen on {host}:{port}: {exc}", err=True)
             raise typer.Exit(1) from None

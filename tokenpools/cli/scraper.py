@@ -12,8 +12,9 @@ app = typer.Typer(help="Scrape vLLM metrics into engine samples.", no_args_is_he
 @app.command()
 def run(
     target: list[str] = typer.Option(..., help="POOL=URL of a vLLM replica (repeat for more)."),
-    bootstrap: str = typer.Option("127.0.0.1:9092", "--kafka", envvar="KAFKA_BOOTSTRAP",
-                                  help="Kafka bootstrap."),
+    bootstrap: str = typer.Option(
+        "127.0.0.1:9092", "--kafka", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap."
+    ),
     namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
     interval: float = typer.Option(1.0, min=0.05, help="Seconds between scrapes."),
     timeout: float = typer.Option(2.0, min=0.05, help="Scrape timeout (s), at most the interval."),
@@ -41,8 +42,10 @@ def run(
             typer.echo(f"Kafka at {bootstrap} unreachable: {exc}", err=True)
             raise typer.Exit(1) from None
         scraper = Scraper(targets, producer, Topics(namespace=namespace).engine, interval, timeout)
-        typer.echo(f"scraping {len(targets)} engines every {interval:g}s into "
-                   f"{Topics(namespace=namespace).engine}")
+        typer.echo(
+            f"scraping {len(targets)} engines every {interval:g}s into "
+            f"{Topics(namespace=namespace).engine}"
+        )
         task = asyncio.ensure_future(scraper.run())
         await until_signalled()
         task.cancel()
