@@ -15,7 +15,7 @@ from tokenpools.engine_model import EngineParams
 
 async def test_overload_without_admission_control_grows_the_queue_and_latency() -> None:
     params = EngineParams(max_num_seqs=4, num_gpu_blocks=4096)
-    async with engine(params, speed=20.0) as (runner, url), aiohttp.ClientSession() as http:
+    async with engine(params, speed=5.0) as (runner, url), aiohttp.ClientSession() as http:
         body = {"model": MODEL, "prompt": "tell me a story", "max_tokens": 20}
 
         async def timed() -> float:

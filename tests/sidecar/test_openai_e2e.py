@@ -76,7 +76,7 @@ async def test_spot_over_its_limit_gets_rate_limit_error_with_openai_headers() -
     async with stack(platform(), speed=5.0) as s:  # spot may hold 2 requests at a time
         spot = client(s, KEYS["spot"])
         results = await asyncio.gather(
-            *(spot.completions.create(model=MODEL, prompt="flood", max_tokens=30)
+            *(spot.completions.create(model=MODEL, prompt="flood", max_tokens=150)
               for _ in range(6)),
             return_exceptions=True,
         )
