@@ -83,6 +83,8 @@ class AllocationInput:
     priority: np.ndarray  # (E,) π = w·(1 + κ·σ·debt)
     headroom_fraction: float = 1.0
     lend_guarantees: bool = False  # skip step 2: unused guarantees are lent like any slack
+    # capacity the entitled shares refer to (what was sold: committed replicas); None = capacity
+    committed: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,10 @@ def allocate(inp: AllocationInput) -> Allocation:
     # 3. guaranteed + elastic above that, by priority weight; a reserve counts toward it
     room = np.where(shared[:, None], np.maximum(wanted - base - reserve, 0.0), 0.0)
     elastic = water_fill(remaining, room, inp.priority)
-    entitled = base + reserve + water_fill(remaining, room, inp.weight)
+    if inp.committed is None:
+        entitled = base + reserve + water_fill(remaining, room, inp.weight)
+    else:
+        entitled = entitled_shares(inp, np.asarray(inp.committed, dtype=float))
     allocation = base + elastic
 
     # 4. spot backfills what is left
@@ -149,6 +154,20 @@ def allocate(inp: AllocationInput) -> Allocation:
         slack = np.maximum(slack - extra.sum(axis=0), 0.0)
     limit[:, CONC] = whole_slots(limit[:, CONC], ceiling[:, CONC], capacity[CONC])
     return Allocation(allocation=allocation, limit=limit, entitled=entitled)
+
+
+def entitled_shares(inp: AllocationInput, capacity: np.ndarray) -> np.ndarray:
+    """Steps 1–3 with base weights on `capacity`: the share f each tenant was sold."""
+    ceiling = np.minimum(inp.burst, capacity[None, :])
+    guarantee = np.minimum(inp.guarantee, ceiling)
+    demand = np.maximum(inp.demand, 0.0)
+    shared = inp.tier != SPOT
+    base = np.where(shared[:, None], np.minimum(demand, guarantee), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        promised = base.sum(axis=0)
+        base = base * np.where(promised > capacity, capacity / promised, 1.0)[None, :]
+    room = np.where(shared[:, None], np.maximum(np.minimum(demand, ceiling) - base, 0.0), 0.0)
+    return base + water_fill(capacity - base.sum(axis=0), room, inp.weight)
 
 
 def whole_slots(limit: np.ndarray, ceiling: np.ndarray, capacity: float) -> np.ndarray:

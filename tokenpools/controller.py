@@ -267,6 +267,7 @@ class PoolController:
                 priority=self._priority,
                 headroom_fraction=settings.headroom_fraction,
                 lend_guarantees=settings.lend_guarantees,
+                committed=np.asarray(cfg.pool.capacity().as_tuple(), dtype=float),
             )
         )
         self._debt = debt.update_debt(

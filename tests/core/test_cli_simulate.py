@@ -1,0 +1,59 @@
+"""`tokenpools simulate run`: reports, plots, and exit codes for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tokenpools.cli.main import app
+
+ROOT = Path(__file__).parents[2]
+OVERLOAD = str(ROOT / "deploy" / "examples" / "overload.yaml")
+SAMPLE = str(ROOT / "tests" / "fixtures" / "azure_llm_2023_code_sample.csv")
+runner = CliRunner()
+
+
+def test_a_scenario_run_prints_per_entitlement_rows_and_writes_a_png(tmp_path: Path) -> None:
+    png = tmp_path / "run.png"
+    result = runner.invoke(
+        app,
+        ["simulate", "run", "--config", OVERLOAD, "--scenario", "overload",
+         "--duration", "40", "--plot", str(png)],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name in ("guaranteed-a", "spot", "latency p99", "utilization"):
+        assert name in result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_trace_run_states_its_assignment_rule() -> None:
+    result = runner.invoke(
+        app,
+        ["simulate", "run", "--config", OVERLOAD, "--trace", SAMPLE, "--assign", "slices"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "assignment: slices" in result.output
+
+
+def test_an_unknown_scenario_is_bad_usage() -> None:
+    result = runner.invoke(app, ["simulate", "run", "--config", OVERLOAD, "--scenario", "nope"])
+    assert result.exit_code == 2
+
+
+def test_a_scenario_whose_tenants_the_config_lacks_is_bad_usage() -> None:
+    scarcity_cfg = str(ROOT / "deploy" / "examples" / "scarcity.yaml")
+    result = runner.invoke(
+        app, ["simulate", "run", "--config", scarcity_cfg, "--scenario", "overload"]
+    )
+    assert result.exit_code == 2
+    assert "unknown entitlements" in result.output
+
+
+def test_an_invalid_config_is_bad_usage(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\npools: []\n")
+    result = runner.invoke(app, ["simulate", "run", "--config", str(bad), "--scenario", "overload"])
+    assert result.exit_code == 2
