@@ -110,7 +110,7 @@ class LocalKafka:
         classpath = f"{libs}/*"
         if not (self.data_dir / "logs" / "meta.properties").exists():
             self._java(classpath, log4j, "kafka.tools.StorageTool", "format",
-                       "-t", _cluster_id(), "-c", str(props), check=True)
+                       f"--cluster-id={_cluster_id()}", "-c", str(props), check=True)
         out = open(self.data_dir / "stdout.log", "ab")  # noqa: SIM115 - owned by the process
         self._proc = subprocess.Popen(
             self._java_cmd(classpath, log4j, "kafka.Kafka", str(props)),
