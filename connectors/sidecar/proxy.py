@@ -82,7 +82,7 @@ class Exchange:
         self.stream = stream
         self.arrived = arrived
         self.estimate_total = ticket.estimate.total
-        self.first_byte: float | None = None
+        self.first_byte: float | None = None  # streams: when the first chunk went out (TTFT)
         self.usage: dict[str, Any] | None = None
         self.phase = Phase.CANCELLED  # unless something better is known when it ends
         self.status = 499  # client closed request (nginx's convention)
@@ -229,6 +229,7 @@ class Sidecar:
         estimate = estimate_request(body, chat, spec.expected_output_tokens)
         stream = body.get("stream") is True
         request_id = self._id_prefix + str(next(self._ids))
+
         def queued() -> None:  # the controller counts waiting requests as demand at once
             self.reporter.report({
                 "id": request_id, "time": time.time(), "entitlement": spec.name,
@@ -268,7 +269,6 @@ class Sidecar:
         async with self._upstream(path, raw, exchange) as resp:
             data = await resp.read()
             status, content_type = resp.status, resp.content_type
-        exchange.first_byte = asyncio.get_running_loop().time()
         self._finish(exchange, status, _usage_of(data) if status == 200 else None)
         response = web.Response(status=status, body=data, content_type=content_type,
                                 headers=exchange.gate.rate_limit_headers())
