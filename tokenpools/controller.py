@@ -336,7 +336,6 @@ class PoolController:
         limit = arrays.allocation.limit
         out = [
             LimitUpdate.model_construct(
-                _fields_set=_LIMIT_FIELDS,
                 pool=pool,
                 entitlement=name,
                 tier=tier,
@@ -387,7 +386,6 @@ class PoolController:
         alloc = arrays.allocation
         rows = [
             EntitlementState.model_construct(
-                _fields_set=_STATE_FIELDS,
                 entitlement=name,
                 tier=tier,
                 demand=demand,
@@ -442,15 +440,10 @@ class PoolController:
         return self._debt.copy()
 
 
-_DIM_FIELDS = frozenset(Dims.model_fields)
-_LIMIT_FIELDS = frozenset(LimitUpdate.model_fields)
-_STATE_FIELDS = frozenset(EntitlementState.model_fields)
-
-
 def _dims_rows(values: np.ndarray) -> list[Dims]:
     """(E, 3) non-negative arrays as Dims, built without re-validating numbers we made."""
     return [
-        Dims.model_construct(_fields_set=_DIM_FIELDS, tps=tps, kv=kv, conc=conc)
+        Dims.model_construct(tps=tps, kv=kv, conc=conc)
         for tps, kv, conc in np.maximum(values, 0.0).tolist()
     ]
 
