@@ -119,9 +119,9 @@ INSERT INTO requests (time, pool, entitlement, tier, instance, id, phase, key_ha
     kafka_topic, kafka_partition, kafka_offset)
 SELECT
     fromUnixTimestamp64Milli(toInt64({t0:Float64} * 1000 + number * {step_ms:Float64}), 'UTC'),
-    concat('pool-', toString(number % 2)),
-    concat('ent-', toString(intDiv(number, 2) % 20)),
-    if(intDiv(number, 2) % 20 < 5, 'guaranteed', 'elastic'),
+    concat('pool-', toString(intDiv(number, 2) % 2)),
+    concat('ent-', toString(intDiv(number, 4) % 20)),
+    if(intDiv(number, 4) % 20 < 5, 'guaranteed', 'elastic'),
     'sidecar-0',
     concat('gen-', toString(intDiv(number, 2))),
     multiIf(number % 2 = 1, 'completed', intDiv(number, 2) % 10 = 0, 'rejected', 'admitted'),
@@ -134,6 +134,14 @@ SELECT
     if(number % 2 = 1, 200 + cityHash64(number, 4) % 8000, NULL),
     200, '', false, 'generated', 0, number
 FROM numbers({rows:UInt64})
+"""
+
+GENERATE_TARGETS = """
+INSERT INTO entitlements (updated_at, pool, entitlement, tier, weight, slo_ttft_ms,
+    slo_max_admission_delay_ms, kafka_topic, kafka_partition, kafka_offset)
+SELECT now64(3), concat('pool-', toString(number % 2)), concat('ent-', toString(intDiv(number, 2))),
+    'elastic', 1, 800, 2000, 'generated', 0, number
+FROM numbers(40)
 """
 
 GENERATE_STATE = """
@@ -160,12 +168,14 @@ FROM numbers({rows:UInt64})
 
 
 def generate(client: Client, rows: int) -> float:
-    """Fill the store with `rows` request rows over a day (state and engine rows in proportion)."""
+    """Fill the store with `rows` request rows over a day: two rows (decision, completion) per
+    request, 2 pools × 20 entitlements; pool-state and engine rows per second; SLO targets."""
     step_ms = 86_400_000 / rows
     start = time.perf_counter()
     client.command(GENERATE_REQUESTS, parameters={"t0": T0, "step_ms": step_ms, "rows": rows})
     client.command(GENERATE_STATE, parameters={"t0": T0, "rows": 86_400 * 20})
     client.command(GENERATE_ENGINE, parameters={"t0": T0, "rows": 86_400 * 8})
+    client.command(GENERATE_TARGETS)
     return time.perf_counter() - start
 
 

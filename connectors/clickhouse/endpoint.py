@@ -39,7 +39,7 @@ class QueryService:
     def run(self, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
         query = self.queries.get(name)
         if query is None:
-            raise KeyError(name)
+            raise QueryError(f"no query named {name!r}")
         with self._lock:
             return run_query(self._client, query, values).to_json()
 
@@ -69,11 +69,11 @@ def build_app(
 
     async def query(request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        if name not in service.queries:
+            return _json({"error": {"message": f"no query named {name!r}"}}, 404)
         values = dict(request.query)
         try:
             result = await asyncio.to_thread(service.run, name, values)
-        except KeyError:
-            return _json({"error": {"message": f"no query named {name!r}"}}, 404)
         except QueryError as exc:
             return _json({"error": {"message": str(exc)}}, 400)
         except Exception as exc:  # a ClickHouse error: report it, keep serving

@@ -143,7 +143,13 @@ class TopicSink(ConsumerRebalanceListener):
 
     async def run(self) -> None:
         self._consumer.subscribe([self.topic], listener=self)
-        await self._consumer.start()
+        try:
+            await self._consumer.start()
+            await self._consume()
+        finally:
+            await self._consumer.stop()
+
+    async def _consume(self) -> None:
         compacted = self.mapping.table == "entitlements"
         source = _WithoutTombstones(self._consumer) if compacted else None
         poll_ms = max(50, min(500, int(self._settings.flush_interval_s * 500)))
@@ -167,7 +173,6 @@ class TopicSink(ConsumerRebalanceListener):
                     break
         finally:
             await batches.aclose()
-            await self._consumer.stop()
 
     def _rows(self, batch: list[tuple[ConsumerRecord, object]]) -> list[Row]:
         build = self.mapping.rows
@@ -322,8 +327,8 @@ class ClickHouseSink:
     async def run(self) -> None:
         """Consume until `stop()`; on return everything read has been written and committed."""
         producer = make_producer(self.bootstrap)
-        await producer.start()
         try:
+            await producer.start()
             self._sinks = [
                 TopicSink(
                     self.bootstrap, self.group_of(mapping), topic, mapping, self._writer,
@@ -333,7 +338,14 @@ class ClickHouseSink:
             ]  # fmt: skip
             if self._stopped:
                 self.stop()
-            await asyncio.gather(*(sink.run() for sink in self._sinks))
+            tasks = [asyncio.create_task(sink.run()) for sink in self._sinks]
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException:  # one table failed (or we were cancelled): stop the others
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
         finally:
             await producer.stop()
 

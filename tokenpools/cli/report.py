@@ -92,7 +92,8 @@ def report(
             err.print(f"report {span} from {source.description}")
             for name in names:
                 declared = {p.name for p in catalogue[name].parameters}
-                result = source.run(name, {k: v for k, v in values.items() if k in declared})
+                with err.status(f"running {name}…"):
+                    result = source.run(name, {k: v for k, v in values.items() if k in declared})
                 _print_table(result, catalogue[name].description, limit)
                 if plot is not None:
                     from connectors.clickhouse.figures import plot_result
