@@ -9,10 +9,11 @@ from tokenpools.simulation.result import EntitlementSummary, Outcome, SimResult,
 from tokenpools.simulation.scenarios import SCENARIOS, build, overload, scarcity
 from tokenpools.simulation.simulator import Simulator
 from tokenpools.simulation.trace import Trace, TraceError, read_azure_trace, trace_scenario
-from tokenpools.simulation.workload import ReplicaChange, Scenario, SimRequest, StepModel
+from tokenpools.simulation.workload import SIM_STEP, ReplicaChange, Scenario, SimRequest
 
 __all__ = [
     "SCENARIOS",
+    "SIM_STEP",
     "EntitlementSummary",
     "Outcome",
     "ReplicaChange",
@@ -20,7 +21,6 @@ __all__ = [
     "SimRequest",
     "SimResult",
     "Simulator",
-    "StepModel",
     "Timeline",
     "Trace",
     "TraceError",

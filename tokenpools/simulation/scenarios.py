@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tokenpools.simulation.workload import ReplicaChange, Scenario, SimRequest, StepModel
+from tokenpools.simulation.workload import ReplicaChange, Scenario, SimRequest
 
 SCENARIOS = ("overload", "scarcity")
 
@@ -75,7 +75,6 @@ def overload(
         name="overload",
         requests=_merge(*parts),
         duration_s=duration_s,
-        step=StepModel(step_base_s=0.010, step_per_seq_s=0.0002, prefill_per_token_s=0.00002),
         description=(
             f"guaranteed-a/b/c at {guaranteed_rate:g} req/s each; spot floods at "
             f"{spot_rate:g} req/s from t={spot_start_s:g}s; guaranteed-c departs at "
@@ -107,7 +106,6 @@ def scarcity(
             ReplicaChange(drop_s, pool, 1, up=False),
             ReplicaChange(recover_s, pool, 1, up=True),
         ],
-        step=StepModel(step_base_s=0.010, step_per_seq_s=0.0002, prefill_per_token_s=0.00002),
         description=(
             f"copilot {copilot_rate:g} req/s, synth {synth_rate:g} req/s; replica 1 of {pool} "
             f"fails at t={drop_s:g}s and returns at t={recover_s:g}s"

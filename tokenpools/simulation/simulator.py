@@ -31,7 +31,7 @@ from tokenpools.schemas.config import PlatformConfig, Tier
 from tokenpools.schemas.dims import Dims
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord
 from tokenpools.simulation.result import Outcome, SimResult, Timeline
-from tokenpools.simulation.workload import Scenario, SimRequest
+from tokenpools.simulation.workload import Scenario, SimRequest, replica_params
 from tokenpools.windows import ADMITTED, COMPLETED, FAILED, QUEUED, REJECTED, RequestColumns
 
 # event kinds, in the order they run at the same instant
@@ -106,7 +106,7 @@ class Simulator:
         self.row_of: list[int] = [0] * len(self.names)
         for p_idx, record in enumerate(PoolConfigRecord.from_platform(config)):
             spec = record.pool
-            params = scenario.step.engine_params(spec.per_replica.conc, spec.per_replica.kv)
+            params = replica_params(scenario.step, spec.per_replica.conc, spec.per_replica.kv)
             ctl = PoolController(record)
             ents = [self.index[e.name] for e in record.entitlements]
             for e in ents:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tokenpools.engine_model import EngineParams
 
@@ -33,28 +33,21 @@ class ReplicaChange:
     up: bool
 
 
-@dataclass(frozen=True, slots=True)
-class StepModel:
-    """Engine step-time coefficients; KV blocks and max_num_seqs come from the pool's config."""
+# The simulator's engines: a replica's KV blocks and max_num_seqs come from the pool's
+# config; this step model makes its sustainable throughput match the example configs'
+# per_replica.tps (docs/CAPACITY_MODEL.md, "Offline simulator").
+SIM_STEP = EngineParams(step_base_s=0.010, step_per_seq_s=0.0002, prefill_per_token_s=0.00002)
 
-    step_base_s: float = 0.012
-    step_per_seq_s: float = 0.0002
-    prefill_per_token_s: float = 0.00002
-    block_size: int = 16
-    max_num_batched_tokens: int = 8192
 
-    def engine_params(self, conc: float, kv_tokens: float) -> EngineParams:
-        """vLLM knobs of one replica whose capacity the pool config states."""
-        seqs = max(1, int(conc))
-        return EngineParams(
-            max_num_seqs=seqs,
-            num_gpu_blocks=max(1, int(kv_tokens) // self.block_size),
-            block_size=self.block_size,
-            max_num_batched_tokens=max(self.max_num_batched_tokens, seqs),
-            step_base_s=self.step_base_s,
-            step_per_seq_s=self.step_per_seq_s,
-            prefill_per_token_s=self.prefill_per_token_s,
-        )
+def replica_params(step: EngineParams, conc: float, kv_tokens: float) -> EngineParams:
+    """`step`'s timing with the slots and KV blocks of one replica as the config states them."""
+    seqs = max(1, int(conc))
+    return replace(
+        step,
+        max_num_seqs=seqs,
+        num_gpu_blocks=max(1, int(kv_tokens) // step.block_size),
+        max_num_batched_tokens=max(step.max_num_batched_tokens, seqs),
+    )
 
 
 @dataclass
@@ -65,7 +58,7 @@ class Scenario:
     requests: list[SimRequest]
     duration_s: float
     changes: list[ReplicaChange] = field(default_factory=list)
-    step: StepModel = field(default_factory=StepModel)
+    step: EngineParams = SIM_STEP
     description: str = ""
     assignment: str = "generated"  # how requests were mapped to entitlements
 
