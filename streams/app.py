@@ -50,6 +50,7 @@ from tokenpools.topics import TopicSpec
 log = logging.getLogger("tokenpools.worker")
 
 DEDUPE_HORIZON_S = 30.0
+OWNERSHIP_CHECK_S = 0.25  # how soon new partitions are read, independent of the tick
 
 
 class ControlLoop:
@@ -287,6 +288,11 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 await control.reader.run()
         finally:
             await control.stop()
+
+    @app.timer(interval=OWNERSHIP_CHECK_S, name="ownership")
+    async def follow_assignment() -> None:
+        if control.started and control.ready():
+            control.sync_ownership()
 
     @app.timer(interval=settings.tick_s, name="tick")
     async def tick() -> None:
