@@ -10,17 +10,21 @@ allocated independently but in the same vectorized numpy calls. The steps
 2. reserve: a guaranteed tenant with any demand keeps the unused rest of its
    guarantee as headroom — without preemption, capacity lent out comes back
    only as fast as the borrower drains, so lending it would turn a guarantee
-   into a wait; a tenant with no demand (departed, idle) lends all of it
-   (`lend_guarantees` skips this step: DESIGN §3's literal lending);
+   into a wait; a tenant with no demand (departed, idle) lends all of it but
+   one request's worth (`unit`), so its next request need not wait a tick
+   (`lend_guarantees` lends active tenants' guarantees too: DESIGN §3's
+   literal lending);
 3. elastic: what remains is water-filled (weighted max-min fair) among the
    guaranteed and elastic entitlements by priority weight `π`, each up to
    `min(D, B)` — a guaranteed tenant bursts above its guarantee like an
    elastic one, and before spot;
 4. spot: what still remains is water-filled among spot entitlements by base
    weight, each up to `min(D, B)`;
-5. headroom: `headroom_fraction` of the slack is spread as headroom, first
-   giving idle guaranteed tenants back their guarantee, then non-spot
-   tenants up to `B`, then spot up to `B` — never past `B`.
+5. headroom: `headroom_fraction` of the slack is spread as headroom: first
+   one request's worth (`unit`) to every entitlement that lacks it, so an
+   idle tenant's next request need not wait a tick, then idle guaranteed
+   tenants back to their guarantee, then non-spot tenants up to `B`, then
+   spot up to `B` — never past `B`.
 
 The limit is allocation + headroom, with concurrency rounded to whole
 requests (largest remainder). Sums never exceed capacity; with
@@ -34,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 GUARANTEED, ELASTIC, SPOT = 0, 1, 2
-CONC = 2  # column of the concurrency dimension
+TPS, KV, CONC = 0, 1, 2  # columns of the dimensions
 
 
 def water_fill(available: np.ndarray, caps: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -85,6 +89,9 @@ class AllocationInput:
     lend_guarantees: bool = False  # skip step 2: unused guarantees are lent like any slack
     # capacity the entitled shares refer to (what was sold: committed replicas); None = capacity
     committed: np.ndarray | None = None
+    # (E, 3) one request's worth per entitlement, handed out first from the slack so every
+    # tenant can start a request without waiting a tick; None = no such stage
+    unit: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +121,12 @@ def allocate(inp: AllocationInput) -> Allocation:
     # 2. an active guaranteed tenant keeps the rest of its guarantee as headroom: without
     #    preemption, capacity lent out comes back only as fast as the borrower drains
     remaining = np.maximum(capacity - base.sum(axis=0), 0.0)
-    active = (inp.tier == GUARANTEED) & (demand > 0).any(axis=1) & (not inp.lend_guarantees)
+    guaranteed = inp.tier == GUARANTEED
+    active = guaranteed & (demand > 0).any(axis=1) & (not inp.lend_guarantees)
     reserve = np.where(active[:, None], np.maximum(guarantee - base, 0.0), 0.0)
+    if inp.unit is not None:  # an idle one keeps one request's worth of it, to start with
+        first = np.minimum(np.minimum(inp.unit, guarantee), ceiling)
+        reserve = np.where((guaranteed & ~active)[:, None], np.maximum(first - base, 0.0), reserve)
     wanted_reserve = reserve.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         fit = np.where(wanted_reserve > remaining, remaining / wanted_reserve, 1.0)
@@ -141,7 +152,9 @@ def allocate(inp: AllocationInput) -> Allocation:
     # 5. headroom from the slack, never past the ceiling
     limit = allocation + reserve
     slack = np.maximum(capacity - limit.sum(axis=0), 0.0) * inp.headroom_fraction
+    one = np.zeros_like(limit) if inp.unit is None else np.minimum(inp.unit, ceiling)
     for mask, target, weights in (
+        (np.ones_like(spot), one, inp.weight),
         (shared, guarantee, inp.priority),
         (shared, ceiling, inp.priority),
         (spot, ceiling, inp.weight),

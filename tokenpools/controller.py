@@ -24,7 +24,17 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenpools import autoscaling, debt
-from tokenpools.allocation import ELASTIC, GUARANTEED, SPOT, Allocation, AllocationInput, allocate
+from tokenpools.allocation import (
+    CONC,
+    ELASTIC,
+    GUARANTEED,
+    KV,
+    SPOT,
+    TPS,
+    Allocation,
+    AllocationInput,
+    allocate,
+)
 from tokenpools.schemas.config import Tier
 from tokenpools.schemas.dims import Dims
 from tokenpools.schemas.events import (
@@ -86,6 +96,7 @@ class TickArrays:
     priority: np.ndarray  # (E,)
     need: autoscaling.ReplicaNeed
     scaling: tuple[int, str] | None
+    measured_tps: float  # tokens/s the live engines reported serving (engine samples)
 
 
 class PoolController:
@@ -153,6 +164,8 @@ class PoolController:
             [[math.inf if b is None else b for b in e.burst.as_tuple()] for e in ents], dtype=float
         ).reshape(-1, 3)
         self._weight = np.array([e.weight for e in ents], dtype=float)
+        # one request's tokens before any is seen: the output a request is assumed to ask for
+        self._expected = np.array([e.expected_output_tokens for e in ents], dtype=float)
         default_delay_s = config.enforcement.default_admission_delay_ms / 1000
         self._sigma = np.array([debt.slo_tightness(e.slo, default_delay_s) for e in ents])
         self._accrues = self._tier == ELASTIC
@@ -256,6 +269,20 @@ class PoolController:
         capacity = np.asarray(cfg.pool.capacity(replicas).as_tuple(), dtype=float)
         window = self._windows.demand(now)
         claim = window.demand * self._claim_factor(settings.priority_kappa)[:, None]
+        # requests use all three dimensions together: a tenant whose own tps ceiling passes
+        # only a fraction of its offered tokens can hold only that fraction of the slots and
+        # KV its refused and queued requests ask for (tps is the offered load; conc and kv
+        # demand are derived from it, and inflated by the very queue the ceiling builds)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            passed = np.where(claim[:, TPS] > 0, self._burst[:, TPS] / claim[:, TPS], 1.0)
+        claim *= np.minimum(passed, 1.0)[:, None]
+        # a request needs a whole slot: 0.3 of one (a refusal, spread over the window)
+        # would round down to nothing and starve a low-rate tenant for good
+        claim[:, CONC] = np.ceil(claim[:, CONC] - 1e-9)
+        # one request's worth of each dimension: the demand of a request is all of it at once
+        request = np.where(window.request_tokens > 0, window.request_tokens, self._expected)
+        unit = np.column_stack([request / settings.tick_s, request, np.ones(len(request))])
+        claim[:, KV] = np.where(claim[:, CONC] > 0, np.maximum(claim[:, KV], request), claim[:, KV])
         result = allocate(
             AllocationInput(
                 capacity=capacity,
@@ -268,6 +295,7 @@ class PoolController:
                 headroom_fraction=settings.headroom_fraction,
                 lend_guarantees=settings.lend_guarantees,
                 committed=np.asarray(cfg.pool.capacity().as_tuple(), dtype=float),
+                unit=unit,
             )
         )
         self._debt = debt.update_debt(
@@ -305,6 +333,7 @@ class PoolController:
             priority=self._priority,
             need=need,
             scaling=scaling,
+            measured_tps=self._engine.throughput(now),
         )
 
     def _claim_factor(self, kappa: float) -> np.ndarray:

@@ -94,6 +94,7 @@ class Demand:
     unmet: np.ndarray
     served: np.ndarray  # measured: tokens/s served, in-flight now, KV held now
     span_s: float
+    request_tokens: np.ndarray  # (E,) mean estimate of one request (last known; 0 = never seen)
 
 
 class DemandWindows:
@@ -137,6 +138,7 @@ class DemandWindows:
         self.in_flight = np.zeros(n)
         self.kv_held = np.zeros(n)
         self.service_s = np.full(n, self.default_service_s)
+        self.request_tokens = np.zeros(n)
         self.last_arrival = np.full(n, -math.inf)
         self.queued = np.zeros(n)  # requests waiting in sidecar queues (Phase.QUEUED)
         self.queued_kv = np.zeros(n)
@@ -146,6 +148,7 @@ class DemandWindows:
         """Re-index rows after a reconfiguration: new row i takes old row old_rows[i] (-1: new)."""
         old_data, old_totals, old_peaks = self._data, self._totals, self._peak_data
         old_in_flight, old_kv, old_service = self.in_flight, self.kv_held, self.service_s
+        old_request = self.request_tokens
         old_last, old_queued, old_queued_kv = self.last_arrival, self.queued, self.queued_kv
         self._alloc_rows(len(old_rows))
         keep = old_rows >= 0
@@ -156,6 +159,7 @@ class DemandWindows:
         self.in_flight[keep] = old_in_flight[src]
         self.kv_held[keep] = old_kv[src]
         self.service_s[keep] = old_service[src]
+        self.request_tokens[keep] = old_request[src]
         self.last_arrival[keep] = old_last[src]
         self.queued[keep] = old_queued[src]
         self.queued_kv[keep] = old_queued_kv[src]
@@ -341,7 +345,15 @@ class DemandWindows:
         measured = np.column_stack(
             [s["served_tokens"] / span, self.kv_held.copy(), self.in_flight.copy()]
         )
-        return Demand(demand=demand, unmet=unmet, served=measured, span_s=span)
+        seen = s["arrivals"] > 0
+        self.request_tokens[seen] = s["arrival_tokens"][seen] / s["arrivals"][seen]
+        return Demand(
+            demand=demand,
+            unmet=unmet,
+            served=measured,
+            span_s=span,
+            request_tokens=self.request_tokens.copy(),
+        )
 
     def idle(self, now: float, arrivals: np.ndarray, span: float) -> np.ndarray:
         """Entitlements that have left: nothing in flight and quiet for IDLE_GAPS gaps."""

@@ -90,8 +90,8 @@ def test_spot_regains_the_capacity_guaranteed_c_frees_within_two_ticks(
     held = gone["limit"][(t >= drained - 10) & (t < drained - 3), 2].min()
     within = (t > drained) & (t <= drained + 2 * 1.0)  # tick_s = 1 in overload.yaml
     assert within.any()
-    assert gone["limit"][within][-1, 2] == 0
-    assert spot["limit"][within][-1, 2] >= before + held - 1  # all but at most one slot
+    assert gone["limit"][within][-1, 2] <= 1  # it keeps one request's worth, to start with
+    assert spot["limit"][within][-1, 2] >= before + held - 1  # spot gets all the rest
 
 
 def test_in_scarcity_copilot_keeps_its_admission_delay_within_slo(scarcity_run: SimResult) -> None:

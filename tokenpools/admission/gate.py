@@ -61,7 +61,7 @@ class Admission(Generic[T]):
         *,
         max_wait_s: float = 0.0,
         queue_capacity: int = 1024,
-        burst_s: float = 2.0,
+        burst_s: float = 4.0,
         retry_hint_s: float = 1.0,
     ) -> None:
         if burst_s <= 0:
