@@ -61,6 +61,10 @@ def pools(draw: st.DrawFn, fit: bool = True, lend: bool | None = None) -> Alloca
         weight=weight,
         priority=weight * (1 + debt),
         lend_guarantees=draw(st.booleans()) if lend is None else lend,
+        unit=draw(st.sampled_from([None, "one request"]))
+        and np.column_stack(
+            [capacity[0] / 50 * np.ones(n), capacity[1] / 50 * np.ones(n), np.ones(n)]
+        ),
     )
 
 
