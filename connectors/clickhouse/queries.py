@@ -59,7 +59,7 @@ class Parameter:
                 if len(text) > MAX_STRING:
                     raise ValueError(f"longer than {MAX_STRING} characters")
                 return text
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError, OSError) as exc:  # OSError: huge times
             raise QueryError(f"{self.name}: {exc} (expected {self.type})") from None
         raise QueryError(f"{self.name}: unsupported parameter type {self.type}")
 
