@@ -52,6 +52,9 @@ def pools(draw: st.DrawFn, fit: bool = True, lend: bool | None = None) -> Alloca
     burst[:, 2] = np.floor(burst[:, 2])  # concurrency ceilings are whole requests
     weight = np.array(draw(st.lists(st.floats(0.1, 10), min_size=n, max_size=n)))
     debt = np.array(draw(st.lists(st.floats(0, 5), min_size=n, max_size=n)))
+    one_request = np.column_stack(
+        [np.full(n, capacity[0] / 50), np.full(n, capacity[1] / 50), np.ones(n)]
+    )
     return AllocationInput(
         capacity=capacity,
         demand=demand,
@@ -61,10 +64,7 @@ def pools(draw: st.DrawFn, fit: bool = True, lend: bool | None = None) -> Alloca
         weight=weight,
         priority=weight * (1 + debt),
         lend_guarantees=draw(st.booleans()) if lend is None else lend,
-        unit=draw(st.sampled_from([None, "one request"]))
-        and np.column_stack(
-            [capacity[0] / 50 * np.ones(n), capacity[1] / 50 * np.ones(n), np.ones(n)]
-        ),
+        unit=one_request if draw(st.booleans()) else None,
     )
 
 
@@ -194,3 +194,19 @@ def test_with_lending_spot_still_never_takes_what_a_guaranteed_tenant_demands(
     flood = allocate(AllocationInput(**{**_fields(inp), "demand": flooded_demand}))  # type: ignore[arg-type]
     guaranteed = inp.tier == GUARANTEED
     assert np.allclose(flood.allocation[guaranteed], calm.allocation[guaranteed], atol=TOL)
+
+
+def test_an_idle_guaranteed_tenant_keeps_one_request_while_spot_floods() -> None:
+    inp = AllocationInput(
+        capacity=np.array([1000.0, 10_000.0, 10.0]),
+        demand=np.array([[0.0, 0.0, 0.0], [1e6, 1e6, 1e6]]),
+        guarantee=np.array([[500.0, 5000.0, 5.0], [0.0, 0.0, 0.0]]),
+        burst=np.full((2, 3), np.inf),
+        tier=np.array([GUARANTEED, SPOT]),
+        weight=np.ones(2),
+        priority=np.ones(2),
+        unit=np.array([[100.0, 800.0, 1.0], [100.0, 800.0, 1.0]]),
+    )
+    out = allocate(inp)
+    assert np.allclose(out.limit[0], [100, 800, 1])  # its next request need not wait a tick
+    assert np.allclose(out.limit[1], [900, 9200, 9])  # spot gets all the rest
