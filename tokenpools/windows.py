@@ -290,25 +290,30 @@ class DemandWindows:
     def _observe_instances(
         self, cols: RequestColumns, slot: np.ndarray, decided: np.ndarray
     ) -> None:
+        """Arrival tokens per (entitlement, instance): a dict lookup per distinct pair only."""
         keep = decided & (cols.instance >= 0)
-        ents, insts = cols.entitlement[keep], cols.instance[keep]
-        rows = np.empty(len(ents), dtype=np.int64)
-        for i, key in enumerate(zip(ents.tolist(), insts.tolist(), strict=True)):
-            row = self._pairs.get(key)
-            if row is None:
-                row = self._add_pair(key)
-            rows[i] = row
+        pairs, inverse = np.unique(
+            np.stack([cols.entitlement[keep], cols.instance[keep]], axis=1),
+            axis=0,
+            return_inverse=True,
+        )
+        keys = [(int(e), int(i)) for e, i in pairs.tolist()]
+        new = [key for key in keys if key not in self._pairs]
+        if new:
+            self._add_pairs(new)
+        rows = np.array([self._pairs[key] for key in keys], dtype=np.int64)[inverse.reshape(-1)]
         np.add.at(self._pair_tokens, (rows, slot[keep]), cols.estimate[keep])
         np.maximum.at(self._pair_seen, rows, cols.time[keep])
 
-    def _add_pair(self, key: tuple[int, int]) -> int:
-        row = len(self._pairs)
-        self._pairs[key] = row
-        self._pair_ent = np.r_[self._pair_ent, key[0]]
-        self._pair_inst = np.r_[self._pair_inst, key[1]]
-        self._pair_tokens = np.vstack([self._pair_tokens, np.zeros((1, self.n_buckets))])
-        self._pair_seen = np.r_[self._pair_seen, -math.inf]
-        return row
+    def _add_pairs(self, keys: list[tuple[int, int]]) -> None:
+        start = len(self._pairs)
+        for offset, key in enumerate(keys):
+            self._pairs[key] = start + offset
+        added = np.array(keys, dtype=np.int64).reshape(-1, 2)
+        self._pair_ent = np.concatenate([self._pair_ent, added[:, 0]])
+        self._pair_inst = np.concatenate([self._pair_inst, added[:, 1]])
+        self._pair_tokens = np.vstack([self._pair_tokens, np.zeros((len(keys), self.n_buckets))])
+        self._pair_seen = np.concatenate([self._pair_seen, np.full(len(keys), -math.inf)])
 
     # -- reading ----------------------------------------------------------------------------
     def span(self, now: float) -> float:
