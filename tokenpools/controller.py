@@ -268,14 +268,17 @@ class PoolController:
         replicas = cfg.pool.replicas if live is None else live
         capacity = np.asarray(cfg.pool.capacity(replicas).as_tuple(), dtype=float)
         window = self._windows.demand(now)
-        claim = window.demand * self._claim_factor(settings.priority_kappa)[:, None]
         # requests use all three dimensions together: a tenant whose own tps ceiling passes
-        # only a fraction of its offered tokens can hold only that fraction of the slots and
-        # KV its refused and queued requests ask for (tps is the offered load; conc and kv
-        # demand are derived from it, and inflated by the very queue the ceiling builds)
+        # only a fraction φ of its offered tokens can use only φ of the slots and KV its
+        # refused and queued requests ask for (tokens are the offered load; the unmet slot
+        # and KV demand is derived from them, and inflated by the very queue the ceiling
+        # builds). What it holds in flight is real and counts in full.
         with np.errstate(divide="ignore", invalid="ignore"):
-            passed = np.where(claim[:, TPS] > 0, self._burst[:, TPS] / claim[:, TPS], 1.0)
-        claim *= np.minimum(passed, 1.0)[:, None]
+            offered = window.demand[:, TPS]
+            passed = np.where(offered > 0, self._burst[:, TPS] / offered, 1.0)
+        phi = np.minimum(passed, 1.0)[:, None]
+        claim = (window.demand - window.unmet) + phi * window.unmet
+        claim *= self._claim_factor(settings.priority_kappa)[:, None]
         # a request needs a whole slot: 0.3 of one (a refusal, spread over the window)
         # would round down to nothing and starve a low-rate tenant for good
         claim[:, CONC] = np.ceil(claim[:, CONC] - 1e-9)
