@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.core.helpers import arrivals, ent, pool_config, request
 from tokenpools.controller import ControllerState, PoolController
@@ -179,3 +181,47 @@ def test_same_inputs_give_the_same_ticks() -> None:
         return out
 
     assert run() == run()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["gold", "silver", "batch", "spot"]),
+            st.sampled_from(list(Phase)),
+            st.floats(0, 20),
+            st.integers(1, 5000),
+            st.sampled_from(["", "sc-1", "sc-2"]),
+        ),
+        max_size=120,
+    ),
+    st.integers(1, 3),
+)
+def test_any_event_stream_gives_limits_within_capacity(
+    stream: list[tuple[str, Phase, float, int, str]], replicas: int
+) -> None:
+    config = pool_config(
+        ent("gold", Tier.GUARANTEED, guarantee=(300, 3000, 3), burst=(600, 6000, 6)),
+        ent("silver", Tier.ELASTIC, weight=2, delay_ms=500),
+        ent("batch", Tier.ELASTIC, delay_ms=30_000),
+        ent("spot", Tier.SPOT),
+        replicas=replicas,
+    )
+    ctl = PoolController(config)
+    events = [
+        request(name, t, phase, estimate=est, instance=inst, request_id=f"r{i}", latency_ms=300.0)
+        for i, (name, phase, t, est, inst) in enumerate(stream)
+    ]
+    capacity = np.array(config.pool.capacity().as_tuple())
+    for now in (5.0, 10.0, 21.0):
+        ctl.observe_requests([e for e in events if now - 5 <= e.time < now])
+        result = ctl.tick(now)
+        whole = [u for u in result.limits if not u.instance]
+        assert len(whole) == 4
+        total = np.sum([u.limits.as_tuple() for u in whole], axis=0)
+        assert np.all(total <= capacity + 1e-6)
+        for name in ("gold", "silver", "batch", "spot"):
+            mine = [u.limits.as_tuple() for u in result.limits if u.entitlement == name]
+            if len(mine) > 1:  # the instance splits add up to the entitlement's limit
+                assert np.allclose(np.sum(mine[1:], axis=0), mine[0])
+        assert all(row.debt >= 0 for row in result.state.entitlements)
