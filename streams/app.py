@@ -49,7 +49,7 @@ from tokenpools.topics import TopicSpec
 
 log = logging.getLogger("tokenpools.worker")
 
-DEDUPE_HORIZON_S = 30.0
+DEDUPE_HORIZON_S = 10.0  # retried sends arrive within seconds; memory grows with rate × horizon
 OWNERSHIP_CHECK_S = 0.25  # how soon new partitions are read, independent of the tick
 
 
