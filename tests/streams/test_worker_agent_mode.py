@@ -1,4 +1,8 @@
-"""`--requests-source agent`: request events through a plain Faust agent (`take_events`)."""
+"""`--requests-source agent`: request events through a plain Faust agent (`take_events`).
+
+The same worker also shows the engine agent at work: samples from two live
+backends make the controller count two replicas.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from connectors.kafka.producer import make_producer, send_record
 from tests.streams.harness import TopicTail, start_worker, wait_for
 from tests.streams.test_worker_overload import POOL, overload_config
 from tokenpools.schemas import decode_as
-from tokenpools.schemas.events import Phase, PoolState, RequestEvent
+from tokenpools.schemas.events import EngineSample, Phase, PoolState, RequestEvent
 from tokenpools.topics import Topics, config_key
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -46,6 +50,19 @@ async def test_the_faust_agent_source_feeds_the_same_windows(
         await wait_for(spot_in_flight_is_ten, 20, "spot's ten in-flight requests in the state")
         assert worker.metric("tokenpools_worker_dlq_total", kind="requests") == 1
         assert worker.metric("tokenpools_worker_events_total", kind="requests") == 11
+
+        for backend in ("vllm-0", "vllm-1"):
+            sample = EngineSample(time=time.time(), pool=POOL, backend=backend, running=3)
+            await send_record(producer, topics.engine, POOL, sample)
+        await producer.send(topics.engine, value=b'{"type": "engine"}', key=POOL.encode())
+        await producer.flush()
+
+        async def two_replicas() -> bool:
+            await states.poll()
+            return decode_as(states.records[-1].value, PoolState).replicas == 2
+
+        await wait_for(two_replicas, 20, "the state to count the two live backends")
+        assert worker.metric("tokenpools_worker_dlq_total", kind="engine") == 1
     finally:
         await states.stop()
         await producer.stop()
