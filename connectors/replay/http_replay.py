@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
+import numpy as np
 
 from tokenpools.simulation.workload import SimRequest
 
@@ -104,3 +105,44 @@ async def _send(
             )
     except (aiohttp.ClientError, TimeoutError):
         return ReplayResult(request.entitlement, request.time, 0, time.monotonic() - t0, lateness)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantOutcome:
+    """One entitlement's share of a replay (or of a phase of it)."""
+
+    entitlement: str
+    sent: int
+    admitted: int
+    throttled: int  # 429
+    failed: int  # anything else, no response included
+    p50_s: float
+    p99_s: float
+    completion_tokens: int
+
+
+def outcomes(
+    results: list[ReplayResult], start_s: float = 0.0, end_s: float = float("inf")
+) -> list[TenantOutcome]:
+    """Per-entitlement outcome of the requests scheduled in [start_s, end_s)."""
+    by_tenant: dict[str, list[ReplayResult]] = {}
+    for r in results:
+        if start_s <= r.offset_s < end_s:
+            by_tenant.setdefault(r.entitlement, []).append(r)
+    rows = []
+    for name, rs in sorted(by_tenant.items()):
+        ok = [r.latency_s for r in rs if r.status == 200]
+        p50, p99 = np.percentile(ok, [50, 99]) if ok else (float("nan"), float("nan"))
+        rows.append(
+            TenantOutcome(
+                entitlement=name,
+                sent=len(rs),
+                admitted=len(ok),
+                throttled=sum(r.status == 429 for r in rs),
+                failed=sum(r.status not in (200, 429) for r in rs),
+                p50_s=float(p50),
+                p99_s=float(p99),
+                completion_tokens=sum(r.completion_tokens for r in rs),
+            )
+        )
+    return rows

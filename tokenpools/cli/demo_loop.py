@@ -16,14 +16,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from tokenpools.config_file import load_config
 
@@ -44,6 +41,7 @@ def loop(
     from connectors.kafka.broker import BrokerError, LocalKafka
     from connectors.kafka.config_publisher import publish_config
     from connectors.replay.http_replay import replay
+    from tokenpools.cli.replay import outcome_table
     from tokenpools.cli.stack import LocalStack, StackError
     from tokenpools.schemas import PoolConfigRecord
     from tokenpools.simulation.scenarios import overload
@@ -99,14 +97,13 @@ def loop(
                 )
             stack.check_alive()
             time.sleep(3)  # one sink flush interval, so the report sees the last events
-            _phase_table(
-                results,
-                [
-                    ("before spot", 0, spot_start),
-                    ("spot floods", spot_start, departure),
-                    ("guaranteed-c departed", departure, duration),
-                ],
-            )
+            phases = [
+                ("before spot", 0, spot_start),
+                ("spot floods", spot_start, departure),
+                ("guaranteed-c departed", departure, duration),
+            ]
+            title = "what each tenant got, per phase (through the sidecar)"
+            console.print(outcome_table(title, phases, results))
             _report(workdir / "store", duration, plot)
     except (BrokerError, StackError) as exc:
         console.print(f"[red]{exc}[/red]")
@@ -120,43 +117,6 @@ def loop(
 def quiet_kafka_client_logs() -> None:
     """A fresh broker makes aiokafka log transient retries (no leader or coordinator yet)."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
-
-def _phase_table(results: list, phases: list[tuple[str, float, float]]) -> None:
-    table = Table(title="what each tenant got, per phase (through the sidecar)")
-    for column in (
-        "phase",
-        "entitlement",
-        "sent",
-        "admitted",
-        "429",
-        "other",
-        "admitted/s",
-        "p50 s",
-        "p99 s",
-    ):
-        table.add_column(column, justify="left" if column in ("phase", "entitlement") else "right")
-    for name, start, end in phases:
-        rows = defaultdict(list)
-        for r in results:
-            if start <= r.offset_s < end:
-                rows[r.entitlement].append(r)
-        for ent, rs in sorted(rows.items()):
-            ok = [r.latency_s for r in rs if r.status == 200]
-            p50, p99 = np.percentile(ok, [50, 99]) if ok else (np.nan, np.nan)
-            table.add_row(
-                name,
-                ent,
-                str(len(rs)),
-                str(len(ok)),
-                str(sum(r.status == 429 for r in rs)),
-                str(sum(r.status not in (200, 429) for r in rs)),
-                f"{len(ok) / (end - start):.2f}",
-                f"{p50:.2f}",
-                f"{p99:.2f}",
-            )
-        table.add_section()
-    console.print(table)
 
 
 def _report(store: Path, duration: float, plot: Path | None) -> None:

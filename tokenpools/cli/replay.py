@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import Progress
@@ -74,39 +72,45 @@ def run(
                 on_result=lambda _: progress.advance(task),
             )
         )
-    _summarize(results)
+    span = max((r.offset_s for r in results), default=0.0) + 1e-9
+    console.print(outcome_table("replay outcome per entitlement", [("all", 0.0, span)], results))
     if all(r.status == 0 for r in results):
         console.print(f"[red]no request reached {url}[/red]")
         raise typer.Exit(1)
 
 
-def _summarize(results: list) -> None:
-    by_ent: dict[str, list] = defaultdict(list)
-    for r in results:
-        by_ent[r.entitlement].append(r)
-    table = Table(title="replay outcome per entitlement")
+def outcome_table(title: str, phases: list[tuple[str, float, float]], results: list) -> Table:
+    """Per-entitlement outcomes, one section per phase `(label, start_s, end_s)`."""
+    from connectors.replay.http_replay import outcomes
+
+    table = Table(title=title)
     for column in (
+        "phase",
         "entitlement",
         "sent",
-        "ok",
+        "admitted",
         "429",
         "other",
-        "p50 latency s",
-        "p99 latency s",
-        "completion tokens",
+        "admitted/s",
+        "p50 s",
+        "p99 s",
+        "tokens out",
     ):
-        table.add_column(column, justify="left" if column == "entitlement" else "right")
-    for name, rows in sorted(by_ent.items()):
-        ok = [r.latency_s for r in rows if r.status == 200]
-        p50, p99 = np.percentile(ok, [50, 99]) if ok else (float("nan"), float("nan"))
-        table.add_row(
-            name,
-            str(len(rows)),
-            str(len(ok)),
-            str(sum(r.status == 429 for r in rows)),
-            str(sum(r.status not in (200, 429) for r in rows)),
-            f"{p50:.3f}",
-            f"{p99:.3f}",
-            str(sum(r.completion_tokens for r in rows)),
-        )
-    console.print(table)
+        table.add_column(column, justify="left" if column in ("phase", "entitlement") else "right")
+    for label, start, end in phases:
+        span = max(end - start, 1e-9)
+        for o in outcomes(results, start, end):
+            table.add_row(
+                label,
+                o.entitlement,
+                str(o.sent),
+                str(o.admitted),
+                str(o.throttled),
+                str(o.failed),
+                f"{o.admitted / span:.2f}",
+                f"{o.p50_s:.2f}",
+                f"{o.p99_s:.2f}",
+                str(o.completion_tokens),
+            )
+        table.add_section()
+    return table
