@@ -40,7 +40,7 @@ from streams.ownership import owned_partitions
 from streams.pools import PoolRegistry
 from streams.publishing import Headers, dead_letter, publish_tick
 from streams.requests_reader import RequestReader
-from streams.screening import RawRecord, RecentIds, screen
+from streams.screening import RawRecord, screen
 from streams.settings import RequestSource, WorkerSettings
 from tokenpools.controller import ControllerState
 from tokenpools.schemas import DecodeError, decode_as
@@ -49,7 +49,6 @@ from tokenpools.topics import TopicSpec
 
 log = logging.getLogger("tokenpools.worker")
 
-DEDUPE_HORIZON_S = 10.0  # retried sends arrive within seconds; memory grows with rate × horizon
 OWNERSHIP_CHECK_S = 0.25  # how soon new partitions are read, independent of the tick
 
 
@@ -62,7 +61,6 @@ class ControlLoop:
         self.topics = settings.topics
         self.metrics = WorkerMetrics()
         self.registry = PoolRegistry(settings.partitions)
-        self.recent = RecentIds(DEDUPE_HORIZON_S)
         self.reader: RequestReader | None = None
         self.configs_loaded = False
         self.started = False
@@ -140,7 +138,7 @@ class ControlLoop:
         """
         self.metrics.events.labels("requests").inc(len(records))
         self._events_since_tick += len(records)
-        out = screen(records, time.time(), self.registry.window_of, self.recent)
+        out = screen(records, time.time(), self.registry.window_of, self.registry.recent_of)
         observed = self.registry.observe_requests(out.events)
         out.dropped["late"] += observed.late
         out.dropped["unknown_entitlement"] += observed.unknown_entitlement
@@ -188,7 +186,9 @@ class ControlLoop:
         started = time.perf_counter()
         now = time.time()
         self.sync_ownership()
-        for pool, result, state in self.registry.tick(now):
+        # a pool whose last window is still being replayed waits: its windows are not whole
+        ready = self.reader.caught_up() if self.reader is not None else None
+        for pool, result, state in self.registry.tick(now, ready):
             counts = await publish_tick(self.send, self.topics, result, self.worker_id)
             for kind, n in counts.items():
                 self.metrics.published.labels(kind).inc(n)

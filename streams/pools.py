@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from streams.columns import to_columns
 from streams.ownership import partition_of
+from streams.screening import DEDUPE_HORIZON_S, RecentIds
 from tokenpools.controller import ControllerState, PoolController, TickResult
 from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord
@@ -35,6 +36,7 @@ class PoolRegistry:
         self._controllers: dict[str, PoolController] = {}
         self._owned: frozenset[int] = frozenset()
         self._rows: dict[str, dict[str, int]] = {}  # pool -> entitlement -> row
+        self._recent: dict[str, RecentIds] = {}  # pool -> request ids its controller saw
 
     # -- configs ----------------------------------------------------------------------------
     def load_configs(self, raw: Iterable[tuple[bytes | str, bytes | None]]) -> list[str]:
@@ -64,6 +66,7 @@ class PoolRegistry:
         self._configs.pop(pool, None)
         self._controllers.pop(pool, None)
         self._rows.pop(pool, None)
+        self._recent.pop(pool, None)
 
     # -- ownership --------------------------------------------------------------------------
     @property
@@ -85,6 +88,10 @@ class PoolRegistry:
         controller = self._controllers.get(pool)
         return None if controller is None else self._configs[pool].controller.window_s
 
+    def recent_of(self, pool: str) -> RecentIds:
+        """Request ids seen by the pool's controller (only for owned pools)."""
+        return self._recent[pool]
+
     def max_window_s(self) -> float:
         return max((self._configs[p].controller.window_s for p in self._controllers), default=0.0)
 
@@ -104,9 +111,11 @@ class PoolRegistry:
         for name in removed:
             del self._controllers[name]
             self._rows.pop(name, None)
+            self._recent.pop(name, None)
         added = [name for name in sorted(wanted) if name not in self._controllers]
         for name in added:
             self._controllers[name] = PoolController(self._configs[name], states(name))
+            self._recent[name] = RecentIds(DEDUPE_HORIZON_S)
         return added, removed
 
     # -- inputs and the tick ----------------------------------------------------------------
@@ -143,10 +152,17 @@ class PoolRegistry:
                 controller.observe_engine(batch)
         return unowned
 
-    def tick(self, now: float) -> list[tuple[str, TickResult, ControllerState]]:
-        """Tick every owned pool; each result comes with the state to persist."""
+    def tick(
+        self, now: float, ready: frozenset[int] | None = None
+    ) -> list[tuple[str, TickResult, ControllerState]]:
+        """Tick the owned pools (only those on `ready` partitions, if given).
+
+        Each result comes with the state to persist.
+        """
         out = []
         for pool in sorted(self._controllers):
+            if ready is not None and partition_of(pool, self.partitions) not in ready:
+                continue
             controller = self._controllers[pool]
             result = controller.tick(now)
             out.append((pool, result, controller.state()))

@@ -52,6 +52,7 @@ class RequestReader:
             fetch_max_bytes=32 * 1024 * 1024,
         )
         self._assigned: frozenset[int] = frozenset()
+        self._replay_to: dict[int, int] = {}  # partition -> offset its replay must reach
         self._pending: tuple[frozenset[int], float] | None = None
         self._wake = asyncio.Event()
 
@@ -77,6 +78,15 @@ class RequestReader:
     def assigned(self) -> frozenset[int]:
         return self._assigned
 
+    def caught_up(self) -> frozenset[int]:
+        """Assigned partitions whose replay of the last window has been handed over.
+
+        A pool should not tick before its partition is caught up, or its first
+        tick after a takeover would see empty windows.
+        """
+        ready = self._assigned if self._pending is None else self._assigned & self._pending[0]
+        return ready - self._replay_to.keys()
+
     async def lag(self) -> dict[int, int]:
         """Records between the read position and the head, per assigned partition."""
         out: dict[int, int] = {}
@@ -94,6 +104,7 @@ class RequestReader:
         }
         self._consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
         self._assigned = partitions
+        self._replay_to = {p: o for p, o in self._replay_to.items() if p in partitions}
         for p, offset in kept.items():
             self._consumer.seek(TopicPartition(self.topic, p), offset)
         fresh = [TopicPartition(self.topic, p) for p in sorted(partitions - kept.keys())]
@@ -106,7 +117,10 @@ class RequestReader:
         found = await self._consumer.offsets_for_times({tp: since_ms for tp in fresh})
         for tp in fresh:
             at = found.get(tp)
-            self._consumer.seek(tp, heads[tp] if at is None else at.offset)
+            start = heads[tp] if at is None else at.offset
+            self._consumer.seek(tp, start)
+            if start < heads[tp]:
+                self._replay_to[tp.partition] = heads[tp]
 
     async def run(self) -> None:
         """Fetch and hand over batches until cancelled."""
@@ -123,3 +137,9 @@ class RequestReader:
             records = [r for batch in batches.values() for r in batch]
             if records:
                 await self._handler(records)
+            if not batches:  # nothing left to fetch anywhere: every replay is done
+                self._replay_to.clear()
+            for tp, batch in batches.items():
+                target = self._replay_to.get(tp.partition)
+                if target is not None and batch and batch[-1].offset + 1 >= target:
+                    del self._replay_to[tp.partition]

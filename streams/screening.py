@@ -11,8 +11,10 @@ Rules, applied in this order:
   one stamped more than `FUTURE_SKEW_S` after now is **future** (a clock this
   far off would otherwise drag the window head forward and empty it); both
   are dropped and counted;
-* an event whose (request id, phase) was already seen within the window is a
-  **duplicate** (a retried send, or a replay) and is dropped;
+* an event whose (request id, phase) the pool's controller already saw in the
+  last 10–20 s is a **duplicate** (a retried send) and is dropped; the memory
+  of ids lives and dies with the pool's controller, so a new owner replaying
+  the last window into fresh windows does not mistake it for duplicates;
 * an event of a pool this worker does not control is dropped as
   **unowned_pool** (its config has not arrived, or another worker owns it).
 
@@ -32,6 +34,7 @@ from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.schemas.events import RequestEvent
 
 FUTURE_SKEW_S = 5.0
+DEDUPE_HORIZON_S = 10.0  # retried sends arrive within seconds; memory grows with rate × horizon
 
 
 class RawRecord(Protocol):
@@ -93,13 +96,13 @@ def screen(
     records: Iterable[RawRecord],
     now: float,
     window_of: Callable[[str], float | None],
-    recent: RecentIds,
+    recent_of: Callable[[str], RecentIds],
 ) -> Screened:
-    """Sort a batch; `window_of(pool)` is the pool's window in seconds, None if not ours."""
+    """Sort a batch; `window_of(pool)` is the pool's window in seconds, None if not ours,
+    `recent_of(pool)` the ids the pool's controller has seen."""
     out = Screened()
     events = out.events
     dropped = out.dropped
-    recent.rotate(now)
     records = list(records)
     objs, slow = parse_plain([r.value for r in records])
     for i in slow:
@@ -110,10 +113,17 @@ def screen(
             continue
         objs.append(event.model_dump(mode="json"))
     windows: dict[str, float | None] = {}
+    recents: dict[str, RecentIds] = {}
     latest = now + FUTURE_SKEW_S
     for o in objs:
         pool = o["pool"]
-        window = windows[pool] if pool in windows else windows.setdefault(pool, window_of(pool))
+        if pool in windows:
+            window = windows[pool]
+        else:
+            window = windows[pool] = window_of(pool)
+            if window is not None:
+                recents[pool] = recent_of(pool)
+                recents[pool].rotate(now)
         t = o["time"]
         if window is None:
             dropped["unowned_pool"] += 1
@@ -121,7 +131,7 @@ def screen(
             dropped["late"] += 1
         elif t > latest:
             dropped["future"] += 1
-        elif recent.seen(o["id"], o["phase"]):
+        elif recents[pool].seen(o["id"], o["phase"]):
             dropped["duplicate"] += 1
         else:
             bucket = events.get(pool)

@@ -34,8 +34,13 @@ def window_of(pool: str) -> float | None:
     return WINDOW if pool == "p" else None
 
 
+def recent_of():
+    recent = RecentIds(30)
+    return lambda pool: recent
+
+
 def test_valid_events_are_grouped_by_pool() -> None:
-    out = screen([event("a"), event("b")], NOW, window_of, RecentIds(30))
+    out = screen([event("a"), event("b")], NOW, window_of, recent_of())
     assert [e["id"] for e in out.events["p"]] == ["a", "b"]
     assert out.accepted == 2 and not out.dead and not out.dropped
 
@@ -44,7 +49,7 @@ def test_undecodable_records_become_dead_letters_with_the_reason() -> None:
     negative = orjson.loads(event().value)
     negative["prompt_tokens"] = -3
     records = [Rec(b"\xff not json"), Rec(orjson.dumps(negative)), Rec(None), Rec(b'{"v": 1}')]
-    out = screen(records, NOW, window_of, RecentIds(30))
+    out = screen(records, NOW, window_of, recent_of())
     assert [r for r, _ in out.dead] == records
     errors = [e for _, e in out.dead]
     assert "not JSON" in errors[0]
@@ -63,7 +68,7 @@ def test_late_future_duplicate_and_unowned_events_are_dropped_by_rule() -> None:
         event("other", pool="someone-elses"),
         event("dup", phase=Phase.COMPLETED),  # same id, other phase: not a duplicate
     ]
-    out = screen(records, NOW, window_of, RecentIds(30))
+    out = screen(records, NOW, window_of, recent_of())
     assert out.dropped == {"late": 1, "future": 1, "duplicate": 1, "unowned_pool": 1}
     assert [(e["id"], e["phase"]) for e in out.events["p"]] == [
         ("dup", Phase.ADMITTED),

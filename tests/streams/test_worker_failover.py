@@ -2,7 +2,8 @@
 
 The survivor rebuilds the moved pools' controllers from the changelog tables:
 service debt continues (it is not reset to zero) and limit epochs never go
-backwards. One worker is started with `faust -A streams.app worker`, the
+backwards. (How windows are replayed from the topic is shown in
+`test_requests_reader.py`.) One worker is started with `faust -A streams.app worker`, the
 other with `tokenpools worker run`, so both entry points are exercised.
 """
 

@@ -1,12 +1,12 @@
 """The live worker on the overload scenario (DESIGN §7), checked against the core offline.
 
 A scripted event stream runs in lock-step with the worker's ticks: after each
-pool-state snapshot the next step's events are sent as one produce batch, so
-the worker takes each step whole, before the next tick. Replaying the same events into a
-`PoolController` at the ticks' own times must give the same limits, to the
-last bit, while spot is throttled and the guarantees hold. Malformed, late,
-future and duplicate events are mixed in and must change nothing but the
-worker's counters and the DLQ.
+pool-state snapshot the next step's events are sent as one record batch, which
+the worker fetches and feeds to the windows whole, before the next tick.
+Replaying the same events into a `PoolController` at the ticks' own times must
+give the same limits, to the last bit, while spot is throttled and the
+guarantees hold. Malformed, late, future and duplicate events are mixed in and
+must change nothing but the worker's counters and the DLQ.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.producer import make_producer, send_record
+from streams.ownership import partition_of
 from tests.streams.harness import REPO, TopicTail, start_worker, wait_for
 from tokenpools.config_file import load_config
 from tokenpools.controller import PoolController
@@ -114,8 +115,7 @@ async def _script(bootstrap: str, topics: Topics, log_dir) -> Run:
     config = overload_config()
     result = Run(config=config, topics=topics)
     await ensure_topics(bootstrap, topics)
-    # one produce batch per step (linger, big batches): the worker fetches a step whole
-    producer = make_producer(bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    producer = make_producer(bootstrap, linger_ms=0, max_batch_size=1 << 20)
     await producer.start()
     await send_record(producer, topics.config, config_key(POOL), config)
     await producer.flush()
@@ -131,26 +131,21 @@ async def _script(bootstrap: str, topics: Topics, log_dir) -> Run:
             for _ in range(steps):
                 now = time.time()
                 events = step_events(step, now, plan, inflight)
-                for event in events:
-                    await send_record(producer, topics.requests, POOL, event)
+                values = [encode(event) for event in events]
                 result.sent += events
                 if name == "overload":  # records the worker must set aside
-                    for value in BAD_VALUES:
-                        await producer.send(topics.requests, value=value, key=POOL.encode())
-                    negative = orjson.loads(encode(events[0]))
+                    negative = orjson.loads(values[0])
                     negative.update(id=f"neg-{step}", prompt_tokens=-5)
-                    await producer.send(
-                        topics.requests, value=orjson.dumps(negative), key=POOL.encode()
-                    )
+                    values += [*BAD_VALUES, orjson.dumps(negative)]
                     bad["dead"] += len(BAD_VALUES) + 1
-                    await send_record(producer, topics.requests, POOL, events[-1])
+                    values.append(values[len(events) - 1])
                     bad["duplicate"] += 1
                     late = events[0].model_copy(update={"id": f"late-{step}", "time": now - 60})
                     future = events[0].model_copy(update={"id": f"fut-{step}", "time": now + 600})
-                    await send_record(producer, topics.requests, POOL, late)
-                    await send_record(producer, topics.requests, POOL, future)
+                    values += [encode(late), encode(future)]
                     bad["late"] += 1
                     bad["future"] += 1
+                await send_as_one_batch(producer, topics.requests, values)
                 await producer.flush()
                 seen = len(states.records)
                 await wait_for(lambda s=seen: _more(states, s), 10, "the next tick")
@@ -180,6 +175,15 @@ async def _script(bootstrap: str, topics: Topics, log_dir) -> Run:
         await producer.stop()
         worker.stop()
     return result
+
+
+async def send_as_one_batch(producer, topic: str, values: list[bytes]) -> None:
+    """One record batch on the pool's partition: the worker fetches it whole."""
+    batch = producer.create_batch()
+    for value in values:
+        assert batch.append(key=POOL.encode(), value=value, timestamp=None) is not None
+    batch.close()
+    await (await producer.send_batch(batch, topic, partition=partition_of(POOL, 6)))
 
 
 async def _more(tail: TopicTail, seen: int) -> bool:
