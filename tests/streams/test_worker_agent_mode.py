@@ -28,9 +28,9 @@ async def test_the_faust_agent_source_feeds_the_same_windows(
     producer = make_producer(kafka_bootstrap, linger_ms=0)
     await producer.start()
     await send_record(producer, topics.config, config_key(POOL), overload_config())
-    worker = start_worker(kafka_bootstrap, topics, tmp_path, requests_source="agent")
     states = TopicTail(kafka_bootstrap, topics.state)
     await states.start()
+    worker = start_worker(kafka_bootstrap, topics, tmp_path, requests_source="agent")
     try:
         await wait_for(states.poll, 60, "the first pool-state snapshot")
         now = time.time()

@@ -85,10 +85,10 @@ async def test_killed_workers_pools_move_and_continue_from_the_changelog(
     for record in configs():
         await send_record(producer, topics.config, config_key(record.pool.name), record)
     await producer.flush()
-    a = start_worker(kafka_bootstrap, topics, tmp_path, faust_cli=True, name="a")
-    b = start_worker(kafka_bootstrap, topics, tmp_path, name="b")
     states = TopicTail(kafka_bootstrap, topics.state)
     await states.start()
+    a = start_worker(kafka_bootstrap, topics, tmp_path, faust_cli=True, name="a")
+    b = start_worker(kafka_bootstrap, topics, tmp_path, name="b")
     stop = asyncio.Event()
     feeder = asyncio.create_task(feed(producer, topics, pool_names(), stop))
     try:

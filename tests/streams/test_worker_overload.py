@@ -119,9 +119,9 @@ async def _script(bootstrap: str, topics: Topics, log_dir) -> Run:
     await producer.start()
     await send_record(producer, topics.config, config_key(POOL), config)
     await producer.flush()
-    worker = start_worker(bootstrap, topics, log_dir, tick=0.5)
     states = TopicTail(bootstrap, topics.state)
     await states.start()
+    worker = start_worker(bootstrap, topics, log_dir, tick=0.5)
     try:
         await wait_for(states.poll, 60, "the worker's first pool-state snapshot")
         inflight: dict[str, list[str]] = {}
