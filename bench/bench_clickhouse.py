@@ -3,8 +3,9 @@
 Prints, measured in this run on this machine (embedded chDB unless --url):
   1. the sink's ingest rate (rows/s): request events produced to a real Kafka
      topic, consumed, decoded, batched and inserted by `ClickHouseSink`, offsets
-     committed — divided by a bare clickhouse-connect columnar insert of the same
-     rows, in the same batch size, into the same table;
+     committed (decoding in Python, the default, and parsing in ClickHouse) —
+     divided by a bare clickhouse-connect columnar insert of the same rows, in
+     the same batch size, into the same table;
   2. the latency of every named query over N generated request rows (default
      10M, generated inside ClickHouse with INSERT … SELECT FROM numbers()), plus
      pool-state and engine-sample rows in proportion.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import statistics
@@ -29,6 +31,7 @@ from clickhouse_connect.driver.client import Client
 
 from connectors.clickhouse.migrations import migrate
 from connectors.clickhouse.queries import load_queries, run_query
+from connectors.clickhouse.queues import install as install_queues
 from connectors.clickhouse.rows import REQUESTS
 from connectors.clickhouse.sink import ClickHouseSink, SinkSettings
 from connectors.clickhouse.store import Target, connect
@@ -69,7 +72,7 @@ async def produce(bootstrap: str, topics: Topics, n: int) -> None:
 
 
 async def sink_rate(
-    bootstrap: str, client: Client, reader: Client, n: int, batch_rows: int
+    bootstrap: str, client: Client, reader: Client, n: int, settings: SinkSettings
 ) -> tuple[float, float]:
     """(rows/s from sink start, rows/s from the first insert) until all n rows are stored.
 
@@ -79,10 +82,9 @@ async def sink_rate(
     topics = Topics(namespace=f"bench{uuid.uuid4().hex[:8]}")
     await ensure_topics(bootstrap, topics, partitions=6)
     await produce(bootstrap, topics, n)
-    base = count(reader)
-    settings = SinkSettings(
-        batch_rows=batch_rows, flush_interval_s=0.5, max_poll_records=batch_rows
-    )
+    # Same events every run: ReplacingMergeTree would merge a second run into the first.
+    client.command("TRUNCATE TABLE requests")
+    base = 0
     sink = ClickHouseSink(bootstrap, topics, TableWriter(client), settings=settings)
     start = time.perf_counter()
     task = asyncio.create_task(sink.run())
@@ -220,21 +222,36 @@ async def main() -> None:
     try:
         migrate(client)
         print(f"store: {target.describe()}; Kafka {bootstrap}")
+        install_queues(client)
+        settings = SinkSettings(
+            batch_rows=args.batch_rows, flush_interval_s=0.5, max_poll_records=args.batch_rows
+        )
         reader = connect(target)
         try:
-            total, steady = await sink_rate(
-                bootstrap, client, reader, args.sink_rows, args.batch_rows
-            )
+            rates = {
+                "decoded in Python (default)": await sink_rate(
+                    bootstrap, client, reader, args.sink_rows, settings
+                ),
+                "parsed in ClickHouse (--parse-in-clickhouse)": await sink_rate(
+                    bootstrap, client, reader, args.sink_rows,
+                    dataclasses.replace(settings, parse_in_clickhouse=True),
+                ),
+            }  # fmt: skip
         finally:
             reader.close()
         bare = bare_insert_rate(client, args.sink_rows, args.batch_rows)
         print(
             f"\n1. ingest of {args.sink_rows:,} request events, batches of {args.batch_rows:,} rows"
         )
-        print(f"   sink, Kafka → decode → ClickHouse, incl. group join : {total:>10,.0f} rows/s")
-        print(f"   sink, steady state (first insert → last)            : {steady:>10,.0f} rows/s")
-        print(f"   bare clickhouse-connect columnar insert, same rows   : {bare:>10,.0f} rows/s")
-        print(f"   ratio sink/bare: {total / bare:.2f} (incl. join), {steady / bare:.2f} (steady)")
+        print(f"   bare clickhouse-connect columnar insert, same rows: {bare:>10,.0f} rows/s")
+        for mode, (total, steady) in rates.items():
+            print(f"   sink, {mode}:")
+            print(
+                f"      incl. group join {total:>10,.0f} rows/s  ratio to bare {total / bare:.2f}"
+            )
+            print(
+                f"      steady state     {steady:>10,.0f} rows/s  ratio to bare {steady / bare:.2f}"
+            )
 
         client.command("TRUNCATE TABLE requests")
         client.command("TRUNCATE TABLE requests_per_minute")

@@ -51,9 +51,12 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
     def statements(self) -> list[str]:
-        """The file's statements, comments kept (ClickHouse ignores them)."""
-        parts = _STATEMENT_END.split(self.sql)
-        return [p.strip() for p in parts if _has_code(p)]
+        return split_statements(self.sql)
+
+
+def split_statements(sql: str) -> list[str]:
+    """Statements separated by `;` at a line end, comments kept (ClickHouse ignores them)."""
+    return [p.strip() for p in _STATEMENT_END.split(sql) if _has_code(p)]
 
 
 def _has_code(text: str) -> bool:

@@ -26,6 +26,8 @@ from tokenpools.schemas.events import (
 from tokenpools.topics import Topics
 
 KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset")
+# A queue table's columns: the record as received, and the Kafka engine's virtual columns.
+QUEUE_COLUMNS = ("raw", "_topic", "_partition", "_offset")
 Row = tuple[Any, ...]
 
 
@@ -37,6 +39,8 @@ class TableMapping:
     model: type[BaseModel]
     columns: tuple[str, ...]
     rows: Callable[[Any, int], Sequence[Row]]
+    queue: str | None = None
+    """The Kafka-engine queue table (sql/kafka_engine) whose views fill `table`, if any."""
 
     @property
     def insert_columns(self) -> tuple[str, ...]:
@@ -122,6 +126,7 @@ REQUESTS = TableMapping(
         "latency_ms", "status", "reason", "stream",
     ),
     request_rows,
+    "requests_queue",
 )  # fmt: skip
 ENGINE_SAMPLES = TableMapping(
     "engine_samples",
@@ -131,6 +136,7 @@ ENGINE_SAMPLES = TableMapping(
         "prompt_tokens_total", "generation_tokens_total", "preemptions_total", "error",
     ),
     engine_rows,
+    "engine_queue",
 )  # fmt: skip
 POOL_STATE = TableMapping(
     "pool_state",
@@ -142,6 +148,7 @@ POOL_STATE = TableMapping(
         "served_kv", "served_conc", "debt", "priority",
     ),
     state_rows,
+    "state_queue",
 )  # fmt: skip
 LIMITS = TableMapping(
     "limits",
@@ -151,6 +158,7 @@ LIMITS = TableMapping(
         "limit_kv", "limit_conc",
     ),
     limit_rows,
+    "limits_queue",
 )  # fmt: skip
 SCALING_DECISIONS = TableMapping(
     "scaling_decisions",
@@ -160,6 +168,7 @@ SCALING_DECISIONS = TableMapping(
         "demand_kv", "demand_conc", "capacity_tps", "capacity_kv", "capacity_conc",
     ),
     scaling_rows,
+    "scaling_queue",
 )  # fmt: skip
 ENTITLEMENTS = TableMapping(
     "entitlements",
@@ -171,6 +180,9 @@ ENTITLEMENTS = TableMapping(
     ),
     config_rows,
 )  # fmt: skip
+
+
+QUEUED = (REQUESTS, ENGINE_SAMPLES, POOL_STATE, LIMITS, SCALING_DECISIONS)
 
 
 def mappings(topics: Topics) -> dict[str, TableMapping]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from connectors.clickhouse.endpoint import QueryService, build_app, publish, serve, unpublish
 from connectors.clickhouse.migrations import Migration, migrate
+from connectors.clickhouse.queues import install as install_queues
 from connectors.clickhouse.sink import ClickHouseSink, SinkMetrics, SinkSettings
 from connectors.clickhouse.store import Target, connect
 from connectors.clickhouse.writer import TableWriter
@@ -37,6 +38,8 @@ async def run_sink_service(
     runner = None
     try:
         applied = migrate(client)
+        if settings is not None and settings.parse_in_clickhouse:
+            install_queues(client)
         query_client = connect(target, create_database=False)
         metrics = SinkMetrics()
         sink = ClickHouseSink(bootstrap, topics, TableWriter(client), group_id, settings, metrics)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
 
-from connectors.clickhouse.rows import Row, TableMapping
+from connectors.clickhouse.rows import QUEUE_COLUMNS, Row, TableMapping
 
 
 class TableWriter:
@@ -24,16 +24,19 @@ class TableWriter:
 
     def insert(self, mapping: TableMapping, rows: Sequence[Row]) -> None:
         """One columnar INSERT of `rows` (tuples in `mapping.insert_columns` order)."""
+        self._insert(mapping.table, mapping.insert_columns, rows)
+
+    def insert_raw(self, mapping: TableMapping, rows: Sequence[Row]) -> None:
+        """Records as received into `mapping.queue`, whose views parse them (`queues.py`)."""
+        assert mapping.queue is not None
+        self._insert(mapping.queue, QUEUE_COLUMNS, rows)
+
+    def _insert(self, table: str, names: Sequence[str], rows: Sequence[Row]) -> None:
         if not rows:
             return
         columns = [list(column) for column in zip(*rows, strict=True)]
         with self._lock:
-            self._client.insert(
-                mapping.table,
-                columns,
-                column_names=list(mapping.insert_columns),
-                column_oriented=True,
-            )
+            self._client.insert(table, columns, column_names=list(names), column_oriented=True)
 
     def watermarks(self, mapping: TableMapping, topic: str) -> dict[int, int]:
         """`{partition: highest offset already stored}` for the records of `topic`.

@@ -1,9 +1,9 @@
 """The production Kafka-engine variant (sql/kafka_engine) parses records like the sink does.
 
 chDB has no running Kafka engine, so the queue tables are stood in for by Null
-tables of the same shape (the record in `raw`, plus the `_topic`, `_partition`
-and `_offset` columns the Kafka engine provides); the views under test are the
-real ones from sql/kafka_engine/views.sql.
+tables of the same shape (`connectors/clickhouse/queues.py`: the record in
+`raw`, plus the `_topic`, `_partition` and `_offset` columns the Kafka engine
+provides); the views under test are the real ones from sql/kafka_engine/views.sql.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from connectors.clickhouse.migrations import Migration, migrate
+from connectors.clickhouse.migrations import migrate
 from connectors.clickhouse.queries import load_queries, run_query
+from connectors.clickhouse.queues import install
 from connectors.clickhouse.store import SQL_DIR, Target, connect
 from tests.clickhouse import dataset as ds
 from tests.clickhouse.conftest import count
@@ -31,14 +32,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, ds.D
     client = connect(Target.embedded(tmp_path_factory.mktemp("kafka-engine") / "store"))
     try:
         migrate(client)
-        for queue in QUEUES:
-            client.command(
-                f"CREATE TABLE {queue} (raw String, _topic LowCardinality(String), "
-                "_partition UInt64, _offset UInt64) ENGINE = Null"
-            )
-        views = Migration("0000", "views", (SQL_DIR / "kafka_engine" / "views.sql").read_text())
-        for statement in views.statements():
-            client.command(statement)
+        install(client)  # the Null stand-ins the sink's --parse-in-clickhouse mode uses
         feeds = {
             "requests_queue": [encode(r).decode() for r in data.requests] + BAD,
             "engine_queue": [encode(r).decode() for r in data.engine],

@@ -17,6 +17,7 @@ from clickhouse_connect.driver.client import Client
 from connectors.clickhouse.endpoint import published_url
 from connectors.clickhouse.migrations import migrate
 from connectors.clickhouse.queries import load_queries, run_query
+from connectors.clickhouse.queues import install as install_queues
 from connectors.clickhouse.rows import REQUESTS
 from connectors.clickhouse.sink import ClickHouseSink, SinkSettings
 from connectors.clickhouse.store import Target, connect
@@ -133,6 +134,37 @@ async def test_sink_stores_the_event_set_exactly_and_a_replay_counts_once(
     finally:
         if reader is not None:
             reader.close()
+        client.close()
+
+
+async def test_parsing_in_clickhouse_stores_the_same_numbers_and_parks_bad_records(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    await ensure_topics(kafka_bootstrap, topics, partitions=3)
+    data = ds.build(150)
+    await produce(kafka_bootstrap, topics, data, bad=True)
+    client = connect(Target.embedded(tmp_path / "store"))
+    try:
+        migrate(client)
+        install_queues(client)
+        settings = dataclasses.replace(FAST, parse_in_clickhouse=True)
+        sink = ClickHouseSink(kafka_bootstrap, topics, TableWriter(client), settings=settings)
+        task = asyncio.create_task(sink.run())
+
+        async def caught_up() -> bool:
+            return await lag(kafka_bootstrap, sink.group_of(REQUESTS), topics.requests) == 0 and (
+                count(client, "pool_state", final=False)
+                >= sum(len(s.entitlements) for s in data.state)
+            )
+
+        await wait_for(caught_up)
+        sink.stop()
+        await asyncio.wait_for(task, 30)
+        assert_exact(client, data)
+        assert count(client, final=False) == len(data.requests)
+        dead = client.query("SELECT count() FROM kafka_dead_letters").result_rows[0][0]
+        assert dead == BAD_RECORDS
+    finally:
         client.close()
 
 

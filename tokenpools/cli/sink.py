@@ -31,6 +31,12 @@ def run(
     flush_interval: float = typer.Option(
         1.0, min=0.01, help="Flush a buffer at least this often (s)."
     ),
+    parse_in_clickhouse: bool = typer.Option(
+        False,
+        "--parse-in-clickhouse",
+        help="Let ClickHouse parse records (sql/kafka_engine views): faster; bad records go "
+        "to the kafka_dead_letters table instead of the DLQ topic.",
+    ),
     query_port: int = typer.Option(
         0, min=0, max=65535, help="Query endpoint port on 127.0.0.1 (0 = any)."
     ),
@@ -52,7 +58,11 @@ def run(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     target = target_or_exit(store, url, database)
-    settings = SinkSettings(batch_rows=batch_rows, flush_interval_s=flush_interval)
+    settings = SinkSettings(
+        batch_rows=batch_rows,
+        flush_interval_s=flush_interval,
+        parse_in_clickhouse=parse_in_clickhouse,
+    )
 
     def ready(endpoint: str, applied: list) -> None:
         err.print(
