@@ -19,44 +19,48 @@ PARTITION BY toYYYYMM(received_at)
 ORDER BY (kafka_topic, received_at)
 TTL toDateTime(received_at) + INTERVAL 30 DAY;
 
+-- Request events are the volume: each is parsed once, into a named tuple, instead of once
+-- per field (≈ 8× less parsing). A key missing from the JSON takes the type's default.
 CREATE MATERIALIZED VIEW IF NOT EXISTS requests_from_kafka TO requests AS
+WITH JSONExtract(raw, 'Tuple(type String, v Nullable(Int64), time Float64, pool String,
+    entitlement String, tier String, instance String, id String, phase String, key_hash String,
+    prompt_tokens UInt32, completion_tokens UInt32, estimate_tokens UInt32, queue_delay_ms Float32,
+    ttft_ms Nullable(Float32), latency_ms Nullable(Float32), status Nullable(UInt16),
+    reason String, stream Bool)') AS r
 SELECT
-    fromUnixTimestamp64Milli(toInt64(round(JSONExtractFloat(raw, 'time') * 1000)), 'UTC') AS time,
-    JSONExtractString(raw, 'pool') AS pool,
-    JSONExtractString(raw, 'entitlement') AS entitlement,
-    JSONExtractString(raw, 'tier') AS tier,
-    JSONExtractString(raw, 'instance') AS instance,
-    JSONExtractString(raw, 'id') AS id,
-    JSONExtractString(raw, 'phase') AS phase,
-    JSONExtractString(raw, 'key_hash') AS key_hash,
-    toUInt32(JSONExtractUInt(raw, 'prompt_tokens')) AS prompt_tokens,
-    toUInt32(JSONExtractUInt(raw, 'completion_tokens')) AS completion_tokens,
-    toUInt32(JSONExtractUInt(raw, 'estimate_tokens')) AS estimate_tokens,
-    toFloat32(JSONExtractFloat(raw, 'queue_delay_ms')) AS queue_delay_ms,
-    JSONExtract(raw, 'ttft_ms', 'Nullable(Float32)') AS ttft_ms,
-    JSONExtract(raw, 'latency_ms', 'Nullable(Float32)') AS latency_ms,
-    toUInt16(if(JSONHas(raw, 'status'), JSONExtractUInt(raw, 'status'), 200)) AS status,
-    JSONExtractString(raw, 'reason') AS reason,
-    JSONExtractBool(raw, 'stream') AS stream,
+    fromUnixTimestamp64Milli(toInt64(round(r.time * 1000)), 'UTC') AS time,
+    r.pool AS pool,
+    r.entitlement AS entitlement,
+    r.tier AS tier,
+    r.instance AS instance,
+    r.id AS id,
+    r.phase AS phase,
+    r.key_hash AS key_hash,
+    r.prompt_tokens AS prompt_tokens,
+    r.completion_tokens AS completion_tokens,
+    r.estimate_tokens AS estimate_tokens,
+    r.queue_delay_ms AS queue_delay_ms,
+    r.ttft_ms AS ttft_ms,
+    r.latency_ms AS latency_ms,
+    ifNull(r.status, 200) AS status,
+    r.reason AS reason,
+    r.stream AS stream,
     _topic AS kafka_topic,
     toUInt16(_partition) AS kafka_partition,
     _offset AS kafka_offset
 FROM requests_queue
-WHERE isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'request'
-    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1
-    AND JSONExtractString(raw, 'id') != ''
-    AND JSONExtractString(raw, 'phase') IN ('admitted', 'rejected', 'completed', 'failed', 'cancelled');
+WHERE r.type = 'request' AND ifNull(r.v, 1) = 1 AND r.id != ''
+    AND r.phase IN ('admitted', 'rejected', 'completed', 'failed', 'cancelled');
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS requests_dead_letters TO kafka_dead_letters AS
+WITH JSONExtract(raw, 'Tuple(type String, v Nullable(Int64), id String, phase String)') AS r
 SELECT _topic AS kafka_topic, toUInt16(_partition) AS kafka_partition, _offset AS kafka_offset,
-    multiIf(NOT isValidJSON(raw), 'not JSON', JSONExtractString(raw, 'type') != 'request',
-            'type: expected request', 'invalid request event') AS error,
+    multiIf(NOT isValidJSON(raw), 'not JSON', r.type != 'request', 'type: expected request',
+            'invalid request event') AS error,
     raw
 FROM requests_queue
-WHERE NOT (isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'request'
-    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1
-    AND JSONExtractString(raw, 'id') != ''
-    AND JSONExtractString(raw, 'phase') IN ('admitted', 'rejected', 'completed', 'failed', 'cancelled'));
+WHERE NOT (r.type = 'request' AND ifNull(r.v, 1) = 1 AND r.id != ''
+    AND r.phase IN ('admitted', 'rejected', 'completed', 'failed', 'cancelled'));
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS engine_from_kafka TO engine_samples AS
 SELECT
