@@ -13,7 +13,11 @@ app = typer.Typer(help="Scrape vLLM metrics into engine samples.", no_args_is_he
 def run(
     target: list[str] = typer.Option(..., help="POOL=URL of a vLLM replica (repeat for more)."),
     bootstrap: str = typer.Option(
-        "127.0.0.1:9092", "--kafka", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap."
+        "127.0.0.1:9092",
+        "--bootstrap",
+        "--kafka",
+        envvar="KAFKA_BOOTSTRAP",
+        help="Kafka bootstrap.",
     ),
     namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
     interval: float = typer.Option(1.0, min=0.05, help="Seconds between scrapes."),

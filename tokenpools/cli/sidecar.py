@@ -21,6 +21,7 @@ def run(
     config: Path = typer.Option(None, help="YAML config; without it, config comes from Kafka."),
     bootstrap: str = typer.Option(
         "",
+        "--bootstrap",
         "--kafka",
         envvar="KAFKA_BOOTSTRAP",
         help=(
