@@ -80,6 +80,25 @@ def assert_exact(client: Client, data: ds.Dataset) -> None:
     assert count(client, final=True) == len(data.requests)
 
 
+async def sink_until_caught_up(
+    bootstrap: str, topics: Topics, client: Client, data: ds.Dataset, settings: SinkSettings = FAST
+) -> ClickHouseSink:
+    """Run a sink until it has committed every request and stored every tick, then stop it."""
+    sink = ClickHouseSink(bootstrap, topics, TableWriter(client), settings=settings)
+    task = asyncio.create_task(sink.run())
+    ticks = sum(len(s.entitlements) for s in data.state)
+
+    async def caught_up() -> bool:
+        return await lag(bootstrap, sink.group_of(REQUESTS), topics.requests) == 0 and (
+            count(client, "pool_state", final=False) >= ticks
+        )
+
+    await wait_for(caught_up)
+    sink.stop()
+    await asyncio.wait_for(task, 30)
+    return sink
+
+
 async def test_sink_stores_the_event_set_exactly_and_a_replay_counts_once(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
@@ -92,24 +111,7 @@ async def test_sink_stores_the_event_set_exactly_and_a_replay_counts_once(
         migrate(client)
         reader = connect(target)
 
-        async def run_until_stored() -> ClickHouseSink:
-            sink = ClickHouseSink(kafka_bootstrap, topics, TableWriter(client), settings=FAST)
-            task = asyncio.create_task(sink.run())
-
-            async def caught_up() -> bool:
-                return await lag(
-                    kafka_bootstrap, sink.group_of(REQUESTS), topics.requests
-                ) == 0 and (
-                    count(reader, "pool_state", final=False)
-                    >= sum(len(s.entitlements) for s in data.state)
-                )
-
-            await wait_for(caught_up)
-            sink.stop()
-            await asyncio.wait_for(task, 30)
-            return sink
-
-        sink = await run_until_stored()
+        sink = await sink_until_caught_up(kafka_bootstrap, topics, client, data)
         assert_exact(reader, data)
         assert count(reader, final=False) == len(data.requests)  # no duplicate even before merges
         rollup = reader.query(
@@ -122,7 +124,7 @@ async def test_sink_stores_the_event_set_exactly_and_a_replay_counts_once(
 
         # An operator rewinds the group: every request is delivered again.
         await rewind(kafka_bootstrap, sink.group_of(REQUESTS), topics.requests)
-        sink = await run_until_stored()
+        sink = await sink_until_caught_up(kafka_bootstrap, topics, client, data)
         skipped = sink.metrics.replays_skipped.labels("requests")._value.get()
         assert skipped >= len(data.requests)
         assert_exact(reader, data)
@@ -148,18 +150,7 @@ async def test_parsing_in_clickhouse_stores_the_same_numbers_and_parks_bad_recor
         migrate(client)
         install_queues(client)
         settings = dataclasses.replace(FAST, parse_in_clickhouse=True)
-        sink = ClickHouseSink(kafka_bootstrap, topics, TableWriter(client), settings=settings)
-        task = asyncio.create_task(sink.run())
-
-        async def caught_up() -> bool:
-            return await lag(kafka_bootstrap, sink.group_of(REQUESTS), topics.requests) == 0 and (
-                count(client, "pool_state", final=False)
-                >= sum(len(s.entitlements) for s in data.state)
-            )
-
-        await wait_for(caught_up)
-        sink.stop()
-        await asyncio.wait_for(task, 30)
+        await sink_until_caught_up(kafka_bootstrap, topics, client, data, settings)
         assert_exact(client, data)
         assert count(client, final=False) == len(data.requests)
         dead = client.query("SELECT count() FROM kafka_dead_letters").result_rows[0][0]
@@ -214,21 +205,6 @@ async def test_a_clickhouse_outage_is_retried_without_loss(
         client.close()
 
 
-async def _sink_until_caught_up(
-    bootstrap: str, topics: Topics, client: Client, data: ds.Dataset
-) -> ClickHouseSink:
-    sink = ClickHouseSink(bootstrap, topics, TableWriter(client), settings=FAST)
-    task = asyncio.create_task(sink.run())
-
-    async def caught_up() -> bool:
-        return await lag(bootstrap, sink.group_of(REQUESTS), topics.requests) == 0
-
-    await wait_for(caught_up)
-    sink.stop()
-    await asyncio.wait_for(task, 30)
-    return sink
-
-
 @pytest.mark.parametrize("same_topic", [True, False], ids=["crash", "recreated-topic"])
 async def test_rows_stored_before_the_first_commit_are_skipped_only_if_from_this_topic(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path, same_topic: bool
@@ -255,7 +231,7 @@ async def test_rows_stored_before_the_first_commit_are_skipped_only_if_from_this
             rows += [(*row, message.topic, message.partition, message.offset)
                      for row in REQUESTS.rows(record, message.timestamp)]  # fmt: skip
         TableWriter(client).insert(REQUESTS, rows)
-        sink = await _sink_until_caught_up(kafka_bootstrap, topics, client, data)
+        sink = await sink_until_caught_up(kafka_bootstrap, topics, client, data)
         skipped = sink.metrics.replays_skipped.labels("requests")._value.get()
         if same_topic:
             assert skipped == len(written)
