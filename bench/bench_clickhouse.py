@@ -21,7 +21,9 @@ import asyncio
 import dataclasses
 import os
 import shutil
+import signal
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -275,4 +277,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # `timeout` and Ctrl-C alike: unwind through `finally`, which stops the broker it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     asyncio.run(main())
