@@ -7,5 +7,6 @@ COPY connectors connectors
 COPY sql sql
 COPY deploy deploy
 RUN pip install --no-cache-dir .
+ENV TOKENPOOLS_SQL_DIR=/app/sql
 USER 65534
 ENTRYPOINT []

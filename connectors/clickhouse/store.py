@@ -8,6 +8,7 @@ simply connects.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from clickhouse_connect.driver.client import Client
 DEFAULT_DATABASE = "tokenpools"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 REPOSITORY = Path(__file__).resolve().parents[2]
-SQL_DIR = REPOSITORY / "sql"
+# The SQL files live in the checkout; an installed package (the Docker image) points here.
+SQL_DIR = Path(os.environ.get("TOKENPOOLS_SQL_DIR", REPOSITORY / "sql"))
 
 
 class StoreError(RuntimeError):

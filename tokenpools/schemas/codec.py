@@ -7,6 +7,7 @@ and the error to the dead-letter topic and carry on.
 
 from __future__ import annotations
 
+import functools
 from typing import TypeVar
 
 import orjson
@@ -39,13 +40,18 @@ def decode(data: bytes | None) -> Record:
 def decode_as(data: bytes | None, model: type[T]) -> T:
     """Parse a record that must be of one model (a topic carries one type)."""
     obj = _load(data)
-    expected = model.model_fields["type"].default
+    expected = _type_of(model)
     if obj.get("type") != expected:
         raise DecodeError(f"type: expected {expected!r}, got {obj.get('type')!r}")
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
         raise DecodeError(_explain(exc)) from None
+
+
+@functools.cache
+def _type_of(model: type[BaseModel]) -> str:
+    return model.model_fields["type"].default
 
 
 def _load(data: bytes | None) -> dict:
