@@ -4,8 +4,9 @@ Prints, measured in this run on this machine:
   1. one controller tick (windows → demand → allocation → debt → scaling, the
      numeric part every caller runs) for 1k entitlements in 10 pools and for
      10k entitlements in one pool — median ms over repeated ticks — their
-     growth ratio (10× the entitlements), and the full tick with its pydantic
-     records (limits + pool state) for the 10k pool;
+     growth ratio (10× the entitlements); then the full tick up to the bytes
+     the worker publishes (`tick()` + `encoded_limits()` + `encoded_state()`)
+     for both, and for the 10k pool seen through two sidecars (instance splits);
   2. the offline simulator's speed on the Azure code trace (the whole file,
      about an hour, assigned to the overload config's entitlements by row
      hash): simulated seconds per wall second;
@@ -66,9 +67,15 @@ def pool_record(name: str, n: int) -> PoolConfigRecord:
     )
 
 
-def feed(ctl: PoolController, n: int, now: float, rng: np.random.Generator) -> None:
-    """About 10 events per entitlement over the last window: arrivals, refusals, completions."""
+def feed(
+    ctl: PoolController, n: int, now: float, rng: np.random.Generator, sidecars: int = 0
+) -> None:
+    """About 10 events per entitlement over the last window: arrivals, refusals, completions.
+
+    With `sidecars`, the events come through that many sidecar instances at random.
+    """
     m = n * 10
+    rows = [ctl.instance_row(f"sidecar-{k}") for k in range(sidecars)]
     phase = rng.choice([ADMITTED, REJECTED, COMPLETED], size=m, p=[0.5, 0.2, 0.3]).astype(np.int8)
     ctl.observe_columns(
         RequestColumns(
@@ -79,7 +86,7 @@ def feed(ctl: PoolController, n: int, now: float, rng: np.random.Generator) -> N
             tokens=rng.uniform(100, 2000, m),
             queue_delay_s=np.zeros(m),
             latency_s=np.where(phase == COMPLETED, rng.uniform(0.5, 5, m), np.nan),
-            instance=np.full(m, -1),
+            instance=rng.choice(rows, size=m) if rows else np.full(m, -1),
         )
     )
 
@@ -93,7 +100,7 @@ def median_ms(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
-def bench_ticks(repeats: int) -> tuple[float, float, float]:
+def bench_ticks(repeats: int) -> tuple[float, float]:
     rng = np.random.default_rng(1)
     small = [PoolController(pool_record(f"p{i}", 100)) for i in range(10)]
     big = PoolController(pool_record("big", 10_000))
@@ -111,17 +118,41 @@ def bench_ticks(repeats: int) -> tuple[float, float, float]:
         clock["t"] += 1.0
         big.compute(clock["t"])
 
-    def tick_big_records() -> None:
-        clock["t"] += 1.0
-        big.tick(clock["t"])
-
     for fn in (tick_small, tick_big):  # warm-up
         fn()
-    return (
-        median_ms(tick_small, repeats),
-        median_ms(tick_big, repeats),
-        median_ms(tick_big_records, max(3, repeats // 4)),
-    )
+    return median_ms(tick_small, repeats), median_ms(tick_big, repeats)
+
+
+def full_tick_ms(ctls: list[PoolController], repeats: int) -> tuple[float, int, int]:
+    """Median ms of ticks up to the bytes the worker sends; (ms, limit records, state bytes)."""
+    clock = {"t": 100.0}
+    sizes: list[tuple[int, int]] = []
+
+    def full_tick() -> None:
+        clock["t"] += 0.05  # the events stay in the window: every tick splits as much
+        sizes.clear()
+        for ctl in ctls:
+            result = ctl.tick(clock["t"])
+            sizes.append((len(result.encoded_limits()), len(result.encoded_state())))
+
+    full_tick()  # warm-up
+    ms = median_ms(full_tick, repeats)
+    return ms, sum(n for n, _ in sizes), sum(b for _, b in sizes)
+
+
+def bench_full_ticks(repeats: int) -> list[tuple[str, float, int, int]]:
+    rows = []
+    for label, pools, n, sidecars in (
+        ("1k entitlements in 10 pools", 10, 100, 0),
+        ("10k entitlements in 1 pool ", 1, 10_000, 0),
+        ("10k in 1 pool, 2 sidecars  ", 1, 10_000, 2),
+    ):
+        rng = np.random.default_rng(1)
+        ctls = [PoolController(pool_record(f"p{i}", n)) for i in range(pools)]
+        for ctl in ctls:
+            feed(ctl, n, 100.0, rng, sidecars)
+        rows.append((label, *full_tick_ms(ctls, repeats)))
+    return rows
 
 
 def bench_simulator(trace_path: Path) -> tuple[float, float, int]:
@@ -158,14 +189,18 @@ def main() -> None:
     args = parser.parse_args()
 
     rss_mb, arrays_mb = bench_memory()
-    small_ms, big_ms, big_records_ms = bench_ticks(args.repeats)
+    small_ms, big_ms = bench_ticks(args.repeats)
+    full = bench_full_ticks(max(5, args.repeats // 3))
     print("allocation tick (numeric: windows → demand → allocation → debt → scaling)")
     print(f"  1k entitlements in 10 pools : {small_ms:8.2f} ms median")
     print(f"  10k entitlements in 1 pool  : {big_ms:8.2f} ms median   (target < 20 ms)")
     print(f"  growth 10k/1k               : {big_ms / small_ms:8.2f}x for 10x the entitlements")
-    print(
-        f"  10k tick with its records   : {big_records_ms:8.2f} ms median (LimitUpdate + PoolState)"
-    )
+    print("full tick up to the published bytes (tick + encoded limits + encoded state)")
+    for label, ms, n_limits, state_bytes in full:
+        print(
+            f"  {label} : {ms:8.2f} ms median   ({n_limits} limit records, "
+            f"state {state_bytes / 2**20:.1f} MiB; target < 150 ms)"
+        )
     if args.trace.exists():
         simulated, wall, n = bench_simulator(args.trace)
         print(

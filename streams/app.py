@@ -45,7 +45,7 @@ from streams.settings import RequestSource, WorkerSettings
 from tokenpools.controller import ControllerState
 from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord
-from tokenpools.topics import TopicSpec
+from tokenpools.topics import STATE_MAX_MESSAGE_BYTES, TopicSpec
 
 log = logging.getLogger("tokenpools.worker")
 
@@ -258,6 +258,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_s,
         broker_rebalance_timeout=max(settings.session_timeout_s * 2, 10.0),
         producer_linger=0.005,
+        # a big pool's state snapshot is one multi-megabyte record (see Topics.specs)
+        producer_max_request_size=STATE_MAX_MESSAGE_BYTES,
     )
     control = ControlLoop(app, settings)
     app.control = control  # type: ignore[attr-defined]

@@ -2,8 +2,10 @@
 
 Keys follow DESIGN §5: limits by `limit_key(entitlement, instance)` on the
 compacted limits topic (the latest record per key is the live limit),
-scaling decisions and state snapshots by pool. Values go through the one
-codec. `send` is any coroutine with the shape of Faust's `Producer.send`.
+scaling decisions and state snapshots by pool. Values are the one codec's
+JSON: limits and the state snapshot come encoded from the tick's columns
+(`TickResult.encoded_limits`/`encoded_state`, no model per row). `send` is
+any coroutine with the shape of Faust's `Producer.send`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from tokenpools.topics import (
     DLQ_PARTITION_HEADER,
     DLQ_TOPIC_HEADER,
     Topics,
-    limit_key,
 )
 
 Headers = list[tuple[str, bytes]]
@@ -37,15 +38,15 @@ async def publish_tick(
     """Queue a tick's limits, scaling decision and state snapshot; returns counts by kind."""
     counts: Counter[str] = Counter()
     headers: Headers = [(WORKER_HEADER, worker.encode())]
-    for limit in result.limits:
-        key = limit_key(limit.entitlement, limit.instance)
-        await send(topics.limits, key, encode(limit), headers)
-    counts["limit"] = len(result.limits)
-    pool_key = result.state.pool.encode()
+    limits = result.encoded_limits()
+    for key, value in limits:
+        await send(topics.limits, key, value, headers)
+    counts["limit"] = len(limits)
+    pool_key = result.state_columns.pool.encode()
     if result.scaling is not None:
         await send(topics.scaling, pool_key, encode(result.scaling), headers)
         counts["scaling"] = 1
-    await send(topics.state, pool_key, encode(result.state), headers)
+    await send(topics.state, pool_key, result.encoded_state(), headers)
     counts["state"] = 1
     return counts
 

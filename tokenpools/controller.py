@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,17 +36,18 @@ from tokenpools.allocation import (
     AllocationInput,
     allocate,
 )
+from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns
 from tokenpools.schemas.config import Tier
 from tokenpools.schemas.dims import Dims
 from tokenpools.schemas.events import (
     EngineSample,
-    EntitlementState,
     LimitUpdate,
     PoolConfigRecord,
     PoolState,
     RequestEvent,
     ScalingDecision,
 )
+from tokenpools.topics import limit_key
 from tokenpools.windows import PHASE_CODE, DemandWindows, EngineWindows, RequestColumns
 
 TIER_CODE = {Tier.GUARANTEED: GUARANTEED, Tier.ELASTIC: ELASTIC, Tier.SPOT: SPOT}
@@ -74,11 +76,44 @@ class ControllerState(BaseModel):
     scale_history: list[tuple[float, int]] = Field(default_factory=list)
 
 
-@dataclass
 class TickResult:
-    limits: list[LimitUpdate]  # one per entitlement, plus per-instance splits
-    scaling: ScalingDecision | None  # only when the desired replica count changes
-    state: PoolState  # snapshot for analytics
+    """A tick's records, kept as columns: encoded for publishing, models built only when asked.
+
+    `encoded_limits()` / `encoded_state()` are what the worker publishes (the
+    JSON `codec.encode` writes for the models, without a model per row);
+    `limits` and `state` are the same records as pydantic models for callers
+    that want objects (tests, tools) and cost a validation per row.
+    """
+
+    def __init__(
+        self,
+        limit_columns: LimitColumns,
+        scaling: ScalingDecision | None,
+        state_columns: PoolStateColumns,
+    ) -> None:
+        self.limit_columns = limit_columns  # one per entitlement, plus per-instance splits
+        self.scaling = scaling  # only when the desired replica count changes
+        self.state_columns = state_columns  # snapshot for analytics
+
+    @cached_property
+    def limits(self) -> list[LimitUpdate]:
+        return self.limit_columns.models()
+
+    @cached_property
+    def state(self) -> PoolState:
+        return self.state_columns.model()
+
+    def encoded_limits(self) -> list[tuple[bytes, bytes]]:
+        """(key on the compacted limits topic, value) per LimitUpdate."""
+        cols = self.limit_columns
+        keys = [
+            limit_key(name, instance)
+            for name, instance in zip(cols.entitlements, cols.instances, strict=True)
+        ]
+        return list(zip(keys, cols.encoded(), strict=True))
+
+    def encoded_state(self) -> bytes:
+        return self.state_columns.encoded()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +191,7 @@ class PoolController:
         self._instances.clear()
         self._instance_names.clear()
         self._tier = np.array([TIER_CODE[e.tier] for e in ents], dtype=np.int8)
-        self._tiers = [e.tier for e in ents]
+        self._tier_values = [e.tier.value for e in ents]
         self._guarantee = np.array([e.guarantee.as_tuple() for e in ents], dtype=float).reshape(
             -1, 3
         )
@@ -354,50 +389,39 @@ class PoolController:
     def tick(self, now: float) -> TickResult:
         arrays = self.compute(now)
         return TickResult(
-            limits=self.limit_records(arrays),
+            limit_columns=self.limit_columns(arrays),
             scaling=self._scaling_record(arrays),
-            state=self._state_record(arrays),
+            state_columns=self.state_columns(arrays),
         )
 
     # -- records ----------------------------------------------------------------------------
-    def limit_records(self, arrays: TickArrays) -> list[LimitUpdate]:
+    def limit_columns(self, arrays: TickArrays) -> LimitColumns:
         """One LimitUpdate per entitlement, plus one per instance where limits are split."""
-        pool = self.pool
-        issued = arrays.now
-        expires = issued + self._config.controller.limit_ttl_s
         limit = arrays.allocation.limit
-        out = [
-            LimitUpdate.model_construct(
-                pool=pool,
-                entitlement=name,
-                tier=tier,
-                instance="",
-                epoch=arrays.epoch,
-                issued_at=issued,
-                expires_at=expires,
-                limits=dims,
-            )
-            for name, tier, dims in zip(self._names, self._tiers, _dims_rows(limit), strict=True)
-        ]
+        names, tiers, instances = list(self._names), list(self._tier_values), [""] * len(limit)
+        rows: list[int] = []
+        shares: list[float] = []
         for row, pairs in self._windows.instance_shares(arrays.now).items():
             total = sum(tokens for _, tokens in pairs)
             n = len(pairs)
             for inst, tokens in pairs:
                 demand_share = tokens / total if total > 0 else 1.0 / n
-                share = (1 - INSTANCE_EVEN_SHARE) * demand_share + INSTANCE_EVEN_SHARE / n
-                out.append(
-                    LimitUpdate.model_construct(
-                        pool=pool,
-                        entitlement=self._names[row],
-                        tier=self._tiers[row],
-                        instance=self._instance_names[inst],
-                        epoch=arrays.epoch,
-                        issued_at=issued,
-                        expires_at=expires,
-                        limits=_dims(limit[row] * share),
-                    )
-                )
-        return out
+                rows.append(row)
+                shares.append((1 - INSTANCE_EVEN_SHARE) * demand_share + INSTANCE_EVEN_SHARE / n)
+                names.append(self._names[row])
+                tiers.append(self._tier_values[row])
+                instances.append(self._instance_names[inst])
+        split = limit[np.asarray(rows, dtype=np.int64)] * np.asarray(shares)[:, None]
+        return LimitColumns(
+            pool=self.pool,
+            epoch=arrays.epoch,
+            issued_at=float(arrays.now),
+            expires_at=float(arrays.now + self._config.controller.limit_ttl_s),
+            entitlements=names,
+            tiers=tiers,
+            instances=instances,
+            limits=np.maximum(np.concatenate([limit, split.reshape(-1, 3)]), 0.0),
+        )
 
     def _scaling_record(self, arrays: TickArrays) -> ScalingDecision | None:
         if arrays.scaling is None:
@@ -414,38 +438,22 @@ class PoolController:
             capacity=_dims(arrays.capacity),
         )
 
-    def _state_record(self, arrays: TickArrays) -> PoolState:
+    def state_columns(self, arrays: TickArrays) -> PoolStateColumns:
         alloc = arrays.allocation
-        rows = [
-            EntitlementState.model_construct(
-                entitlement=name,
-                tier=tier,
-                demand=demand,
-                allocation=allocation,
-                limit=limit,
-                served=served,
-                debt=debt_,
-                priority=priority,
-            )
-            for name, tier, demand, allocation, limit, served, debt_, priority in zip(
-                self._names,
-                self._tiers,
-                _dims_rows(arrays.demand),
-                _dims_rows(alloc.allocation),
-                _dims_rows(alloc.limit),
-                _dims_rows(arrays.served),
-                np.maximum(arrays.debt, 0.0).tolist(),
-                np.maximum(arrays.priority, 0.0).tolist(),
-                strict=True,
-            )
-        ]
-        return PoolState.model_construct(
+        return PoolStateColumns(
             pool=self.pool,
-            time=arrays.now,
+            time=float(arrays.now),
             epoch=arrays.epoch,
             replicas=arrays.replicas,
-            capacity=_dims(arrays.capacity),
-            entitlements=rows,
+            capacity=np.maximum(arrays.capacity, 0.0),
+            entitlements=self._names,
+            tiers=self._tier_values,
+            demand=np.maximum(arrays.demand, 0.0),
+            allocation=np.maximum(alloc.allocation, 0.0),
+            limit=np.maximum(alloc.limit, 0.0),
+            served=np.maximum(arrays.served, 0.0),
+            debt=np.maximum(arrays.debt, 0.0),
+            priority=np.maximum(arrays.priority, 0.0),
         )
 
     def state(self) -> ControllerState:
@@ -470,14 +478,6 @@ class PoolController:
     @property
     def debt(self) -> np.ndarray:
         return self._debt.copy()
-
-
-def _dims_rows(values: np.ndarray) -> list[Dims]:
-    """(E, 3) non-negative arrays as Dims, built without re-validating numbers we made."""
-    return [
-        Dims.model_construct(tps=tps, kv=kv, conc=conc)
-        for tps, kv, conc in np.maximum(values, 0.0).tolist()
-    ]
 
 
 def _dims(values: np.ndarray) -> Dims:

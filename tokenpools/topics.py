@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DAY_MS = 24 * 3600 * 1000
+# A pool's state snapshot is one record of ~350 bytes per entitlement (3.5 MB at 10k), over
+# Kafka's default 1 MB message limit; its topic allows this much, and so must its producers.
+STATE_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 # Headers carried by records on the DLQ, after Kafka Connect's convention.
 DLQ_ERROR_HEADER = "tokenpools.error"
@@ -83,7 +86,12 @@ class Topics:
             TopicSpec(self.config, partitions, compacted, "pool and entitlement specs"),
             TopicSpec(self.limits, partitions, compacted, "live limits per entitlement"),
             TopicSpec(self.scaling, partitions, kept(30), "scaling decisions, keyed by pool"),
-            TopicSpec(self.state, partitions, kept(7), "per-tick pool state, keyed by pool"),
+            TopicSpec(
+                self.state,
+                partitions,
+                {**kept(7), "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)},
+                "per-tick pool state, keyed by pool (one record per pool and tick)",
+            ),
             TopicSpec(self.dlq, 1, kept(30), "records that failed to parse, with the error"),
         ]
 

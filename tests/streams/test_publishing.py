@@ -1,0 +1,95 @@
+"""A big pool's tick reaches Kafka whole, through the worker's own producer and topic specs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streams.app import create_app
+from streams.publishing import publish_tick
+from streams.settings import WorkerSettings
+from tests.streams.harness import TopicTail, wait_for
+from tokenpools.controller import PoolController
+from tokenpools.schemas import decode_as
+from tokenpools.schemas.config import ControllerSettings, EntitlementSpec, PoolSpec, Tier
+from tokenpools.schemas.dims import Dims
+from tokenpools.schemas.events import LimitUpdate, PoolConfigRecord, PoolState
+from tokenpools.topics import Topics, limit_key
+from tokenpools.windows import ADMITTED, REJECTED, RequestColumns
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+TENANTS = 4000  # ~1.4 MB of state: over Kafka's default 1 MB message limit
+
+
+def big_pool() -> PoolController:
+    """4000 elastic tenants with uneven demand, each seen through two sidecars."""
+    n = TENANTS
+    ctl = PoolController(
+        PoolConfigRecord(
+            pool=PoolSpec(name="big", replicas=4, per_replica=Dims(tps=9e5, kv=9e7, conc=9e3)),
+            entitlements=[
+                EntitlementSpec(name=f"tenant-{i:05d}", pool="big", tier=Tier.ELASTIC)
+                for i in range(n)
+            ],
+            controller=ControllerSettings(),
+        )
+    )
+    for sidecar in ("sidecar-a", "sidecar-b"):
+        ctl.instance_row(sidecar)
+    rng = np.random.default_rng(7)
+    m = 10 * n
+    ctl.observe_columns(
+        RequestColumns(
+            time=np.sort(rng.uniform(90.5, 100.0, m)),
+            entitlement=rng.integers(0, n, m),
+            phase=rng.choice([ADMITTED, REJECTED], size=m).astype(np.int8),
+            estimate=rng.uniform(100, 2000, m),
+            tokens=rng.uniform(100, 2000, m),
+            queue_delay_s=np.zeros(m),
+            latency_s=np.full(m, np.nan),
+            instance=rng.integers(0, 2, m),
+        )
+    )
+    return ctl
+
+
+async def test_a_pool_state_over_a_megabyte_and_every_limit_are_published(
+    kafka_bootstrap: str, topics: Topics, tmp_path
+) -> None:
+    settings = WorkerSettings(
+        bootstrap=kafka_bootstrap, namespace=topics.namespace, datadir=str(tmp_path)
+    )
+    app = create_app(settings)
+    control = app.control  # type: ignore[attr-defined]
+    result = big_pool().tick(100.0)
+    await app.producer.start()
+    states = TopicTail(kafka_bootstrap, topics.state)
+    limits = TopicTail(kafka_bootstrap, topics.limits)
+    try:
+        for topic in control.faust_topics.values():  # as the worker declares them
+            await topic.maybe_declare()
+        counts = await publish_tick(control.send, topics, result, "test-worker")
+        await app.producer.flush()
+        await states.start()
+        await limits.start()
+        await wait_for(states.poll, 30, "the state snapshot")
+
+        async def every_limit() -> bool:
+            await limits.poll()
+            return len(limits.records) >= counts["limit"]
+
+        await wait_for(every_limit, 30, "every limit record")
+    finally:
+        await states.stop()
+        await limits.stop()
+        await app.producer.stop()
+
+    (state,) = states.records
+    assert len(state.value) > 1024 * 1024
+    assert decode_as(state.value, PoolState) == result.state
+    assert len(result.state.entitlements) == TENANTS
+
+    assert counts["limit"] == len(result.limits) > TENANTS  # whole limits and instance splits
+    published = {r.key: decode_as(r.value, LimitUpdate) for r in limits.records}
+    assert published == {limit_key(u.entitlement, u.instance): u for u in result.limits}
