@@ -38,7 +38,7 @@ from faust.types import TP
 from streams.metrics import WorkerMetrics
 from streams.ownership import owned_partitions
 from streams.pools import PoolRegistry
-from streams.publishing import Headers, dead_letter, publish_tick
+from streams.publishing import Headers, RememberingPartitioner, dead_letter, publish_tick
 from streams.requests_reader import RequestReader
 from streams.screening import RawRecord, screen
 from streams.settings import RequestSource, WorkerSettings
@@ -260,6 +260,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         producer_linger=0.005,
         # a big pool's state snapshot is one multi-megabyte record (see Topics.specs)
         producer_max_request_size=STATE_MAX_MESSAGE_BYTES,
+        producer_partitioner=RememberingPartitioner(),
     )
     control = ControlLoop(app, settings)
     app.control = control  # type: ignore[attr-defined]

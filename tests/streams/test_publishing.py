@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.app import create_app
-from streams.publishing import publish_tick
+from streams.publishing import RememberingPartitioner, publish_tick
 from streams.settings import WorkerSettings
 from tests.streams.harness import TopicTail, wait_for
 from tokenpools.controller import PoolController
@@ -16,8 +19,6 @@ from tokenpools.schemas.dims import Dims
 from tokenpools.schemas.events import LimitUpdate, PoolConfigRecord, PoolState
 from tokenpools.topics import Topics, limit_key
 from tokenpools.windows import ADMITTED, REJECTED, RequestColumns
-
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 TENANTS = 4000  # ~1.4 MB of state: over Kafka's default 1 MB message limit
 
@@ -54,6 +55,8 @@ def big_pool() -> PoolController:
     return ctl
 
 
+@pytest.mark.kafka
+@pytest.mark.slow
 async def test_a_pool_state_over_a_megabyte_and_every_limit_are_published(
     kafka_bootstrap: str, topics: Topics, tmp_path
 ) -> None:
@@ -93,3 +96,14 @@ async def test_a_pool_state_over_a_megabyte_and_every_limit_are_published(
     assert counts["limit"] == len(result.limits) > TENANTS  # whole limits and instance splits
     published = {r.key: decode_as(r.value, LimitUpdate) for r in limits.records}
     assert published == {limit_key(u.entitlement, u.instance): u for u in result.limits}
+
+
+@given(st.lists(st.binary(max_size=40), min_size=1, max_size=30), st.integers(1, 64))
+def test_the_remembering_partitioner_picks_the_default_partition(
+    keys: list[bytes], partitions: int
+) -> None:
+    remembering = RememberingPartitioner(max_keys=8)  # small: forgetting is exercised too
+    every = list(range(partitions))
+    for key in keys + keys:
+        expected = DefaultPartitioner()(key, every, every)
+        assert remembering(key, every, every) == expected
