@@ -67,8 +67,7 @@ class LimitColumns:
 
     def encoded(self) -> list[bytes]:
         """Each record's wire bytes: `codec.encode(LimitUpdate(...))` for its values."""
-        n = len(self.entitlements)
-        if n == 0:
+        if not len(self):
             return []
         head = _LIMIT_HEAD % _dumps(self.pool)
         tick = b',"epoch":%b,"issued_at":%b,"expires_at":%b,"limits":{"tps":' % (
