@@ -1,17 +1,13 @@
 """The fast decode: request records straight into the core's columnar window input.
 
 Building a pydantic `RequestEvent` per record and then turning the events back
-into arrays costs more than everything else the worker does per event. This
-path parses each record with orjson and accepts it only when it is *plainly*
-valid — every field present has exactly the JSON type and range the
-`RequestEvent` schema wants (no coercions, no unknown fields, a known schema
-version). Anything else takes the slow path through `tokenpools.schemas.codec`,
-which stays the authority: it either accepts the record (lax but valid) or
-gives the error the DLQ records. So this path can be stricter than the schema,
-never looser; `tests/streams/test_columns.py` checks that on generated records.
+into arrays costs more than everything else the worker does per event. Records
+are parsed with orjson and kept only when `tokenpools.schemas.plain` finds them
+*plainly* valid (the ClickHouse sink uses the same check); anything else is
+judged by the codec, the authority.
 
 Columns are laid out exactly as `PoolController.columns` lays them out, which
-the same tests compare against.
+`tests/streams/test_columns.py` compares against.
 """
 
 from __future__ import annotations
@@ -20,143 +16,14 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import orjson
 
 from tokenpools.controller import PoolController
-from tokenpools.schemas.config import Tier
-from tokenpools.schemas.events import SCHEMA_VERSION, RequestEvent
+from tokenpools.schemas.plain import parse_plain
 from tokenpools.windows import PHASE_CODE, RequestColumns
 
-FIELDS = frozenset(RequestEvent.model_fields)
+__all__ = ["PHASES", "parse_plain", "to_columns"]  # parse_plain: where streams.screening finds it
+
 PHASES = {phase.value: code for phase, code in PHASE_CODE.items()}
-TIERS = frozenset(t.value for t in Tier)
-MAX_EXACT = 2**53  # integers a float64 column holds exactly
-
-_COUNTS = ("prompt_tokens", "completion_tokens", "estimate_tokens")
-_OPTIONAL_STR = ("key_hash", "reason")
-_OPTIONAL_MS = ("ttft_ms", "latency_ms")
-
-
-def _number(x: object) -> bool:
-    t = type(x)
-    return (t is float and math.isfinite(x) and x >= 0) or (t is int and 0 <= x < MAX_EXACT)  # type: ignore[operator]
-
-
-def plainly_valid(o: object) -> bool:
-    """True only for a request-event object the schema accepts exactly as it is."""
-    if type(o) is not dict or o.get("type") != "request" or not o.keys() <= FIELDS:
-        return False
-    v = o.get("v", SCHEMA_VERSION)
-    if type(v) is not int or not 1 <= v <= SCHEMA_VERSION:
-        return False
-    rid = o.get("id")
-    if type(rid) is not str or not rid:
-        return False
-    if type(o.get("pool")) is not str or type(o.get("entitlement")) is not str:
-        return False
-    phase = o.get("phase")
-    if not _number(o.get("time")) or type(phase) is not str or phase not in PHASES:
-        return False
-    if type(o.get("instance", "")) is not str or type(o.get("stream", False)) is not bool:
-        return False
-    tier = o.get("tier")
-    if tier is not None and (type(tier) is not str or tier not in TIERS):
-        return False
-    for name in _COUNTS:
-        n = o.get(name, 0)
-        if type(n) is not int or not 0 <= n < MAX_EXACT:
-            return False
-    if not _number(o.get("queue_delay_ms", 0.0)):
-        return False
-    for name in _OPTIONAL_MS:
-        x = o.get(name)
-        if x is not None and not _number(x):
-            return False
-    for name in _OPTIONAL_STR:
-        x = o.get(name)
-        if x is not None and type(x) is not str:
-            return False
-    status = o.get("status", 200)
-    return type(status) is int and 0 <= status <= 999
-
-
-def _all_plainly_valid(objs: list) -> bool:
-    """`plainly_valid` for a whole batch at once, field by field (C-level loops).
-
-    The same rules as `plainly_valid`; a batch where any check fails is judged
-    record by record instead.
-    """
-    if not objs or set(map(type, objs)) != {dict} or not all(map(FIELDS.issuperset, objs)):
-        return False
-
-    def col(name: str, default: object = None) -> list:
-        return [o.get(name, default) for o in objs]
-
-    def types(values: list) -> set[type]:
-        return set(map(type, values))
-
-    if set(col("type")) != {"request"} or not set(col("phase")) <= PHASES.keys():
-        return False
-    versions = col("v", SCHEMA_VERSION)
-    if types(versions) != {int} or min(versions) < 1 or max(versions) > SCHEMA_VERSION:
-        return False
-    ids = col("id")
-    if types(ids) != {str} or not all(ids):
-        return False
-    if types(col("pool")) != {str} or types(col("entitlement")) != {str}:
-        return False
-    if types(col("instance", "")) != {str} or types(col("stream", False)) != {bool}:
-        return False
-    if not set(col("tier")) <= TIERS | {None}:
-        return False
-    for name in _OPTIONAL_STR:
-        if not types(col(name)) <= {str, type(None)}:
-            return False
-    for name in _COUNTS:
-        counts = col(name, 0)
-        if types(counts) != {int} or min(counts) < 0 or max(counts) >= MAX_EXACT:
-            return False
-    status = col("status", 200)
-    if types(status) != {int} or min(status) < 0 or max(status) > 999:
-        return False
-    numbers = [col("time"), col("queue_delay_ms", 0.0)]
-    numbers += [[x for x in col(name) if x is not None] for name in _OPTIONAL_MS]
-    for values in numbers:
-        if values and not (types(values) <= {int, float} and _nonnegative(values)):
-            return False
-    return True
-
-
-def _nonnegative(values: list) -> bool:
-    arr = np.array(values, dtype=np.float64)
-    return bool(np.isfinite(arr).all() and (arr >= 0).all() and max(values) < MAX_EXACT)
-
-
-def parse_plain(values: Sequence[bytes | None]) -> tuple[list[dict], list[int]]:
-    """Plainly valid objects, and the indices of the records the codec must judge."""
-    loads = orjson.loads
-    try:
-        objs = list(map(loads, values))  # type: ignore[arg-type]
-    except (orjson.JSONDecodeError, TypeError):
-        objs = None
-    try:
-        if objs is not None and _all_plainly_valid(objs):
-            return objs, []
-    except (TypeError, ValueError, OverflowError):  # unhashable or odd values: judge one by one
-        pass
-    good: list[dict] = []
-    slow: list[int] = []
-    for i, value in enumerate(values):
-        try:
-            o = loads(value)  # type: ignore[arg-type]
-        except (orjson.JSONDecodeError, TypeError):
-            slow.append(i)
-            continue
-        if plainly_valid(o):
-            good.append(o)
-        else:
-            slow.append(i)
-    return good, slow
 
 
 def to_columns(

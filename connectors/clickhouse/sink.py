@@ -28,9 +28,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from connectors.clickhouse.rows import Row, TableMapping, mappings
 from connectors.clickhouse.writer import TableWriter
-from connectors.kafka.consumer import DeadLetterCounter, decoded_batches
+from connectors.kafka.consumer import DeadLetterCounter, dead_letter, decoded_batches
 from connectors.kafka.producer import make_producer
 from tokenpools.schemas import DecodeError, decode_as
+from tokenpools.schemas.plain import parse_plain
 from tokenpools.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -159,10 +160,16 @@ class TopicSink(ConsumerRebalanceListener):
         source = _WithoutTombstones(self._consumer) if compacted else None
         poll_ms = max(50, min(500, int(self._settings.flush_interval_s * 500)))
         max_records = min(self._settings.max_poll_records, self._settings.batch_rows)
-        batches = self._undecoded(poll_ms, max_records) if self._raw else decoded_batches(
-            source or self._consumer, self.mapping.model, self._dlq_producer, self._dlq_topic,
-            self._metrics.dead_letters, timeout_ms=poll_ms, max_records=max_records,
-        )  # fmt: skip
+        if self._raw:
+            batches = self._undecoded(poll_ms, max_records)
+        elif self.mapping.plain_rows is not None:
+            batches = self._plain_first(poll_ms, max_records)
+        else:
+            batches = decoded_batches(
+                source or self._consumer, self.mapping.model, self._dlq_producer,
+                self._dlq_topic, self._metrics.dead_letters, timeout_ms=poll_ms,
+                max_records=max_records,
+            )  # fmt: skip
         try:
             async for batch in batches:
                 if batch and self._watermark_due:
@@ -185,8 +192,37 @@ class TopicSink(ConsumerRebalanceListener):
             got = await self._consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
             yield [(m, None) for ms in got.values() for m in ms if m.value is not None]
 
+    async def _plain_first(self, poll_ms: int, max_records: int) -> AsyncIterator[list]:
+        """Like `decoded_batches`, but plainly valid records stay the dicts orjson parsed.
+
+        Only the others are decoded into models (`tokenpools.schemas.plain`): the
+        codec judges them and sends what it rejects to the DLQ, as before.
+        """
+        counter = self._metrics.dead_letters
+        while True:
+            got = await self._consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
+            messages = [m for ms in got.values() for m in ms]
+            objs, slow = parse_plain([m.value for m in messages])
+            if not slow:
+                yield list(zip(messages, objs, strict=True))
+                continue
+            out: list[tuple[ConsumerRecord, object]] = []
+            plain = iter(objs)
+            judged = set(slow)
+            for i, message in enumerate(messages):
+                if i not in judged:
+                    out.append((message, next(plain)))
+                    continue
+                try:
+                    out.append((message, decode_as(message.value, self.mapping.model)))
+                except DecodeError as exc:
+                    await dead_letter(self._dlq_producer, self._dlq_topic, message, str(exc))
+                    counter.count += 1
+            yield out
+
     def _rows(self, batch: list[tuple[ConsumerRecord, object]]) -> list[Row]:
         build = self.mapping.rows
+        build_plain = self.mapping.plain_rows
         skip = self._skip_through
         rows = []
         skipped = 0
@@ -198,8 +234,9 @@ class TopicSink(ConsumerRebalanceListener):
                 raw = message.value.decode("utf-8", "replace")
                 rows.append((raw, message.topic, message.partition, message.offset))
                 continue
+            made = (build_plain if type(record) is dict else build)(record, message.timestamp)  # type: ignore[misc]
             rows.extend((*row, message.topic, message.partition, message.offset)
-                        for row in build(record, message.timestamp))  # fmt: skip
+                        for row in made)  # fmt: skip
         if skipped:
             self._metrics.replays_skipped.labels(self.mapping.table).inc(skipped)
         return rows
