@@ -18,10 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tokenpools.controller import PoolController
-from tokenpools.schemas.plain import parse_plain
 from tokenpools.windows import PHASE_CODE, RequestColumns
-
-__all__ = ["PHASES", "parse_plain", "to_columns"]  # parse_plain: where streams.screening finds it
 
 PHASES = {phase.value: code for phase, code in PHASE_CODE.items()}
 

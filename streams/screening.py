@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from streams.columns import parse_plain
 from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.schemas.events import RequestEvent
+from tokenpools.schemas.plain import parse_plain
 
 FUTURE_SKEW_S = 5.0
 DEDUPE_HORIZON_S = 10.0  # retried sends arrive within seconds; memory grows with rate × horizon
