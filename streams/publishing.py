@@ -19,18 +19,11 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from streams.screening import RawRecord
 from tokenpools.controller import TickResult
 from tokenpools.schemas import encode
-from tokenpools.topics import (
-    DLQ_ERROR_HEADER,
-    DLQ_OFFSET_HEADER,
-    DLQ_PARTITION_HEADER,
-    DLQ_TOPIC_HEADER,
-    Topics,
-)
+from tokenpools.topics import Topics, dead_letter_headers
 
 Headers = list[tuple[str, bytes]]
 Send = Callable[[str, bytes | None, bytes | None, Headers | None], Awaitable[Any]]
 
-MAX_ERROR_BYTES = 4096
 MAX_REMEMBERED_KEYS = 1 << 18  # ~40 MB at most; a tick has entitlements × sidecars keys
 WORKER_HEADER = "tokenpools.worker"  # which worker published a tick's records (for operators)
 
@@ -54,19 +47,10 @@ async def publish_tick(
     return counts
 
 
-def dead_letter_headers(record: RawRecord, error: str) -> Headers:
-    """Kafka Connect-style DLQ headers: the error and where the record came from."""
-    return [
-        (DLQ_ERROR_HEADER, error.encode()[:MAX_ERROR_BYTES]),
-        (DLQ_TOPIC_HEADER, record.topic.encode()),
-        (DLQ_PARTITION_HEADER, str(record.partition).encode()),
-        (DLQ_OFFSET_HEADER, str(record.offset).encode()),
-    ]
-
-
 async def dead_letter(send: Send, topics: Topics, record: RawRecord, error: str) -> None:
     """Park a record that failed to parse: its raw bytes, with the error in the headers."""
-    await send(topics.dlq, record.key, record.value, dead_letter_headers(record, error))
+    headers = dead_letter_headers(record.topic, record.partition, record.offset, error)
+    await send(topics.dlq, record.key, record.value, headers)
 
 
 class RememberingPartitioner:

@@ -20,6 +20,23 @@ DLQ_ERROR_HEADER = "tokenpools.error"
 DLQ_TOPIC_HEADER = "tokenpools.source.topic"
 DLQ_PARTITION_HEADER = "tokenpools.source.partition"
 DLQ_OFFSET_HEADER = "tokenpools.source.offset"
+DLQ_MAX_ERROR_BYTES = 4096
+
+
+def dead_letter_headers(
+    topic: str, partition: int, offset: int, error: str
+) -> list[tuple[str, bytes]]:
+    """The headers of a DLQ record: the error and where the record came from.
+
+    One definition for the worker and every connector, so an operator reads any
+    dead letter the same way.
+    """
+    return [
+        (DLQ_ERROR_HEADER, error.encode()[:DLQ_MAX_ERROR_BYTES]),
+        (DLQ_TOPIC_HEADER, topic.encode()),
+        (DLQ_PARTITION_HEADER, str(partition).encode()),
+        (DLQ_OFFSET_HEADER, str(offset).encode()),
+    ]
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import BaseModel
 
 from tokenpools.schemas import DecodeError, decode_as
-from tokenpools.topics import (
-    DLQ_ERROR_HEADER,
-    DLQ_OFFSET_HEADER,
-    DLQ_PARTITION_HEADER,
-    DLQ_TOPIC_HEADER,
-)
+from tokenpools.topics import dead_letter_headers
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -31,12 +26,7 @@ async def dead_letter(
     producer: AIOKafkaProducer, dlq_topic: str, message: ConsumerRecord, error: str
 ) -> None:
     """Park a record that failed to parse: raw bytes as value, error and origin as headers."""
-    headers = [
-        (DLQ_ERROR_HEADER, error.encode()[:4096]),
-        (DLQ_TOPIC_HEADER, message.topic.encode()),
-        (DLQ_PARTITION_HEADER, str(message.partition).encode()),
-        (DLQ_OFFSET_HEADER, str(message.offset).encode()),
-    ]
+    headers = dead_letter_headers(message.topic, message.partition, message.offset, error)
     await producer.send(dlq_topic, value=message.value, key=message.key, headers=headers)
 
 
