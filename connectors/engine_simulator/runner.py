@@ -55,7 +55,6 @@ class EngineRunner:
         model: EngineModel,
         speed: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        on_finish: Callable[[RequestProgress], None] | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be > 0")
@@ -66,7 +65,6 @@ class EngineRunner:
         self._progress: dict[str, RequestProgress] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._on_finish = on_finish
 
     def now(self) -> float:
         """Simulated seconds since the runner started."""
@@ -129,8 +127,6 @@ class EngineRunner:
                 progress.prompt_tokens = event.prompt_tokens
                 progress.finished_at = event.time
                 del self._progress[event.request_id]
-                if self._on_finish is not None:
-                    self._on_finish(progress)
             elif kind is EngineEventKind.ABORTED:
                 progress.error = event.reason
                 del self._progress[event.request_id]

@@ -45,7 +45,7 @@ class BackendPool:
         self.cooldown_s = cooldown_s
         self._turn = itertools.count()
 
-    def pick(self, now: float, exclude: Backend | None = None) -> Backend | None:
+    def pick(self, now: float) -> Backend | None:
         """A backend to send to, or None when every one is cooling down."""
         backends = self.backends
         n = len(backends)
@@ -53,7 +53,7 @@ class BackendPool:
         best: Backend | None = None
         for i in range(n):
             backend = backends[(start + i) % n]
-            if backend is exclude or not backend.available(now):
+            if not backend.available(now):
                 continue
             if self.strategy is Strategy.ROUND_ROBIN:
                 return backend

@@ -52,13 +52,11 @@ class Refusal:
 
 
 class _Waiter:
-    __slots__ = ("estimate", "future", "gone", "state")
+    __slots__ = ("future", "state")
 
-    def __init__(self, estimate: Estimate, future: asyncio.Future[None]) -> None:
-        self.estimate = estimate
+    def __init__(self, future: asyncio.Future[None]) -> None:
         self.future = future
         self.state = _QUEUED
-        self.gone = False
 
 
 class EntitlementGate:
@@ -108,7 +106,7 @@ class EntitlementGate:
             if decision.admitted:
                 return Ticket(self, estimate, 0.0)
             return Refusal(decision.reason, decision.retry_after_s)
-        waiter = _Waiter(estimate, loop.create_future())
+        waiter = _Waiter(loop.create_future())
         decision = admission.admit_or_queue(waiter, total, total, start)
         if decision.admitted:
             return Ticket(self, estimate, 0.0)
@@ -119,12 +117,11 @@ class EntitlementGate:
             on_queued()
         try:
             await waiter.future
-        except asyncio.CancelledError:
-            waiter.gone = True
+        except asyncio.CancelledError:  # the client left while queued
             if waiter.state == _QUEUED:
                 admission.abandon(waiter)
                 self._pump()  # the head may have changed
-            elif waiter.state == _ADMITTED:
+            elif waiter.state == _ADMITTED:  # admitted, but cancelled before it resumed
                 self._settle(estimate, 0)
             raise
         waited = loop.time() - start
@@ -145,11 +142,7 @@ class EntitlementGate:
         admission = self.admission
         now = self._loop.time()
         admitted, expired = admission.release_ready(now)
-        for waiter in admitted:
-            if waiter.gone:  # its client left between admission and resumption
-                total = waiter.estimate.total
-                admission.complete(total, 0, total, now)
-                continue
+        for waiter in admitted:  # a waiter whose client left was abandoned: never here
             waiter.state = _ADMITTED
             if not waiter.future.done():
                 waiter.future.set_result(None)

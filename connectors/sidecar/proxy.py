@@ -70,8 +70,8 @@ class _Failure(Exception):
 class Exchange:
     """One admitted request's bookkeeping, from admission to its terminal event."""
 
-    __slots__ = ("arrived", "estimate_total", "first_byte", "gate", "id", "key_hash", "phase",
-                 "reason", "status", "stream", "ticket", "tokens_used", "usage")
+    __slots__ = ("arrived", "first_byte", "gate", "id", "key_hash", "phase", "reason", "status",
+                 "stream", "ticket", "tokens_used", "usage")
 
     def __init__(self, request_id: str, gate: EntitlementGate, key_hash: str, ticket: Ticket,
                  stream: bool, arrived: float) -> None:
@@ -81,7 +81,6 @@ class Exchange:
         self.ticket = ticket
         self.stream = stream
         self.arrived = arrived
-        self.estimate_total = ticket.estimate.total
         self.first_byte: float | None = None  # streams: when the first chunk went out (TTFT)
         self.usage: dict[str, Any] | None = None
         self.phase = Phase.CANCELLED  # unless something better is known when it ends
