@@ -239,3 +239,23 @@ def test_the_bucket_holds_burst_s_seconds_of_the_rate() -> None:
     assert gate.try_admit(150, 1, 0.0).admitted
     assert gate.try_admit(50, 1, 0.0).admitted
     assert not gate.try_admit(1, 1, 0.0).admitted
+
+
+def test_an_admitted_request_is_charged_its_estimate_and_kv_exactly_once() -> None:
+    gate: Admission[str] = Admission(
+        Dims(tps=100, kv=1000, conc=2), now=0.0, max_wait_s=5.0, burst_s=1.0
+    )
+    assert gate.admit_or_queue("a", 60, 300, 0.0).admitted
+    assert gate.bucket.available(0.0) == pytest.approx(40)
+    assert gate.reservations.kv_tokens == 300 and gate.in_flight == 1
+    assert gate.admit_or_queue("b", 60, 300, 0.0).queued
+    assert gate.release_ready(0.2) == (["b"], [])  # the bucket refilled to 60 by t=0.2
+    assert gate.bucket.available(0.2) == pytest.approx(0)
+    assert gate.reservations.kv_tokens == 600 and gate.in_flight == 2
+
+
+def test_an_oversize_request_is_admitted_into_a_full_bucket_and_repaid_by_refill() -> None:
+    gate: Admission[str] = Admission(Dims(tps=100, kv=1e6, conc=10), now=0.0, burst_s=1.0)
+    assert gate.try_admit(250, 1, 0.0).admitted
+    assert gate.bucket.available(0.0) == pytest.approx(-150)
+    assert gate.try_admit(1, 1, 1.0).reason == "tps"  # still repaying at t=1 (-50)

@@ -90,13 +90,10 @@ class Admission(Generic[T]):
             return "tps"
         return None
 
-    def _take(self, estimate: float, kv: float, now: float) -> bool:
-        if self._blocked_by(estimate, kv, now) is not None:
-            return False
-        taken = self.bucket.try_take(estimate, now)
-        assert taken, "bucket refused what time_until promised"
-        self.reservations.try_reserve(1, kv, self.limits.conc, self.limits.kv)
-        return True
+    def _take(self, estimate: float, kv: float, now: float) -> None:
+        """Charge a request `_blocked_by` just cleared: checking again would repeat it."""
+        self.bucket.charge(estimate, now)
+        self.reservations.reserve(1, kv)
 
     def _retry_after(self, reason: str, estimate: float, now: float) -> float:
         if reason == "tps":
@@ -135,7 +132,10 @@ class Admission(Generic[T]):
 
         def admit(item: T) -> bool:
             estimate, kv = self._queued[item]
-            return self._take(estimate, kv, now)
+            if self._blocked_by(estimate, kv, now) is not None:
+                return False
+            self._take(estimate, kv, now)
+            return True
 
         admitted = self.queue.pop_ready(admit)
         for item in admitted:

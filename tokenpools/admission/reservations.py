@@ -35,9 +35,13 @@ class Reservations:
     def try_reserve(self, conc: int, kv: float, conc_limit: float, kv_limit: float) -> bool:
         if self.fits(conc, kv, conc_limit, kv_limit) is not None:
             return False
+        self.reserve(conc, kv)
+        return True
+
+    def reserve(self, conc: int, kv: float) -> None:
+        """Hold what `fits` has just cleared (the caller checked; no second check)."""
         self.in_flight += conc
         self.kv_tokens += kv
-        return True
 
     def release(self, conc: int, kv: float) -> None:
         self.in_flight = max(0, self.in_flight - conc)
