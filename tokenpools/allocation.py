@@ -112,11 +112,7 @@ def allocate(inp: AllocationInput) -> Allocation:
     shared = ~spot
 
     # 1. guarantees first, pro rata if capacity no longer covers them
-    base = np.where(shared[:, None], np.minimum(demand, guarantee), 0.0)
-    promised = base.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        scale = np.where(promised > capacity, capacity / promised, 1.0)
-    base = base * scale[None, :]
+    base = _guarantees_first(demand, guarantee, shared, capacity)
 
     # 2. an active guaranteed tenant keeps the rest of its guarantee as headroom: without
     #    preemption, capacity lent out comes back only as fast as the borrower drains
@@ -169,16 +165,24 @@ def allocate(inp: AllocationInput) -> Allocation:
     return Allocation(allocation=allocation, limit=limit, entitled=entitled)
 
 
+def _guarantees_first(
+    demand: np.ndarray, guarantee: np.ndarray, shared: np.ndarray, capacity: np.ndarray
+) -> np.ndarray:
+    """Step 1: `min(D, G)` for non-spot rows, scaled pro rata where capacity fell below it."""
+    base = np.where(shared[:, None], np.minimum(demand, guarantee), 0.0)
+    promised = base.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        scale = np.where(promised > capacity, capacity / promised, 1.0)
+    return base * scale[None, :]
+
+
 def entitled_shares(inp: AllocationInput, capacity: np.ndarray) -> np.ndarray:
     """Steps 1–3 with base weights on `capacity`: the share f each tenant was sold."""
     ceiling = np.minimum(inp.burst, capacity[None, :])
     guarantee = np.minimum(inp.guarantee, ceiling)
     demand = np.maximum(inp.demand, 0.0)
     shared = inp.tier != SPOT
-    base = np.where(shared[:, None], np.minimum(demand, guarantee), 0.0)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        promised = base.sum(axis=0)
-        base = base * np.where(promised > capacity, capacity / promised, 1.0)[None, :]
+    base = _guarantees_first(demand, guarantee, shared, capacity)
     room = np.where(shared[:, None], np.maximum(np.minimum(demand, ceiling) - base, 0.0), 0.0)
     return base + water_fill(capacity - base.sum(axis=0), room, inp.weight)
 

@@ -118,7 +118,10 @@ class DemandWindows:
         self._current: int | None = None  # absolute index of the newest bucket
         self._start: float | None = None
         self._alloc_rows(n_entitlements)
-        # per (entitlement, instance) pair: arrival tokens, for splitting limits
+        self._forget_pairs()
+
+    def _forget_pairs(self) -> None:
+        """Per (entitlement, instance) pair: arrival tokens, for splitting limits."""
         self._pairs: dict[tuple[int, int], int] = {}
         self._pair_ent = np.zeros(0, dtype=np.int64)
         self._pair_inst = np.zeros(0, dtype=np.int64)
@@ -131,7 +134,6 @@ class DemandWindows:
         # one block per kind so a tick clears and reads every series in one numpy call
         # (series, bucket, entitlement): clearing a bucket is one contiguous slab
         self._data = np.zeros((len(_SERIES), nb, n))
-        self._series = {name: self._data[i] for i, name in enumerate(_SERIES)}
         self._totals = np.zeros((len(_SERIES), n))  # Σ over the window, kept up to date
         self._peak_data = np.zeros((len(_PEAKS), nb, n))
         self._peaks = {name: self._peak_data[i] for i, name in enumerate(_PEAKS)}
@@ -163,11 +165,7 @@ class DemandWindows:
         self.last_arrival[keep] = old_last[src]
         self.queued[keep] = old_queued[src]
         self.queued_kv[keep] = old_queued_kv[src]
-        self._pairs.clear()
-        self._pair_ent = np.zeros(0, dtype=np.int64)
-        self._pair_inst = np.zeros(0, dtype=np.int64)
-        self._pair_tokens = np.zeros((0, self.n_buckets))
-        self._pair_seen = np.zeros(0)
+        self._forget_pairs()
 
     # -- time -------------------------------------------------------------------------------
     def advance(self, now: float) -> None:
@@ -422,8 +420,3 @@ class EngineWindows:
     def throughput(self, now: float) -> float:
         """Measured tokens/s (prompt + generated) summed over the live backends."""
         return sum(self._rates.get(s.backend, 0.0) for s in self._recent(now) if s.up)
-
-    def queue(self, now: float) -> tuple[float, float]:
-        """(running, waiting) summed over the live backends."""
-        recent = [s for s in self._recent(now) if s.up]
-        return sum(s.running for s in recent), sum(s.waiting for s in recent)
