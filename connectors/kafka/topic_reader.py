@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 
@@ -20,10 +22,9 @@ async def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> li
         end = await consumer.end_offsets(tps)
         records: list[ConsumerRecord] = []
         remaining = {tp for tp in tps if end[tp] > 0}
-        loop_deadline = timeout_s
-        while remaining and loop_deadline > 0:
+        deadline = time.monotonic() + timeout_s
+        while remaining and time.monotonic() < deadline:
             batch = await consumer.getmany(*remaining, timeout_ms=500)
-            loop_deadline -= 0.5 if not batch else 0
             for tp, messages in batch.items():
                 records.extend(messages)
                 if messages and messages[-1].offset + 1 >= end[tp]:

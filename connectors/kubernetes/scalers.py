@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Protocol
 
 from connectors.kubernetes.targets import ScaleTarget
@@ -54,6 +55,4 @@ class KubernetesScaler:
 
 
 def _in_cluster() -> bool:
-    import os
-
     return "KUBERNETES_SERVICE_HOST" in os.environ

@@ -16,7 +16,7 @@ from tokenpools.topics import Topics
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
-TRACE = ROOT.parent / "shared" / "traces" / "azure_llm_2023_code.csv"
+TRACE = ROOT / "tests" / "fixtures" / "azure_llm_2023_code_sample.csv"  # cut from the Azure trace
 
 
 def test_config_apply_publishes_one_compacted_record_per_pool(kafka_bootstrap, topics: Topics):
@@ -42,7 +42,6 @@ def test_config_apply_fails_with_exit_1_when_kafka_is_unreachable(tmp_path: Path
     assert "could not publish" in result.output
 
 
-@pytest.mark.skipif(not TRACE.exists(), reason=f"recorded trace not found at {TRACE}")
 def test_demo_passes_every_record_through_kafka(kafka_bootstrap, monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP", kafka_bootstrap)
     result = CliRunner().invoke(app, ["demo", "events", "--events", "40", "--trace", str(TRACE)])

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tokenpools.cli.demo_loop import loop, quiet_kafka_client_logs
+from tokenpools.cli.replay import DEFAULT_TRACE
 from tokenpools.config_file import load_config
 from tokenpools.schemas import PlatformConfig, PoolConfigRecord, RequestEvent
 from tokenpools.topics import Topics
@@ -34,9 +35,7 @@ app.command("loop")(loop)
 @app.command("events")
 def events_demo(
     config: Path = typer.Option(REPO / "deploy/examples/overload.yaml", help="Config to apply."),
-    trace: Path = typer.Option(
-        REPO.parent / "shared/traces/azure_llm_2023_code.csv", help="Recorded traffic (CSV)."
-    ),
+    trace: Path = typer.Option(DEFAULT_TRACE, help="Recorded traffic (CSV)."),
     events: int = typer.Option(500, min=1, max=100_000, help="How many trace rows to send."),
     bootstrap: str = typer.Option(None, envvar="KAFKA_BOOTSTRAP", help="Use this broker."),
 ) -> None:

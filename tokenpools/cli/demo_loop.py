@@ -26,6 +26,7 @@ from tokenpools.config_file import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 console = Console()
+SINK_FLUSH_S = 1.0
 
 
 def loop(
@@ -81,7 +82,7 @@ def loop(
             )
             sidecar = stack.sidecar(pool.name, config_path, engine.url)
             stack.worker(tick_s=platform.controller.tick_s)
-            stack.sink(workdir / "store")
+            stack.sink(workdir / "store", flush_interval_s=SINK_FLUSH_S)
             stack.scraper(pool.name, engine.url)
             console.print(f"replaying {len(scenario.requests)} requests: {scenario.description}")
             keys = {e.name: f"sk-demo-{e.name}" for e in platform.entitlements}
@@ -96,7 +97,7 @@ def loop(
                     )
                 )
             stack.check_alive()
-            time.sleep(3)  # one sink flush interval, so the report sees the last events
+            time.sleep(2 * SINK_FLUSH_S)  # the sink's last flush, so the report sees every event
             phases = [
                 ("before spot", 0, spot_start),
                 ("spot floods", spot_start, departure),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -16,7 +17,7 @@ def hash_(
     key: str = typer.Argument(None, help="The key; omit to read one key per line from stdin."),
 ) -> None:
     """Print `hs256:<hex>` for each key, salted with $TOKENPOOLS_KEY_SALT."""
-    if SALT_ENV not in __import__("os").environ:
+    if SALT_ENV not in os.environ:
         typer.echo(f"warning: {SALT_ENV} is not set; using the public development salt", err=True)
     salt = key_salt()
     keys = [key] if key else [line.strip() for line in sys.stdin if line.strip()]

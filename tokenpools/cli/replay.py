@@ -14,6 +14,7 @@ from tokenpools.config_file import ConfigError, load_config
 
 app = typer.Typer(help="Replay recorded traffic against a sidecar or engine.", no_args_is_help=True)
 console = Console()
+# The recorded trace in the `shared/` folder that sits beside a checkout.
 DEFAULT_TRACE = Path(__file__).resolve().parents[3] / "shared/traces/azure_llm_2023_code.csv"
 
 

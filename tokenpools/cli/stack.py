@@ -46,13 +46,21 @@ class LocalStack:
         self,
         name: str,
         *args: str,
-        health: str | None = None,
-        port: int | None = None,
+        serve: tuple[str, str] | None = None,
         timeout: float = 60.0,
     ) -> Service:
-        """Launch `tokenpools <args>`; wait for `health` (a URL path on `port`) when given."""
+        """Launch `tokenpools <args>`.
+
+        `serve=(port_flag, health_path)`: give the service a free port through
+        its `port_flag` and wait until `health_path` answers 200 on it.
+        """
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.workdir / f"{name}.log"
+        url = ""
+        if serve is not None:
+            port = free_port()
+            args = (*args, serve[0], str(port))
+            url = f"http://127.0.0.1:{port}"
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP": self.bootstrap,
@@ -67,95 +75,42 @@ class LocalStack:
                 env=env,
                 start_new_session=True,
             )
-        service = Service(name, process, log, f"http://127.0.0.1:{port}" if port else "")
+        service = Service(name, process, log, url)
         self.services[name] = service
-        if health is not None:
-            self._wait_healthy(service, service.url + health, timeout)
+        if serve is not None:
+            self._wait_healthy(service, url + serve[1], timeout)
         return service
 
     def engine_simulator(self, *options: str) -> Service:
-        port = free_port()
-        return self.start(
-            "engine-sim",
-            "engine-sim",
-            "run",
-            "--port",
-            str(port),
-            *options,
-            health="/health",
-            port=port,
-        )
+        return self.start("engine-sim", "engine-sim", "run", *options, serve=("--port", "/health"))
 
     def sidecar(
         self, pool: str, config: Path, backend: str, instance: str = "sidecar-0"
     ) -> Service:
-        port = free_port()
         return self.start(
-            instance,
-            "sidecar",
-            "run",
-            "--port",
-            str(port),
-            "--pool",
-            pool,
-            "--config",
-            str(config),
-            "--backend",
-            backend,
-            "--bootstrap",
-            self.bootstrap,
-            "--namespace",
-            self.namespace,
-            "--instance",
-            instance,
-            health="/health",
-            port=port,
-        )
+            instance, "sidecar", "run", "--pool", pool, "--config", str(config),
+            "--backend", backend, "--bootstrap", self.bootstrap, "--namespace", self.namespace,
+            "--instance", instance, serve=("--port", "/health"),
+        )  # fmt: skip
 
     def worker(self, tick_s: float = 1.0) -> Service:
-        port = free_port()
         return self.start(
-            "worker",
-            "worker",
-            "run",
-            "--tick",
-            str(tick_s),
-            "--metrics-port",
-            str(port),
-            health="/metrics",
-            port=port,
-            timeout=90,
-        )
+            "worker", "worker", "run", "--tick", str(tick_s),
+            serve=("--metrics-port", "/metrics"), timeout=90,
+        )  # fmt: skip
 
-    def sink(self, store: Path) -> Service:
-        port = free_port()
+    def sink(self, store: Path, flush_interval_s: float = 1.0) -> Service:
         return self.start(
-            "sink",
-            "sink",
-            "run",
-            "--store",
-            str(store),
-            "--query-port",
-            str(port),
-            health="/healthz",
-            port=port,
-            timeout=90,
-        )
+            "sink", "sink", "run", "--store", str(store), "--flush-interval", str(flush_interval_s),
+            serve=("--query-port", "/healthz"), timeout=90,
+        )  # fmt: skip
 
     def scraper(self, pool: str, backend: str, interval_s: float = 1.0) -> Service:
         return self.start(
-            "scraper",
-            "scraper",
-            "run",
-            "--target",
-            f"{pool}={backend}",
-            "--bootstrap",
-            self.bootstrap,
-            "--namespace",
-            self.namespace,
-            "--interval",
-            str(interval_s),
-        )
+            "scraper", "scraper", "run", "--target", f"{pool}={backend}",
+            "--bootstrap", self.bootstrap, "--namespace", self.namespace,
+            "--interval", str(interval_s),
+        )  # fmt: skip
 
     def check_alive(self) -> None:
         """Raise if any service has exited (they are meant to run until `stop`)."""
