@@ -25,3 +25,17 @@ def test_redacted_keys_keep_too_little_to_be_used() -> None:
     key = "sk-live-0123456789abcdef"
     shown = redact(key)
     assert key not in shown and len(shown) < len(key)
+
+
+def test_keys_hash_command_prints_what_a_config_lists_and_warns_about_the_dev_salt(
+    monkeypatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from tokenpools.cli.main import app
+
+    monkeypatch.delenv("TOKENPOOLS_KEY_SALT", raising=False)
+    result = CliRunner().invoke(app, ["keys", "hash", "sk-demo-spot"])
+    assert result.exit_code == 0
+    assert hash_key("sk-demo-spot", key_salt({})) in result.output
+    assert "development salt" in result.output
