@@ -73,7 +73,7 @@ class EntitlementDirectory:
                     gate = EntitlementGate(spec, limits, source, wait, settings.queue_capacity)
                     self.gates[spec.name] = gate
                 else:
-                    gate.reconfigure(spec, wait)
+                    gate.reconfigure(spec, wait, settings.queue_capacity)
                 for key_hash in spec.key_hashes:
                     by_hash[key_hash] = gate
         self._by_hash = by_hash

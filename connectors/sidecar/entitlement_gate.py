@@ -73,18 +73,17 @@ class EntitlementGate:
         self._loop = asyncio.get_running_loop()
         self.spec = spec
         self.source = source
-        self._queue_capacity = queue_capacity
         self.admission: Admission[_Waiter] = Admission(
             limits, self._loop.time(), max_wait_s=max_wait, queue_capacity=queue_capacity
         )
         self._timer: asyncio.TimerHandle | None = None
 
     # -- configuration ----------------------------------------------------------------------
-    def reconfigure(self, spec: EntitlementSpec, max_wait: float) -> None:
-        """A new spec for the same entitlement (keys, SLO, tier may change)."""
+    def reconfigure(self, spec: EntitlementSpec, max_wait: float, queue_capacity: int) -> None:
+        """A new config for the same entitlement (keys, SLO, tier, queue size may change)."""
         self.spec = spec
         self.admission.max_wait_s = max_wait
-        self.admission.queue.capacity = self._queue_capacity if max_wait > 0 else 0
+        self.admission.queue.capacity = queue_capacity if max_wait > 0 else 0
 
     def set_limits(self, limits: Dims, source: LimitSource) -> None:
         self.source = source
