@@ -13,7 +13,7 @@ flap replicas. The decision carries a human-readable reason.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -57,11 +57,7 @@ class ScalerMemory:
 
     desired: int
     last_scale_up: float = -math.inf
-    history: list[tuple[float, int]] | None = None  # (time, bounded n*) within the window
-
-    def __post_init__(self) -> None:
-        if self.history is None:
-            self.history = []
+    history: list[tuple[float, int]] = field(default_factory=list)  # (time, n*) in the window
 
 
 def decide(
@@ -72,7 +68,6 @@ def decide(
     bounded = min(max(need.replicas, policy.min_replicas), policy.max_replicas)
     target = max(bounded, need.guarantee_floor)
     history = memory.history
-    assert history is not None
     history.append((now, target))
     horizon = now - policy.scale_down_stabilization_s
     while len(history) > 1 and history[0][0] < horizon:

@@ -222,7 +222,7 @@ class PoolController:
             self._scaler.desired = state.desired_replicas
         if state.last_scale_up is not None:
             self._scaler.last_scale_up = state.last_scale_up
-        self._scaler.history = [tuple(x) for x in state.scale_history]  # type: ignore[misc]
+        self._scaler.history = list(state.scale_history)
 
     # -- inputs -----------------------------------------------------------------------------
     def observe_requests(self, events: Sequence[RequestEvent]) -> None:
@@ -467,7 +467,7 @@ class PoolController:
             last_scale_up=None
             if math.isinf(self._scaler.last_scale_up)
             else self._scaler.last_scale_up,
-            scale_history=list(self._scaler.history or []),
+            scale_history=list(self._scaler.history),
         )
 
     # -- introspection (simulator, tests, bench) -------------------------------------------
