@@ -142,11 +142,14 @@ def parse_plain(values: Sequence[bytes | None]) -> tuple[list[dict], list[int]]:
     good: list[dict] = []
     slow: list[int] = []
     for i, value in enumerate(values):
-        try:
-            o = loads(value)  # type: ignore[arg-type]
-        except (orjson.JSONDecodeError, TypeError):
-            slow.append(i)
-            continue
+        if objs is not None:  # the batch parsed; only its check failed: judge what was parsed
+            o = objs[i]
+        else:
+            try:
+                o = loads(value)  # type: ignore[arg-type]
+            except (orjson.JSONDecodeError, TypeError):
+                slow.append(i)
+                continue
         if plainly_valid(o):
             good.append(o)
         else:

@@ -192,10 +192,6 @@ class SimResult:
         m = self.mask(name, start, end) & (self.outcome == Outcome.COMPLETED)
         return self.finished_at[m] - self.arrival[m]
 
-    def admission_delays(self, name: str) -> np.ndarray:
-        m = self.mask(name) & ~np.isnan(self.admitted_at)
-        return self.admitted_at[m] - self.arrival[m]
-
     def summary(self) -> list[EntitlementSummary]:
         out = []
         for e, name in enumerate(self.names):
