@@ -186,12 +186,8 @@ class Sidecar:
                 return resp.status, await resp.read(), resp.content_type
             finally:
                 resp.release()
-        except UpstreamConnectError as exc:
-            raise _Failure(502, f"backend unreachable: {exc}", "backend_unreachable") from None
-        except UpstreamTimeout:
-            raise _Failure(504, "backend timed out", "backend_timeout") from None
         except UpstreamError as exc:
-            raise _Failure(502, f"backend error: {exc}", "backend_error") from None
+            raise _failure(exc) from None
 
     # -- the request path -------------------------------------------------------------------
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
@@ -411,19 +407,14 @@ class _UpstreamCall:
             try:
                 self._resp = await sidecar._upstreams[backend.url].request(
                     b"POST", self._path, self._payload, headers)
-            except UpstreamConnectError as exc:
+            except BaseException as exc:
                 backend.in_flight -= 1
-                pool.mark_down(backend, loop.time())
-                last_error = f"backend unreachable ({exc})"
-                continue
-            except UpstreamTimeout:
-                backend.in_flight -= 1
-                raise _Failure(504, "backend timed out", "backend_timeout") from None
-            except UpstreamError as exc:
-                backend.in_flight -= 1
-                raise _Failure(502, f"backend error: {exc}", "backend_error") from None
-            except BaseException:
-                backend.in_flight -= 1
+                if isinstance(exc, UpstreamConnectError):  # nothing was sent: try the next
+                    pool.mark_down(backend, loop.time())
+                    last_error = f"backend unreachable ({exc})"
+                    continue
+                if isinstance(exc, UpstreamError):
+                    raise _failure(exc) from None
                 raise
             self._backend = backend
             return self._resp
@@ -440,10 +431,17 @@ class _UpstreamCall:
                 self._resp.release()
             else:
                 self._resp.close()  # the engine sees the connection drop and aborts the request
-        if isinstance(exc, UpstreamTimeout):
-            raise _Failure(504, "backend timed out", "backend_timeout")
-        if isinstance(exc, UpstreamBroken):
-            raise _Failure(502, f"backend error: {exc}", "backend_error")
+        if isinstance(exc, UpstreamTimeout | UpstreamBroken):
+            raise _failure(exc)
+
+
+def _failure(exc: UpstreamError) -> _Failure:
+    """The client's answer when the backend did not deliver (504 when it fell silent)."""
+    if isinstance(exc, UpstreamTimeout):
+        return _Failure(504, "backend timed out", "backend_timeout")
+    if isinstance(exc, UpstreamConnectError):
+        return _Failure(502, f"backend unreachable: {exc}", "backend_unreachable")
+    return _Failure(502, f"backend error: {exc}", "backend_error")
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:

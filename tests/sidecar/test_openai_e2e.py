@@ -163,10 +163,12 @@ async def test_backend_down_is_502_then_503_while_it_cools_down() -> None:
         with pytest.raises(openai.InternalServerError) as first:
             await gold.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2)
         assert first.value.status_code == 502
+        assert first.value.code == "backend_unreachable"
         with pytest.raises(openai.InternalServerError) as second:
             await gold.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2,
                                                stream=True)
         assert second.value.status_code == 503
+        assert second.value.code == "backend_unavailable"
         async with aiohttp.ClientSession() as http, http.get(s.url + "/health") as resp:
             assert resp.status == 503
         assert await s.drained() == {}
@@ -187,6 +189,7 @@ async def test_a_backend_that_times_out_is_504() -> None:
         with pytest.raises(openai.APIStatusError) as err:
             await client(s).completions.create(model=MODEL, prompt="x", max_tokens=200)
         assert err.value.status_code == 504
+        assert err.value.code == "backend_timeout"
         assert await s.drained() == {}
         assert await engine_idle(s)  # the engine aborted the abandoned request
 
