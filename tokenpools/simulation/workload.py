@@ -65,12 +65,9 @@ class Scenario:
     def without(self, *entitlements: str) -> Scenario:
         """The same scenario with some tenants' traffic removed (e.g. an unloaded reference)."""
         drop = set(entitlements)
-        return Scenario(
+        return replace(
+            self,
             name=f"{self.name} without {', '.join(sorted(drop))}",
             requests=[r for r in self.requests if r.entitlement not in drop],
-            duration_s=self.duration_s,
             changes=list(self.changes),
-            step=self.step,
-            description=self.description,
-            assignment=self.assignment,
         )
