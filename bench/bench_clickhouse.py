@@ -40,8 +40,8 @@ from connectors.clickhouse.store import Target, connect
 from connectors.clickhouse.writer import TableWriter
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.broker import LocalKafka
-from connectors.kafka.producer import make_producer
-from tokenpools.schemas import Phase, RequestEvent, Tier, encode
+from connectors.kafka.producer import make_producer, send_record
+from tokenpools.schemas import Phase, RequestEvent, Tier
 from tokenpools.topics import Topics
 
 T0 = float((int(time.time()) // 3600 - 25) * 3600)  # a day of data ending about now
@@ -65,9 +65,7 @@ async def produce(bootstrap: str, topics: Topics, n: int) -> None:
     await producer.start()
     try:
         for i in range(n):
-            await producer.send(
-                topics.requests, value=encode(sample_event(i)), key=f"pool-{i % 2}".encode()
-            )
+            await send_record(producer, topics.requests, f"pool-{i % 2}", sample_event(i))
         await producer.flush()
     finally:
         await producer.stop()
@@ -86,12 +84,11 @@ async def sink_rate(
     await produce(bootstrap, topics, n)
     # Same events every run: ReplacingMergeTree would merge a second run into the first.
     client.command("TRUNCATE TABLE requests")
-    base = 0
     sink = ClickHouseSink(bootstrap, topics, TableWriter(client), settings=settings)
     start = time.perf_counter()
     task = asyncio.create_task(sink.run())
     first = None
-    while (stored := count(reader) - base) < n:
+    while (stored := count(reader)) < n:
         if first is None and stored > 0:
             first = (time.perf_counter(), stored)
         await asyncio.sleep(0.1)
@@ -188,8 +185,7 @@ def query_latencies(client: Client, repeats: int) -> dict[str, tuple[float, int]
     values = {"start": T0, "end": T0 + 86_400, "window_s": 60, "pool": "", "entitlement": ""}
     out = {}
     for name, query in load_queries().items():
-        declared = {p.name for p in query.parameters}
-        args = {k: v for k, v in values.items() if k in declared}
+        args = query.declared_values(values)
         runs, n = [], 0
         for _ in range(repeats):
             t = time.perf_counter()

@@ -71,6 +71,11 @@ class NamedQuery:
     sql: str
     parameters: tuple[Parameter, ...]
 
+    def declared_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The entries of `values` this query declares: one set of values serves a whole report."""
+        declared = {p.name for p in self.parameters}
+        return {k: v for k, v in values.items() if k in declared}
+
     def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Check and convert the caller's values; missing optional ones take `DEFAULTS`."""
         declared = {p.name: p for p in self.parameters}

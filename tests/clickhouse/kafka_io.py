@@ -46,23 +46,6 @@ async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float = 40.0
         await asyncio.sleep(0.1)
 
 
-async def dead_letters(bootstrap: str, topics: Topics, expected: int) -> list:
-    """Read the DLQ until `expected` records arrived (or 15 s passed)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        consumer.assign([TopicPartition(topics.dlq, 0)])
-        found: list = []
-        deadline = time.monotonic() + 15
-        while len(found) < expected and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=300)
-            for messages in batches.values():
-                found.extend(messages)
-        return found
-    finally:
-        await consumer.stop()
-
-
 @asynccontextmanager
 async def group_member(
     bootstrap: str, group: str, topic: str
@@ -91,18 +74,3 @@ async def lag(bootstrap: str, group: str, topic: str) -> int:
     async with group_member(bootstrap, group, topic) as (consumer, partitions):
         ends = await consumer.end_offsets(partitions)
         return sum([ends[tp] - (await consumer.committed(tp) or 0) for tp in partitions])
-
-
-async def first_records(bootstrap: str, topic: str, n: int) -> list:
-    """The first `n` records of `topic` (across partitions), read outside any group."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        found: list = []
-        deadline = time.monotonic() + 15
-        while len(found) < n and time.monotonic() < deadline:
-            for messages in (await consumer.getmany(timeout_ms=300)).values():
-                found.extend(messages)
-        return sorted(found, key=lambda m: (m.partition, m.offset))[:n]
-    finally:
-        await consumer.stop()

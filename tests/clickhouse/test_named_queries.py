@@ -17,8 +17,7 @@ QUERIES = load_queries()
 def run(client: Client, name: str, **values) -> QueryResult:
     values.setdefault("start", ds.T0)
     values.setdefault("end", ds.T0 + ds.SPAN_S + 60)
-    declared = {p.name for p in QUERIES[name].parameters}
-    return run_query(client, QUERIES[name], {k: v for k, v in values.items() if k in declared})
+    return run_query(client, QUERIES[name], QUERIES[name].declared_values(values))
 
 
 def by(result: QueryResult, *keys: str) -> dict[tuple, dict]:
@@ -172,3 +171,11 @@ def test_bad_parameters_are_refused_before_reaching_clickhouse(
 ) -> None:
     with pytest.raises(QueryError, match=message):
         run_query(loaded, QUERIES["admission"], values)
+
+
+def test_a_query_takes_from_shared_values_only_those_it_declares() -> None:
+    shared = {"start": ds.T0, "end": ds.T0 + 60, "window_s": 60, "table": "requests"}
+    assert QUERIES["admission"].declared_values(shared) == {
+        "start": ds.T0, "end": ds.T0 + 60, "window_s": 60,
+    }  # fmt: skip
+    assert "window_s" not in QUERIES["chargeback"].declared_values(shared)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,6 +55,19 @@ def test_any_mutation_the_fast_path_accepts_gives_the_model_rows(
     raw = orjson.dumps(mutated(event, field, value))
     if not parse_plain([raw])[1]:
         assert_same_rows(raw)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("reason", "late"), ("status", 429), ("ttft_ms", None), ("ttft_ms", 7), ("tier", "spot"),
+     ("phase", "rejected"), ("key_hash", None), ("stream", True)],
+)  # fmt: skip
+def test_common_mutations_take_the_fast_path_and_give_the_model_rows(
+    field: str, value: object
+) -> None:
+    """The generated test above asserts only what the fast path accepts; these it must accept."""
+    event = RequestEvent(id="r", time=1.5, pool="p", entitlement="a", phase="completed", ttft_ms=9)
+    assert_same_rows(orjson.dumps(mutated(event, field, value)))
 
 
 def test_the_requests_table_takes_plain_rows_with_its_own_columns() -> None:

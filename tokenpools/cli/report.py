@@ -91,9 +91,8 @@ def report(
             span = f"{since:%Y-%m-%d %H:%M:%S} → {until:%Y-%m-%d %H:%M:%S} UTC"
             err.print(f"report {span} from {source.description}")
             for name in names:
-                declared = {p.name for p in catalogue[name].parameters}
                 with err.status(f"running {name}…"):
-                    result = source.run(name, {k: v for k, v in values.items() if k in declared})
+                    result = source.run(name, catalogue[name].declared_values(values))
                 _print_table(result, catalogue[name].description, limit)
                 if plot is not None:
                     from connectors.clickhouse.figures import plot_result
