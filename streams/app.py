@@ -69,18 +69,16 @@ class ControlLoop:
         self._last_tick_wall: float | None = None
         specs = {spec.name: spec for spec in self.topics.specs(settings.partitions)}
         self.faust_topics = {name: self._topic(spec) for name, spec in specs.items()}
-        self.configs = app.Table(
-            "configs",
+        self.configs = self._table("configs")
+        self.states = self._table("controller-state")
+
+    def _table(self, name: str) -> faust.Table:
+        """Raw bytes by pool name, co-partitioned with the pool-keyed topics."""
+        return self.app.Table(
+            name,
             key_type=bytes,
             value_type=bytes,
-            partitions=settings.partitions,
-            use_partitioner=True,
-        )
-        self.states = app.Table(
-            "controller-state",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.partitions,
+            partitions=self.settings.partitions,
             use_partitioner=True,
         )
 
@@ -120,7 +118,9 @@ class ControlLoop:
     def sync_ownership(self) -> None:
         owned = owned_partitions(self.app.assignor.assigned_actives(), self.topics.config)
         if not self.configs_loaded or owned != self.registry.owned_partitions:
-            self.registry.load_configs(list(self.configs.items()))
+            unreadable = self.registry.load_configs(list(self.configs.items()))
+            if unreadable:
+                log.warning("unreadable configs, pools not controlled: %s", unreadable)
             self.configs_loaded = True
         added, removed = self.registry.sync(owned, self.stored_state)
         if added or removed:

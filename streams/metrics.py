@@ -71,8 +71,3 @@ class WorkerMetrics:
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Expose `/metrics` on a background thread."""
         start_http_server(port, addr=addr, registry=self.registry)
-
-    def value(self, name: str, **labels: str) -> float:
-        """Current value of a sample (tests and the CLI status line read it)."""
-        found = self.registry.get_sample_value(name, labels or None)
-        return 0.0 if found is None else found

@@ -11,12 +11,18 @@ the config topic holds partition p of everything else: it owns those pools.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from aiokafka.partitioner import murmur2
 
 
+@lru_cache(maxsize=1 << 16)
 def partition_of(pool: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner picks for key `pool`."""
+    """The partition Kafka's default partitioner picks for key `pool`.
+
+    Remembered: ownership is re-checked for every pool every 250 ms and every
+    tick, and aiokafka's pure-Python murmur2 takes tens of µs a name.
+    """
     return (murmur2(pool.encode()) & 0x7FFFFFFF) % partitions
 
 

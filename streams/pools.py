@@ -73,15 +73,9 @@ class PoolRegistry:
     def owned_partitions(self) -> frozenset[int]:
         return self._owned
 
-    def owns(self, pool: str) -> bool:
-        return pool in self._controllers
-
     @property
     def pools(self) -> list[str]:
         return sorted(self._controllers)
-
-    def controller(self, pool: str) -> PoolController | None:
-        return self._controllers.get(pool)
 
     def window_of(self, pool: str) -> float | None:
         """The pool's demand window if this worker controls it, else None."""

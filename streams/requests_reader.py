@@ -74,10 +74,6 @@ class RequestReader:
             self._pending = (partitions, rewind_s)
             self._wake.set()
 
-    @property
-    def assigned(self) -> frozenset[int]:
-        return self._assigned
-
     def caught_up(self) -> frozenset[int]:
         """Assigned partitions whose replay of the last window has been handed over.
 

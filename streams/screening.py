@@ -73,9 +73,6 @@ class RecentIds:
         self._previous: set[int] = set()
         self._rotated_at: float | None = None
 
-    def __len__(self) -> int:
-        return len(self._current) + len(self._previous)
-
     def rotate(self, now: float) -> None:
         if self._rotated_at is None:
             self._rotated_at = now
@@ -101,7 +98,6 @@ def screen(
     """Sort a batch; `window_of(pool)` is the pool's window in seconds, None if not ours,
     `recent_of(pool)` the ids the pool's controller has seen."""
     out = Screened()
-    events = out.events
     dropped = out.dropped
     records = list(records)
     objs, slow = parse_plain([r.value for r in records])
@@ -112,31 +108,41 @@ def screen(
             out.dead.append((records[i], str(exc)))
             continue
         objs.append(event.model_dump(mode="json"))
-    windows: dict[str, float | None] = {}
-    recents: dict[str, RecentIds] = {}
+    # per pool, looked up once a batch: (earliest time kept, its id memory, its events)
+    lanes: dict[str, tuple[float, RecentIds, list[dict]] | None] = {}
     latest = now + FUTURE_SKEW_S
     for o in objs:
         pool = o["pool"]
-        if pool in windows:
-            window = windows[pool]
-        else:
-            window = windows[pool] = window_of(pool)
-            if window is not None:
-                recents[pool] = recent_of(pool)
-                recents[pool].rotate(now)
-        t = o["time"]
-        if window is None:
+        try:
+            lane = lanes[pool]
+        except KeyError:
+            lane = lanes[pool] = _lane(pool, now, window_of, recent_of)
+        if lane is None:
             dropped["unowned_pool"] += 1
-        elif t < now - window:
+            continue
+        earliest, recent, bucket = lane
+        t = o["time"]
+        if t < earliest:
             dropped["late"] += 1
         elif t > latest:
             dropped["future"] += 1
-        elif recents[pool].seen(o["id"], o["phase"]):
+        elif recent.seen(o["id"], o["phase"]):
             dropped["duplicate"] += 1
         else:
-            bucket = events.get(pool)
-            if bucket is None:
-                events[pool] = [o]
-            else:
-                bucket.append(o)
+            bucket.append(o)
+    out.events = {pool: lane[2] for pool, lane in lanes.items() if lane is not None and lane[2]}
     return out
+
+
+def _lane(
+    pool: str,
+    now: float,
+    window_of: Callable[[str], float | None],
+    recent_of: Callable[[str], RecentIds],
+) -> tuple[float, RecentIds, list[dict]] | None:
+    window = window_of(pool)
+    if window is None:
+        return None
+    recent = recent_of(pool)
+    recent.rotate(now)
+    return now - window, recent, []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 from tokenpools.topics import Topics
@@ -53,9 +53,6 @@ class WorkerSettings:
         """The Faust app id: also the consumer group and the prefix of changelog topics."""
         base = "tokenpools.controller"
         return f"{self.namespace}.{base}" if self.namespace else base
-
-    def with_(self, **changes: object) -> WorkerSettings:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> WorkerSettings:

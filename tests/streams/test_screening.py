@@ -74,6 +74,14 @@ def test_late_future_duplicate_and_unowned_events_are_dropped_by_rule() -> None:
         ("dup", Phase.ADMITTED),
         ("dup", Phase.COMPLETED),
     ]
+    assert set(out.events) == {"p"}
+
+
+def test_a_pool_whose_every_event_is_dropped_hands_no_batch_to_the_windows() -> None:
+    records = [event("late", t=NOW - WINDOW - 1), event("future", t=NOW + FUTURE_SKEW_S + 1)]
+    out = screen(records, NOW, window_of, recent_of())
+    assert out.events == {}
+    assert out.dropped == {"late": 1, "future": 1}
 
 
 def test_duplicates_are_remembered_for_at_least_one_horizon_and_then_forgotten() -> None:

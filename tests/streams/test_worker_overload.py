@@ -220,7 +220,7 @@ def test_live_limits_equal_the_cores_offline_computation_on_the_same_inputs(run:
     assert run.scaling == scaling, "scaling decisions differ from the core's"
     assert len(run.states) >= sum(steps for steps, _ in PHASES.values())
     for live, expected in zip(run.states, offline, strict=True):
-        assert live.epoch == max(live.epoch, expected.epoch)
+        assert live.epoch >= expected.epoch
         for ent in ("spot", *GUARANTEED):
             assert _limit(live, ent) == pytest.approx(_limit(expected, ent), rel=1e-9, abs=1e-9), (
                 f"{ent} at t={live.time}"
