@@ -28,7 +28,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from connectors.clickhouse.rows import Row, TableMapping, mappings
 from connectors.clickhouse.writer import TableWriter
-from connectors.kafka.consumer import DeadLetterCounter, dead_letter, decoded_batches
+from connectors.kafka.consumer import (
+    DeadLetterCounter,
+    decode_or_dead_letter,
+    decoded_batches,
+)
 from connectors.kafka.producer import make_producer
 from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.schemas.plain import parse_plain
@@ -198,7 +202,6 @@ class TopicSink(ConsumerRebalanceListener):
         Only the others are decoded into models (`tokenpools.schemas.plain`): the
         codec judges them and sends what it rejects to the DLQ, as before.
         """
-        counter = self._metrics.dead_letters
         while True:
             got = await self._consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
             messages = [m for ms in got.values() for m in ms]
@@ -213,11 +216,12 @@ class TopicSink(ConsumerRebalanceListener):
                 if i not in judged:
                     out.append((message, next(plain)))
                     continue
-                try:
-                    out.append((message, decode_as(message.value, self.mapping.model)))
-                except DecodeError as exc:
-                    await dead_letter(self._dlq_producer, self._dlq_topic, message, str(exc))
-                    counter.count += 1
+                record = await decode_or_dead_letter(
+                    message, self.mapping.model, self._dlq_producer, self._dlq_topic,
+                    self._metrics.dead_letters,
+                )  # fmt: skip
+                if record is not None:
+                    out.append((message, record))
             yield out
 
     def _rows(self, batch: list[tuple[ConsumerRecord, object]]) -> list[Row]:

@@ -30,6 +30,23 @@ async def dead_letter(
     await producer.send(dlq_topic, value=message.value, key=message.key, headers=headers)
 
 
+async def decode_or_dead_letter(
+    message: ConsumerRecord,
+    model: type[T],
+    producer: AIOKafkaProducer,
+    dlq_topic: str,
+    counter: DeadLetterCounter | None = None,
+) -> T | None:
+    """The record in `message`, or None after parking it on the DLQ with the reason."""
+    try:
+        return decode_as(message.value, model)
+    except DecodeError as exc:
+        await dead_letter(producer, dlq_topic, message, str(exc))
+        if counter is not None:
+            counter.count += 1
+        return None
+
+
 async def decoded_batches(
     consumer: AIOKafkaConsumer,
     model: type[T],
@@ -48,10 +65,7 @@ async def decoded_batches(
         out: list[tuple[ConsumerRecord, T]] = []
         for messages in batches.values():
             for message in messages:
-                try:
-                    out.append((message, decode_as(message.value, model)))
-                except DecodeError as exc:
-                    await dead_letter(producer, dlq_topic, message, str(exc))
-                    if counter is not None:
-                        counter.count += 1
+                record = await decode_or_dead_letter(message, model, producer, dlq_topic, counter)
+                if record is not None:
+                    out.append((message, record))
         yield out
