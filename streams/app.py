@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 from faust.types import TP
 
 from streams.metrics import WorkerMetrics
@@ -192,7 +191,7 @@ class ControlLoop:
             counts = await publish_tick(self.send, self.topics, result, self.worker_id)
             for kind, n in counts.items():
                 self.metrics.published.labels(kind).inc(n)
-            self.states[pool.encode()] = orjson.dumps(state.model_dump(mode="json"))
+            self.states[pool.encode()] = state.model_dump_json().encode()
             self.metrics.epoch.labels(pool).set(state.epoch)
         await self._observe_lag()
         if self._last_tick_wall is not None and now > self._last_tick_wall:
