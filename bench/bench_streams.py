@@ -196,7 +196,7 @@ async def reaction(bootstrap: str, trials: int, log_dir: Path) -> None:
     try:
         await wait_for(lambda: worker.metric("tokenpools_worker_owned_pools") == len(pools), 60,
                        "the worker to own the pools")  # fmt: skip
-        for _trial in range(trials):
+        for trial in range(trials):
             # quiet: only spot, which gets everything
             for pool in pools:
                 await send(pool, f"{pool}-spot", 30)
@@ -225,7 +225,7 @@ async def reaction(bootstrap: str, trials: int, log_dir: Path) -> None:
                 await send(pool, f"{pool}-spot", 30, Phase.COMPLETED)
             missed = len(pending)
             if missed:
-                print(f"   (trial {_trial}: {missed} pools showed no spot cut within 5 s)")
+                print(f"   (trial {trial}: {missed} pools showed no spot cut within 5 s)")
             await asyncio.sleep(2.5)
         tick_sum = worker.metric("tokenpools_worker_tick_seconds_sum")
         tick_n = worker.metric("tokenpools_worker_tick_seconds_count")
