@@ -82,8 +82,7 @@ class EntitlementGate:
     def reconfigure(self, spec: EntitlementSpec, max_wait: float, queue_capacity: int) -> None:
         """A new config for the same entitlement (keys, SLO, tier, queue size may change)."""
         self.spec = spec
-        self.admission.max_wait_s = max_wait
-        self.admission.queue.capacity = queue_capacity if max_wait > 0 else 0
+        self.admission.set_wait(max_wait, queue_capacity)
 
     def set_limits(self, limits: Dims, source: LimitSource) -> None:
         self.source = source

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from tokenpools.admission import fallback_limits
 from tokenpools.schemas import (
-    DIMENSIONS,
     Dims,
     EntitlementSpec,
     FallbackMode,
@@ -27,20 +27,6 @@ from tokenpools.schemas import (
 class LimitSource(StrEnum):
     LIVE = "live"
     FALLBACK = "fallback"
-
-
-def fallback_limits(spec: EntitlementSpec, pool: PoolSpec, mode: FallbackMode) -> Dims:
-    """The limits an entitlement gets while no live limit holds."""
-    if mode is FallbackMode.CLOSED:
-        return Dims()
-    if mode is FallbackMode.STATIC:
-        return spec.guarantee
-    capacity = pool.capacity()
-    values = []
-    for dim in DIMENSIONS:
-        ceiling = getattr(spec.burst, dim)
-        values.append(getattr(capacity, dim) if ceiling is None else ceiling)
-    return Dims.from_tuple(values)
 
 
 class LiveLimits:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from connectors.sidecar.limits import LimitSource, LiveLimits, fallback_limits
+from connectors.sidecar.limits import LimitSource, LiveLimits
+from tokenpools.admission import fallback_limits
 from tokenpools.schemas import Dims, EntitlementSpec, FallbackMode, LimitUpdate, PoolSpec
 
 POOL = PoolSpec(name="p", replicas=2, per_replica=Dims(tps=1000, kv=10000, conc=10),

@@ -5,7 +5,7 @@ take time as an argument, so live enforcement and simulation behave alike.
 """
 
 from tokenpools.admission.gate import ADMITTED, QUEUED, Admission, Decision
-from tokenpools.admission.policy import max_wait_s
+from tokenpools.admission.policy import fallback_limits, max_wait_s
 from tokenpools.admission.reservations import Reservations
 from tokenpools.admission.token_bucket import TokenBucket
 from tokenpools.admission.wait_queue import WaitQueue
@@ -18,5 +18,6 @@ __all__ = [
     "Reservations",
     "TokenBucket",
     "WaitQueue",
+    "fallback_limits",
     "max_wait_s",
 ]

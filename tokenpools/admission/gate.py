@@ -66,16 +66,22 @@ class Admission(Generic[T]):
     ) -> None:
         if burst_s <= 0:
             raise ValueError("burst_s must be > 0")
-        self.max_wait_s = max(0.0, max_wait_s)
         self.burst_s = burst_s
         self.retry_hint_s = retry_hint_s  # when room depends on completions or the next tick
         self.limits = limits
         self.bucket = TokenBucket(limits.tps, limits.tps * burst_s, now)
         self.reservations = Reservations()
-        self.queue: WaitQueue[T] = WaitQueue(queue_capacity if self.max_wait_s > 0 else 0)
+        self.queue: WaitQueue[T] = WaitQueue(0)
+        self.set_wait(max_wait_s, queue_capacity)
         self._queued: dict[T, tuple[float, float]] = {}  # item -> (estimate, kv)
 
+    def set_wait(self, max_wait_s: float, queue_capacity: int) -> None:
+        """How long requests may wait and how many may; no wait means no queue at all."""
+        self.max_wait_s = max(0.0, max_wait_s)
+        self.queue.capacity = queue_capacity if self.max_wait_s > 0 else 0
+
     # -- limits -----------------------------------------------------------------------------
+
     def apply_limits(self, limits: Dims, now: float) -> None:
         """New live limits; requests already in flight above them drain, none is preempted."""
         self.limits = limits

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tokenpools.admission import Admission, max_wait_s
+from tokenpools.admission import Admission, fallback_limits, max_wait_s
 from tokenpools.controller import PoolController
 from tokenpools.engine_model import EngineEventKind, EngineModel, EngineParams
-from tokenpools.schemas.config import PlatformConfig, Tier
+from tokenpools.schemas.config import FallbackMode, PlatformConfig
 from tokenpools.schemas.dims import Dims
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord
 from tokenpools.simulation.result import Outcome, SimResult, Timeline
@@ -129,7 +129,7 @@ class Simulator:
         self.gates: list[Admission[_Req]] = []
         for spec in self.specs:
             pool = config.pool(spec.pool)
-            limits = _static_limits(spec, pool.capacity())
+            limits = fallback_limits(spec, pool, FallbackMode.STATIC)
             wait = max_wait_s(spec, config.enforcement.default_admission_delay_ms)
             self.gates.append(
                 Admission(
@@ -412,10 +412,3 @@ def _columns(events: list[tuple[float, int, int, float, float, float, float]]) -
         latency_s=arr[:, 6],
         instance=np.full(len(arr), -1, dtype=np.int64),
     )
-
-
-def _static_limits(spec, capacity: Dims) -> Dims:  # type: ignore[no-untyped-def]
-    """Limits before the first tick: the guarantee (what a sidecar falls back to)."""
-    if spec.tier is Tier.SPOT:
-        return Dims()
-    return spec.guarantee
