@@ -13,7 +13,7 @@ Columns are laid out exactly as `PoolController.columns` lays them out, which
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ PHASES = {phase.value: code for phase, code in PHASE_CODE.items()}
 
 
 def to_columns(
-    objs: Sequence[dict], controller: PoolController, rows: dict[str, int]
+    objs: Sequence[dict], controller: PoolController, rows: Mapping[str, int]
 ) -> tuple[RequestColumns | None, int]:
     """One pool's objects as the controller's columns; returns (columns, unknown entitlements).
 

@@ -35,7 +35,6 @@ class PoolRegistry:
         self._configs: dict[str, PoolConfigRecord] = {}
         self._controllers: dict[str, PoolController] = {}
         self._owned: frozenset[int] = frozenset()
-        self._rows: dict[str, dict[str, int]] = {}  # pool -> entitlement -> row
         self._recent: dict[str, RecentIds] = {}  # pool -> request ids its controller saw
 
     # -- configs ----------------------------------------------------------------------------
@@ -60,12 +59,10 @@ class PoolRegistry:
         controller = self._controllers.get(name)
         if controller is not None:
             controller.reconfigure(config)
-            self._rows.pop(name, None)
 
     def remove_config(self, pool: str) -> None:
         self._configs.pop(pool, None)
         self._controllers.pop(pool, None)
-        self._rows.pop(pool, None)
         self._recent.pop(pool, None)
 
     # -- ownership --------------------------------------------------------------------------
@@ -104,7 +101,6 @@ class PoolRegistry:
         removed = [name for name in self._controllers if name not in wanted]
         for name in removed:
             del self._controllers[name]
-            self._rows.pop(name, None)
             self._recent.pop(name, None)
         added = [name for name in sorted(wanted) if name not in self._controllers]
         for name in added:
@@ -120,11 +116,7 @@ class PoolRegistry:
             controller = self._controllers.get(pool)
             if controller is None:
                 continue
-            rows = self._rows.get(pool)
-            if rows is None:
-                rows = {name: i for i, name in enumerate(controller.entitlements)}
-                self._rows[pool] = rows
-            cols, missing = to_columns(batch, controller, rows)
+            cols, missing = to_columns(batch, controller, controller.entitlement_rows)
             unknown += missing
             if cols is not None:
                 late_before = controller.windows.late_dropped

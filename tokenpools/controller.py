@@ -17,9 +17,10 @@ survive a crash; epochs stay monotonic even without it
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from types import MappingProxyType
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -237,6 +238,11 @@ class PoolController:
 
     def entitlement_row(self, name: str) -> int:
         return self._index[name]
+
+    @property
+    def entitlement_rows(self) -> Mapping[str, int]:
+        """Each entitlement's row in the windows' arrays (a read-only view; follows reconfigure)."""
+        return MappingProxyType(self._index)
 
     def instance_row(self, instance: str) -> int:
         """Stable small integer for a sidecar instance id ('' = unknown → -1)."""

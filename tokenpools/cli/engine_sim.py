@@ -7,10 +7,9 @@ offline simulator runs.
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
 import typer
+
+from tokenpools.cli.running import run_async, until_signalled
 
 app = typer.Typer(help="A simulated vLLM engine (engine simulator).", no_args_is_help=True)
 
@@ -84,22 +83,3 @@ def run(
         await app_runner.cleanup()
 
     run_async(serve())
-
-
-async def until_signalled() -> None:
-    """Return on SIGINT or SIGTERM (servers then close their connections cleanly)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
-def run_async(main: object) -> None:
-    """Run on uvloop when it is installed (it is a dependency of the fast path)."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)  # type: ignore[arg-type]
-    else:
-        uvloop.run(main)  # type: ignore[arg-type]
