@@ -29,11 +29,21 @@ from tokenpools.topics import Topics
 
 def sample_event(i: int) -> RequestEvent:
     return RequestEvent(
-        id=f"req-{i}", time=1_700_000_000 + i * 0.001, pool=f"pool-{i % 10}",
-        entitlement=f"ent-{i % 1000}", tier=Tier.ELASTIC, instance="sidecar-0",
-        key_hash="hs256:" + "ab" * 32, phase=Phase.COMPLETED, prompt_tokens=500 + i % 300,
-        completion_tokens=120, estimate_tokens=756, queue_delay_ms=1.5, ttft_ms=80.0,
-        latency_ms=900.0, status=200,
+        id=f"req-{i}",
+        time=1_700_000_000 + i * 0.001,
+        pool=f"pool-{i % 10}",
+        entitlement=f"ent-{i % 1000}",
+        tier=Tier.ELASTIC,
+        instance="sidecar-0",
+        key_hash="hs256:" + "ab" * 32,
+        phase=Phase.COMPLETED,
+        prompt_tokens=500 + i % 300,
+        completion_tokens=120,
+        estimate_tokens=756,
+        queue_delay_ms=1.5,
+        ttft_ms=80.0,
+        latency_ms=900.0,
+        status=200,
     )
 
 
@@ -60,15 +70,20 @@ async def kafka_rates(bootstrap: str, count: int) -> tuple[float, float]:
     await producer.start()
     t0 = time.perf_counter()
     for i in range(count):
-        await producer.send(topics.requests, value=payloads[i % len(payloads)],
-                            key=f"pool-{i % 10}".encode())
+        await producer.send(
+            topics.requests, value=payloads[i % len(payloads)], key=f"pool-{i % 10}".encode()
+        )
     await producer.flush()
     produce_rate = count / (time.perf_counter() - t0)
     await producer.stop()
 
     consumer = AIOKafkaConsumer(
-        topics.requests, bootstrap_servers=bootstrap, group_id=f"{topics.namespace}-raw",
-        auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=4 << 20,
+        topics.requests,
+        bootstrap_servers=bootstrap,
+        group_id=f"{topics.namespace}-raw",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 << 20,
         fetch_max_bytes=64 << 20,
     )
     await consumer.start()
@@ -90,8 +105,10 @@ def main() -> None:
     args = parser.parse_args()
 
     enc, dec = codec_cost_us()
-    print(f"codec: encode {enc:.2f} µs/event, decode {dec:.2f} µs/event, "
-          f"encode+decode {enc + dec:.2f} µs/event")
+    print(
+        f"codec: encode {enc:.2f} µs/event, decode {dec:.2f} µs/event, "
+        f"encode+decode {enc + dec:.2f} µs/event"
+    )
 
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
@@ -103,8 +120,10 @@ def main() -> None:
     finally:
         if broker:
             broker.cleanup()
-    print(f"raw aiokafka produce: {produce:,.0f} events/s ({args.events:,} events, acks=all, "
-          f"idempotent)")
+    print(
+        f"raw aiokafka produce: {produce:,.0f} events/s ({args.events:,} events, acks=all, "
+        f"idempotent)"
+    )
     print(f"raw aiokafka consume: {consume:,.0f} events/s (getmany, no decoding)")
 
 

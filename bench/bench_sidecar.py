@@ -44,7 +44,7 @@ from tokenpools.keys import hash_key, key_salt
 from tokenpools.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKENPOOLS = [sys.executable, "-m", "tokenpools.cli.main"]
+TOKENPOOLS = [sys.executable, "-m", "tokenpools_cli.main"]
 LITELLM_VENV = Path.home() / ".cache" / "tokenpools" / "litellm-venv"
 LITELLM_KEY = "sk-bench-master"
 FAST, SLOW = "sim-model", "sim-slow"
@@ -78,11 +78,24 @@ class Server:
             return float("nan")
 
 
-def launch(name: str, cmd: list[str], port: int, workdir: Path, health: str,
-           timeout_s: float = 120.0, env: dict[str, str] | None = None) -> Server:
+def launch(
+    name: str,
+    cmd: list[str],
+    port: int,
+    workdir: Path,
+    health: str,
+    timeout_s: float = 120.0,
+    env: dict[str, str] | None = None,
+) -> Server:
     log = workdir / f"{name}.log"
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
     server = Server(name, f"http://127.0.0.1:{port}", proc, log)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -96,8 +109,9 @@ def launch(name: str, cmd: list[str], port: int, workdir: Path, health: str,
                     return server
         time.sleep(0.3)
     stop(server)
-    raise RuntimeError(f"{name} did not become healthy in {timeout_s:.0f}s:\n"
-                       f"{log.read_text()[-2000:]}")
+    raise RuntimeError(
+        f"{name} did not become healthy in {timeout_s:.0f}s:\n{log.read_text()[-2000:]}"
+    )
 
 
 def stop(server: Server) -> None:
@@ -117,9 +131,22 @@ def engine_sim(workdir: Path, name: str, fast: bool) -> Server:
     if fast:
         cmd += ["--fast", "--model", FAST]
     else:  # long steps, room for thousands: requests stay in flight ~3 s
-        cmd += ["--model", SLOW, "--max-num-seqs", "4096", "--num-gpu-blocks", "1000000",
-                "--max-num-batched-tokens", "1000000", "--step-base-ms", "100",
-                "--step-per-seq-ms", "0", "--prefill-per-token-ms", "0"]
+        cmd += [
+            "--model",
+            SLOW,
+            "--max-num-seqs",
+            "4096",
+            "--num-gpu-blocks",
+            "1000000",
+            "--max-num-batched-tokens",
+            "1000000",
+            "--step-base-ms",
+            "100",
+            "--step-per-seq-ms",
+            "0",
+            "--prefill-per-token-ms",
+            "0",
+        ]
     return launch(name, cmd, port, workdir, "/health")
 
 
@@ -128,16 +155,27 @@ def bench_config(workdir: Path, keys: int, per_entitlement: int = 100) -> tuple[
     salt = key_salt()
     raw = [f"sk-bench-{i:05d}" for i in range(keys)]
     n_ent = max(1, keys // per_entitlement)
-    entitlements = [{
-        "name": f"tenant-{e:03d}", "pool": "bench", "tier": "guaranteed",
-        "guarantee": {"tps": 1e7, "kv": 1e9, "conc": 5000},
-        "slo": {"max_admission_delay_ms": 1000},
-        "key_hashes": [hash_key(k, salt) for k in raw[e::n_ent]],
-    } for e in range(n_ent)]
+    entitlements = [
+        {
+            "name": f"tenant-{e:03d}",
+            "pool": "bench",
+            "tier": "guaranteed",
+            "guarantee": {"tps": 1e7, "kv": 1e9, "conc": 5000},
+            "slo": {"max_admission_delay_ms": 1000},
+            "key_hashes": [hash_key(k, salt) for k in raw[e::n_ent]],
+        }
+        for e in range(n_ent)
+    ]
     config = {
         "version": 1,
-        "pools": [{"name": "bench", "replicas": 1, "target_utilization": 1.0,
-                   "per_replica": {"tps": 1e7 * n_ent, "kv": 1e9 * n_ent, "conc": 5000 * n_ent}}],
+        "pools": [
+            {
+                "name": "bench",
+                "replicas": 1,
+                "target_utilization": 1.0,
+                "per_replica": {"tps": 1e7 * n_ent, "kv": 1e9 * n_ent, "conc": 5000 * n_ent},
+            }
+        ],
         "entitlements": entitlements,
     }
     path = workdir / "bench-config.yaml"
@@ -145,12 +183,27 @@ def bench_config(workdir: Path, keys: int, per_entitlement: int = 100) -> tuple[
     return path, raw
 
 
-def sidecar(workdir: Path, name: str, config: Path, backend: str, kafka: str | None,
-            namespace: str) -> Server:
+def sidecar(
+    workdir: Path, name: str, config: Path, backend: str, kafka: str | None, namespace: str
+) -> Server:
     port = free_port()
-    cmd = [*TOKENPOOLS, "sidecar", "run", "--config", str(config), "--backend", backend,
-           "--port", str(port), "--instance", name, "--namespace", namespace,
-           "--kafka", kafka or ""]
+    cmd = [
+        *TOKENPOOLS,
+        "sidecar",
+        "run",
+        "--config",
+        str(config),
+        "--backend",
+        backend,
+        "--port",
+        str(port),
+        "--instance",
+        name,
+        "--namespace",
+        namespace,
+        "--kafka",
+        kafka or "",
+    ]
     return launch(name, cmd, port, workdir, "/health", env={"KAFKA_BOOTSTRAP": kafka or ""})
 
 
@@ -160,12 +213,20 @@ def litellm(workdir: Path, fast_url: str, slow_url: str) -> Server:
         raise RuntimeError(
             f"{exe} not found. Install it outside the project venv with:\n"
             f"  python3.11 -m venv {LITELLM_VENV} && {LITELLM_VENV}/bin/pip install "
-            "'litellm[proxy]'")
+            "'litellm[proxy]'"
+        )
     config = {
         "model_list": [
-            {"model_name": model, "litellm_params": {
-                "model": f"openai/{model}", "api_base": url + "/v1", "api_key": "none",
-                "tpm": 100_000_000, "rpm": 10_000_000}}
+            {
+                "model_name": model,
+                "litellm_params": {
+                    "model": f"openai/{model}",
+                    "api_base": url + "/v1",
+                    "api_key": "none",
+                    "tpm": 100_000_000,
+                    "rpm": 10_000_000,
+                },
+            }
             for model, url in ((FAST, fast_url), (SLOW, slow_url))
         ],
         "general_settings": {"master_key": LITELLM_KEY},
@@ -174,10 +235,15 @@ def litellm(workdir: Path, fast_url: str, slow_url: str) -> Server:
     path = workdir / "litellm.yaml"
     path.write_text(yaml.safe_dump(config))
     port = free_port()
-    return launch("litellm", [str(exe), "--config", str(path), "--host", "127.0.0.1",
-                              "--port", str(port)],
-                  port, workdir, "/health/liveliness", timeout_s=180,
-                  env={"LITELLM_LOG": "ERROR", "NO_DOCS": "True"})
+    return launch(
+        "litellm",
+        [str(exe), "--config", str(path), "--host", "127.0.0.1", "--port", str(port)],
+        port,
+        workdir,
+        "/health/liveliness",
+        timeout_s=180,
+        env={"LITELLM_LOG": "ERROR", "NO_DOCS": "True"},
+    )
 
 
 # -- load -------------------------------------------------------------------------------------
@@ -196,8 +262,9 @@ class Run:
         return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")
 
 
-async def closed_loop(url: str, keys: list[str], concurrency: int, duration: float,
-                      body: dict = BODY) -> Run:
+async def closed_loop(
+    url: str, keys: list[str], concurrency: int, duration: float, body: dict = BODY
+) -> Run:
     """`concurrency` clients, each sending the next request when the last one answered."""
     latencies: list[float] = []
     errors = 0
@@ -213,8 +280,9 @@ async def closed_loop(url: str, keys: list[str], concurrency: int, duration: flo
                 headers = {"Authorization": f"Bearer {rng.choice(keys)}"}
                 t0 = time.perf_counter()
                 try:
-                    async with http.post(url + "/v1/chat/completions", json=body,
-                                         headers=headers) as resp:
+                    async with http.post(
+                        url + "/v1/chat/completions", json=body, headers=headers
+                    ) as resp:
                         await resp.read()
                         ok = resp.status == 200
                 except aiohttp.ClientError:
@@ -239,10 +307,22 @@ def wrk_rate(url: str, key: str, connections: int, duration: float, workdir: Pat
         'wrk.method = "POST"\n'
         f"wrk.body = '{__import__('json').dumps(BODY)}'\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["Authorization"] = "Bearer {key}"\n')
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    )
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "-s", str(script),
-         url + "/v1/chat/completions"], capture_output=True, text=True, timeout=duration + 30)
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "-s",
+            str(script),
+            url + "/v1/chat/completions",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
+    )
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out.stdout)
     errors = int(bad.group(1)) if bad else 0
@@ -251,18 +331,23 @@ def wrk_rate(url: str, key: str, connections: int, duration: float, workdir: Pat
     return Run([0.0] * done, errors, duration)
 
 
-async def hold_in_flight(url: str, keys: list[str], n: int, server: Server,
-                         in_flight: Callable[[], Awaitable[int]]) -> tuple[float, int]:
+async def hold_in_flight(
+    url: str, keys: list[str], n: int, server: Server, in_flight: Callable[[], Awaitable[int]]
+) -> tuple[float, int]:
     """Start `n` slow requests at once; RSS of `server` when (nearly) all are in flight."""
     body = {**BODY, "model": SLOW, "max_tokens": 30}
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=120)) as http:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=120)
+    ) as http:
 
         async def one(i: int) -> None:
             with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                async with http.post(url + "/v1/chat/completions", json=body, headers={
-                        "Authorization": f"Bearer {keys[i % len(keys)]}"}) as resp:
+                async with http.post(
+                    url + "/v1/chat/completions",
+                    json=body,
+                    headers={"Authorization": f"Bearer {keys[i % len(keys)]}"},
+                ) as resp:
                     await resp.read()
 
         tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
@@ -284,17 +369,23 @@ async def hold_in_flight(url: str, keys: list[str], n: int, server: Server,
 async def sidecar_in_flight(url: str) -> int:
     async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
         text = await resp.text()
-    return int(sum(float(v) for v in re.findall(
-        r"^tokenpools_sidecar_in_flight\{[^}]*\} ([\d.e+]+)$", text, re.M)))
+    return int(
+        sum(
+            float(v)
+            for v in re.findall(r"^tokenpools_sidecar_in_flight\{[^}]*\} ([\d.e+]+)$", text, re.M)
+        )
+    )
 
 
 def engine_in_flight(engine: Server) -> Callable[[], Awaitable[int]]:
     async def count() -> int:
         async with aiohttp.ClientSession() as http, http.get(engine.url + "/metrics") as resp:
             text = await resp.text()
-        found = re.findall(r"^vllm:num_requests_(?:running|waiting)\{[^}]*\} ([\d.e+]+)$",
-                           text, re.M)
+        found = re.findall(
+            r"^vllm:num_requests_(?:running|waiting)\{[^}]*\} ([\d.e+]+)$", text, re.M
+        )
         return int(sum(float(v) for v in found))
+
     return count
 
 
@@ -313,9 +404,11 @@ def kafka_for(choice: str) -> Iterator[str | None]:
 async def main(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="tokenpools-bench-sidecar-"))
     servers: list[Server] = []
-    print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; "
-          f"load: aiohttp closed loop (latency), {'wrk -t1' if shutil.which('wrk') else 'aiohttp'}"
-          " (max rate); all on 127.0.0.1")
+    print(
+        f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; "
+        f"load: aiohttp closed loop (latency), {'wrk -t1' if shutil.which('wrk') else 'aiohttp'}"
+        " (max rate); all on 127.0.0.1"
+    )
     with kafka_for(args.kafka) as bootstrap:
         namespace = f"bench{uuid.uuid4().hex[:6]}"
         if bootstrap:
@@ -346,17 +439,27 @@ async def main(args: argparse.Namespace) -> None:
             for _ in range(args.rounds):  # interleaved, so drift hits every path alike
                 for name, (url, ks) in targets.items():
                     lat[name].append(await closed_loop(url, ks, args.moderate, args.duration))
-            merged = {n: Run([x for r in runs for x in r.latencies], sum(r.errors for r in runs),
-                             sum(r.elapsed for r in runs)) for n, runs in lat.items()}
+            merged = {
+                n: Run(
+                    [x for r in runs for x in r.latencies],
+                    sum(r.errors for r in runs),
+                    sum(r.elapsed for r in runs),
+                )
+                for n, runs in lat.items()
+            }
 
             rates: dict[str, Run] = {}
             cpu_us: dict[str, float] = {}  # proxy CPU per request at max rate
-            proxies = {"direct": fast, "tokenpools": proxy, **(
-                {"litellm": lite} if "litellm" in targets else {})}
+            proxies = {
+                "direct": fast,
+                "tokenpools": proxy,
+                **({"litellm": lite} if "litellm" in targets else {}),
+            }
             for name, (url, ks) in targets.items():
                 before = proxies[name].cpu_s()
-                rates[name] = (wrk_rate(url, ks[0], args.connections, args.duration, workdir)
-                               or await closed_loop(url, ks, args.connections, args.duration))
+                rates[name] = wrk_rate(
+                    url, ks[0], args.connections, args.duration, workdir
+                ) or await closed_loop(url, ks, args.connections, args.duration)
                 done = rates[name].rate * rates[name].elapsed
                 cpu_us[name] = (proxies[name].cpu_s() - before) / max(1, done) * 1e6
 
@@ -364,48 +467,69 @@ async def main(args: argparse.Namespace) -> None:
             slow_proxy = sidecar(workdir, "sidecar-mem", config, slow.url, bootstrap, namespace)
             servers.append(slow_proxy)
             idle = slow_proxy.rss_mb
-            rss, n = await hold_in_flight(slow_proxy.url, keys, args.inflight, slow_proxy,
-                                          lambda: sidecar_in_flight(slow_proxy.url))
+            rss, n = await hold_in_flight(
+                slow_proxy.url,
+                keys,
+                args.inflight,
+                slow_proxy,
+                lambda: sidecar_in_flight(slow_proxy.url),
+            )
             memory["tokenpools"] = (idle, rss, n)
             if "litellm" in targets:
                 await asyncio.sleep(4)  # let the slow engine drain
                 idle = lite.rss_mb
-                rss, n = await hold_in_flight(lite.url, [LITELLM_KEY], args.inflight, lite,
-                                              engine_in_flight(slow))
+                rss, n = await hold_in_flight(
+                    lite.url, [LITELLM_KEY], args.inflight, lite, engine_in_flight(slow)
+                )
                 memory["litellm"] = (idle, rss, n)
         finally:
             for server in reversed(servers):
                 stop(server)
 
     direct = merged["direct"]
-    print(f"\nadded latency at moderate load ({args.moderate} in flight, {args.rounds}×"
-          f"{args.duration:g}s per path, {BODY['max_tokens']} output tokens):")
-    print(f"  {'path':<11} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10}"
-          f" {'requests':>9} {'errors':>7}")
+    print(
+        f"\nadded latency at moderate load ({args.moderate} in flight, {args.rounds}×"
+        f"{args.duration:g}s per path, {BODY['max_tokens']} output tokens):"
+    )
+    print(
+        f"  {'path':<11} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10}"
+        f" {'requests':>9} {'errors':>7}"
+    )
     for name, run in merged.items():
-        added = "" if name == "direct" else (
-            f"{run.pct(0.5) - direct.pct(0.5):>+10.3f} {run.pct(0.99) - direct.pct(0.99):>+10.3f}")
-        print(f"  {name:<11} {run.pct(0.5):>8.3f} {run.pct(0.99):>8.3f} "
-              f"{added or ' ' * 21:>21} {len(run.latencies):>9} {run.errors:>7}")
+        added_p50 = run.pct(0.5) - direct.pct(0.5)
+        added_p99 = run.pct(0.99) - direct.pct(0.99)
+        added = "" if name == "direct" else f"{added_p50:>+10.3f} {added_p99:>+10.3f}"
+        print(
+            f"  {name:<11} {run.pct(0.5):>8.3f} {run.pct(0.99):>8.3f} "
+            f"{added or ' ' * 21:>21} {len(run.latencies):>9} {run.errors:>7}"
+        )
     print(f"\nmax request rate ({args.connections} connections, {args.duration:g}s):")
     for name, run in rates.items():
         whose = "engine simulator" if name == "direct" else "proxy"
-        print(f"  {name:<11} {run.rate:>9.0f} req/s  {run.rate / rates['direct'].rate:>6.1%} of "
-              f"direct  errors {run.errors:<4} {whose} CPU {cpu_us[name]:.0f} µs/request")
-    print(f"\nresident memory ({args.keys} keys configured in the sidecar; "
-          f"{args.inflight} requests started at once against a slow engine):")
+        print(
+            f"  {name:<11} {run.rate:>9.0f} req/s  {run.rate / rates['direct'].rate:>6.1%} of "
+            f"direct  errors {run.errors:<4} {whose} CPU {cpu_us[name]:.0f} µs/request"
+        )
+    print(
+        f"\nresident memory ({args.keys} keys configured in the sidecar; "
+        f"{args.inflight} requests started at once against a slow engine):"
+    )
     for name, (idle, rss, n) in memory.items():
         print(f"  {name:<11} idle {idle:>6.0f} MB   with {n:>5} in flight {rss:>6.0f} MB")
     if "litellm" in memory:
-        print("  (LiteLLM: the master key only — its per-key budgets need a Postgres database, "
-              "which this bench does not run)")
+        print(
+            "  (LiteLLM: the master key only — its per-key budgets need a Postgres database, "
+            "which this bench does not run)"
+        )
     if lite_error is not None:
         print(f"\nLiteLLM was NOT measured: {lite_error}")
     elif "litellm" in merged:
         lm, tp = merged["litellm"], merged["tokenpools"]
-        print(f"\ntokenpools vs LiteLLM: added p50 "
-              f"{(lm.pct(0.5) - direct.pct(0.5)) / max(1e-9, tp.pct(0.5) - direct.pct(0.5)):.0f}×"
-              f" smaller; max rate {rates['tokenpools'].rate / rates['litellm'].rate:.1f}× higher")
+        print(
+            f"\ntokenpools vs LiteLLM: added p50 "
+            f"{(lm.pct(0.5) - direct.pct(0.5)) / max(1e-9, tp.pct(0.5) - direct.pct(0.5)):.0f}×"
+            f" smaller; max rate {rates['tokenpools'].rate / rates['litellm'].rate:.1f}× higher"
+        )
     shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -421,6 +545,7 @@ if __name__ == "__main__":
     parser.add_argument("--no-litellm", action="store_true")
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass

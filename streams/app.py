@@ -1,4 +1,4 @@
-"""The Faust app of the live control loop (DESIGN §1, §5).
+"""The Faust app of the live control loop (docs/STREAMS.md).
 
 `faust -A streams.app worker` runs it configured from `TOKENPOOLS_*`
 environment variables (see `streams.settings`); `tokenpools worker run` builds
@@ -34,17 +34,19 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from connectors.kafka.dead_letter import Headers, send_dead_letter
+from connectors.kafka.partitioner import RememberingPartitioner
+from connectors.kafka.topics import STATE_MAX_MESSAGE_BYTES, TopicSpec, topic_specs
 from streams.metrics import WorkerMetrics
 from streams.ownership import owned_partitions
 from streams.pools import PoolRegistry
-from streams.publishing import Headers, RememberingPartitioner, dead_letter, publish_tick
+from streams.publishing import publish_tick
 from streams.requests_reader import RequestReader
 from streams.screening import RawRecord, screen
 from streams.settings import RequestSource, WorkerSettings
 from tokenpools.controller import ControllerState
 from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord
-from tokenpools.topics import STATE_MAX_MESSAGE_BYTES, TopicSpec
 
 log = logging.getLogger("tokenpools.worker")
 
@@ -66,7 +68,7 @@ class ControlLoop:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._events_since_tick = 0
         self._last_tick_wall: float | None = None
-        specs = {spec.name: spec for spec in self.topics.specs(settings.partitions)}
+        specs = {spec.name: spec for spec in topic_specs(self.topics, settings.partitions)}
         self.faust_topics = {name: self._topic(spec) for name, spec in specs.items()}
         self.configs = self._table("configs")
         self.states = self._table("controller-state")
@@ -97,6 +99,19 @@ class ControlLoop:
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
     ) -> Any:
         return await self.app.producer.send(topic, key, value, None, None, headers)
+
+    async def dead_letter(self, record: RawRecord, error: str) -> None:
+        """Park a record that failed to parse on the DLQ (raw bytes, error in headers)."""
+        await send_dead_letter(
+            self.send,
+            self.topics.dlq,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            error=error,
+        )
 
     # -- state ------------------------------------------------------------------------------
     def stored_state(self, pool: str) -> ControllerState | None:
@@ -147,7 +162,7 @@ class ControlLoop:
         if out.dead:
             self.metrics.dead_lettered.labels("requests").inc(len(out.dead))
         for record, error in out.dead:
-            await dead_letter(self.send, self.topics, record, error)
+            await self.dead_letter(record, error)
 
     async def on_engine_records(self, records: Sequence[RawRecord]) -> None:
         self.metrics.events.labels("engine").inc(len(records))
@@ -157,7 +172,7 @@ class ControlLoop:
                 samples.append(decode_as(record.value, EngineSample))
             except DecodeError as exc:
                 self.metrics.dead_lettered.labels("engine").inc()
-                await dead_letter(self.send, self.topics, record, str(exc))
+                await self.dead_letter(record, str(exc))
         unowned = self.registry.observe_engine(samples)
         if unowned:
             self.metrics.dropped.labels("unowned_pool").inc(unowned)
@@ -173,7 +188,7 @@ class ControlLoop:
             config = decode_as(record.value, PoolConfigRecord)
         except DecodeError as exc:
             self.metrics.dead_lettered.labels("config").inc()
-            await dead_letter(self.send, self.topics, record, str(exc))
+            await self.dead_letter(record, str(exc))
             return
         self.configs[config.pool.name.encode()] = record.value
         self.registry.set_config(config)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from connectors.kafka.partitioner import partition_of
 from streams.columns import to_columns
-from streams.ownership import partition_of
 from streams.screening import DEDUPE_HORIZON_S, RecentIds
 from tokenpools.controller import ControllerState, PoolController, TickResult
 from tokenpools.schemas import DecodeError, decode_as

@@ -2,7 +2,7 @@
 
 The package root is the pure domain core (schemas, capacity model, allocation,
 debt, autoscaling, admission primitives, offline simulator). It never imports
-Kafka, Faust, HTTP or ClickHouse clients; `tokenpools.cli` is the composition
+Kafka, Faust, HTTP or ClickHouse clients; `tokenpools_cli` is the composition
 root that wires the core to `streams` and `connectors`.
 """
 

@@ -2,7 +2,7 @@
 
 Arrays are (E, 3) in DIMENSIONS order (tps, kv, conc); each dimension is
 allocated independently but in the same vectorized numpy calls. The steps
-(DESIGN §3, docs/CAPACITY_MODEL.md):
+(docs/CAPACITY_MODEL.md):
 
 1. guaranteed: every entitlement with a guarantee gets `min(D, G)` first
    (scaled down pro rata only if capacity fell below the guarantees, e.g. a
@@ -12,8 +12,8 @@ allocated independently but in the same vectorized numpy calls. The steps
    only as fast as the borrower drains, so lending it would turn a guarantee
    into a wait; a tenant with no demand (departed, idle) lends all of it but
    one request's worth (`unit`), so its next request need not wait a tick
-   (`lend_guarantees` lends active tenants' guarantees too: DESIGN §3's
-   literal lending);
+   (`lend_guarantees` lends active tenants' guarantees too, the
+   literal reading of the paper's lending);
 3. elastic: what remains is water-filled (weighted max-min fair) among the
    guaranteed and elastic entitlements by priority weight `π`, each up to
    `min(D, B)` — a guaranteed tenant bursts above its guarantee like an

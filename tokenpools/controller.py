@@ -383,7 +383,7 @@ class PoolController:
     def _claim_factor(self, kappa: float) -> np.ndarray:
         """What a tenant claims per unit of measured demand: 1 + σ·SLO_HEADROOM + κ·σ·debt.
 
-        Priority from debt (DESIGN §3) only decides how an over-subscribed pool is
+        Priority from debt (docs/CAPACITY_MODEL.md) only decides how an over-subscribed pool is
         split; a tight-SLO tenant *below* its share also needs room above its
         measured demand, or every burst waits a tick. Guaranteed tenants already
         hold their whole guarantee as headroom, and spot does not wait: both claim

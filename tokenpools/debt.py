@@ -1,4 +1,6 @@
-"""Service debt and priority weights (DESIGN §3): who has been short-changed, and by how much.
+"""Service debt and priority weights: who has been short-changed, and by how much.
+
+See docs/CAPACITY_MODEL.md.
 
 Per elastic entitlement and tick `Δ`, with entitled share `f` (what base
 weights alone would give), demand `D` and delivered service `s = D − unmet`
@@ -6,7 +8,7 @@ weights alone would give), demand `D` and delivered service `s = D − unmet`
 
     debt ← debt · exp(−Δ/τ) + min_d( max(0, min(D_d, f_d) − s_d) / f_d ) · Δ
 
-i.e. DESIGN's `max(0, min(D, f) − s) · Δ / f`, taken in the dimension where
+i.e. `max(0, min(D, f) − s) · Δ / f`, taken in the dimension where
 the shortfall is smallest (see `shortfall` for why). Debt is in seconds of
 fully missed entitled share; a tenant never under-served keeps 0, and debt
 decays with time constant τ once service recovers. Priority is

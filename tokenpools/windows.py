@@ -4,7 +4,7 @@ Demand must count what a tenant *wanted*, not what it was let in for, or a
 throttled tenant looks idle. Per entitlement and bucket the ring buffers hold
 the arrivals (admitted and rejected, by token estimate), the rejections, the
 time requests spent queued, the tokens served, the service times, and the
-peak in-flight and KV levels. From them (DESIGN §3, docs/CAPACITY_MODEL.md):
+peak in-flight and KV levels. From them (docs/CAPACITY_MODEL.md):
 
 * `D_tps  = (1 + TPS_MARGIN) · arrival estimate tokens / span`
 * `D_conc = peak in-flight + queued now + (rejected · service time + queued seconds) / span`

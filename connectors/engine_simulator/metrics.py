@@ -1,4 +1,4 @@
-"""The simulated engine's `/metrics`, under vLLM's metric names (DESIGN §6).
+"""The simulated engine's `/metrics`, under vLLM's metric names (docs/SIDECAR.md).
 
 Gauges and counters are read from the model at scrape time; latency
 histograms are observed as requests finish. `legacy_names` serves the V0
@@ -45,16 +45,16 @@ class _EngineCollector(Collector):
         kv_name = "vllm:gpu_cache_usage_perc" if self._legacy else "vllm:kv_cache_usage_perc"
         yield gauge(kv_name, "KV-cache usage. 1 means 100 percent usage.", m.kv_usage)
         yield counter("vllm:prompt_tokens", "Prefill tokens processed.", m.prompt_tokens_total)
-        yield counter("vllm:generation_tokens", "Generation tokens processed.",
-                      m.generation_tokens_total)
+        yield counter(
+            "vllm:generation_tokens", "Generation tokens processed.", m.generation_tokens_total
+        )
         yield counter("vllm:num_preemptions", "Cumulative preemptions.", m.preemptions_total)
         info = GaugeMetricFamily(
-            "vllm:cache_config_info", "Information of the LLMEngine CacheConfig",
+            "vllm:cache_config_info",
+            "Information of the LLMEngine CacheConfig",
             labels=["block_size", "num_gpu_blocks", "engine"],
         )
-        info.add_metric(
-            [str(m.params.block_size), str(m.params.num_gpu_blocks), "0"], 1.0
-        )
+        info.add_metric([str(m.params.block_size), str(m.params.num_gpu_blocks), "0"], 1.0)
         yield info
 
 
@@ -66,12 +66,18 @@ class EngineMetrics:
         self.registry.register(_EngineCollector(model, model_name, legacy_names))
         labels = ["model_name"]
         self.ttft = Histogram(
-            "vllm:time_to_first_token_seconds", "Time to first token (simulated seconds).",
-            labels, buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "vllm:time_to_first_token_seconds",
+            "Time to first token (simulated seconds).",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         ).labels(model_name)
         self.e2e = Histogram(
-            "vllm:e2e_request_latency_seconds", "End-to-end request latency (simulated seconds).",
-            labels, buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "vllm:e2e_request_latency_seconds",
+            "End-to-end request latency (simulated seconds).",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         ).labels(model_name)
 
     def observe(

@@ -69,16 +69,22 @@ class EngineSimulatorServer:
 
     async def models(self, _request: web.Request) -> web.Response:
         card = {
-            "id": self.served.name, "object": "model", "created": int(time.time()),
-            "owned_by": "tokenpools-engine-simulator", "root": self.served.name,
+            "id": self.served.name,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": "tokenpools-engine-simulator",
+            "root": self.served.name,
             "max_model_len": self.served.max_model_len,
         }
-        return web.Response(body=orjson.dumps({"object": "list", "data": [card]}),
-                            content_type=_JSON)
+        return web.Response(
+            body=orjson.dumps({"object": "list", "data": [card]}), content_type=_JSON
+        )
 
     async def prometheus(self, _request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.metrics.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(self.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, chat=True)
@@ -96,13 +102,14 @@ class EngineSimulatorServer:
         model = body.get("model", self.served.name)
         if model != self.served.name:
             return error_response(404, f"The model `{model}` does not exist.", "NotFoundError")
-        prompt_tokens = count_messages(body.get("messages")) if chat else count_prompt(
-            body.get("prompt")
+        prompt_tokens = (
+            count_messages(body.get("messages")) if chat else count_prompt(body.get("prompt"))
         )
         if prompt_tokens <= 0:
             field = "messages" if chat else "prompt"
-            return error_response(400, f"{field} is required and must not be empty",
-                                  "BadRequestError")
+            return error_response(
+                400, f"{field} is required and must not be empty", "BadRequestError"
+            )
         requested = body.get("max_completion_tokens") or body.get("max_tokens")
         if requested is not None and (not isinstance(requested, int) or requested < 1):
             return error_response(400, "max_tokens must be a positive integer", "BadRequestError")
@@ -122,8 +129,9 @@ class EngineSimulatorServer:
         try:
             if body.get("stream"):
                 options = body.get("stream_options") or {}
-                return await self._stream(request, progress, chat, finish_reason,
-                                          bool(options.get("include_usage")))
+                return await self._stream(
+                    request, progress, chat, finish_reason, bool(options.get("include_usage"))
+                )
             return await self._complete(progress, chat, finish_reason)
         finally:
             self.runner.cancel(request_id)  # a no-op once finished; aborts on disconnect
@@ -138,12 +146,20 @@ class EngineSimulatorServer:
         text = generated_text(0, progress.tokens)
         if chat:
             choice: dict[str, Any] = {
-                "index": 0, "message": {"role": "assistant", "content": text},
-                "logprobs": None, "finish_reason": finish, "stop_reason": None,
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish,
+                "stop_reason": None,
             }
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
-                      "stop_reason": None}
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": finish,
+                "stop_reason": None,
+            }
         body = {
             "id": progress.request_id,
             "object": "chat.completion" if chat else "text_completion",
@@ -155,7 +171,11 @@ class EngineSimulatorServer:
         return web.Response(body=orjson.dumps(body), content_type=_JSON)
 
     async def _stream(
-        self, request: web.Request, progress: RequestProgress, chat: bool, finish: str,
+        self,
+        request: web.Request,
+        progress: RequestProgress,
+        chat: bool,
+        finish: str,
         include_usage: bool,
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -170,11 +190,19 @@ class EngineSimulatorServer:
         def chunk(text: str, finish_reason: str | None, first: bool = False) -> bytes:
             if chat:
                 delta = {"role": "assistant", "content": text} if first else {"content": text}
-                choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None,
-                                          "finish_reason": finish_reason}
+                choice: dict[str, Any] = {
+                    "index": 0,
+                    "delta": delta,
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
             else:
-                choice = {"index": 0, "text": text, "logprobs": None,
-                          "finish_reason": finish_reason}
+                choice = {
+                    "index": 0,
+                    "text": text,
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
             return b"data: " + orjson.dumps({**head, "choices": [choice]}) + b"\n\n"
 
         if chat:
@@ -184,8 +212,14 @@ class EngineSimulatorServer:
             await progress.changed.wait()
             progress.changed.clear()
             if progress.error is not None:
-                err = {"error": {"message": progress.error, "type": "BadRequestError",
-                                 "param": None, "code": 400}}
+                err = {
+                    "error": {
+                        "message": progress.error,
+                        "type": "BadRequestError",
+                        "param": None,
+                        "code": 400,
+                    }
+                }
                 await response.write(b"data: " + orjson.dumps(err) + b"\n\n")
                 break
             if progress.tokens > sent:
@@ -206,8 +240,9 @@ class EngineSimulatorServer:
 
     def _observe(self, progress: RequestProgress) -> None:
         if progress.finished_at is not None:
-            self.metrics.observe(progress.submitted_at, progress.first_token_at,
-                                 progress.finished_at)
+            self.metrics.observe(
+                progress.submitted_at, progress.first_token_at, progress.finished_at
+            )
 
 
 def _usage(progress: RequestProgress) -> dict[str, int]:
@@ -219,7 +254,10 @@ def _usage(progress: RequestProgress) -> dict[str, int]:
 
 
 async def start_engine_simulator(
-    runner: EngineRunner, served: ServedModel, host: str = "127.0.0.1", port: int = 0,
+    runner: EngineRunner,
+    served: ServedModel,
+    host: str = "127.0.0.1",
+    port: int = 0,
     legacy_metric_names: bool = False,
 ) -> tuple[web.AppRunner, str]:
     """Serve a simulator in the running loop; returns the runner (to clean up) and its base URL."""

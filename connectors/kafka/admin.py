@@ -8,14 +8,15 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from tokenpools.topics import Topics, TopicSpec
+from connectors.kafka.topics import TopicSpec, topic_specs
+from tokenpools.topics import Topics
 
 
 async def ensure_topics(
     bootstrap: str, topics: Topics, partitions: int = 6, replication: int = 1
 ) -> dict[str, str]:
     """Create the deployment's topics; returns `{name: "created" | "exists"}`."""
-    specs: list[TopicSpec] = topics.specs(partitions)
+    specs: list[TopicSpec] = topic_specs(topics, partitions)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:

@@ -47,9 +47,14 @@ def ensure_jars(version: str = KAFKA_VERSION, quiet: bool = True) -> Path:
         raise BrokerError("Maven (mvn) is needed to resolve the Kafka broker jars; install it")
     libs.mkdir(parents=True, exist_ok=True)
     cmd = [
-        mvn, "-B", *(["-q"] if quiet else []), "-f", str(POM),
+        mvn,
+        "-B",
+        *(["-q"] if quiet else []),
+        "-f",
+        str(POM),
         f"-Dkafka.version={version}",
-        "dependency:copy-dependencies", f"-DoutputDirectory={libs}",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={libs}",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -109,12 +114,22 @@ class LocalKafka:
         log4j = self._write_log4j()
         classpath = f"{libs}/*"
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            self._java(classpath, log4j, "kafka.tools.StorageTool", "format",
-                       f"--cluster-id={_cluster_id()}", "-c", str(props), check=True)
+            self._java(
+                classpath,
+                log4j,
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={_cluster_id()}",
+                "-c",
+                str(props),
+                check=True,
+            )
         out = open(self.data_dir / "stdout.log", "ab")  # noqa: SIM115 - owned by the process
         self._proc = subprocess.Popen(
             self._java_cmd(classpath, log4j, "kafka.Kafka", str(props)),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         out.close()
         self._wait_ready(timeout)
@@ -154,47 +169,51 @@ class LocalKafka:
     def _write_properties(self) -> Path:
         props = self.data_dir / "server.properties"
         props.write_text(
-            "\n".join([
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                f"log.dirs={self.data_dir / 'logs'}",
-                "num.partitions=1",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=4",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=true",
-                "log.cleaner.backoff.ms=1000",
-                "",
-            ])
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={self.data_dir / 'logs'}",
+                    "num.partitions=1",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=4",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=true",
+                    "log.cleaner.backoff.ms=1000",
+                    "",
+                ]
+            )
         )
         return props
 
     def _write_log4j(self) -> Path:
         path = self.data_dir / "log4j2.properties"
         path.write_text(
-            "\n".join([
-                "status = warn",
-                "appender.file.type = File",
-                "appender.file.name = FILE",
-                f"appender.file.fileName = {self.log_file}",
-                "appender.file.layout.type = PatternLayout",
-                "appender.file.layout.pattern = [%d] %p %m (%c)%n",
-                "rootLogger.level = INFO",
-                "rootLogger.appenderRef.file.ref = FILE",
-                "logger.request.name = kafka.request.logger",
-                "logger.request.level = WARN",
-                "",
-            ])
+            "\n".join(
+                [
+                    "status = warn",
+                    "appender.file.type = File",
+                    "appender.file.name = FILE",
+                    f"appender.file.fileName = {self.log_file}",
+                    "appender.file.layout.type = PatternLayout",
+                    "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+                    "rootLogger.level = INFO",
+                    "rootLogger.appenderRef.file.ref = FILE",
+                    "logger.request.name = kafka.request.logger",
+                    "logger.request.level = WARN",
+                    "",
+                ]
+            )
         )
         return path
 
@@ -203,13 +222,22 @@ class LocalKafka:
         if java is None:
             raise BrokerError("Java 17+ is needed to run the Kafka broker; install a JRE")
         return [
-            java, "-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, main, *args,
+            java,
+            "-Xms256m",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            classpath,
+            main,
+            *args,
         ]
 
     def _java(self, classpath: str, log4j: Path, main: str, *args: str, check: bool) -> None:
-        result = subprocess.run(self._java_cmd(classpath, log4j, main, *args),
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            self._java_cmd(classpath, log4j, main, *args), capture_output=True, text=True
+        )
         if check and result.returncode != 0:
             raise BrokerError(f"{main} failed:\n{result.stdout}\n{result.stderr}")
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import BaseModel
 
+from connectors.kafka.dead_letter import Headers, send_dead_letter
 from tokenpools.schemas import DecodeError, decode_as
-from tokenpools.topics import dead_letter_headers
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -26,8 +26,22 @@ async def dead_letter(
     producer: AIOKafkaProducer, dlq_topic: str, message: ConsumerRecord, error: str
 ) -> None:
     """Park a record that failed to parse: raw bytes as value, error and origin as headers."""
-    headers = dead_letter_headers(message.topic, message.partition, message.offset, error)
-    await producer.send(dlq_topic, value=message.value, key=message.key, headers=headers)
+
+    async def send(
+        topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
+    ) -> Any:
+        return await producer.send(topic, value=value, key=key, headers=headers)
+
+    await send_dead_letter(
+        send,
+        dlq_topic,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        error=error,
+    )
 
 
 async def decode_or_dead_letter(

@@ -62,13 +62,19 @@ class Actuator:
         return done
 
     async def run(
-        self, bootstrap: str, topics: Topics, group: str = "tokenpools-actuator",
+        self,
+        bootstrap: str,
+        topics: Topics,
+        group: str = "tokenpools-actuator",
         max_batches: int | None = None,
     ) -> None:
         """Consume until cancelled (or for `max_batches` non-empty batches, for tests)."""
         consumer = AIOKafkaConsumer(
-            topics.scaling, bootstrap_servers=bootstrap, group_id=group,
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            topics.scaling,
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
         )
         producer = make_producer(bootstrap)
         await producer.start()

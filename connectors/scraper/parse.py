@@ -1,6 +1,6 @@
 """Read a vLLM `/metrics` page (Prometheus text) into the fields of an `EngineSample`.
 
-vLLM renamed metrics across versions (DESIGN §6): the V1 engine reports
+vLLM renamed metrics across versions (docs/SIDECAR.md): the V1 engine reports
 `vllm:kv_cache_usage_perc`, older ones `vllm:gpu_cache_usage_perc`; both are
 accepted (the new one wins when a page has both). A page may carry several
 label sets (models, data-parallel engines): gauges and counters are summed,

@@ -3,7 +3,7 @@
 A backend that is down, slow or serves something else is reported as
 `up=False` with the error — the pool is short of that replica, which the
 controller must know — and the scraper carries on. Samples are keyed by pool
-(DESIGN §5).
+(docs/STREAMS.md).
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ async def scrape(session: aiohttp.ClientSession, target: Target, timeout_s: floa
     now = time.time()
     base = {"time": now, "pool": target.pool, "backend": target.url}
     try:
-        async with session.get(target.url.rstrip("/") + "/metrics",
-                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with session.get(
+            target.url.rstrip("/") + "/metrics", timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as resp:
             if resp.status != 200:
                 return EngineSample(**base, up=False, error=f"HTTP {resp.status}")
             text = await resp.text()
@@ -83,8 +84,9 @@ class Scraper:
                 if sample.up:
                     log.warning("engine %s (pool %s) is up again", target.url, target.pool)
                 else:
-                    log.warning("engine %s (pool %s) is down: %s", target.url, target.pool,
-                                sample.error)
+                    log.warning(
+                        "engine %s (pool %s) is down: %s", target.url, target.pool, sample.error
+                    )
             self._was_up[target] = sample.up
             await send_record(self._producer, self._topic, sample.pool, sample)
             self.samples_sent += 1

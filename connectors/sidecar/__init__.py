@@ -1,4 +1,4 @@
-"""The enforcement sidecar (DESIGN §4): an OpenAI-compatible reverse proxy in front of vLLM.
+"""The enforcement sidecar (docs/SIDECAR.md): an OpenAI-compatible reverse proxy in front of vLLM.
 
 Each request is mapped from its inference key to an entitlement, admitted or
 refused by the core's admission gate under the entitlement's live limits,

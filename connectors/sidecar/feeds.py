@@ -37,16 +37,21 @@ class ControlFeeds:
 
     async def start(self, catch_up_timeout_s: float = 30.0) -> None:
         """Assign every partition, read to the current end, then follow in the background."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
         await consumer.start()
         self._consumer = consumer
         try:
-            partitions = await _partitions(self._bootstrap,
-                                           [self._topics.config, self._topics.limits])
+            partitions = await _partitions(
+                self._bootstrap, [self._topics.config, self._topics.limits]
+            )
             if not partitions:
                 raise RuntimeError(
-                    f"topics {self._topics.config} and {self._topics.limits} not found")
+                    f"topics {self._topics.config} and {self._topics.limits} not found"
+                )
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)

@@ -6,7 +6,7 @@ instance (its share). For each (entitlement, instance) only a newer epoch
 replaces the record held; updates for other pools or other instances are
 ignored. Of an entitlement's unexpired records the newest epoch wins, the
 instance's own share on a tie. With none unexpired (before the controller
-speaks, or after it went quiet) the tier's fallback applies (DESIGN §4):
+speaks, or after it went quiet) the tier's fallback applies (docs/SIDECAR.md):
 static = the guarantee, open = the burst ceiling, closed = nothing.
 """
 

@@ -38,21 +38,32 @@ class SidecarCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         d = self._directory
         requests = CounterMetricFamily(
-            "tokenpools_sidecar_requests", "Requests by entitlement and outcome.",
+            "tokenpools_sidecar_requests",
+            "Requests by entitlement and outcome.",
             labels=["entitlement", "outcome"],
         )
         for (entitlement, outcome), n in sorted(self._outcomes.items()):
             requests.add_metric([entitlement, outcome], n)
         yield requests
 
-        in_flight = GaugeMetricFamily("tokenpools_sidecar_in_flight",
-                                      "Admitted requests not yet finished.", labels=["entitlement"])
-        kv = GaugeMetricFamily("tokenpools_sidecar_kv_reserved_tokens",
-                               "KV tokens reserved by in-flight requests.", labels=["entitlement"])
-        queued = GaugeMetricFamily("tokenpools_sidecar_queued",
-                                   "Requests waiting for admission.", labels=["entitlement"])
-        limit = GaugeMetricFamily("tokenpools_sidecar_limit", "Limits enforced now.",
-                                  labels=["entitlement", "dimension", "source"])
+        in_flight = GaugeMetricFamily(
+            "tokenpools_sidecar_in_flight",
+            "Admitted requests not yet finished.",
+            labels=["entitlement"],
+        )
+        kv = GaugeMetricFamily(
+            "tokenpools_sidecar_kv_reserved_tokens",
+            "KV tokens reserved by in-flight requests.",
+            labels=["entitlement"],
+        )
+        queued = GaugeMetricFamily(
+            "tokenpools_sidecar_queued", "Requests waiting for admission.", labels=["entitlement"]
+        )
+        limit = GaugeMetricFamily(
+            "tokenpools_sidecar_limit",
+            "Limits enforced now.",
+            labels=["entitlement", "dimension", "source"],
+        )
         for name, gate in sorted(d.gates.items()):
             in_flight.add_metric([name], gate.in_flight)
             kv.add_metric([name], gate.kv_reserved)
@@ -62,31 +73,50 @@ class SidecarCollector(Collector):
                 limit.add_metric([name, dim, gate.source], getattr(limits, dim))
         yield from (in_flight, kv, queued, limit)
 
-        yield GaugeMetricFamily("tokenpools_sidecar_keys", "Inference keys known.",
-                                value=d.key_count())
-        yield CounterMetricFamily("tokenpools_sidecar_limit_updates_applied",
-                                  "Limit updates applied (newer epoch).", value=d.limits.applied)
-        yield CounterMetricFamily("tokenpools_sidecar_limit_updates_ignored",
-                                  "Limit updates ignored (older epoch, other pool or instance).",
-                                  value=d.limits.ignored)
+        yield GaugeMetricFamily(
+            "tokenpools_sidecar_keys", "Inference keys known.", value=d.key_count()
+        )
+        yield CounterMetricFamily(
+            "tokenpools_sidecar_limit_updates_applied",
+            "Limit updates applied (newer epoch).",
+            value=d.limits.applied,
+        )
+        yield CounterMetricFamily(
+            "tokenpools_sidecar_limit_updates_ignored",
+            "Limit updates ignored (older epoch, other pool or instance).",
+            value=d.limits.ignored,
+        )
 
         r = self._reporter
-        yield CounterMetricFamily("tokenpools_sidecar_events_sent",
-                                  "Request events acknowledged by Kafka.", value=r.sent)
-        yield CounterMetricFamily("tokenpools_sidecar_events_dropped",
-                                  "Request events dropped because the buffer was full.",
-                                  value=r.dropped)
-        yield CounterMetricFamily("tokenpools_sidecar_events_failed",
-                                  "Request events the producer refused.", value=r.failed)
-        yield GaugeMetricFamily("tokenpools_sidecar_events_buffered",
-                                "Request events waiting to be sent.", value=r.buffered)
+        yield CounterMetricFamily(
+            "tokenpools_sidecar_events_sent", "Request events acknowledged by Kafka.", value=r.sent
+        )
+        yield CounterMetricFamily(
+            "tokenpools_sidecar_events_dropped",
+            "Request events dropped because the buffer was full.",
+            value=r.dropped,
+        )
+        yield CounterMetricFamily(
+            "tokenpools_sidecar_events_failed",
+            "Request events the producer refused.",
+            value=r.failed,
+        )
+        yield GaugeMetricFamily(
+            "tokenpools_sidecar_events_buffered",
+            "Request events waiting to be sent.",
+            value=r.buffered,
+        )
 
         backend_in_flight = GaugeMetricFamily(
-            "tokenpools_sidecar_backend_in_flight", "Requests in flight per backend.",
-            labels=["backend"])
+            "tokenpools_sidecar_backend_in_flight",
+            "Requests in flight per backend.",
+            labels=["backend"],
+        )
         backend_failures = CounterMetricFamily(
-            "tokenpools_sidecar_backend_connect_failures", "Refused connections per backend.",
-            labels=["backend"])
+            "tokenpools_sidecar_backend_connect_failures",
+            "Refused connections per backend.",
+            labels=["backend"],
+        )
         for b in self._backends.backends:
             backend_in_flight.add_metric([b.url], b.in_flight)
             backend_failures.add_metric([b.url], b.failures)

@@ -70,11 +70,30 @@ class _Failure(Exception):
 class Exchange:
     """One admitted request's bookkeeping, from admission to its terminal event."""
 
-    __slots__ = ("arrived", "first_byte", "gate", "id", "key_hash", "phase", "reason", "status",
-                 "stream", "ticket", "tokens_used", "usage")
+    __slots__ = (
+        "arrived",
+        "first_byte",
+        "gate",
+        "id",
+        "key_hash",
+        "phase",
+        "reason",
+        "status",
+        "stream",
+        "ticket",
+        "tokens_used",
+        "usage",
+    )
 
-    def __init__(self, request_id: str, gate: EntitlementGate, key_hash: str, ticket: Ticket,
-                 stream: bool, arrived: float) -> None:
+    def __init__(
+        self,
+        request_id: str,
+        gate: EntitlementGate,
+        key_hash: str,
+        ticket: Ticket,
+        stream: bool,
+        arrived: float,
+    ) -> None:
         self.id = request_id
         self.gate = gate
         self.key_hash = key_hash
@@ -98,8 +117,9 @@ class Sidecar:
         self.settings = settings
         self.directory = directory
         self.reporter = reporter
-        self.backends = BackendPool(settings.backends, settings.strategy,
-                                    settings.backend_cooldown_s)
+        self.backends = BackendPool(
+            settings.backends, settings.strategy, settings.backend_cooldown_s
+        )
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.registry = sidecar_registry(
             SidecarCollector(directory, self.backends, reporter, self.outcomes)
@@ -107,7 +127,9 @@ class Sidecar:
         self.duration = Histogram(
             "tokenpools_sidecar_request_duration_seconds",
             "Admitted requests from arrival to their last byte (queue wait included).",
-            buckets=_DURATION_BUCKETS, registry=self.registry)
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
         self._upstreams: dict[str, UpstreamPool] = {}
         self._refresher: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
@@ -131,8 +153,10 @@ class Sidecar:
 
     async def _startup(self, _app: web.Application) -> None:
         s = self.settings
-        self._upstreams = {b.url: UpstreamPool(b.url, s.connect_timeout_s, s.read_timeout_s)
-                           for b in self.backends.backends}
+        self._upstreams = {
+            b.url: UpstreamPool(b.url, s.connect_timeout_s, s.read_timeout_s)
+            for b in self.backends.backends
+        }
         self.reporter.start()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_limits())
 
@@ -157,14 +181,20 @@ class Sidecar:
             problems.append(f"no configuration for pool {self.directory.pool!r} yet")
         if not self.backends.any_available(loop_now):
             problems.append("every backend refused its last connection")
-        body = {"status": "ok" if not problems else "unavailable", "problems": problems,
-                "instance": self.settings.instance, "pool": self.directory.pool}
-        return web.Response(status=503 if problems else 200, body=orjson.dumps(body),
-                            content_type=_JSON)
+        body = {
+            "status": "ok" if not problems else "unavailable",
+            "problems": problems,
+            "instance": self.settings.instance,
+            "pool": self.directory.pool,
+        }
+        return web.Response(
+            status=503 if problems else 200, body=orjson.dumps(body), content_type=_JSON
+        )
 
     async def prometheus(self, _request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def models(self, request: web.Request) -> web.Response:
         if self.directory.lookup(request.headers.get("Authorization")) is None:
@@ -181,7 +211,8 @@ class Sidecar:
             raise _Failure(503, "no backend is available", "backend_unavailable")
         try:
             resp = await self._upstreams[backend.url].request(
-                b"GET", path.encode(), b"", self._upstream_headers)
+                b"GET", path.encode(), b"", self._upstream_headers
+            )
             try:
                 return resp.status, await resp.read(), resp.content_type
             finally:
@@ -209,8 +240,12 @@ class Sidecar:
         raw = await _read_body(request, limit)
         if raw is None:
             self.outcomes[spec.name, "invalid"] += 1
-            return openai_error(413, f"The request body exceeds {limit} bytes.",
-                                "invalid_request_error", "request_too_large")
+            return openai_error(
+                413,
+                f"The request body exceeds {limit} bytes.",
+                "invalid_request_error",
+                "request_too_large",
+            )
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -218,19 +253,29 @@ class Sidecar:
         if not isinstance(body, dict):
             self.outcomes[spec.name, "invalid"] += 1
             return openai_error(
-                400, "We could not parse the JSON body of your request: expected a JSON object.",
-                "invalid_request_error", "invalid_json")
+                400,
+                "We could not parse the JSON body of your request: expected a JSON object.",
+                "invalid_request_error",
+                "invalid_json",
+            )
 
         estimate = estimate_request(body, chat, spec.expected_output_tokens)
         stream = body.get("stream") is True
         request_id = self._id_prefix + str(next(self._ids))
 
         def queued() -> None:  # the controller counts waiting requests as demand at once
-            self.reporter.report({
-                "id": request_id, "time": time.time(), "entitlement": spec.name,
-                "tier": spec.tier, "key_hash": key_hash, "phase": Phase.QUEUED,
-                "estimate_tokens": estimate.total, "stream": stream,
-            })
+            self.reporter.report(
+                {
+                    "id": request_id,
+                    "time": time.time(),
+                    "entitlement": spec.name,
+                    "tier": spec.tier,
+                    "key_hash": key_hash,
+                    "phase": Phase.QUEUED,
+                    "estimate_tokens": estimate.total,
+                    "stream": stream,
+                }
+            )
 
         try:
             decision = await gate.acquire(estimate, queued)
@@ -249,11 +294,19 @@ class Sidecar:
                 return await self._stream(request, path, body, exchange)
             return await self._unary(path, raw, exchange)
         except _Failure as failure:
-            exchange.phase, exchange.status, exchange.reason = Phase.FAILED, failure.status, str(
-                failure)
+            exchange.phase, exchange.status, exchange.reason = (
+                Phase.FAILED,
+                failure.status,
+                str(failure),
+            )
             exchange.tokens_used = 0
-            return openai_error(failure.status, str(failure), "server_error", failure.code,
-                                headers=gate.rate_limit_headers())
+            return openai_error(
+                failure.status,
+                str(failure),
+                "server_error",
+                failure.code,
+                headers=gate.rate_limit_headers(),
+            )
         finally:
             exchange.ticket.release(exchange.tokens_used)
             self.duration.observe(loop.time() - arrived)
@@ -265,8 +318,12 @@ class Sidecar:
             data = await resp.read()
             status, content_type = resp.status, resp.content_type
         self._finish(exchange, status, _usage_of(data) if status == 200 else None)
-        response = web.Response(status=status, body=data, content_type=content_type,
-                                headers=exchange.gate.rate_limit_headers())
+        response = web.Response(
+            status=status,
+            body=data,
+            content_type=content_type,
+            headers=exchange.gate.rate_limit_headers(),
+        )
         response.headers["x-request-id"] = exchange.id
         return response
 
@@ -284,8 +341,12 @@ class Sidecar:
             if resp.status != 200:
                 data = await resp.read()
                 self._finish(exchange, resp.status, None)
-                return web.Response(status=resp.status, body=data, content_type=resp.content_type,
-                                    headers=exchange.gate.rate_limit_headers())
+                return web.Response(
+                    status=resp.status,
+                    body=data,
+                    content_type=resp.content_type,
+                    headers=exchange.gate.rate_limit_headers(),
+                )
             out = web.StreamResponse(headers=exchange.gate.rate_limit_headers())
             out.content_type = resp.content_type or "text/event-stream"
             out.headers["Cache-Control"] = "no-cache"
@@ -331,34 +392,65 @@ class Sidecar:
             exchange.phase, exchange.reason = Phase.FAILED, f"backend answered {status}"
         if usage is not None:
             exchange.tokens_used = int(usage.get("prompt_tokens") or 0) + int(
-                usage.get("completion_tokens") or 0)
+                usage.get("completion_tokens") or 0
+            )
         else:  # no usage reported: keep the estimate's charge for a success, refund a failure
             exchange.tokens_used = None if status == 200 else 0
 
     # -- refusals and events ----------------------------------------------------------------
-    def _reject(self, request_id: str, gate: EntitlementGate, key_hash: str, estimate: int,
-                stream: bool, refusal: Refusal, status: int = 429) -> web.Response:
+    def _reject(
+        self,
+        request_id: str,
+        gate: EntitlementGate,
+        key_hash: str,
+        estimate: int,
+        stream: bool,
+        refusal: Refusal,
+        status: int = 429,
+    ) -> web.Response:
         spec = gate.spec
         self.outcomes[spec.name, "rejected"] += 1
-        self.reporter.report({
-            "id": request_id, "time": time.time(), "entitlement": spec.name, "tier": spec.tier,
-            "key_hash": key_hash, "phase": Phase.REJECTED, "estimate_tokens": estimate,
-            "queue_delay_ms": refusal.queue_delay_s * 1000, "status": status,
-            "reason": refusal.reason, "stream": stream,
-        })
+        self.reporter.report(
+            {
+                "id": request_id,
+                "time": time.time(),
+                "entitlement": spec.name,
+                "tier": spec.tier,
+                "key_hash": key_hash,
+                "phase": Phase.REJECTED,
+                "estimate_tokens": estimate,
+                "queue_delay_ms": refusal.queue_delay_s * 1000,
+                "status": status,
+                "reason": refusal.reason,
+                "stream": stream,
+            }
+        )
         kind = "requests" if refusal.reason == "conc" else "tokens"
-        message = (f"Rate limit reached for entitlement {spec.name!r} ({spec.tier.value}) "
-                   f"on {refusal.reason}; retry after {refusal.retry_after_s:.3g}s.")
-        return openai_error(429, message, kind, "rate_limit_exceeded",
-                            headers=gate.rate_limit_headers(refusal.retry_after_s))
+        message = (
+            f"Rate limit reached for entitlement {spec.name!r} ({spec.tier.value}) "
+            f"on {refusal.reason}; retry after {refusal.retry_after_s:.3g}s."
+        )
+        return openai_error(
+            429,
+            message,
+            kind,
+            "rate_limit_exceeded",
+            headers=gate.rate_limit_headers(refusal.retry_after_s),
+        )
 
     def _report(self, exchange: Exchange, phase: Phase, status: int) -> None:
         spec = exchange.gate.spec
         estimate = exchange.ticket.estimate
         fields: dict[str, Any] = {
-            "id": exchange.id, "time": time.time(), "entitlement": spec.name, "tier": spec.tier,
-            "key_hash": exchange.key_hash, "phase": phase, "estimate_tokens": estimate.total,
-            "queue_delay_ms": exchange.ticket.queue_delay_s * 1000, "stream": exchange.stream,
+            "id": exchange.id,
+            "time": time.time(),
+            "entitlement": spec.name,
+            "tier": spec.tier,
+            "key_hash": exchange.key_hash,
+            "phase": phase,
+            "estimate_tokens": estimate.total,
+            "queue_delay_ms": exchange.ticket.queue_delay_s * 1000,
+            "stream": exchange.stream,
         }
         if phase is Phase.ADMITTED:
             fields["prompt_tokens"] = estimate.prompt_tokens
@@ -394,8 +486,9 @@ class _UpstreamCall:
         sidecar = self._sidecar
         pool = sidecar.backends
         loop = asyncio.get_running_loop()
-        headers = sidecar._upstream_headers + b"X-Request-Id: " + self._exchange.id.encode() + (
-            b"\r\n")
+        headers = (
+            sidecar._upstream_headers + b"X-Request-Id: " + self._exchange.id.encode() + (b"\r\n")
+        )
         tried: list[Backend] = []
         last_error = "no backend is available"
         while len(tried) < len(pool.backends):
@@ -406,7 +499,8 @@ class _UpstreamCall:
             backend.in_flight += 1
             try:
                 self._resp = await sidecar._upstreams[backend.url].request(
-                    b"POST", self._path, self._payload, headers)
+                    b"POST", self._path, self._payload, headers
+                )
             except BaseException as exc:
                 backend.in_flight -= 1
                 if isinstance(exc, UpstreamConnectError):  # nothing was sent: try the next
@@ -420,8 +514,9 @@ class _UpstreamCall:
             return self._resp
         if tried:
             raise _Failure(502, last_error, "backend_unreachable")
-        raise _Failure(503, "every backend is cooling down after refused connections",
-                       "backend_unavailable")
+        raise _Failure(
+            503, "every backend is cooling down after refused connections", "backend_unavailable"
+        )
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         if self._backend is not None:
@@ -473,8 +568,14 @@ def _usage_of(data: bytes) -> dict[str, Any] | None:
 
 
 async def _write_stream_error(out: web.StreamResponse, message: str) -> None:
-    error = {"error": {"message": message, "type": "server_error", "param": None,
-                       "code": "backend_error"}}
+    error = {
+        "error": {
+            "message": message,
+            "type": "server_error",
+            "param": None,
+            "code": "backend_error",
+        }
+    }
     try:
         await out.write(b"data: " + orjson.dumps(error) + b"\n\n")
         await out.write_eof()
@@ -484,5 +585,8 @@ async def _write_stream_error(out: web.StreamResponse, message: str) -> None:
 
 def _unauthorized() -> web.Response:
     return openai_error(
-        401, "Incorrect API key provided. Send 'Authorization: Bearer <inference key>'.",
-        "invalid_request_error", "invalid_api_key")
+        401,
+        "Incorrect API key provided. Send 'Authorization: Bearer <inference key>'.",
+        "invalid_request_error",
+        "invalid_api_key",
+    )

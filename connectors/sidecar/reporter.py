@@ -100,8 +100,9 @@ class EventReporter:
             count = 0
             while buffer:
                 try:
-                    value = encode(RequestEvent(pool=self.pool, instance=self.instance,
-                                                **buffer[0]))
+                    value = encode(
+                        RequestEvent(pool=self.pool, instance=self.instance, **buffer[0])
+                    )
                 except Exception as exc:  # a malformed event must not stop the others
                     buffer.popleft()
                     self.failed += 1

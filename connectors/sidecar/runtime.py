@@ -59,8 +59,9 @@ async def start_sidecar(
 ) -> RunningSidecar:
     """Start a sidecar: load config, follow Kafka (if given), serve HTTP on host:port."""
     topics = topics or Topics()
-    directory = EntitlementDirectory(settings.pool, settings.instance,
-                                     key_salt() if salt is None else salt)
+    directory = EntitlementDirectory(
+        settings.pool, settings.instance, key_salt() if salt is None else salt
+    )
     if config is not None:
         directory.load(pool_record(config, settings.pool))
     producer = None
@@ -74,8 +75,9 @@ async def start_sidecar(
         except Exception:
             await producer.stop()
             raise
-    reporter = EventReporter(producer, topics.requests, settings.pool, settings.instance,
-                             capacity=event_buffer)
+    reporter = EventReporter(
+        producer, topics.requests, settings.pool, settings.instance, capacity=event_buffer
+    )
     sidecar = Sidecar(settings, directory, reporter)
     runner = web.AppRunner(sidecar.app(), handler_cancellation=True, access_log=None)
     try:

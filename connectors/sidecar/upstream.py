@@ -223,25 +223,40 @@ class UpstreamPool:
         try:
             _, conn = await asyncio.wait_for(
                 self._loop.create_connection(lambda: _Connection(self), self.host, self.port),
-                self.connect_timeout_s)
+                self.connect_timeout_s,
+            )
         except TimeoutError:
-            raise UpstreamConnectError(
-                f"connect to {self.host}:{self.port} timed out") from None
+            raise UpstreamConnectError(f"connect to {self.host}:{self.port} timed out") from None
         except OSError as exc:
             raise UpstreamConnectError(
-                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
+                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}"
+            ) from None
         return conn
 
-    async def request(self, method: bytes, path: bytes, body: bytes,
-                      headers: bytes = b"") -> UpstreamResponse:
+    async def request(
+        self, method: bytes, path: bytes, body: bytes, headers: bytes = b""
+    ) -> UpstreamResponse:
         """Send a request, return once the response's status and headers are in.
 
         `headers` are extra `Name: value\\r\\n` lines. A reused connection that turns out to be
         closed before any byte of the answer is retried once on a fresh one (nothing of the
         answer was seen; the server closed an idle connection).
         """
-        head = b"".join((method, b" ", self._prefix, path, b" HTTP/1.1\r\n", self._host_header,
-                         b"Content-Length: ", str(len(body)).encode(), b"\r\n", headers, b"\r\n"))
+        head = b"".join(
+            (
+                method,
+                b" ",
+                self._prefix,
+                path,
+                b" HTTP/1.1\r\n",
+                self._host_header,
+                b"Content-Length: ",
+                str(len(body)).encode(),
+                b"\r\n",
+                headers,
+                b"\r\n",
+            )
+        )
         for attempt in (0, 1):
             conn = None
             while self._idle:

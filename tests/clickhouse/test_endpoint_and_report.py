@@ -23,7 +23,7 @@ from connectors.clickhouse.queries import load_queries, run_query
 from connectors.clickhouse.store import Target
 from tests.clickhouse import dataset as ds
 from tests.clickhouse.conftest import count, store_dir
-from tokenpools.cli.main import app
+from tokenpools_cli.main import app
 
 RANGE = {"start": str(ds.T0), "end": str(ds.T0 + ds.SPAN_S + 60)}
 runner = CliRunner()

@@ -23,6 +23,7 @@ from connectors.clickhouse.sink import ClickHouseSink, SinkSettings
 from connectors.clickhouse.store import Target, connect
 from connectors.clickhouse.writer import TableWriter
 from connectors.kafka.admin import ensure_topics
+from connectors.kafka.dead_letter import DLQ_ERROR_HEADER
 from connectors.kafka.topic_reader import read_to_end
 from tests.clickhouse import dataset as ds
 from tests.clickhouse.conftest import count
@@ -34,7 +35,7 @@ from tests.clickhouse.kafka_io import (
     wait_for,
 )
 from tokenpools.schemas import RequestEvent, decode_as
-from tokenpools.topics import DLQ_ERROR_HEADER, Topics
+from tokenpools.topics import Topics
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,7 +247,7 @@ async def test_rows_stored_before_the_first_commit_are_skipped_only_if_from_this
 
 def _start_sink(bootstrap: str, topics: Topics, store: Path) -> subprocess.Popen:
     cmd = [
-        sys.executable, "-m", "tokenpools.cli.sink", "--bootstrap", bootstrap,
+        sys.executable, "-m", "tokenpools_cli.commands.sink", "--bootstrap", bootstrap,
         "--namespace", topics.namespace, "--store", str(store), "--batch-rows", "300",
         "--flush-interval", "0.05",
     ]  # fmt: skip

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from tokenpools.cli.main import app
+from tokenpools_cli.main import app
 
 ROOT = Path(__file__).parents[2]
 OVERLOAD = str(ROOT / "deploy" / "examples" / "overload.yaml")

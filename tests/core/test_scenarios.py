@@ -1,4 +1,7 @@
-"""The paper's experiments (DESIGN §7) in the offline simulator, with the core in the loop."""
+"""The paper's experiments (Cunningham, arXiv 2603.00356) in the offline simulator.
+
+The core is in the loop: the same controller, gate and engine model as live.
+"""
 
 from __future__ import annotations
 

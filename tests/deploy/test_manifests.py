@@ -8,8 +8,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tokenpools.cli.main import app
 from tokenpools.config_file import load_config
+from tokenpools_cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

@@ -17,11 +17,11 @@ from connectors.kafka.admin import ensure_topics
 from connectors.kafka.config_publisher import publish_config
 from connectors.kafka.topic_reader import read_to_end
 from connectors.replay.http_replay import replay
-from tokenpools.cli.stack import LocalStack
 from tokenpools.config_file import load_config
 from tokenpools.schemas import LimitUpdate, Phase, PoolConfigRecord, RequestEvent, decode
 from tokenpools.simulation.scenarios import overload
 from tokenpools.topics import Topics
+from tokenpools_cli.stack import LocalStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "overload.yaml"

@@ -46,14 +46,21 @@ async def test_overload_without_admission_control_grows_the_queue_and_latency() 
 async def test_metrics_carry_vllms_names() -> None:
     async with engine() as (_runner, url), aiohttp.ClientSession() as http:
         await openai.AsyncOpenAI(base_url=url + "/v1", api_key="x").completions.create(
-            model=MODEL, prompt="a b", max_tokens=3)
+            model=MODEL, prompt="a b", max_tokens=3
+        )
         async with http.get(url + "/metrics") as resp:
             text = await resp.text()
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
-                 "vllm:kv_cache_usage_perc", "vllm:prompt_tokens_total",
-                 "vllm:generation_tokens_total", "vllm:num_preemptions_total",
-                 "vllm:cache_config_info", "vllm:time_to_first_token_seconds_bucket",
-                 "vllm:e2e_request_latency_seconds_count"):
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:num_preemptions_total",
+        "vllm:cache_config_info",
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:e2e_request_latency_seconds_count",
+    ):
         assert name in text
     assert 'vllm:generation_tokens_total{engine="0",model_name="sim-model"} 3.0' in text
 
@@ -61,11 +68,22 @@ async def test_metrics_carry_vllms_names() -> None:
 async def test_streams_carry_a_usage_chunk_only_when_asked() -> None:
     async with engine() as (_runner, url):
         client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x")
-        plain = [c async for c in await client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True)]
-        asked = [c async for c in await client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True,
-            stream_options={"include_usage": True})]
+        plain = [
+            c
+            async for c in await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True
+            )
+        ]
+        asked = [
+            c
+            async for c in await client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=3,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        ]
     assert all(c.usage is None for c in plain)
     assert asked[-1].choices == [] and asked[-1].usage.completion_tokens == 3
     assert len(asked) == len(plain) + 1
@@ -73,10 +91,12 @@ async def test_streams_carry_a_usage_chunk_only_when_asked() -> None:
 
 async def test_unknown_models_and_overlong_prompts_are_refused_like_vllm() -> None:
     async with engine() as (_runner, url), aiohttp.ClientSession() as http:
-        async with http.post(url + "/v1/completions",
-                             json={"model": "other", "prompt": "x"}) as resp:
+        async with http.post(
+            url + "/v1/completions", json={"model": "other", "prompt": "x"}
+        ) as resp:
             assert resp.status == 404
-        async with http.post(url + "/v1/completions",
-                             json={"model": MODEL, "prompt": "x " * 40000}) as resp:
+        async with http.post(
+            url + "/v1/completions", json={"model": MODEL, "prompt": "x " * 40000}
+        ) as resp:
             assert resp.status == 400
             assert "maximum context length" in (await resp.json())["error"]["message"]

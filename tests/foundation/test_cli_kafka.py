@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors.kafka.topic_reader import read_to_end
-from tokenpools.cli.main import app
 from tokenpools.config_file import load_config
 from tokenpools.schemas import PoolConfigRecord, decode_as
 from tokenpools.topics import Topics
+from tokenpools_cli.main import app
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,8 +23,15 @@ def test_config_apply_publishes_one_compacted_record_per_pool(kafka_bootstrap, t
     example = ROOT / "deploy" / "examples" / "scarcity.yaml"
     result = CliRunner().invoke(
         app,
-        ["config", "apply", str(example), "--bootstrap", kafka_bootstrap,
-         "--namespace", topics.namespace],
+        [
+            "config",
+            "apply",
+            str(example),
+            "--bootstrap",
+            kafka_bootstrap,
+            "--namespace",
+            topics.namespace,
+        ],
     )
     assert result.exit_code == 0, result.output
     messages = asyncio.run(read_to_end(kafka_bootstrap, topics.config))

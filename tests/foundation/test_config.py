@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tokenpools.cli.main import app
 from tokenpools.config_file import ConfigError, load_config, parse_config
+from tokenpools_cli.main import app
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "deploy" / "examples").glob("*.yaml"))
 

@@ -9,11 +9,12 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.consumer import DeadLetterCounter, decoded_batches
+from connectors.kafka.dead_letter import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER
 from connectors.kafka.producer import make_producer, send_record
 from connectors.kafka.topic_reader import read_to_end
 from tests.foundation.samples import one_of_each
 from tokenpools.schemas import RequestEvent, decode
-from tokenpools.topics import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, Topics
+from tokenpools.topics import Topics
 
 pytestmark = pytest.mark.kafka
 
@@ -41,8 +42,11 @@ async def test_malformed_records_go_to_the_dlq_and_the_consumer_keeps_going(
     producer = make_producer(kafka_bootstrap)
     await producer.start()
     consumer = AIOKafkaConsumer(
-        topics.requests, bootstrap_servers=kafka_bootstrap, group_id=f"{topics.namespace}-g",
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        topics.requests,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"{topics.namespace}-g",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     try:
         await send_record(producer, topics.requests, "llama-8b", good[0])
@@ -84,8 +88,10 @@ async def test_topic_setup_is_idempotent_and_compacts_config_and_limits(
     await admin.start()
     try:
         described = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, t) for t in (topics.config, topics.limits,
-                                                                    topics.requests)]
+            [
+                ConfigResource(ConfigResourceType.TOPIC, t)
+                for t in (topics.config, topics.limits, topics.requests)
+            ]
         )
     finally:
         await admin.close()
@@ -95,5 +101,7 @@ async def test_topic_setup_is_idempotent_and_compacts_config_and_limits(
             name, entries = resource[3], resource[4]
             policies[name] = {e[0]: e[1] for e in entries}["cleanup.policy"]
     assert policies == {
-        topics.config: "compact", topics.limits: "compact", topics.requests: "delete"
+        topics.config: "compact",
+        topics.limits: "compact",
+        topics.requests: "delete",
     }

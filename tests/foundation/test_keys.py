@@ -32,7 +32,7 @@ def test_keys_hash_command_prints_what_a_config_lists_and_warns_about_the_dev_sa
 ) -> None:
     from typer.testing import CliRunner
 
-    from tokenpools.cli.main import app
+    from tokenpools_cli.main import app
 
     monkeypatch.delenv("TOKENPOOLS_KEY_SALT", raising=False)
     result = CliRunner().invoke(app, ["keys", "hash", "sk-demo-spot"])

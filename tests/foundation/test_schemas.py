@@ -33,8 +33,11 @@ def test_every_record_type_round_trips_through_the_codec(record) -> None:
         (None, "tombstone"),
         (b'{"type": "request", "v": 99}', "newer than this reader"),
         (b'{"type": "bogus"}', "type"),
-        (b'{"type": "request", "id": "x", "time": 1, "pool": "p", "entitlement": "e", '
-         b'"phase": "admitted", "prompt_tokens": -5}', "prompt_tokens"),
+        (
+            b'{"type": "request", "id": "x", "time": 1, "pool": "p", "entitlement": "e", '
+            b'"phase": "admitted", "prompt_tokens": -5}',
+            "prompt_tokens",
+        ),
     ],
 )
 def test_undecodable_records_raise_decode_error_naming_the_problem(data, message) -> None:

@@ -15,8 +15,13 @@ from tokenpools.topics import Topics
 
 def decision(pool: str, t: float, desired: int) -> ScalingDecision:
     return ScalingDecision(
-        pool=pool, time=t, current_replicas=1, desired_replicas=desired, reason="test",
-        demand=Dims(), capacity=Dims(),
+        pool=pool,
+        time=t,
+        current_replicas=1,
+        desired_replicas=desired,
+        reason="test",
+        demand=Dims(),
+        capacity=Dims(),
     )
 
 

@@ -49,8 +49,7 @@ def test_v1_names_are_summed_across_engines_and_kv_usage_is_averaged() -> None:
     assert (r.running, r.waiting) == (20, 3)
     assert r.kv_usage == pytest.approx(0.375)
     assert r.kv_capacity_tokens == 2 * 2048 * 16
-    assert (r.prompt_tokens_total, r.generation_tokens_total, r.preemptions_total) == (
-        1500, 200, 2)
+    assert (r.prompt_tokens_total, r.generation_tokens_total, r.preemptions_total) == (1500, 200, 2)
 
 
 def test_older_vllm_names_are_accepted() -> None:
@@ -64,8 +63,9 @@ def test_the_new_kv_name_wins_when_a_page_has_both() -> None:
     assert parse_vllm_metrics(page).kv_usage == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("page", ["", "# just a comment\n", "process_cpu_seconds_total 3\n",
-                                  "this is { not prometheus"])
+@pytest.mark.parametrize(
+    "page", ["", "# just a comment\n", "process_cpu_seconds_total 3\n", "this is { not prometheus"]
+)
 def test_a_page_without_vllm_metrics_is_an_error(page: str) -> None:
     with pytest.raises(MetricsParseError):
         parse_vllm_metrics(page)

@@ -28,17 +28,25 @@ async def test_samples_from_live_and_dead_backends_reach_the_engine_topic(
     new = EngineRunner(EngineModel(params))
     old = EngineRunner(EngineModel(params))
     new_runner, new_url = await start_engine_simulator(new, ServedModel())
-    old_runner, old_url = await start_engine_simulator(old, ServedModel(),
-                                                       legacy_metric_names=True)
+    old_runner, old_url = await start_engine_simulator(old, ServedModel(), legacy_metric_names=True)
     dead_url = f"http://127.0.0.1:{free_port()}"
     producer = make_producer(kafka_bootstrap)
     await producer.start()
     try:
-        async with aiohttp.ClientSession() as http, http.post(new_url + "/v1/completions",
-                             json={"model": "sim-model", "prompt": "a b c", "max_tokens": 2}):
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                new_url + "/v1/completions",
+                json={"model": "sim-model", "prompt": "a b c", "max_tokens": 2},
+            ),
+        ):
             pass
-        scraper = Scraper([Target("p", new_url), Target("p", old_url), Target("q", dead_url)],
-                          producer, topics.engine, interval_s=0.1)
+        scraper = Scraper(
+            [Target("p", new_url), Target("p", old_url), Target("q", dead_url)],
+            producer,
+            topics.engine,
+            interval_s=0.1,
+        )
         await scraper.run(rounds=2)
         await producer.flush()
     finally:

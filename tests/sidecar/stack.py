@@ -24,25 +24,48 @@ MODEL = "sim-model"
 def platform(max_body_bytes: int = 64 * 1024, spot_fallback: str = "open") -> PlatformConfig:
     """One pool; gold (guaranteed, roomy), silver (elastic, one slot, waits 300 ms), spot."""
     h = {name: hash_key(key, SALT) for name, key in KEYS.items()}
-    return PlatformConfig.model_validate({
-        "enforcement": {
-            "fallback": {"guaranteed": "static", "elastic": "static", "spot": spot_fallback},
-            "max_body_bytes": max_body_bytes,
-            "queue_capacity": 8,
-        },
-        "pools": [{"name": "p", "model": MODEL, "replicas": 1,
-                   "per_replica": {"tps": 100000, "kv": 1000000, "conc": 64}}],
-        "entitlements": [
-            {"name": "gold", "pool": "p", "tier": "guaranteed",
-             "guarantee": {"tps": 50000, "kv": 200000, "conc": 16},
-             "slo": {"max_admission_delay_ms": 2000}, "key_hashes": [h["gold"]]},
-            {"name": "silver", "pool": "p", "tier": "elastic",
-             "guarantee": {"tps": 20000, "kv": 20000, "conc": 1},
-             "slo": {"max_admission_delay_ms": 300}, "key_hashes": [h["silver"]]},
-            {"name": "spot", "pool": "p", "tier": "spot",
-             "burst": {"tps": 5000, "kv": 5000, "conc": 2}, "key_hashes": [h["spot"]]},
-        ],
-    })
+    return PlatformConfig.model_validate(
+        {
+            "enforcement": {
+                "fallback": {"guaranteed": "static", "elastic": "static", "spot": spot_fallback},
+                "max_body_bytes": max_body_bytes,
+                "queue_capacity": 8,
+            },
+            "pools": [
+                {
+                    "name": "p",
+                    "model": MODEL,
+                    "replicas": 1,
+                    "per_replica": {"tps": 100000, "kv": 1000000, "conc": 64},
+                }
+            ],
+            "entitlements": [
+                {
+                    "name": "gold",
+                    "pool": "p",
+                    "tier": "guaranteed",
+                    "guarantee": {"tps": 50000, "kv": 200000, "conc": 16},
+                    "slo": {"max_admission_delay_ms": 2000},
+                    "key_hashes": [h["gold"]],
+                },
+                {
+                    "name": "silver",
+                    "pool": "p",
+                    "tier": "elastic",
+                    "guarantee": {"tps": 20000, "kv": 20000, "conc": 1},
+                    "slo": {"max_admission_delay_ms": 300},
+                    "key_hashes": [h["silver"]],
+                },
+                {
+                    "name": "spot",
+                    "pool": "p",
+                    "tier": "spot",
+                    "burst": {"tps": 5000, "kv": 5000, "conc": 2},
+                    "key_hashes": [h["spot"]],
+                },
+            ],
+        }
+    )
 
 
 @dataclass
@@ -79,11 +102,13 @@ def held_by(sidecar: RunningSidecar) -> dict[str, tuple[int, float, int]]:
 
 
 @contextlib.asynccontextmanager
-async def engine(params: EngineParams | None = None, speed: float = 20.0,
-                 default_output_tokens: int = 16) -> AsyncIterator[tuple[EngineRunner, str]]:
+async def engine(
+    params: EngineParams | None = None, speed: float = 20.0, default_output_tokens: int = 16
+) -> AsyncIterator[tuple[EngineRunner, str]]:
     runner = EngineRunner(EngineModel(params or EngineParams()), speed=speed)
     app_runner, url = await start_engine_simulator(
-        runner, ServedModel(MODEL, default_output_tokens=default_output_tokens))
+        runner, ServedModel(MODEL, default_output_tokens=default_output_tokens)
+    )
     try:
         yield runner, url
     finally:
@@ -105,9 +130,16 @@ async def stack(
     """An engine simulator with a sidecar in front (extra `backends` are added after it)."""
     async with engine(params, speed) as (runner, url):
         sidecar = await start_sidecar(
-            SidecarSettings(pool="p", backends=[url] if backends is None else backends,
-                            instance=instance, **settings),  # type: ignore[arg-type]
-            config=config, bootstrap=bootstrap, topics=topics, salt=SALT,
+            SidecarSettings(
+                pool="p",
+                backends=[url] if backends is None else backends,
+                instance=instance,
+                **settings,
+            ),  # type: ignore[arg-type]
+            config=config,
+            bootstrap=bootstrap,
+            topics=topics,
+            salt=SALT,
         )
         try:
             yield Stack(url, runner, sidecar)

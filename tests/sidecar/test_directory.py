@@ -10,8 +10,11 @@ from tokenpools.schemas import PoolConfigRecord
 def _record(queue_capacity: int, silver_delay_ms: int) -> PoolConfigRecord:
     (record,) = PoolConfigRecord.from_platform(platform())
     entitlements = [
-        e.model_copy(update={"slo": e.slo.model_copy(
-            update={"max_admission_delay_ms": silver_delay_ms})}) if e.name == "silver" else e
+        e.model_copy(
+            update={"slo": e.slo.model_copy(update={"max_admission_delay_ms": silver_delay_ms})}
+        )
+        if e.name == "silver"
+        else e
         for e in record.entitlements
     ]
     enforcement = record.enforcement.model_copy(update={"queue_capacity": queue_capacity})

@@ -6,27 +6,48 @@ from connectors.sidecar.estimate import estimate_request
 
 
 def test_chat_text_is_four_characters_a_token_plus_a_template_overhead_per_message() -> None:
-    body = {"messages": [{"role": "system", "content": "x" * 40},
-                         {"role": "user", "content": [{"type": "text", "text": "y" * 20}]}],
-            "max_tokens": 100}
+    body = {
+        "messages": [
+            {"role": "system", "content": "x" * 40},
+            {"role": "user", "content": [{"type": "text", "text": "y" * 20}]},
+        ],
+        "max_tokens": 100,
+    }
     e = estimate_request(body, chat=True, expected_output_tokens=7)
     assert (e.prompt_tokens, e.output_tokens, e.total) == (15 + 8, 100, 123)
 
 
 def test_output_is_max_completion_tokens_else_max_tokens_else_the_entitlements_default() -> None:
-    assert estimate_request({"prompt": "abcd", "max_completion_tokens": 9, "max_tokens": 50},
-                            chat=False, expected_output_tokens=7).output_tokens == 9
-    assert estimate_request({"prompt": "abcd", "max_tokens": 50}, chat=False,
-                            expected_output_tokens=7).output_tokens == 50
-    assert estimate_request({"prompt": "abcd"}, chat=False,
-                            expected_output_tokens=7).output_tokens == 7
-    assert estimate_request({"prompt": "abcd", "max_tokens": "lots"}, chat=False,
-                            expected_output_tokens=7).output_tokens == 7
+    assert (
+        estimate_request(
+            {"prompt": "abcd", "max_completion_tokens": 9, "max_tokens": 50},
+            chat=False,
+            expected_output_tokens=7,
+        ).output_tokens
+        == 9
+    )
+    assert (
+        estimate_request(
+            {"prompt": "abcd", "max_tokens": 50}, chat=False, expected_output_tokens=7
+        ).output_tokens
+        == 50
+    )
+    assert (
+        estimate_request({"prompt": "abcd"}, chat=False, expected_output_tokens=7).output_tokens
+        == 7
+    )
+    assert (
+        estimate_request(
+            {"prompt": "abcd", "max_tokens": "lots"}, chat=False, expected_output_tokens=7
+        ).output_tokens
+        == 7
+    )
 
 
 def test_token_id_prompts_are_counted_exactly_and_n_choices_multiply_the_output() -> None:
-    e = estimate_request({"prompt": [1, 2, 3, 4, 5], "max_tokens": 10, "n": 3}, chat=False,
-                         expected_output_tokens=7)
+    e = estimate_request(
+        {"prompt": [1, 2, 3, 4, 5], "max_tokens": 10, "n": 3}, chat=False, expected_output_tokens=7
+    )
     assert (e.prompt_tokens, e.output_tokens) == (5, 30)
 
 

@@ -37,9 +37,16 @@ async def publish_limits(bootstrap: str, topics: Topics, *updates: LimitUpdate) 
 
 def spot_limit(epoch: int, conc: float, instance: str = "", ttl_s: float = 60.0) -> LimitUpdate:
     now = time.time()
-    return LimitUpdate(pool="p", entitlement="spot", tier="spot", instance=instance, epoch=epoch,
-                       issued_at=now, expires_at=now + ttl_s,
-                       limits=Dims(tps=5000, kv=5000, conc=conc))
+    return LimitUpdate(
+        pool="p",
+        entitlement="spot",
+        tier="spot",
+        instance=instance,
+        epoch=epoch,
+        issued_at=now,
+        expires_at=now + ttl_s,
+        limits=Dims(tps=5000, kv=5000, conc=conc),
+    )
 
 
 async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
@@ -56,19 +63,22 @@ async def test_every_request_is_reported_with_its_phases_and_real_usage(
 ) -> None:
     await ensure_topics(kafka_bootstrap, topics)
     # spot falls back to "static" = nothing until the controller publishes a limit
-    await publish_config(kafka_bootstrap, topics,
-                         PoolConfigRecord.from_platform(platform(spot_fallback="static")))
+    await publish_config(
+        kafka_bootstrap, topics, PoolConfigRecord.from_platform(platform(spot_fallback="static"))
+    )
     async with stack(None, bootstrap=kafka_bootstrap, topics=topics, speed=5.0) as s:
         assert s.sidecar.sidecar.directory.configured  # from the config topic, not a file
         gold = openai.AsyncOpenAI(base_url=s.url + "/v1", api_key=KEYS["gold"], max_retries=0)
         spot = openai.AsyncOpenAI(base_url=s.url + "/v1", api_key=KEYS["spot"], max_retries=0)
         ids: dict[str, str] = {}
 
-        raw = await gold.completions.with_raw_response.create(model=MODEL, prompt="a b c",
-                                                               max_tokens=3)
+        raw = await gold.completions.with_raw_response.create(
+            model=MODEL, prompt="a b c", max_tokens=3
+        )
         ids["unary"] = raw.headers["x-request-id"]
         raw = await gold.chat.completions.with_raw_response.create(
-            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True)
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+        )
         ids["stream"] = raw.headers["x-request-id"]
         assert len([c async for c in raw.parse()]) == 5  # role chunk + 4 tokens, no usage chunk
         with pytest.raises(openai.RateLimitError):
@@ -76,20 +86,42 @@ async def test_every_request_is_reported_with_its_phases_and_real_usage(
         with pytest.raises(openai.NotFoundError):  # the engine's own 404 passes through
             await gold.completions.create(model="no-such-model", prompt="x", max_tokens=2)
         async with aiohttp.ClientSession() as http:
-            resp = await http.post(s.url + "/v1/completions", json={
-                "model": MODEL, "prompt": "x", "max_tokens": 400, "stream": True,
-            }, headers={"Authorization": f"Bearer {KEYS['gold']}"})
+            resp = await http.post(
+                s.url + "/v1/completions",
+                json={
+                    "model": MODEL,
+                    "prompt": "x",
+                    "max_tokens": 400,
+                    "stream": True,
+                },
+                headers={"Authorization": f"Bearer {KEYS['gold']}"},
+            )
             ids["cancelled"] = resp.headers["x-request-id"]
             await resp.content.readuntil(b"\n\n")
             resp.close()
             # silver has one slot: a second request waits, and its client gives up waiting
-            first = await http.post(s.url + "/v1/completions", json={
-                "model": MODEL, "prompt": "x", "max_tokens": 400, "stream": True,
-            }, headers={"Authorization": f"Bearer {KEYS['silver']}"})
+            first = await http.post(
+                s.url + "/v1/completions",
+                json={
+                    "model": MODEL,
+                    "prompt": "x",
+                    "max_tokens": 400,
+                    "stream": True,
+                },
+                headers={"Authorization": f"Bearer {KEYS['silver']}"},
+            )
             await first.content.readuntil(b"\n\n")
-            second = asyncio.ensure_future(http.post(s.url + "/v1/completions", json={
-                "model": MODEL, "prompt": "x", "max_tokens": 2,
-            }, headers={"Authorization": f"Bearer {KEYS['silver']}"}))
+            second = asyncio.ensure_future(
+                http.post(
+                    s.url + "/v1/completions",
+                    json={
+                        "model": MODEL,
+                        "prompt": "x",
+                        "max_tokens": 2,
+                    },
+                    headers={"Authorization": f"Bearer {KEYS['silver']}"},
+                )
+            )
             assert await until(lambda: s.sidecar.sidecar.directory.gates["silver"].queued == 1)
             second.cancel()
             await asyncio.gather(second, return_exceptions=True)
@@ -101,8 +133,12 @@ async def test_every_request_is_reported_with_its_phases_and_real_usage(
         gates = s.sidecar.sidecar.directory.gates
         await publish_limits(kafka_bootstrap, topics, spot_limit(epoch=10, conc=3))
         assert await until(lambda: gates["spot"].source is LimitSource.LIVE)
-        await publish_limits(kafka_bootstrap, topics, spot_limit(epoch=5, conc=0),
-                             spot_limit(epoch=11, conc=0, instance="another-sidecar"))
+        await publish_limits(
+            kafka_bootstrap,
+            topics,
+            spot_limit(epoch=5, conc=0),
+            spot_limit(epoch=11, conc=0, instance="another-sidecar"),
+        )
         assert await until(lambda: s.sidecar.sidecar.directory.limits.ignored >= 2)
         assert gates["spot"].admission.limits.conc == 3
         reply = await spot.completions.create(model=MODEL, prompt="x y", max_tokens=2)
@@ -140,13 +176,18 @@ async def test_every_request_is_reported_with_its_phases_and_real_usage(
     assert ("spot", Phase.COMPLETED, 200) in outcome
     assert all(e.key_hash and e.key_hash.startswith("hs256:") for e in events)
     assert sum(1 for e in events if e.phase is Phase.ADMITTED) == sum(
-        1 for e in events if e.phase in (Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED))
+        1 for e in events if e.phase in (Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED)
+    )
 
 
 async def test_live_limits_expire_into_the_fallback(kafka_bootstrap: str, topics: Topics) -> None:
     await ensure_topics(kafka_bootstrap, topics)
-    async with stack(platform(spot_fallback="closed"), bootstrap=kafka_bootstrap,
-                     topics=topics, refresh_interval_s=0.05) as s:
+    async with stack(
+        platform(spot_fallback="closed"),
+        bootstrap=kafka_bootstrap,
+        topics=topics,
+        refresh_interval_s=0.05,
+    ) as s:
         gate = s.sidecar.sidecar.directory.gates["spot"]
         assert gate.admission.limits.conc == 0 and gate.source is LimitSource.FALLBACK
         await publish_limits(kafka_bootstrap, topics, spot_limit(epoch=1, conc=4, ttl_s=1.5))

@@ -6,19 +6,37 @@ from connectors.sidecar.limits import LimitSource, LiveLimits
 from tokenpools.admission import fallback_limits
 from tokenpools.schemas import Dims, EntitlementSpec, FallbackMode, LimitUpdate, PoolSpec
 
-POOL = PoolSpec(name="p", replicas=2, per_replica=Dims(tps=1000, kv=10000, conc=10),
-                target_utilization=0.5)
-GOLD = EntitlementSpec(name="gold", pool="p", tier="guaranteed",
-                       guarantee=Dims(tps=100, kv=1000, conc=2),
-                       burst={"tps": 300, "kv": None, "conc": 4})
+POOL = PoolSpec(
+    name="p", replicas=2, per_replica=Dims(tps=1000, kv=10000, conc=10), target_utilization=0.5
+)
+GOLD = EntitlementSpec(
+    name="gold",
+    pool="p",
+    tier="guaranteed",
+    guarantee=Dims(tps=100, kv=1000, conc=2),
+    burst={"tps": 300, "kv": None, "conc": 4},
+)
 SPOT = EntitlementSpec(name="spot", pool="p", tier="spot")
 
 
-def update(epoch: int, conc: float, instance: str = "", expires_at: float = 100.0,
-           pool: str = "p", entitlement: str = "gold") -> LimitUpdate:
-    return LimitUpdate(pool=pool, entitlement=entitlement, tier="guaranteed", instance=instance,
-                       epoch=epoch, issued_at=0, expires_at=expires_at,
-                       limits=Dims(tps=1, kv=1, conc=conc))
+def update(
+    epoch: int,
+    conc: float,
+    instance: str = "",
+    expires_at: float = 100.0,
+    pool: str = "p",
+    entitlement: str = "gold",
+) -> LimitUpdate:
+    return LimitUpdate(
+        pool=pool,
+        entitlement=entitlement,
+        tier="guaranteed",
+        instance=instance,
+        epoch=epoch,
+        issued_at=0,
+        expires_at=expires_at,
+        limits=Dims(tps=1, kv=1, conc=conc),
+    )
 
 
 def test_only_a_newer_epoch_replaces_the_record_held() -> None:
@@ -51,9 +69,13 @@ def test_expired_limits_give_way_to_the_fallback() -> None:
     live = LiveLimits("p", "me")
     live.apply(update(5, conc=9, expires_at=10.0))
     assert live.effective(GOLD, POOL, FallbackMode.STATIC, now=9.9) == (
-        Dims(tps=1, kv=1, conc=9), LimitSource.LIVE)
+        Dims(tps=1, kv=1, conc=9),
+        LimitSource.LIVE,
+    )
     assert live.effective(GOLD, POOL, FallbackMode.STATIC, now=10.0) == (
-        GOLD.guarantee, LimitSource.FALLBACK)
+        GOLD.guarantee,
+        LimitSource.FALLBACK,
+    )
 
 
 def test_fallback_static_is_the_guarantee_open_the_burst_closed_nothing() -> None:

@@ -26,22 +26,34 @@ pick = st.integers(0, 3)
 arrive = st.tuples(st.just("arrive"), st.sampled_from([10, 300, 790]))
 ops = st.lists(
     st.one_of(
-        arrive, arrive, arrive,
+        arrive,
+        arrive,
+        arrive,
         st.tuples(st.just("complete"), pick, st.sampled_from([0, 50, 600])),
         st.tuples(st.just("fail"), pick),
         st.tuples(st.just("disconnect"), pick),
         st.tuples(st.just("complete+disconnect"), pick),
-        st.tuples(st.just("limits"), st.integers(0, 3), st.sampled_from([0, 400, 800, 1600]),
-                  st.sampled_from([0, 500, 5000])),
+        st.tuples(
+            st.just("limits"),
+            st.integers(0, 3),
+            st.sampled_from([0, 400, 800, 1600]),
+            st.sampled_from([0, 500, 5000]),
+        ),
         st.tuples(st.just("sleep"), st.integers(0, 3)),
     ),
     min_size=4,
     max_size=40,
 )
 
+
 async def _scenario(steps: list[tuple], wait_ms: int, queue: int) -> None:
-    gate = EntitlementGate(SPEC, Dims(tps=2000, kv=800, conc=2), LimitSource.LIVE,
-                           max_wait=wait_ms / 1000, queue_capacity=queue)
+    gate = EntitlementGate(
+        SPEC,
+        Dims(tps=2000, kv=800, conc=2),
+        LimitSource.LIVE,
+        max_wait=wait_ms / 1000,
+        queue_capacity=queue,
+    )
     holding: set[asyncio.Task] = set()
     outcomes: dict[asyncio.Task, asyncio.Future] = {}
     max_conc = 2.0
@@ -106,8 +118,7 @@ async def _scenario(steps: list[tuple], wait_ms: int, queue: int) -> None:
     assert (gate.in_flight, gate.kv_reserved, gate.queued) == (0, 0, 0)
 
 
-@example(steps=[("arrive", 790), ("arrive", 790), ("complete+disconnect", 0)], wait_ms=200,
-         queue=1)
+@example(steps=[("arrive", 790), ("arrive", 790), ("complete+disconnect", 0)], wait_ms=200, queue=1)
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=ops, wait_ms=st.sampled_from([0, 30, 200]), queue=st.integers(0, 3))
 def test_the_gate_returns_every_slot_whatever_the_interleaving(
@@ -122,20 +133,29 @@ async def test_the_proxy_leaks_nothing_under_random_disconnects_and_backend_fail
 ) -> None:
     rng = random.Random(seed)
     dead = f"http://127.0.0.1:{free_port()}"
-    async with stack(platform(), speed=10.0) as s0, stack(
-        platform(), backends=[s0.engine_url, dead], backend_cooldown_s=0.05, read_timeout_s=0.5
-    ) as s, aiohttp.ClientSession() as http:
+    async with (
+        stack(platform(), speed=10.0) as s0,
+        stack(
+            platform(), backends=[s0.engine_url, dead], backend_cooldown_s=0.05, read_timeout_s=0.5
+        ) as s,
+        aiohttp.ClientSession() as http,
+    ):
 
         async def one() -> None:
             key = rng.choice([*KEYS.values(), "sk-unknown"])
-            body = {"model": MODEL, "prompt": "p " * rng.randint(1, 50),
-                    "max_tokens": rng.randint(1, 80), "stream": rng.random() < 0.5}
+            body = {
+                "model": MODEL,
+                "prompt": "p " * rng.randint(1, 50),
+                "max_tokens": rng.randint(1, 80),
+                "stream": rng.random() < 0.5,
+            }
             leave_after = rng.choice([None, None, 0.0, 0.01, 0.05, 0.2])
             await asyncio.sleep(rng.random() * 0.3)
 
             async def call() -> None:
-                async with http.post(s.url + "/v1/completions", json=body,
-                                     headers={"Authorization": f"Bearer {key}"}) as resp:
+                async with http.post(
+                    s.url + "/v1/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+                ) as resp:
                     await resp.read()
 
             task = asyncio.ensure_future(call())

@@ -30,7 +30,8 @@ async def engine_idle(s: Stack, timeout_s: float = 1.0) -> bool:
 async def test_admitted_chat_completion_returns_the_engines_answer_and_rate_limit_headers() -> None:
     async with stack(platform()) as s:
         raw = await client(s).chat.completions.with_raw_response.create(
-            model=MODEL, messages=MESSAGES, max_tokens=5)
+            model=MODEL, messages=MESSAGES, max_tokens=5
+        )
         reply = raw.parse()
         assert reply.choices[0].message.content == " lorem ipsum dolor sit amet"
         assert reply.usage.completion_tokens == 5 and reply.usage.prompt_tokens > 0
@@ -43,10 +44,18 @@ async def test_admitted_chat_completion_returns_the_engines_answer_and_rate_limi
 async def test_streamed_chat_reaches_the_client_exactly_as_the_engine_sent_it() -> None:
     async with stack(platform()) as s:
         direct = openai.AsyncOpenAI(base_url=s.engine_url + "/v1", api_key="x", max_retries=0)
-        expected = [c.choices[0].delta.content async for c in await direct.chat.completions.create(
-            model=MODEL, messages=MESSAGES, max_tokens=6, stream=True)]
-        chunks = [c async for c in await client(s).chat.completions.create(
-            model=MODEL, messages=MESSAGES, max_tokens=6, stream=True)]
+        expected = [
+            c.choices[0].delta.content
+            async for c in await direct.chat.completions.create(
+                model=MODEL, messages=MESSAGES, max_tokens=6, stream=True
+            )
+        ]
+        chunks = [
+            c
+            async for c in await client(s).chat.completions.create(
+                model=MODEL, messages=MESSAGES, max_tokens=6, stream=True
+            )
+        ]
         # the sidecar asked the engine for usage; the client, who did not, never sees it
         assert all(c.usage is None and c.choices for c in chunks)
         assert [c.choices[0].delta.content for c in chunks] == expected
@@ -56,9 +65,16 @@ async def test_streamed_chat_reaches_the_client_exactly_as_the_engine_sent_it() 
 
 async def test_a_client_that_asks_for_usage_gets_the_usage_chunk() -> None:
     async with stack(platform()) as s:
-        chunks = [c async for c in await client(s).completions.create(
-            model=MODEL, prompt="one two three", max_tokens=4, stream=True,
-            stream_options={"include_usage": True})]
+        chunks = [
+            c
+            async for c in await client(s).completions.create(
+                model=MODEL,
+                prompt="one two three",
+                max_tokens=4,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        ]
         assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
         assert "".join(c.choices[0].text for c in chunks[:-1]) == " lorem ipsum dolor sit"
         assert await s.drained() == {}
@@ -76,8 +92,10 @@ async def test_spot_over_its_limit_gets_rate_limit_error_with_openai_headers() -
     async with stack(platform(), speed=5.0) as s:  # spot may hold 2 requests at a time
         spot = client(s, KEYS["spot"])
         results = await asyncio.gather(
-            *(spot.completions.create(model=MODEL, prompt="flood", max_tokens=150)
-              for _ in range(6)),
+            *(
+                spot.completions.create(model=MODEL, prompt="flood", max_tokens=150)
+                for _ in range(6)
+            ),
             return_exceptions=True,
         )
         refused = [r for r in results if isinstance(r, openai.RateLimitError)]
@@ -109,7 +127,8 @@ async def test_guaranteed_and_elastic_wait_their_slo_delay_before_a_429() -> Non
         assert loop.time() - started >= 0.3
         # short requests: the second waits for the first's slot and is then served
         short = await asyncio.gather(
-            *(silver.completions.create(model=MODEL, prompt="x", max_tokens=2) for _ in range(2)))
+            *(silver.completions.create(model=MODEL, prompt="x", max_tokens=2) for _ in range(2))
+        )
         assert all(r.usage.completion_tokens == 2 for r in short)
         assert await s.drained() == {}
 
@@ -119,9 +138,12 @@ async def test_unknown_or_missing_key_is_401() -> None:
         with pytest.raises(openai.AuthenticationError) as err:
             await client(s, "sk-nobody").chat.completions.create(model=MODEL, messages=MESSAGES)
         assert err.value.status_code == 401 and err.value.body["code"] == "invalid_api_key"
-        async with aiohttp.ClientSession() as http, http.post(
-            s.url + "/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES}
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                s.url + "/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES}
+            ) as resp,
+        ):
             assert resp.status == 401
             assert set((await resp.json())["error"]) == {"message", "type", "param", "code"}
         assert await s.drained() == {}
@@ -130,9 +152,14 @@ async def test_unknown_or_missing_key_is_401() -> None:
 async def test_malformed_json_is_400() -> None:
     async with stack(platform()) as s, aiohttp.ClientSession() as http:
         for body in (b'{"model": "sim-model", "messages": [', b"[1, 2, 3]"):
-            async with http.post(s.url + "/v1/chat/completions", data=body, headers={
-                "Authorization": f"Bearer {KEYS['gold']}", "Content-Type": "application/json",
-            }) as resp:
+            async with http.post(
+                s.url + "/v1/chat/completions",
+                data=body,
+                headers={
+                    "Authorization": f"Bearer {KEYS['gold']}",
+                    "Content-Type": "application/json",
+                },
+            ) as resp:
                 assert resp.status == 400
                 assert (await resp.json())["error"]["type"] == "invalid_request_error"
         assert await s.drained() == {}
@@ -148,10 +175,14 @@ async def test_a_body_over_max_body_bytes_is_413_declared_or_chunked() -> None:
             for _ in range(10):
                 yield b" " * 1000
 
-        async with aiohttp.ClientSession() as http, http.post(
-            s.url + "/v1/completions", data=chunked(),
-            headers={"Authorization": f"Bearer {KEYS['gold']}"},
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                s.url + "/v1/completions",
+                data=chunked(),
+                headers={"Authorization": f"Bearer {KEYS['gold']}"},
+            ) as resp,
+        ):
             assert resp.status == 413
         assert await s.drained() == {}
 
@@ -165,8 +196,9 @@ async def test_backend_down_is_502_then_503_while_it_cools_down() -> None:
         assert first.value.status_code == 502
         assert first.value.code == "backend_unreachable"
         with pytest.raises(openai.InternalServerError) as second:
-            await gold.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2,
-                                               stream=True)
+            await gold.chat.completions.create(
+                model=MODEL, messages=MESSAGES, max_tokens=2, stream=True
+            )
         assert second.value.status_code == 503
         assert second.value.code == "backend_unavailable"
         async with aiohttp.ClientSession() as http, http.get(s.url + "/health") as resp:
@@ -196,9 +228,16 @@ async def test_a_backend_that_times_out_is_504() -> None:
 
 async def test_a_client_that_leaves_mid_stream_frees_its_slot_and_the_engines_at_once() -> None:
     async with stack(platform(), speed=1.0) as s, aiohttp.ClientSession() as http:
-        resp = await http.post(s.url + "/v1/chat/completions", json={
-            "model": MODEL, "messages": MESSAGES, "max_tokens": 500, "stream": True,
-        }, headers={"Authorization": f"Bearer {KEYS['gold']}"})
+        resp = await http.post(
+            s.url + "/v1/chat/completions",
+            json={
+                "model": MODEL,
+                "messages": MESSAGES,
+                "max_tokens": 500,
+                "stream": True,
+            },
+            headers={"Authorization": f"Bearer {KEYS['gold']}"},
+        )
         assert resp.status == 200
         await resp.content.readuntil(b"\n\n")  # the first chunk arrived: it is running
         assert s.sidecar.sidecar.directory.gates["gold"].in_flight == 1
@@ -217,8 +256,10 @@ async def test_the_sidecar_reports_itself_on_metrics() -> None:
     assert 'tokenpools_sidecar_requests_total{entitlement="gold",outcome="completed"} 1.0' in text
     assert 'tokenpools_sidecar_requests_total{entitlement="",outcome="unauthorized"} 1.0' in text
     assert 'tokenpools_sidecar_in_flight{entitlement="gold"} 0.0' in text
-    assert ('tokenpools_sidecar_limit{dimension="conc",entitlement="gold",source="fallback"} 16.0'
-            in text)
+    assert (
+        'tokenpools_sidecar_limit{dimension="conc",entitlement="gold",source="fallback"} 16.0'
+        in text
+    )
     assert "tokenpools_sidecar_request_duration_seconds_count 1.0" in text
 
 

@@ -8,16 +8,18 @@ from hypothesis import strategies as st
 
 from connectors.sidecar.sse import UsageTap
 
-CHUNKS = [
-    {"id": "c", "choices": [{"index": 0, "delta": {"content": f" w{i}"}}]} for i in range(4)
-]
-USAGE = {"id": "c", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 4,
-                                              "total_tokens": 11}}
+CHUNKS = [{"id": "c", "choices": [{"index": 0, "delta": {"content": f" w{i}"}}]} for i in range(4)]
+USAGE = {
+    "id": "c",
+    "choices": [],
+    "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11},
+}
 
 
 def sse(*events: object) -> bytes:
-    return b"".join(b"data: " + (e if isinstance(e, bytes) else orjson.dumps(e)) + b"\n\n"
-                    for e in events)
+    return b"".join(
+        b"data: " + (e if isinstance(e, bytes) else orjson.dumps(e)) + b"\n\n" for e in events
+    )
 
 
 def relay(stream: bytes, cuts: list[int], strip: bool) -> tuple[bytes, UsageTap]:

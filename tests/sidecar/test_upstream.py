@@ -91,7 +91,8 @@ async def test_refused_connections_and_silence_raise_distinct_errors(backend) ->
     url, _ = backend
     with pytest.raises(UpstreamConnectError):
         await UpstreamPool(f"http://127.0.0.1:{free_port()}", 1.0, 5.0).request(
-            b"POST", b"/echo", b"{}")
+            b"POST", b"/echo", b"{}"
+        )
     pool = UpstreamPool(url, 1.0, 0.2)
     with pytest.raises(UpstreamTimeout):
         await pool.request(b"POST", b"/echo?slow=1", b"{}")

@@ -91,7 +91,7 @@ def start_worker(
         cmd = [sys.executable, "-m", "faust", "-A", "streams.app", "worker", "-l", "info"]
     else:
         cmd = [
-            sys.executable, "-m", "tokenpools.cli.main", "worker", "run",
+            sys.executable, "-m", "tokenpools_cli.main", "worker", "run",
             "--bootstrap", bootstrap, "--namespace", topics.namespace, "--tick", str(tick),
             "--metrics-port", str(port), "--session-timeout", str(session_timeout),
             "--requests-source", requests_source,

@@ -8,8 +8,9 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from connectors.kafka.partitioner import RememberingPartitioner
 from streams.app import create_app
-from streams.publishing import RememberingPartitioner, publish_tick
+from streams.publishing import publish_tick
 from streams.settings import WorkerSettings
 from tests.streams.harness import TopicTail, wait_for
 from tokenpools.controller import PoolController

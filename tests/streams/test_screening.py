@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.ownership import owned_partitions, partition_of
+from connectors.kafka.partitioner import partition_of
+from streams.ownership import owned_partitions
 from streams.screening import FUTURE_SKEW_S, RecentIds, screen
 from tokenpools.schemas import encode
 from tokenpools.schemas.events import Phase, RequestEvent

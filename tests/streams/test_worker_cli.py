@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streams.settings import RequestSource, WorkerSettings
-from tokenpools.cli.main import app
+from tokenpools_cli.main import app
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ import time
 import pytest
 
 from connectors.kafka.admin import ensure_topics
+from connectors.kafka.partitioner import partition_of
 from connectors.kafka.producer import make_producer, send_record
-from streams.ownership import partition_of
 from streams.publishing import WORKER_HEADER
 from tests.streams.harness import REPO, TopicTail, start_worker, wait_for
 from tokenpools.config_file import load_config

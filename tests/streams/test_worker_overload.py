@@ -1,4 +1,4 @@
-"""The live worker on the overload scenario (DESIGN §7), checked against the core offline.
+"""The live worker on the paper's overload scenario, checked against the core offline.
 
 A scripted event stream runs in lock-step with the worker's ticks: after each
 pool-state snapshot the next step's events are sent as one record batch, which
@@ -19,8 +19,9 @@ import orjson
 import pytest
 
 from connectors.kafka.admin import ensure_topics
+from connectors.kafka.dead_letter import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, DLQ_TOPIC_HEADER
+from connectors.kafka.partitioner import partition_of
 from connectors.kafka.producer import make_producer, send_record
-from streams.ownership import partition_of
 from tests.streams.harness import REPO, TopicTail, start_worker, wait_for
 from tokenpools.config_file import load_config
 from tokenpools.controller import PoolController
@@ -34,13 +35,7 @@ from tokenpools.schemas.events import (
     RequestEvent,
     ScalingDecision,
 )
-from tokenpools.topics import (
-    DLQ_ERROR_HEADER,
-    DLQ_OFFSET_HEADER,
-    DLQ_TOPIC_HEADER,
-    Topics,
-    config_key,
-)
+from tokenpools.topics import Topics, config_key
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

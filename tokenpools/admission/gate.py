@@ -1,7 +1,7 @@
 """One entitlement's admission gate: the sidecar and the offline simulator both enforce with it.
 
 A request is admitted when every dimension has room under the entitlement's
-live limits `L` (DESIGN §4): in-flight `< L_conc`, reserved KV + its KV
+live limits `L` (docs/SIDECAR.md): in-flight `< L_conc`, reserved KV + its KV
 estimate `<= L_kv`, and the token bucket (rate `L_tps`, `burst_s` seconds of
 it) holds its token estimate. Otherwise it may wait, in arrival order, up to
 `max_wait_s` (its SLO's admission delay; 0 = answer 429 at once, as for spot)

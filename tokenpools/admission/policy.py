@@ -3,7 +3,7 @@
 Spot never waits (429 at once, so it backs off instead of holding a queue
 slot); guaranteed and elastic wait up to their SLO's admission delay, or the
 platform default when the SLO sets none. Before the first limits arrive and
-after they expire, an entitlement gets its fallback (DESIGN §4): the sidecar
+after they expire, an entitlement gets its fallback (docs/SIDECAR.md): the sidecar
 enforces it and the offline simulator starts from it.
 """
 

@@ -1,4 +1,4 @@
-"""Records that travel on the topics (DESIGN §5).
+"""Records that travel on the topics (docs/STREAMS.md).
 
 Every record is a JSON object with `type` and `v` (schema version) so a reader
 can refuse what it does not understand instead of guessing. Inference keys

@@ -1,4 +1,6 @@
-"""Generated workloads for the paper's two experiments (DESIGN §7), seeded and deterministic.
+"""Generated workloads for the paper's two experiments, seeded and deterministic.
+
+The paper: Cunningham, Token Management in Multi-Tenant AI Inference Platforms, arXiv 2603.00356.
 
 * `overload` — for `deploy/examples/overload.yaml`: three guaranteed tenants
   send steady Poisson traffic from t = 0; spot floods the pool from

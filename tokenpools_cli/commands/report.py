@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tokenpools.cli.db import DATABASE, STORE, URL, target_or_exit
+from tokenpools_cli.commands.db import DATABASE, STORE, URL, target_or_exit
 
 err = Console(stderr=True)
 out = Console()

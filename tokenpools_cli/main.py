@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tokenpools import __version__
-from tokenpools.cli import (
+from tokenpools_cli.commands import (
     actuator,
     config,
     db,

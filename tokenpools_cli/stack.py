@@ -69,7 +69,7 @@ class LocalStack:
         }
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tokenpools.cli.main", *args],
+                [sys.executable, "-m", "tokenpools_cli.main", *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,

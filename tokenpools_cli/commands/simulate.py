@@ -29,7 +29,7 @@ from tokenpools.simulation import (
     read_azure_trace,
     trace_scenario,
 )
-from tokenpools.simulation.plot import plot_run
+from tokenpools_cli.simulation_figures import plot_run
 
 app = typer.Typer(help="Offline what-if runs of the capacity model.", no_args_is_help=True)
 err = Console(stderr=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from tokenpools.cli.db import DATABASE, STORE, URL, target_or_exit
+from tokenpools_cli.commands.db import DATABASE, STORE, URL, target_or_exit
 
 app = typer.Typer(help="Store the control loop's events in ClickHouse.", no_args_is_help=True)
 err = Console(stderr=True)

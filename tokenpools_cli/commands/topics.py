@@ -37,7 +37,9 @@ def create(
 def list_(namespace: str = NAMESPACE, partitions: int = typer.Option(6, min=1)) -> None:
     """Show the topics this deployment uses and how they are configured."""
     table = Table("topic", "partitions", "configs", "holds")
-    for spec in Topics(namespace).specs(partitions):
+    from connectors.kafka.topics import topic_specs
+
+    for spec in topic_specs(Topics(namespace), partitions):
         configs = ", ".join(f"{k}={v}" for k, v in spec.configs.items())
         table.add_row(spec.name, str(spec.partitions), configs, spec.doc)
     Console().print(table)

@@ -1,6 +1,6 @@
 """`tokenpools demo`: see the platform work on one machine.
 
-`demo loop` runs the whole control loop (tokenpools/cli/demo_loop.py);
+`demo loop` runs the whole control loop (tokenpools_cli/demo_loop.py);
 `demo events` checks the plumbing in seconds: it starts a local broker
 (unless $KAFKA_BOOTSTRAP names one), creates the topics, applies an example
 config, produces request events built from the recorded Azure trace, reads
@@ -20,11 +20,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tokenpools.cli.demo_loop import loop, quiet_kafka_client_logs
-from tokenpools.cli.replay import DEFAULT_TRACE
 from tokenpools.config_file import load_config
 from tokenpools.schemas import PlatformConfig, PoolConfigRecord, RequestEvent
 from tokenpools.topics import Topics
+from tokenpools_cli.commands.replay import DEFAULT_TRACE
+from tokenpools_cli.demo_loop import loop, quiet_kafka_client_logs
 
 REPO = Path(__file__).resolve().parents[2]
 console = Console()

@@ -42,11 +42,11 @@ def loop(
     from connectors.kafka.broker import BrokerError, LocalKafka
     from connectors.kafka.config_publisher import publish_config
     from connectors.replay.http_replay import replay
-    from tokenpools.cli.replay import outcome_table
-    from tokenpools.cli.stack import LocalStack, StackError
     from tokenpools.schemas import PoolConfigRecord
     from tokenpools.simulation.scenarios import overload
     from tokenpools.topics import Topics
+    from tokenpools_cli.commands.replay import outcome_table
+    from tokenpools_cli.stack import LocalStack, StackError
 
     config_path = REPO / "deploy" / "examples" / "overload.yaml"
     platform = load_config(config_path)
@@ -125,7 +125,7 @@ def _report(store: Path, duration: float, plot: Path | None) -> None:
     argv = [
         sys.executable,
         "-m",
-        "tokenpools.cli.main",
+        "tokenpools_cli.main",
         "report",
         "--store",
         str(store),

@@ -1,0 +1,54 @@
+"""How each topic is created on the broker: partitions, cleanup policy, retention, record size.
+
+The topic *names* are the core's (`tokenpools.topics.Topics`, pure data shared
+with the simulator and the replay); the broker configs here are Kafka wire
+details, so they live with the rest of the Kafka plumbing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tokenpools.topics import Topics
+
+DAY_MS = 24 * 3600 * 1000
+# A pool's state snapshot is one record of ~350 bytes per entitlement (3.5 MB at 10k), over
+# Kafka's default 1 MB message limit; its topic allows this much, and so must its producers.
+STATE_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """How one topic is created: partitions, and the broker configs that matter to it."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+    doc: str = ""
+
+
+def topic_specs(topics: Topics, partitions: int = 6) -> list[TopicSpec]:
+    """All topics; `partitions` applies to the pool-keyed ones (one worker owns a pool)."""
+    compacted = {
+        "cleanup.policy": "compact",
+        "min.compaction.lag.ms": "0",
+        "segment.ms": "3600000",
+    }
+
+    def kept(days: int) -> dict[str, str]:
+        return {"retention.ms": str(days * DAY_MS)}
+
+    return [
+        TopicSpec(topics.requests, partitions, kept(7), "request events, keyed by pool"),
+        TopicSpec(topics.engine, partitions, kept(7), "engine samples, keyed by pool"),
+        TopicSpec(topics.config, partitions, compacted, "pool and entitlement specs"),
+        TopicSpec(topics.limits, partitions, compacted, "live limits per entitlement"),
+        TopicSpec(topics.scaling, partitions, kept(30), "scaling decisions, keyed by pool"),
+        TopicSpec(
+            topics.state,
+            partitions,
+            {**kept(7), "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)},
+            "per-tick pool state, keyed by pool (one record per pool and tick)",
+        ),
+        TopicSpec(topics.dlq, 1, kept(30), "records that failed to parse, with the error"),
+    ]

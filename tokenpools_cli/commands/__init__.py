@@ -1,0 +1,1 @@
+"""The `tokenpools` sub-commands, one module per group; `tokenpools_cli.main` mounts them."""
