@@ -267,6 +267,5 @@ async def start_engine_simulator(
     await app_runner.setup()
     site = web.TCPSite(app_runner, host, port)
     await site.start()
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-    bound = sockets[0].getsockname()[1] if sockets else port
+    bound = app_runner.addresses[0][1]  # (host, port, ...) of the socket bound: port 0 picks one
     return app_runner, f"http://{host}:{bound}"

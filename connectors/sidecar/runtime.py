@@ -8,7 +8,6 @@ produces no events; the CLI warns about that.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -89,9 +88,5 @@ async def start_sidecar(
         if feeds is not None:
             await feeds.stop()
         raise
-    bound = port
-    server = site._server
-    if server is not None:
-        with contextlib.suppress(AttributeError, IndexError):
-            bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    bound = runner.addresses[0][1]  # (host, port, ...) of the socket bound: port 0 picks one
     return RunningSidecar(sidecar, f"http://{host}:{bound}", runner, feeds)
