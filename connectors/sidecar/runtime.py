@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from connectors.kafka.producer import make_producer
+from connectors.sidecar.app import Sidecar
 from connectors.sidecar.directory import EntitlementDirectory
 from connectors.sidecar.feeds import ControlFeeds
-from connectors.sidecar.proxy import Sidecar, SidecarSettings
 from connectors.sidecar.reporter import EventReporter
+from connectors.sidecar.settings import SidecarSettings
 from tokenpools.keys import key_salt
 from tokenpools.schemas import PlatformConfig, PoolConfigRecord
 from tokenpools.topics import Topics
