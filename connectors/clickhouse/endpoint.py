@@ -98,8 +98,7 @@ async def serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, str
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    sockets = site._server.sockets if site._server else []  # aiohttp exposes no public getter
-    bound = sockets[0].getsockname()[1] if sockets else port
+    bound = runner.addresses[0][1]  # (host, port, ...) of the socket bound: port 0 picks one
     return runner, f"http://127.0.0.1:{bound}"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -32,9 +33,27 @@ class ServedModel:
     default_output_tokens: int = 128  # output length when a request sets no max_tokens ("EOS")
 
 
-def error_response(status: int, message: str, error_type: str) -> web.Response:
+class ErrorType(StrEnum):
+    """vLLM's error `type`s (the name of the exception it raised)."""
+
+    BAD_REQUEST = "BadRequestError"
+    NOT_FOUND = "NotFoundError"
+
+
+class FinishReason(StrEnum):
+    """Why generation ended: the simulator's "EOS", or the request's `max_tokens`."""
+
+    STOP = "stop"
+    LENGTH = "length"
+
+
+def _error_body(status: int, message: str, error_type: ErrorType) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": None, "code": status}}
+
+
+def error_response(status: int, message: str, error_type: ErrorType) -> web.Response:
     """vLLM's error body (OpenAI's nested shape)."""
-    body = {"error": {"message": message, "type": error_type, "param": None, "code": status}}
+    body = _error_body(status, message, error_type)
     return web.Response(status=status, body=orjson.dumps(body), content_type=_JSON)
 
 
@@ -96,23 +115,25 @@ class EngineSimulatorServer:
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError as exc:
-            return error_response(400, f"invalid JSON body: {exc}", "BadRequestError")
+            return error_response(400, f"invalid JSON body: {exc}", ErrorType.BAD_REQUEST)
         if not isinstance(body, dict):
-            return error_response(400, "the body must be a JSON object", "BadRequestError")
+            return error_response(400, "the body must be a JSON object", ErrorType.BAD_REQUEST)
         model = body.get("model", self.served.name)
         if model != self.served.name:
-            return error_response(404, f"The model `{model}` does not exist.", "NotFoundError")
+            return error_response(404, f"The model `{model}` does not exist.", ErrorType.NOT_FOUND)
         prompt_tokens = (
             count_messages(body.get("messages")) if chat else count_prompt(body.get("prompt"))
         )
         if prompt_tokens <= 0:
             field = "messages" if chat else "prompt"
             return error_response(
-                400, f"{field} is required and must not be empty", "BadRequestError"
+                400, f"{field} is required and must not be empty", ErrorType.BAD_REQUEST
             )
         requested = body.get("max_completion_tokens") or body.get("max_tokens")
         if requested is not None and (not isinstance(requested, int) or requested < 1):
-            return error_response(400, "max_tokens must be a positive integer", "BadRequestError")
+            return error_response(
+                400, "max_tokens must be a positive integer", ErrorType.BAD_REQUEST
+            )
         max_tokens = requested or self.served.default_output_tokens
         if prompt_tokens + max_tokens > self.served.max_model_len:
             return error_response(
@@ -120,9 +141,9 @@ class EngineSimulatorServer:
                 f"This model's maximum context length is {self.served.max_model_len} tokens. "
                 f"However, you requested {prompt_tokens + max_tokens} tokens "
                 f"({prompt_tokens} in the messages, {max_tokens} in the completion).",
-                "BadRequestError",
+                ErrorType.BAD_REQUEST,
             )
-        finish_reason = "length" if requested else "stop"
+        finish_reason = FinishReason.LENGTH if requested else FinishReason.STOP
         prefix = "chatcmpl" if chat else "cmpl"
         request_id = f"{prefix}-sim{next(self._ids)}"
         progress = self.runner.submit(request_id, prompt_tokens, max_tokens)
@@ -136,12 +157,14 @@ class EngineSimulatorServer:
         finally:
             self.runner.cancel(request_id)  # a no-op once finished; aborts on disconnect
 
-    async def _complete(self, progress: RequestProgress, chat: bool, finish: str) -> web.Response:
+    async def _complete(
+        self, progress: RequestProgress, chat: bool, finish: FinishReason
+    ) -> web.Response:
         while not progress.done:
             await progress.changed.wait()
             progress.changed.clear()
         if progress.error is not None:
-            return error_response(400, progress.error, "BadRequestError")
+            return error_response(400, progress.error, ErrorType.BAD_REQUEST)
         self._observe(progress)
         text = generated_text(0, progress.tokens)
         if chat:
@@ -175,7 +198,7 @@ class EngineSimulatorServer:
         request: web.Request,
         progress: RequestProgress,
         chat: bool,
-        finish: str,
+        finish: FinishReason,
         include_usage: bool,
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -187,7 +210,7 @@ class EngineSimulatorServer:
             "model": self.served.name,
         }
 
-        def chunk(text: str, finish_reason: str | None, first: bool = False) -> bytes:
+        def chunk(text: str, finish_reason: FinishReason | None, first: bool = False) -> bytes:
             if chat:
                 delta = {"role": "assistant", "content": text} if first else {"content": text}
                 choice: dict[str, Any] = {
@@ -212,14 +235,7 @@ class EngineSimulatorServer:
             await progress.changed.wait()
             progress.changed.clear()
             if progress.error is not None:
-                err = {
-                    "error": {
-                        "message": progress.error,
-                        "type": "BadRequestError",
-                        "param": None,
-                        "code": 400,
-                    }
-                }
+                err = _error_body(400, progress.error, ErrorType.BAD_REQUEST)
                 await response.write(b"data: " + orjson.dumps(err) + b"\n\n")
                 break
             if progress.tokens > sent:
@@ -231,7 +247,7 @@ class EngineSimulatorServer:
             if progress.finished_at is not None:
                 self._observe(progress)
                 if include_usage:
-                    usage = {**head, "choices": [], "usage": _usage(progress)}
+                    usage: dict[str, Any] = {**head, "choices": [], "usage": _usage(progress)}
                     await response.write(b"data: " + orjson.dumps(usage) + b"\n\n")
                 break
         await response.write(b"data: [DONE]\n\n")
@@ -267,6 +283,5 @@ async def start_engine_simulator(
     await app_runner.setup()
     site = web.TCPSite(app_runner, host, port)
     await site.start()
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-    bound = sockets[0].getsockname()[1] if sockets else port
+    bound = app_runner.addresses[0][1]  # (host, port, ...) of the socket bound: port 0 picks one
     return app_runner, f"http://{host}:{bound}"

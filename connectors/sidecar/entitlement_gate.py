@@ -14,13 +14,24 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 from connectors.sidecar.estimate import Estimate
 from connectors.sidecar.limits import LimitSource
+from connectors.sidecar.outcomes import RefusalReason, WaitEnd
 from tokenpools.admission import Admission
+from tokenpools.admission.outcomes import AdmissionReason
 from tokenpools.schemas import Dims, EntitlementSpec
 
-_QUEUED, _ADMITTED, _EXPIRED = 0, 1, 2
+
+class _Wait(Enum):
+    """Where a queued request's wait stands."""
+
+    QUEUED = 0
+    ADMITTED = 1
+    EXPIRED = 2
+
+
 _WAKE_SLACK_S = 1e-4  # timers may fire a hair early; the gate must see the refill
 
 
@@ -46,7 +57,7 @@ class Ticket:
 class Refusal:
     """Why a request was not admitted, and when trying again could help."""
 
-    reason: str
+    reason: RefusalReason
     retry_after_s: float
     queue_delay_s: float = 0.0
 
@@ -56,7 +67,7 @@ class _Waiter:
 
     def __init__(self, future: asyncio.Future[None]) -> None:
         self.future = future
-        self.state = _QUEUED
+        self.state = _Wait.QUEUED
 
 
 class EntitlementGate:
@@ -103,29 +114,29 @@ class EntitlementGate:
             decision = admission.try_admit(total, total, start)
             if decision.admitted:
                 return Ticket(self, estimate, 0.0)
-            return Refusal(decision.reason, decision.retry_after_s)
+            return Refusal(AdmissionReason(decision.reason), decision.retry_after_s)
         waiter = _Waiter(loop.create_future())
         decision = admission.admit_or_queue(waiter, total, total, start)
         if decision.admitted:
             return Ticket(self, estimate, 0.0)
         if not decision.queued:
-            return Refusal(decision.reason, decision.retry_after_s)
+            return Refusal(AdmissionReason(decision.reason), decision.retry_after_s)
         self._schedule()
         if on_queued is not None:
             on_queued()
         try:
             await waiter.future
         except asyncio.CancelledError:  # the client left while queued
-            if waiter.state == _QUEUED:
+            if waiter.state is _Wait.QUEUED:
                 admission.abandon(waiter)
                 self._pump()  # the head may have changed
-            elif waiter.state == _ADMITTED:  # admitted, but cancelled before it resumed
+            elif waiter.state is _Wait.ADMITTED:  # admitted, but cancelled before it resumed
                 self._settle(estimate, 0)
             raise
         waited = loop.time() - start
-        if waiter.state == _ADMITTED:
+        if waiter.state is _Wait.ADMITTED:
             return Ticket(self, estimate, waited)
-        return Refusal("queue_timeout", admission.retry_hint_s, waited)
+        return Refusal(WaitEnd.QUEUE_TIMEOUT, admission.retry_hint_s, waited)
 
     def _settle(self, estimate: Estimate, actual_tokens: int | None) -> None:
         total = estimate.total
@@ -141,11 +152,11 @@ class EntitlementGate:
         now = self._loop.time()
         admitted, expired = admission.release_ready(now)
         for waiter in admitted:  # a waiter whose client left was abandoned: never here
-            waiter.state = _ADMITTED
+            waiter.state = _Wait.ADMITTED
             if not waiter.future.done():
                 waiter.future.set_result(None)
         for waiter in expired:
-            waiter.state = _EXPIRED
+            waiter.state = _Wait.EXPIRED
             if not waiter.future.done():
                 waiter.future.set_result(None)
         self._schedule()

@@ -3,20 +3,53 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 
 import orjson
 from aiohttp import web
 
 
+class ErrorType(StrEnum):
+    """The `type` of an error body; the OpenAI clients pick their exception by status."""
+
+    INVALID_REQUEST = "invalid_request_error"
+    SERVER = "server_error"
+    REQUESTS = "requests"  # 429: the concurrency limit (OpenAI's request-rate limit)
+    TOKENS = "tokens"  # 429: a token limit (bucket or KV)
+
+
+class ErrorCode(StrEnum):
+    """The `code` of an error body: what went wrong, for programs to branch on."""
+
+    INVALID_API_KEY = "invalid_api_key"
+    INVALID_JSON = "invalid_json"
+    REQUEST_TOO_LARGE = "request_too_large"
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+    BACKEND_UNAVAILABLE = "backend_unavailable"  # every backend is cooling down
+    BACKEND_UNREACHABLE = "backend_unreachable"  # connections refused or timed out
+    BACKEND_TIMEOUT = "backend_timeout"  # the backend fell silent mid-answer
+    BACKEND_ERROR = "backend_error"  # the backend broke the connection or the protocol
+
+
 def openai_error(
     status: int,
     message: str,
-    error_type: str,
-    code: str | None = None,
+    error_type: ErrorType,
+    code: ErrorCode | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     """An error body the official OpenAI clients parse into the matching exception."""
     body = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
     return web.Response(
         status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+def unauthorized() -> web.Response:
+    """401 for a missing or unknown inference key."""
+    return openai_error(
+        401,
+        "Incorrect API key provided. Send 'Authorization: Bearer <inference key>'.",
+        ErrorType.INVALID_REQUEST,
+        ErrorCode.INVALID_API_KEY,
     )

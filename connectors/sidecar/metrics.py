@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from connectors.sidecar.backends import BackendPool
     from connectors.sidecar.directory import EntitlementDirectory
+    from connectors.sidecar.outcomes import Outcome
     from connectors.sidecar.reporter import EventReporter
 
 
@@ -28,7 +29,7 @@ class SidecarCollector(Collector):
         directory: EntitlementDirectory,
         backends: BackendPool,
         reporter: EventReporter,
-        outcomes: Counter[tuple[str, str]],
+        outcomes: Counter[tuple[str, Outcome]],
     ) -> None:
         self._directory = directory
         self._backends = backends

@@ -1,11 +1,11 @@
 """Request events to Kafka without ever making a request wait for Kafka.
 
-The request path appends a plain dict to a bounded buffer (O(1), no I/O, no
-validation); a background task turns them into `RequestEvent`s, packs them into
-record batches for the pool's partition and hands whole batches to the
-idempotent producer (one `send` per record costs more CPU than the proxying
-itself). When the buffer is full (Kafka slow or down) new events are dropped
-and counted — the proxy keeps serving.
+The request path appends a plain dict (`events.RequestFields`) to a bounded
+buffer (O(1), no I/O, no validation); a background task turns them into
+`RequestEvent`s, packs them into record batches for the pool's partition and
+hands whole batches to the idempotent producer (one `send` per record costs
+more CPU than the proxying itself). When the buffer is full (Kafka slow or
+down) new events are dropped and counted — the proxy keeps serving.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from tokenpools.schemas import RequestEvent, encode
+from connectors.sidecar.events import RequestFields, encode_event
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class EventReporter:
         self.pool = pool
         self.instance = instance
         self.capacity = capacity
-        self._buffer: deque[dict[str, Any]] = deque()
+        self._buffer: deque[RequestFields] = deque()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.sent = 0  # acknowledged by the broker
@@ -56,7 +56,7 @@ class EventReporter:
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def report(self, fields: dict[str, Any]) -> None:
+    def report(self, fields: RequestFields) -> None:
         """Queue one event (fields of `RequestEvent` minus pool and instance); never blocks."""
         if self._producer is None:
             return
@@ -100,9 +100,7 @@ class EventReporter:
             count = 0
             while buffer:
                 try:
-                    value = encode(
-                        RequestEvent(pool=self.pool, instance=self.instance, **buffer[0])
-                    )
+                    value = encode_event(buffer[0], self.pool, self.instance)
                 except Exception as exc:  # a malformed event must not stop the others
                     buffer.popleft()
                     self.failed += 1
@@ -123,7 +121,7 @@ class EventReporter:
                     continue
                 delivery.add_done_callback(lambda f, n=count: self._delivered(f, n))
 
-    def _delivered(self, delivery: asyncio.Future, count: int) -> None:
+    def _delivered(self, delivery: asyncio.Future[Any], count: int) -> None:
         if delivery.cancelled() or delivery.exception() is not None:
             self.failed += count
         else:

@@ -8,16 +8,16 @@ produces no events; the CLI warns about that.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from connectors.kafka.producer import make_producer
+from connectors.sidecar.app import Sidecar
 from connectors.sidecar.directory import EntitlementDirectory
 from connectors.sidecar.feeds import ControlFeeds
-from connectors.sidecar.proxy import Sidecar, SidecarSettings
 from connectors.sidecar.reporter import EventReporter
+from connectors.sidecar.settings import SidecarSettings
 from tokenpools.keys import key_salt
 from tokenpools.schemas import PlatformConfig, PoolConfigRecord
 from tokenpools.topics import Topics
@@ -89,9 +89,5 @@ async def start_sidecar(
         if feeds is not None:
             await feeds.stop()
         raise
-    bound = port
-    server = site._server
-    if server is not None:
-        with contextlib.suppress(AttributeError, IndexError):
-            bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    bound = runner.addresses[0][1]  # (host, port, ...) of the socket bound: port 0 picks one
     return RunningSidecar(sidecar, f"http://{host}:{bound}", runner, feeds)

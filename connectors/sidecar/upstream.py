@@ -16,6 +16,7 @@ import asyncio
 import socket
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -67,7 +68,7 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # create_connection: a stream
         sock = transport.get_extra_info("socket")
         if sock is not None:  # a request is one write; never wait for an ACK to send it
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from connectors.engine_simulator.runner import EngineRunner
 from connectors.engine_simulator.server import ServedModel, start_engine_simulator
-from connectors.sidecar.proxy import SidecarSettings
 from connectors.sidecar.runtime import RunningSidecar, start_sidecar
+from connectors.sidecar.settings import SidecarSettings
 from tokenpools.engine_model import EngineModel, EngineParams
 from tokenpools.keys import hash_key
 from tokenpools.schemas import PlatformConfig
@@ -125,7 +126,7 @@ async def stack(
     bootstrap: str | None = None,
     topics: Topics | None = None,
     instance: str = "sidecar-test",
-    **settings: object,
+    **settings: Any,  # more SidecarSettings fields (timeouts, strategy, ...)
 ) -> AsyncIterator[Stack]:
     """An engine simulator with a sidecar in front (extra `backends` are added after it)."""
     async with engine(params, speed) as (runner, url):
@@ -135,7 +136,7 @@ async def stack(
                 backends=[url] if backends is None else backends,
                 instance=instance,
                 **settings,
-            ),  # type: ignore[arg-type]
+            ),
             config=config,
             bootstrap=bootstrap,
             topics=topics,

@@ -46,8 +46,8 @@ def run(
 ) -> None:
     """Admit, proxy and report every request; exit 2 on bad options or config."""
     from connectors.sidecar.backends import Strategy
-    from connectors.sidecar.proxy import SidecarSettings
     from connectors.sidecar.runtime import pool_record, start_sidecar
+    from connectors.sidecar.settings import SidecarSettings
     from tokenpools.config_file import ConfigError, load_config
     from tokenpools.topics import Topics
 

@@ -1,0 +1,122 @@
+"""Request events as the sidecar builds them: typed on the request path, and on the wire the
+very bytes the codec makes of the equivalent `RequestEvent`."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from connectors.sidecar import events
+from connectors.sidecar.entitlement_gate import EntitlementGate, Refusal, Ticket
+from connectors.sidecar.estimate import Estimate
+from connectors.sidecar.exchange import Exchange
+from connectors.sidecar.limits import LimitSource
+from connectors.sidecar.outcomes import WaitEnd
+from tests.sidecar.stack import platform
+from tokenpools.admission.outcomes import AdmissionReason
+from tokenpools.schemas import Dims, RequestEvent, Tier, decode_as, encode
+
+NOW = 1700000000.25
+HEAD = '{"v":1,"type":"request","id":"r1","time":1700000000.25,"pool":"p","entitlement":"gold",'
+HEAD += '"tier":"guaranteed","instance":"s-0","key_hash":"hs256:k",'
+
+
+@pytest.fixture
+def wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "time", lambda: NOW)  # the events' unix timestamps
+
+
+def on_wire(fields: events.RequestFields) -> bytes:
+    """What the reporter sends, checked against the codec's encoding of the same event."""
+    data = events.encode_event(fields, "p", "s-0")
+    assert data == encode(RequestEvent(pool="p", instance="s-0", **fields))
+    assert decode_as(data, RequestEvent).phase is fields["phase"]
+    return data
+
+
+async def exchange(stream: bool) -> Exchange:
+    spec = platform().entitlements[0]
+    gate = EntitlementGate(spec, Dims(tps=100, kv=100, conc=1), LimitSource.LIVE, 0.0, 4)
+    ticket = Ticket(gate, Estimate(7, 5), queue_delay_s=0.125)
+    return Exchange("r1", gate, "hs256:k", ticket, stream, arrived=100.0)  # exact in binary
+
+
+async def test_an_admission_reports_the_estimate_it_was_charged(wall_clock: None) -> None:
+    assert (
+        on_wire(events.admitted(await exchange(stream=True)))
+        == (
+            HEAD
+            + '"phase":"admitted","prompt_tokens":7,"completion_tokens":0,"estimate_tokens":12,'
+            '"queue_delay_ms":125.0,"status":200,"stream":true}'
+        ).encode()
+    )
+
+
+async def test_a_completion_reports_real_usage_latency_and_time_to_first_token(
+    wall_clock: None,
+) -> None:
+    ex = await exchange(stream=True)
+    ex.first_byte = ex.arrived + 0.25
+    ex.finish(200, {"prompt_tokens": 3, "completion_tokens": 4})
+    assert ex.tokens_used == 7
+    assert (
+        on_wire(events.ended(ex, ex.arrived + 0.5))
+        == (
+            HEAD
+            + '"phase":"completed","prompt_tokens":3,"completion_tokens":4,"estimate_tokens":12,'
+            '"queue_delay_ms":125.0,"ttft_ms":250.0,"latency_ms":500.0,"status":200,"stream":true}'
+        ).encode()
+    )
+
+
+async def test_a_request_that_ended_early_reports_why(wall_clock: None) -> None:
+    ex = await exchange(stream=False)  # the client left: the record's starting state
+    assert (
+        on_wire(events.ended(ex, ex.arrived + 0.5))
+        == (
+            HEAD
+            + '"phase":"cancelled","prompt_tokens":0,"completion_tokens":0,"estimate_tokens":12,'
+            '"queue_delay_ms":125.0,"latency_ms":500.0,"status":499,"reason":"client disconnected",'
+            '"stream":false}'
+        ).encode()
+    )
+    ex.fail(504, "backend timed out")
+    assert ex.tokens_used == 0
+    assert b'"phase":"failed"' in on_wire(events.ended(ex, ex.arrived + 0.5))
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"),
+    [
+        (AdmissionReason.CONC, 429),
+        (AdmissionReason.QUEUE_FULL, 429),
+        (WaitEnd.QUEUE_TIMEOUT, 429),
+        (WaitEnd.CLIENT_LEFT_QUEUE, 499),
+    ],
+)
+def test_a_refusal_reports_its_reason_as_the_plain_wire_string(
+    wall_clock: None, reason: AdmissionReason | WaitEnd, status: int
+) -> None:
+    spec = platform().entitlements[0]
+    fields = events.rejected("r1", spec, "hs256:k", 12, False, Refusal(reason, 1.0, 0.5), status)
+    assert (
+        on_wire(fields)
+        == (
+            HEAD
+            + '"phase":"rejected","prompt_tokens":0,"completion_tokens":0,"estimate_tokens":12,'
+            f'"queue_delay_ms":500.0,"status":{status},"reason":"{reason.value}","stream":false}}'
+        ).encode()
+    )
+
+
+def test_a_wait_is_reported_as_demand_when_it_starts(wall_clock: None) -> None:
+    spec = platform().entitlements[0]
+    assert spec.tier is Tier.GUARANTEED
+    assert (
+        on_wire(events.queued("r1", spec, "hs256:k", 12, True))
+        == (
+            HEAD + '"phase":"queued","prompt_tokens":0,"completion_tokens":0,"estimate_tokens":12,'
+            '"queue_delay_ms":0.0,"status":200,"stream":true}'
+        ).encode()
+    )
