@@ -135,7 +135,7 @@ async def stack(
                 backends=[url] if backends is None else backends,
                 instance=instance,
                 **settings,
-            ),  # type: ignore[arg-type]
+            ),  # type: ignore[arg-type]  # `settings` are SidecarSettings fields, passed loosely typed
             config=config,
             bootstrap=bootstrap,
             topics=topics,

@@ -159,7 +159,7 @@ class LocalStack:
             instance, "sidecar", "run", "--pool", pool, "--config", str(config),
             "--backend", backend, "--bootstrap", self.bootstrap, "--namespace", self.namespace,
             "--instance", instance, serve=("--port", "/health"),
-        )  # fmt: skip
+        )  # fmt: skip  # flag and value pairs on a line, as typed at a shell
 
     def worker(
         self,
@@ -201,14 +201,14 @@ class LocalStack:
         return self.start(
             "sink", "sink", "run", "--store", str(store), "--flush-interval", str(flush_interval_s),
             serve=("--query-port", "/healthz"), timeout=90,
-        )  # fmt: skip
+        )  # fmt: skip  # flag and value pairs on a line, as typed at a shell
 
     def scraper(self, pool: str, backend: str, interval_s: float = 1.0) -> Service:
         return self.start(
             "scraper", "scraper", "run", "--target", f"{pool}={backend}",
             "--bootstrap", self.bootstrap, "--namespace", self.namespace,
             "--interval", str(interval_s),
-        )  # fmt: skip
+        )  # fmt: skip  # flag and value pairs on a line, as typed at a shell
 
     def check_alive(self) -> None:
         """Raise if any service has exited (they are meant to run until `stop`)."""
