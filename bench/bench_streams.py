@@ -32,12 +32,13 @@ import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.streams.harness
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helpers
 
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.broker import LocalKafka
 from connectors.kafka.producer import make_producer, send_record
-from tests.streams.harness import TopicTail, start_worker, wait_for
+from tests.helpers.topic_tail import TopicTail
+from tests.helpers.workers import start_worker
 from tokenpools.schemas import decode_as, encode
 from tokenpools.schemas.config import (
     ControllerSettings,
@@ -48,6 +49,7 @@ from tokenpools.schemas.config import (
 from tokenpools.schemas.dims import Dims, OptionalDims
 from tokenpools.schemas.events import LimitUpdate, Phase, PoolConfigRecord, RequestEvent
 from tokenpools.topics import Topics, config_key
+from tokenpools_cli.local.waiting import wait_for
 
 PARTITIONS = 6
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -36,14 +34,6 @@ async def produce(bootstrap: str, topics: Topics, data: Dataset, bad: bool = Fal
         await producer.flush()
     finally:
         await producer.stop()
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float = 40.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s:.0f}s")
-        await asyncio.sleep(0.1)
 
 
 @asynccontextmanager

@@ -32,10 +32,10 @@ from tests.clickhouse.kafka_io import (
     lag,
     produce,
     rewind,
-    wait_for,
 )
 from tokenpools.schemas import RequestEvent, decode_as
 from tokenpools.topics import Topics
+from tokenpools_cli.local.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from tokenpools.config_file import load_config
 from tokenpools.schemas import LimitUpdate, Phase, PoolConfigRecord, RequestEvent, decode
 from tokenpools.simulation.scenarios import overload
 from tokenpools.topics import Topics
-from tokenpools_cli.stack import LocalStack
+from tokenpools_cli.local.supervisor import LocalStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "overload.yaml"

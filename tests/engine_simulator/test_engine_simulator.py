@@ -9,7 +9,7 @@ import statistics
 import aiohttp
 import openai
 
-from tests.sidecar.stack import MODEL, engine
+from tests.helpers.sidecar_stack import MODEL, engine
 from tokenpools.engine_model import EngineParams
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connectors.sidecar.directory import EntitlementDirectory
-from tests.sidecar.stack import KEYS, SALT, platform
+from tests.helpers.sidecar_stack import KEYS, SALT, platform
 from tokenpools.schemas import PoolConfigRecord
 
 

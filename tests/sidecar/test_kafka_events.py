@@ -17,7 +17,7 @@ from connectors.kafka.config_publisher import publish_config
 from connectors.kafka.producer import make_producer, send_record
 from connectors.kafka.topic_reader import read_to_end
 from connectors.sidecar.limits import LimitSource
-from tests.sidecar.stack import KEYS, MODEL, platform, stack
+from tests.helpers.sidecar_stack import KEYS, MODEL, platform, stack
 from tokenpools.schemas import Dims, LimitUpdate, Phase, PoolConfigRecord, RequestEvent, decode_as
 from tokenpools.topics import Topics, limit_key
 

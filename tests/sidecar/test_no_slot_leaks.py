@@ -15,7 +15,7 @@ from connectors.kafka.broker import free_port
 from connectors.sidecar.entitlement_gate import EntitlementGate, Refusal, Ticket
 from connectors.sidecar.estimate import Estimate
 from connectors.sidecar.limits import LimitSource
-from tests.sidecar.stack import KEYS, MODEL, platform, stack
+from tests.helpers.sidecar_stack import KEYS, MODEL, platform, stack
 from tokenpools.schemas import Dims, EntitlementSpec
 
 SPEC = EntitlementSpec(name="e", pool="p", tier="elastic")

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from connectors.kafka.broker import free_port
-from tests.sidecar.stack import KEYS, MODEL, Stack, platform, stack
+from tests.helpers.sidecar_stack import KEYS, MODEL, Stack, platform, stack
 
 MESSAGES = [{"role": "user", "content": "Say something about token pools, please."}]
 

@@ -12,7 +12,7 @@ from connectors.kafka.partitioner import RememberingPartitioner
 from streams.app import create_app
 from streams.publishing import publish_tick
 from streams.settings import WorkerSettings
-from tests.streams.harness import TopicTail, wait_for
+from tests.helpers.topic_tail import TopicTail
 from tokenpools.controller import PoolController
 from tokenpools.schemas import decode_as
 from tokenpools.schemas.config import ControllerSettings, EntitlementSpec, PoolSpec, Tier
@@ -20,6 +20,7 @@ from tokenpools.schemas.dims import Dims
 from tokenpools.schemas.events import LimitUpdate, PoolConfigRecord, PoolState
 from tokenpools.topics import Topics, limit_key
 from tokenpools.windows import ADMITTED, REJECTED, RequestColumns
+from tokenpools_cli.local.waiting import wait_for
 
 TENANTS = 4000  # ~1.4 MB of state: over Kafka's default 1 MB message limit
 

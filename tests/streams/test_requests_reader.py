@@ -10,8 +10,8 @@ import pytest
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.producer import make_producer
 from streams.requests_reader import PartitionCountMismatch, RequestReader
-from tests.streams.harness import wait_for
 from tokenpools.topics import Topics
+from tokenpools_cli.local.waiting import wait_for
 
 pytestmark = [pytest.mark.kafka]
 

@@ -12,11 +12,13 @@ import pytest
 
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.producer import make_producer, send_record
-from tests.streams.harness import TopicTail, start_worker, wait_for
+from tests.helpers.topic_tail import TopicTail
+from tests.helpers.workers import start_worker
 from tests.streams.test_worker_overload import POOL, overload_config
 from tokenpools.schemas import decode_as
 from tokenpools.schemas.events import EngineSample, Phase, PoolState, RequestEvent
 from tokenpools.topics import Topics, config_key
+from tokenpools_cli.local.waiting import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -19,12 +19,15 @@ from connectors.kafka.admin import ensure_topics
 from connectors.kafka.partitioner import partition_of
 from connectors.kafka.producer import make_producer, send_record
 from streams.publishing import WORKER_HEADER
-from tests.streams.harness import REPO, TopicTail, start_worker, wait_for
+from tests.helpers.paths import REPO
+from tests.helpers.topic_tail import TopicTail
+from tests.helpers.workers import start_worker
 from tokenpools.config_file import load_config
 from tokenpools.schemas import decode_as
 from tokenpools.schemas.config import ControllerSettings
 from tokenpools.schemas.events import Phase, PoolConfigRecord, PoolState, RequestEvent
 from tokenpools.topics import Topics, config_key
+from tokenpools_cli.local.waiting import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

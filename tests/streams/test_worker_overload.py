@@ -22,7 +22,9 @@ from connectors.kafka.admin import ensure_topics
 from connectors.kafka.dead_letter import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, DLQ_TOPIC_HEADER
 from connectors.kafka.partitioner import partition_of
 from connectors.kafka.producer import make_producer, send_record
-from tests.streams.harness import REPO, TopicTail, start_worker, wait_for
+from tests.helpers.paths import REPO
+from tests.helpers.topic_tail import TopicTail
+from tests.helpers.workers import start_worker
 from tokenpools.config_file import load_config
 from tokenpools.controller import PoolController
 from tokenpools.schemas import decode_as, encode
@@ -36,6 +38,7 @@ from tokenpools.schemas.events import (
     ScalingDecision,
 )
 from tokenpools.topics import Topics, config_key
+from tokenpools_cli.local.waiting import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

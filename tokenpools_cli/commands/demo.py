@@ -1,35 +1,45 @@
 """`tokenpools demo`: see the platform work on one machine.
 
-`demo loop` runs the whole control loop (tokenpools_cli/demo_loop.py);
-`demo events` checks the plumbing in seconds: it starts a local broker
-(unless $KAFKA_BOOTSTRAP names one), creates the topics, applies an example
-config, produces request events built from the recorded Azure trace, reads
-every topic back and prints what passed.
+`demo loop` runs the whole control loop (tokenpools_cli/local/demo_loop.py);
+`demo events` checks the plumbing in seconds (tokenpools_cli/local/demo.py).
+Both start a local broker unless $KAFKA_BOOTSTRAP names one.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-import uuid
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from tokenpools.config_file import load_config
-from tokenpools.schemas import PlatformConfig, PoolConfigRecord, RequestEvent
-from tokenpools.topics import Topics
+from tokenpools.config_file import ConfigError
+from tokenpools.simulation.trace import TraceError
 from tokenpools_cli.commands.replay import DEFAULT_TRACE
-from tokenpools_cli.demo_loop import loop, quiet_kafka_client_logs
 
 REPO = Path(__file__).resolve().parents[2]
 console = Console()
 app = typer.Typer(help="Demonstrations on one machine (no GPU, no Docker).", no_args_is_help=True)
-app.command("loop")(loop)
+
+
+@app.command("loop")
+def loop(
+    duration: float = typer.Option(90.0, min=20, help="Seconds of generated traffic."),
+    spot_rate: float = typer.Option(20.0, min=0, help="Spot flood, requests/s."),
+    plot: Path = typer.Option(None, help="Also write the report's PNG figures here."),
+    workdir: Path = typer.Option(None, help="Keep logs and the ClickHouse store here."),
+    bootstrap: str = typer.Option(None, envvar="KAFKA_BOOTSTRAP", help="Use this broker."),
+) -> None:
+    """Run the overload experiment live through the real stack and show what happened."""
+    from connectors.kafka.broker import BrokerError
+    from tokenpools_cli.local.demo_loop import run_loop
+    from tokenpools_cli.local.supervisor import StackError
+
+    try:
+        logs = run_loop(duration, spot_rate, plot, workdir, bootstrap, console)
+    except (BrokerError, StackError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"logs and the ClickHouse store are in {logs}")
 
 
 @app.command("events")
@@ -40,130 +50,16 @@ def events_demo(
     bootstrap: str = typer.Option(None, envvar="KAFKA_BOOTSTRAP", help="Use this broker."),
 ) -> None:
     """Start Kafka, apply the config, send trace-derived events through it and show them."""
-    quiet_kafka_client_logs()
-    from connectors.kafka.broker import BrokerError, LocalKafka
+    from connectors.kafka.broker import BrokerError
+    from tokenpools_cli.local.demo import run_events_demo
 
-    platform = load_config(config)
-    broker = None
-    if not bootstrap:
-        console.print("starting a local Kafka broker (first run resolves its jars with Maven)…")
-        broker = LocalKafka()
-        try:
-            bootstrap = broker.start()
-        except BrokerError as exc:
-            console.print(f"[red]Kafka broker failed:[/red] {exc}")
-            raise typer.Exit(1) from None
     try:
-        namespace = f"demo{uuid.uuid4().hex[:6]}"
-        result = asyncio.run(run_demo(bootstrap, namespace, platform, trace, events))
-    finally:
-        if broker is not None:
-            broker.cleanup()
-    _print(result, bootstrap, namespace)
-    if result.produced != result.consumed:
+        result = run_events_demo(config, trace, events, bootstrap, console)
+    except (ConfigError, TraceError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    except BrokerError as exc:
+        console.print(f"[red]Kafka broker failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if not result.all_passed:
         raise typer.Exit(1)
-
-
-@dataclass
-class DemoResult:
-    """What went in and what came back out, per topic and per entitlement."""
-
-    per_topic_produced: dict[str, int] = field(default_factory=dict)
-    per_topic_consumed: dict[str, int] = field(default_factory=dict)
-    events_by_entitlement: Counter = field(default_factory=Counter)
-    prompt_tokens_by_entitlement: Counter = field(default_factory=Counter)
-    dead_lettered: int = 0
-    assignment: str = ""
-
-    @property
-    def produced(self) -> int:
-        return sum(self.per_topic_produced.values())
-
-    @property
-    def consumed(self) -> int:
-        return sum(self.per_topic_consumed.values())
-
-
-async def run_demo(
-    bootstrap: str, namespace: str, platform: PlatformConfig, trace: Path, events: int
-) -> DemoResult:
-    """Config → config topic; trace rows → request events (+ one malformed record); read back."""
-    from aiokafka import AIOKafkaConsumer
-
-    from connectors.kafka.admin import ensure_topics
-    from connectors.kafka.config_publisher import publish_config
-    from connectors.kafka.consumer import DeadLetterCounter, decoded_batches
-    from connectors.kafka.producer import make_producer, send_record
-    from connectors.kafka.topic_reader import read_to_end
-    from connectors.replay.trace_events import completed_events
-    from tokenpools.simulation.trace import read_azure_trace, trace_scenario
-
-    topics = Topics(namespace)
-    result = DemoResult()
-    await ensure_topics(bootstrap, topics, partitions=3)
-    records = PoolConfigRecord.from_platform(platform)
-    await publish_config(bootstrap, topics, records)
-    result.per_topic_produced[topics.config] = len(records)
-
-    producer = make_producer(bootstrap)
-    await producer.start()
-    try:
-        sent = 0
-        names = [e.name for e in platform.entitlements]
-        scenario = trace_scenario(read_azure_trace(trace), names, "hash")
-        result.assignment = scenario.assignment
-        recorded = scenario.requests[:events]
-        for event in completed_events(recorded, platform.entitlements, time.time()):
-            await send_record(producer, topics.requests, event.pool, event)
-            sent += 1
-        await producer.send(topics.requests, key=b"?", value=b"{not json")
-        await producer.flush()
-        result.per_topic_produced[topics.requests] = sent
-
-        consumer = AIOKafkaConsumer(
-            topics.requests,
-            bootstrap_servers=bootstrap,
-            group_id=f"{namespace}-demo",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        counter = DeadLetterCounter()
-        try:
-            batches = decoded_batches(consumer, RequestEvent, producer, topics.dlq, counter)
-            async for batch in batches:
-                for _, event in batch:
-                    result.events_by_entitlement[event.entitlement] += 1
-                    result.prompt_tokens_by_entitlement[event.entitlement] += event.prompt_tokens
-                if sum(result.events_by_entitlement.values()) >= sent and counter.count >= 1:
-                    break
-            await consumer.commit()
-        finally:
-            await consumer.stop()
-        await producer.flush()
-    finally:
-        await producer.stop()
-    result.per_topic_consumed[topics.requests] = sum(result.events_by_entitlement.values())
-    result.per_topic_consumed[topics.config] = len(await read_to_end(bootstrap, topics.config))
-    result.dead_lettered = len(await read_to_end(bootstrap, topics.dlq))
-    return result
-
-
-def _print(result: DemoResult, bootstrap: str, namespace: str) -> None:
-    table = Table(title=f"records through Kafka at {bootstrap} (namespace {namespace})")
-    table.add_column("topic")
-    table.add_column("produced", justify="right")
-    table.add_column("consumed", justify="right")
-    for topic, produced in result.per_topic_produced.items():
-        table.add_row(topic, str(produced), str(result.per_topic_consumed.get(topic, 0)))
-    console.print(table)
-    per_ent = Table(title=f"request events by entitlement (rows assigned by {result.assignment})")
-    per_ent.add_column("entitlement")
-    per_ent.add_column("events", justify="right")
-    per_ent.add_column("prompt tokens", justify="right")
-    for ent, count in sorted(result.events_by_entitlement.items()):
-        per_ent.add_row(ent, str(count), str(result.prompt_tokens_by_entitlement[ent]))
-    console.print(per_ent)
-    console.print(f"dead-lettered: {result.dead_lettered} (one malformed record sent on purpose)")
-    ok = result.produced == result.consumed
-    console.print("[green]all records passed[/green]" if ok else "[red]records were lost[/red]")

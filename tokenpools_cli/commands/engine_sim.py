@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from tokenpools_cli.running import run_async, until_signalled
+from tokenpools_cli.local.serving import run_async, until_signalled
 
 app = typer.Typer(help="A simulated vLLM engine (engine simulator).", no_args_is_help=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tokenpools_cli.running import run_async, until_signalled
+from tokenpools_cli.local.serving import run_async, until_signalled
 
 app = typer.Typer(help="Scrape vLLM metrics into engine samples.", no_args_is_help=True)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from tokenpools_cli.running import run_async, until_signalled
+from tokenpools_cli.local.serving import run_async, until_signalled
 
 app = typer.Typer(help="The enforcement sidecar (OpenAI-compatible proxy).", no_args_is_help=True)
 

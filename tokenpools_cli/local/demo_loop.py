@@ -10,44 +10,43 @@ per phase and the sink's named queries report what the platform saw.
 from __future__ import annotations
 
 import asyncio
-import logging
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import typer
 from rich.console import Console
 from rich.progress import Progress
 
+from connectors.kafka.admin import ensure_topics
+from connectors.kafka.config_publisher import publish_config
+from connectors.replay.http_replay import replay
 from tokenpools.config_file import load_config
+from tokenpools.schemas import PoolConfigRecord
+from tokenpools.simulation.scenarios import overload
+from tokenpools.topics import Topics
+from tokenpools_cli.commands.replay import outcome_table
+from tokenpools_cli.local.broker import kafka_broker, quiet_kafka_client_logs
+from tokenpools_cli.local.supervisor import TOKENPOOLS, LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
-console = Console()
 SINK_FLUSH_S = 1.0
 
 
-def loop(
-    duration: float = typer.Option(90.0, min=20, help="Seconds of generated traffic."),
-    spot_rate: float = typer.Option(20.0, min=0, help="Spot flood, requests/s."),
-    plot: Path = typer.Option(None, help="Also write the report's PNG figures here."),
-    workdir: Path = typer.Option(None, help="Keep logs and the ClickHouse store here."),
-    bootstrap: str = typer.Option(None, envvar="KAFKA_BOOTSTRAP", help="Use this broker."),
-) -> None:
-    """Run the overload experiment live through the real stack and show what happened."""
-    quiet_kafka_client_logs()
-    from connectors.kafka.admin import ensure_topics
-    from connectors.kafka.broker import BrokerError, LocalKafka
-    from connectors.kafka.config_publisher import publish_config
-    from connectors.replay.http_replay import replay
-    from tokenpools.schemas import PoolConfigRecord
-    from tokenpools.simulation.scenarios import overload
-    from tokenpools.topics import Topics
-    from tokenpools_cli.commands.replay import outcome_table
-    from tokenpools_cli.stack import LocalStack, StackError
+def run_loop(
+    duration: float,
+    spot_rate: float,
+    plot: Path | None,
+    workdir: Path | None,
+    bootstrap: str | None,
+    console: Console,
+) -> Path:
+    """Run the experiment live, print what each tenant got; return where the logs are.
 
+    Raises `BrokerError` (no broker) or `StackError` (a service failed).
+    """
+    quiet_kafka_client_logs()
     config_path = REPO / "deploy" / "examples" / "overload.yaml"
     platform = load_config(config_path)
     pool = platform.pools[0]
@@ -61,12 +60,7 @@ def loop(
     )
     workdir = workdir or Path(tempfile.mkdtemp(prefix="tokenpools-demo-"))
     namespace = f"demo{uuid.uuid4().hex[:6]}"
-    broker = None
-    try:
-        if not bootstrap:
-            console.print("starting a local Kafka broker…")
-            broker = LocalKafka()
-            bootstrap = broker.start()
+    with kafka_broker(bootstrap, console) as bootstrap:
         topics = Topics(namespace)
         asyncio.run(ensure_topics(bootstrap, topics))
         asyncio.run(publish_config(bootstrap, topics, PoolConfigRecord.from_platform(platform)))
@@ -106,26 +100,13 @@ def loop(
             title = "what each tenant got, per phase (through the sidecar)"
             console.print(outcome_table(title, phases, results))
             _report(workdir / "store", duration, plot)
-    except (BrokerError, StackError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    finally:
-        if broker is not None:
-            broker.cleanup()
-    console.print(f"logs and the ClickHouse store are in {workdir}")
-
-
-def quiet_kafka_client_logs() -> None:
-    """A fresh broker makes aiokafka log transient retries (no leader or coordinator yet)."""
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    return workdir
 
 
 def _report(store: Path, duration: float, plot: Path | None) -> None:
     """The analysts' view of the same run, from the sink's ClickHouse store."""
     argv = [
-        sys.executable,
-        "-m",
-        "tokenpools_cli.main",
+        *TOKENPOOLS,
         "report",
         "--store",
         str(store),

@@ -1,0 +1,1 @@
+"""Helpers the test areas share: worker processes, topic tails, the in-process sidecar stack."""
