@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.kafka.broker import free_port
+from connectors.kafka.metadata import topic_partitions
 from tokenpools.topics import Topics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,8 +129,7 @@ class TopicTail:
         await self._consumer.start()
         partitions: set[int] = set()
         for _ in range(50):  # a topic created a moment ago may not be in the metadata yet
-            metadata = await self._consumer._client.fetch_all_metadata()
-            partitions = metadata.partitions_for_topic(self.topic) or set()
+            partitions = await topic_partitions(self._consumer, self.topic) or set()
             if partitions:
                 break
             await asyncio.sleep(0.2)
