@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from tokenpools.config_file import load_config
+from tokenpools_cli.options import bootstrap_option
 
 REPO = Path(__file__).resolve().parents[2]
 console = Console()
@@ -34,7 +35,7 @@ def loop(
     spot_rate: float = typer.Option(20.0, min=0, help="Spot flood, requests/s."),
     plot: Path = typer.Option(None, help="Also write the report's PNG figures here."),
     workdir: Path = typer.Option(None, help="Keep logs and the ClickHouse store here."),
-    bootstrap: str = typer.Option(None, envvar="KAFKA_BOOTSTRAP", help="Use this broker."),
+    bootstrap: str | None = bootstrap_option("start a local broker"),
 ) -> None:
     """Run the overload experiment live through the real stack and show what happened."""
     quiet_kafka_client_logs()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 
 async def until_signalled() -> None:
@@ -15,11 +17,11 @@ async def until_signalled() -> None:
     await stop.wait()
 
 
-def run_async(main: object) -> None:
+def run_async(main: Coroutine[Any, Any, None]) -> None:
     """Run on uvloop when it is installed (it is a dependency of the fast path)."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)  # type: ignore[arg-type]
+        asyncio.run(main)
     else:
-        uvloop.run(main)  # type: ignore[arg-type]
+        uvloop.run(main)

@@ -25,6 +25,7 @@ from tokenpools.schemas import PlatformConfig, PoolConfigRecord, RequestEvent
 from tokenpools.topics import Topics
 from tokenpools_cli.commands.replay import DEFAULT_TRACE
 from tokenpools_cli.demo_loop import loop, quiet_kafka_client_logs
+from tokenpools_cli.options import bootstrap_option
 
 REPO = Path(__file__).resolve().parents[2]
 console = Console()
@@ -37,7 +38,7 @@ def events_demo(
     config: Path = typer.Option(REPO / "deploy/examples/overload.yaml", help="Config to apply."),
     trace: Path = typer.Option(DEFAULT_TRACE, help="Recorded traffic (CSV)."),
     events: int = typer.Option(500, min=1, max=100_000, help="How many trace rows to send."),
-    bootstrap: str = typer.Option(None, envvar="KAFKA_BOOTSTRAP", help="Use this broker."),
+    bootstrap: str | None = bootstrap_option("start a local broker"),
 ) -> None:
     """Start Kafka, apply the config, send trace-derived events through it and show them."""
     quiet_kafka_client_logs()
@@ -70,8 +71,8 @@ class DemoResult:
 
     per_topic_produced: dict[str, int] = field(default_factory=dict)
     per_topic_consumed: dict[str, int] = field(default_factory=dict)
-    events_by_entitlement: Counter = field(default_factory=Counter)
-    prompt_tokens_by_entitlement: Counter = field(default_factory=Counter)
+    events_by_entitlement: Counter[str] = field(default_factory=Counter)
+    prompt_tokens_by_entitlement: Counter[str] = field(default_factory=Counter)
     dead_lettered: int = 0
     assignment: str = ""
 
@@ -88,11 +89,9 @@ async def run_demo(
     bootstrap: str, namespace: str, platform: PlatformConfig, trace: Path, events: int
 ) -> DemoResult:
     """Config → config topic; trace rows → request events (+ one malformed record); read back."""
-    from aiokafka import AIOKafkaConsumer
-
     from connectors.kafka.admin import ensure_topics
     from connectors.kafka.config_publisher import publish_config
-    from connectors.kafka.consumer import DeadLetterCounter, decoded_batches
+    from connectors.kafka.consumer import DeadLetterCounter, decoded_batches, make_consumer
     from connectors.kafka.producer import make_producer, send_record
     from connectors.kafka.topic_reader import read_to_end
     from connectors.replay.trace_events import completed_events
@@ -120,9 +119,9 @@ async def run_demo(
         await producer.flush()
         result.per_topic_produced[topics.requests] = sent
 
-        consumer = AIOKafkaConsumer(
+        consumer = make_consumer(
+            bootstrap,
             topics.requests,
-            bootstrap_servers=bootstrap,
             group_id=f"{namespace}-demo",
             auto_offset_reset="earliest",
             enable_auto_commit=False,
