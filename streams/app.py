@@ -1,8 +1,10 @@
 """The Faust app of the live control loop (docs/STREAMS.md).
 
+`tokenpools worker run` builds it (`create_app`) from command-line options.
 `faust -A streams.app worker` runs it configured from `TOKENPOOLS_*`
-environment variables (see `streams.settings`); `tokenpools worker run` builds
-it from command-line options. What it does:
+environment variables (see `streams.settings`): importing this module builds
+nothing; the module attribute `app` is built on first access, so exactly one
+app exists either way. What it does:
 
 * **config agent**: the compacted config topic → the `configs` table (raw
   `PoolConfigRecord` bytes, changelogged) and the live controllers;
@@ -27,12 +29,14 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
-from faust.types import TP
+from faust.tables.manager import TableManager
+from faust.types import TP, EventT, StreamT, TableT
 
 from connectors.kafka.dead_letter import Headers, send_dead_letter
 from connectors.kafka.partitioner import RememberingPartitioner
@@ -54,7 +58,7 @@ OWNERSHIP_CHECK_S = 0.25  # how soon new partitions are read, independent of the
 
 
 class ControlLoop:
-    """The worker's moving parts, attached to one Faust app (`app.control`)."""
+    """The worker's moving parts, held by one Faust app (`WorkerApp.control`)."""
 
     def __init__(self, app: faust.App, settings: WorkerSettings) -> None:
         self.app = app
@@ -73,7 +77,7 @@ class ControlLoop:
         self.configs = self._table("configs")
         self.states = self._table("controller-state")
 
-    def _table(self, name: str) -> faust.Table:
+    def _table(self, name: str) -> TableT[bytes, bytes]:
         """Raw bytes by pool name, co-partitioned with the pool-keyed topics."""
         return self.app.Table(
             name,
@@ -126,7 +130,8 @@ class ControlLoop:
 
     def ready(self) -> bool:
         """Tables recovered and not in the middle of a rebalance."""
-        recovery = self.app.tables.recovery
+        # the TableManagerT protocol omits the `recovery` service every TableManager has
+        recovery = cast(TableManager, self.app.tables).recovery
         return not self.app.rebalancing and recovery.completed.is_set()
 
     def sync_ownership(self) -> None:
@@ -220,27 +225,39 @@ class ControlLoop:
         if self.reader is not None:
             lags = await self.reader.lag()
         else:
-            consumer = self.app.consumer
-            lags = {}
-            for p in self.registry.owned_partitions:
-                tp = TP(self.topics.requests, p)
-                head = consumer.highwater(tp)
-                read = consumer._read_offset.get(tp)
-                if head is not None and read is not None:
-                    lags[p] = max(0, head - read - 1)
+            lags = await self._agent_lag()
         for p, lag in lags.items():
             self.metrics.lag.labels(str(p)).set(lag)
 
+    async def _agent_lag(self) -> dict[int, int]:
+        """Records between the Faust consumer's fetch position and the head, per owned partition.
+
+        The position is the next offset to fetch (Faust's public `Consumer.position`):
+        records fetched but still buffered for the agent are not counted.
+        """
+        consumer = self.app.consumer
+        assigned = consumer.assignment()
+        lags: dict[int, int] = {}
+        for p in self.registry.owned_partitions:
+            tp = TP(self.topics.requests, p)
+            if tp not in assigned:  # mid-rebalance: the position of an unassigned tp is an error
+                continue
+            head = consumer.highwater(tp)
+            position = await consumer.position(tp)
+            if head is not None and position is not None:
+                lags[p] = max(0, head - position)
+        return lags
+
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        """Declare missing topics (as `Topics.specs` says), serve metrics, open the reader."""
+        """Declare missing topics (as `topic_specs` says), serve metrics, open the reader."""
         for topic in self.faust_topics.values():
             await topic.maybe_declare()
         if self.settings.metrics_port is not None:
             self.metrics.serve(self.settings.metrics_port)
         if self.settings.requests_source is RequestSource.BATCH:
             self.reader = RequestReader(
-                self.settings.bootstrap,
+                self.settings.kafka,
                 self.topics.requests,
                 self.settings.partitions,
                 self.on_request_records,
@@ -255,12 +272,21 @@ class ControlLoop:
             await self.reader.stop()
 
 
-def create_app(settings: WorkerSettings) -> faust.App:
-    """A Faust app wired to the control loop; `app.control` is its `ControlLoop`."""
+class WorkerApp(faust.App):
+    """The worker's Faust app; `control` is the `ControlLoop` its agents and timers drive."""
+
+    control: ControlLoop
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        super().__init__(settings.app_id, **_app_options(settings))
+        self.control = ControlLoop(self, settings)
+
+
+def _app_options(settings: WorkerSettings) -> dict[str, Any]:
+    """Faust's settings for the worker: the connection from `KafkaSettings`, the rest ours."""
     datadir = settings.datadir or str(Path(tempfile.gettempdir()) / "tokenpools-faust")
-    app = faust.App(
-        settings.app_id,
-        broker=[f"kafka://{host.strip()}" for host in settings.bootstrap.split(",")],
+    return dict(
+        **settings.kafka.faust_kwargs(),
         store="memory://",
         datadir=datadir,
         topic_partitions=settings.partitions,
@@ -272,32 +298,36 @@ def create_app(settings: WorkerSettings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_s,
         broker_rebalance_timeout=max(settings.session_timeout_s * 2, 10.0),
         producer_linger=0.005,
-        # a big pool's state snapshot is one multi-megabyte record (see Topics.specs)
+        # a big pool's state snapshot is one multi-megabyte record (connectors.kafka.topics)
         producer_max_request_size=STATE_MAX_MESSAGE_BYTES,
         producer_partitioner=RememberingPartitioner(),
     )
-    control = ControlLoop(app, settings)
-    app.control = control  # type: ignore[attr-defined]
+
+
+def create_app(settings: WorkerSettings) -> WorkerApp:
+    """A Faust app wired to the control loop (`app.control`)."""
+    app = WorkerApp(settings)
+    control = app.control
     topics = control.faust_topics
 
     @app.agent(topics[settings.topics.config], name="config")
-    async def config_agent(stream: faust.StreamT) -> None:
+    async def config_agent(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             await control.on_config_record(event.message)
 
     @app.agent(topics[settings.topics.engine], name="engine")
-    async def engine_agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(1000, within=0.1):
+    async def engine_agent(stream: StreamT[bytes]) -> None:
+        async for events in _take_events(stream, 1000, within=0.1):
             await control.on_engine_records([e.message for e in events])
 
     if settings.requests_source is RequestSource.AGENT:
 
         @app.agent(topics[settings.topics.requests], name="requests")
-        async def requests_agent(stream: faust.StreamT) -> None:
-            async for events in stream.take_events(settings.batch_max_records, within=0.05):
+        async def requests_agent(stream: StreamT[bytes]) -> None:
+            batches = _take_events(stream, settings.batch_max_records, within=0.05)
+            async for events in batches:
                 await control.on_request_records([e.message for e in events])
 
-    @app.task
     async def run_control_loop() -> None:
         await control.start()
         try:
@@ -306,16 +336,37 @@ def create_app(settings: WorkerSettings) -> faust.App:
         finally:
             await control.stop()
 
-    @app.timer(interval=OWNERSHIP_CHECK_S, name="ownership")
     async def follow_assignment() -> None:
         if control.started and control.ready():
             control.sync_ownership()
 
-    @app.timer(interval=settings.tick_s, name="tick")
     async def tick() -> None:
         await control.tick()
 
+    # Registered by call, not as decorators: `App.timer` returns a bare `Callable`, which
+    # would leave the decorated functions untyped.
+    app.task(run_control_loop)
+    app.timer(interval=OWNERSHIP_CHECK_S, name="ownership")(follow_assignment)
+    app.timer(interval=settings.tick_s, name="tick")(tick)
     return app
 
 
-app = create_app(WorkerSettings.from_env())
+def _take_events(
+    stream: StreamT[bytes], max_: int, within: float
+) -> AsyncIterable[Sequence[EventT[bytes]]]:
+    """`Stream.take_events`: the stream Faust gives an agent has it, the StreamT protocol not."""
+    assert isinstance(stream, faust.Stream)
+    batches: AsyncIterable[Sequence[EventT[bytes]]] = stream.take_events(max_, within=within)
+    return batches
+
+
+@cache
+def _app_from_env() -> WorkerApp:
+    return create_app(WorkerSettings.from_env())
+
+
+def __getattr__(name: str) -> WorkerApp:
+    """`streams.app.app`, for `faust -A streams.app`: built from the environment on first use."""
+    if name == "app":
+        return _app_from_env()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

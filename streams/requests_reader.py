@@ -18,7 +18,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
+
+from connectors.kafka.consumer import make_consumer
+from connectors.kafka.metadata import topic_partitions
+from connectors.kafka.settings import KafkaConnection
 
 Handler = Callable[[Sequence[ConsumerRecord]], Awaitable[None]]
 
@@ -32,7 +36,7 @@ class RequestReader:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaConnection,
         topic: str,
         partitions: int,
         handler: Handler,
@@ -43,8 +47,8 @@ class RequestReader:
         self.partitions = partitions
         self._handler = handler
         self._max_records = max_records
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+        self._consumer = make_consumer(
+            kafka,
             group_id=None,
             enable_auto_commit=False,
             client_id=client_id,
@@ -58,8 +62,7 @@ class RequestReader:
 
     async def start(self) -> None:
         await self._consumer.start()
-        metadata = await self._consumer._client.fetch_all_metadata()
-        found = metadata.partitions_for_topic(self.topic)
+        found = await topic_partitions(self._consumer, self.topic)
         if found is not None and len(found) != self.partitions:
             raise PartitionCountMismatch(
                 f"{self.topic} has {len(found)} partitions, the worker expects {self.partitions}"

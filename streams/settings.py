@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
-from tokenpools.topics import Topics
+from connectors.kafka.settings import DEFAULT_BOOTSTRAP, KafkaSettings
+from tokenpools.topics import Topics, namespaced
 
 
 class RequestSource(StrEnum):
@@ -26,7 +28,7 @@ class RequestSource(StrEnum):
 class WorkerSettings:
     """Everything a worker needs to know; `from_env` reads the `TOKENPOOLS_*` variables."""
 
-    bootstrap: str = "localhost:9092"
+    kafka: KafkaSettings = field(default_factory=lambda: KafkaSettings.plaintext(DEFAULT_BOOTSTRAP))
     namespace: str = ""
     tick_s: float = 1.0
     partitions: int = 6
@@ -51,12 +53,16 @@ class WorkerSettings:
     @property
     def app_id(self) -> str:
         """The Faust app id: also the consumer group and the prefix of changelog topics."""
-        base = "tokenpools.controller"
-        return f"{self.namespace}.{base}" if self.namespace else base
+        return namespaced(self.namespace, "controller")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> WorkerSettings:
-        """Read `TOKENPOOLS_BOOTSTRAP`, `_NAMESPACE`, `_TICK_S`, `_METRICS_PORT`, …"""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        """Read `TOKENPOOLS_BOOTSTRAP`, `_NAMESPACE`, `_TICK_S`, `_METRICS_PORT`, …
+
+        The connection is `KafkaSettings.from_env` (`TOKENPOOLS_KAFKA_*`,
+        `KAFKA_BOOTSTRAP`); `TOKENPOOLS_BOOTSTRAP`, the worker's own name for
+        the bootstrap servers, overrides theirs.
+        """
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str | None:
@@ -67,9 +73,11 @@ class WorkerSettings:
             value = get(name)
             return None if value is None else int(value)
 
+        bootstrap = get("BOOTSTRAP")
+        kafka_env = {**env, "TOKENPOOLS_KAFKA_BOOTSTRAP": bootstrap} if bootstrap else env
         defaults = cls()
         return cls(
-            bootstrap=get("BOOTSTRAP") or env.get("KAFKA_BOOTSTRAP") or defaults.bootstrap,
+            kafka=KafkaSettings.from_env(kafka_env),
             namespace=get("NAMESPACE") or "",
             tick_s=float(get("TICK_S") or defaults.tick_s),
             partitions=int(get("PARTITIONS") or defaults.partitions),

@@ -12,6 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def namespaced(namespace: str, name: str) -> str:
+    """`tokenpools.<name>`, behind `<namespace>.` when there is one.
+
+    The one naming rule of a deployment: its topics, the worker's app id
+    (its consumer group and changelog prefix) and the sink's consumer group,
+    so two namespaces on one cluster share nothing.
+    """
+    base = f"tokenpools.{name}"
+    return f"{namespace}.{base}" if namespace else base
+
+
 @dataclass(frozen=True)
 class Topics:
     """The topic names of one deployment; `namespace` prefixes them all."""
@@ -19,7 +30,7 @@ class Topics:
     namespace: str = ""
 
     def _name(self, base: str) -> str:
-        return f"{self.namespace}.tokenpools.{base}" if self.namespace else f"tokenpools.{base}"
+        return namespaced(self.namespace, base)
 
     @property
     def requests(self) -> str:

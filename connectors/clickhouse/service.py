@@ -18,13 +18,14 @@ from connectors.clickhouse.queues import install as install_queues
 from connectors.clickhouse.sink import ClickHouseSink, SinkMetrics, SinkSettings
 from connectors.clickhouse.store import Target, connect
 from connectors.clickhouse.writer import TableWriter
+from connectors.kafka.settings import KafkaConnection
 from tokenpools.topics import Topics
 
 log = logging.getLogger(__name__)
 
 
 async def run_sink_service(
-    bootstrap: str,
+    bootstrap: KafkaConnection,
     topics: Topics,
     target: Target,
     settings: SinkSettings | None = None,

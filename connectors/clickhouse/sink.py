@@ -32,11 +32,13 @@ from connectors.kafka.consumer import (
     DeadLetterCounter,
     decode_or_dead_letter,
     decoded_batches,
+    make_consumer,
 )
 from connectors.kafka.producer import make_producer
+from connectors.kafka.settings import KafkaConnection
 from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.schemas.plain import parse_plain
-from tokenpools.topics import Topics
+from tokenpools.topics import Topics, namespaced
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,7 @@ class TopicSink(ConsumerRebalanceListener):
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: KafkaConnection,
         group_id: str,
         topic: str,
         mapping: TableMapping,
@@ -139,8 +141,8 @@ class TopicSink(ConsumerRebalanceListener):
         self._insert = writer.insert_raw if self._raw else writer.insert
         self._watermark_due = True
         self._stopping = asyncio.Event()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+        self._consumer = make_consumer(
+            bootstrap,
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -341,9 +343,11 @@ class TopicSink(ConsumerRebalanceListener):
                 delay = min(delay * 2, self._settings.backoff_max_s)
 
 
-async def _record_at(bootstrap: str, tp: TopicPartition, offset: int) -> ConsumerRecord | None:
+async def _record_at(
+    bootstrap: KafkaConnection, tp: TopicPartition, offset: int
+) -> ConsumerRecord | None:
     """The one record at `offset`, read outside any group; None if Kafka no longer has it."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = make_consumer(bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign([tp])
@@ -364,7 +368,7 @@ class ClickHouseSink:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: KafkaConnection,
         topics: Topics,
         writer: TableWriter,
         group_id: str | None = None,
@@ -417,8 +421,4 @@ class ClickHouseSink:
 
 def default_group(topics: Topics) -> str:
     """The sink's consumer group, namespaced like the topics it reads."""
-    return (
-        f"{topics.namespace}.tokenpools.clickhouse-sink"
-        if topics.namespace
-        else "tokenpools.clickhouse-sink"
-    )
+    return namespaced(topics.namespace, "clickhouse-sink")

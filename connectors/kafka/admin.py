@@ -1,23 +1,30 @@
-"""Idempotent topic setup: create what is missing, leave what exists."""
+"""Admin clients, and idempotent topic setup: create what is missing, leave what exists."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from connectors.kafka.settings import KafkaConnection, KafkaSettings
 from connectors.kafka.topics import TopicSpec, topic_specs
 from tokenpools.topics import Topics
 
 
+def make_admin(kafka: KafkaConnection, **options: Any) -> AIOKafkaAdminClient:
+    """An admin client connected as `kafka` says; `options` are aiokafka's (timeouts)."""
+    return AIOKafkaAdminClient(**{**KafkaSettings.of(kafka).aiokafka_kwargs(), **options})
+
+
 async def ensure_topics(
-    bootstrap: str, topics: Topics, partitions: int = 6, replication: int = 1
+    kafka: KafkaConnection, topics: Topics, partitions: int = 6, replication: int = 1
 ) -> dict[str, str]:
     """Create the deployment's topics; returns `{name: "created" | "exists"}`."""
     specs: list[TopicSpec] = topic_specs(topics, partitions)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(kafka)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -70,7 +70,8 @@ def ensure_jars(version: str = KAFKA_VERSION, quiet: bool = True) -> Path:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class LocalKafka:
@@ -277,9 +278,9 @@ def _cluster_answers(bootstrap: str) -> bool:
     result: list[bool] = []
 
     async def probe() -> None:
-        from aiokafka.admin import AIOKafkaAdminClient
+        from connectors.kafka.admin import make_admin
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = make_admin(bootstrap, request_timeout_ms=3000)
         try:
             await admin.start()
             cluster = await admin.describe_cluster()

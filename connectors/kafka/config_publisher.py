@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.producer import make_producer, send_record
+from connectors.kafka.settings import KafkaConnection
 from tokenpools.schemas import PoolConfigRecord
 from tokenpools.topics import Topics, config_key
 
 
 async def publish_config(
-    bootstrap: str, topics: Topics, records: list[PoolConfigRecord], removed: list[str] = ()
+    kafka: KafkaConnection,
+    topics: Topics,
+    records: list[PoolConfigRecord],
+    removed: Sequence[str] = (),
 ) -> None:
     """Write one record per pool (and a tombstone per removed pool), then wait for acks."""
-    await ensure_topics(bootstrap, topics)
-    producer = make_producer(bootstrap)
+    await ensure_topics(kafka, topics)
+    producer = make_producer(kafka)
     await producer.start()
     try:
         for record in records:

@@ -1,4 +1,4 @@
-"""Decode-or-dead-letter: consume a topic of records without ever dying on a bad one."""
+"""Consumers made from `KafkaSettings`, and decode-or-dead-letter: a bad record never kills one."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import BaseModel
 
 from connectors.kafka.dead_letter import Headers, send_dead_letter
+from connectors.kafka.settings import KafkaConnection, KafkaSettings
 from tokenpools.schemas import DecodeError, decode_as
 
 T = TypeVar("T", bound=BaseModel)
+
+
+def make_consumer(kafka: KafkaConnection, *topics: str, **options: Any) -> AIOKafkaConsumer:
+    """A consumer connected as `kafka` says; `options` are aiokafka's (group, offsets, fetching)."""
+    return AIOKafkaConsumer(*topics, **{**KafkaSettings.of(kafka).aiokafka_kwargs(), **options})
 
 
 @dataclass

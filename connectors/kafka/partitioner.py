@@ -20,7 +20,8 @@ MAX_REMEMBERED_KEYS = 1 << 18  # ~40 MB at most; a tick has entitlements × side
 @lru_cache(maxsize=1 << 16)
 def partition_of(pool: str, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for key `pool`."""
-    return (murmur2(pool.encode()) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(pool.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 class RememberingPartitioner:
@@ -37,7 +38,8 @@ class RememberingPartitioner:
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is None:
-            return DefaultPartitioner()(key, all_partitions, available)
+            partition: int = DefaultPartitioner()(key, all_partitions, available)
+            return partition
         hashed = self._hashes.get(key)
         if hashed is None:
             if len(self._hashes) >= self.max_keys:

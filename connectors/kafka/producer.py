@@ -5,13 +5,16 @@ from __future__ import annotations
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
+from connectors.kafka.settings import KafkaConnection, KafkaSettings
 from tokenpools.schemas import encode
 
 
-def make_producer(bootstrap: str, linger_ms: int = 5, **overrides: object) -> AIOKafkaProducer:
+def make_producer(
+    kafka: KafkaConnection, linger_ms: int = 5, **overrides: object
+) -> AIOKafkaProducer:
     """An idempotent producer (acks=all, ordered per partition, no duplicates on retry)."""
     options: dict[str, object] = {
-        "bootstrap_servers": bootstrap,
+        **KafkaSettings.of(kafka).aiokafka_kwargs(),
         "enable_idempotence": True,
         "acks": "all",
         "linger_ms": linger_ms,

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import time
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
+
+from connectors.kafka.consumer import make_consumer
+from connectors.kafka.metadata import topic_partitions
+from connectors.kafka.settings import KafkaConnection
 
 
-async def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[ConsumerRecord]:
+async def read_to_end(
+    kafka: KafkaConnection, topic: str, timeout_s: float = 30.0
+) -> list[ConsumerRecord]:
     """Every record now on `topic`, without joining a consumer group."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = make_consumer(kafka, enable_auto_commit=False)
     await consumer.start()
     try:
-        cluster = await consumer._client.fetch_all_metadata()  # no public per-topic refresh
-        partitions = cluster.partitions_for_topic(topic) or set()
+        partitions = await topic_partitions(consumer, topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         if not tps:
             return []

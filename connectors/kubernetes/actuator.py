@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer
-
-from connectors.kafka.consumer import DeadLetterCounter, decoded_batches
+from connectors.kafka.consumer import DeadLetterCounter, decoded_batches, make_consumer
 from connectors.kafka.producer import make_producer
+from connectors.kafka.settings import KafkaConnection
 from connectors.kubernetes.scalers import Scaler
 from connectors.kubernetes.targets import ScaleTarget
 from tokenpools.schemas import ScalingDecision
@@ -63,15 +62,15 @@ class Actuator:
 
     async def run(
         self,
-        bootstrap: str,
+        bootstrap: KafkaConnection,
         topics: Topics,
         group: str = "tokenpools-actuator",
         max_batches: int | None = None,
     ) -> None:
         """Consume until cancelled (or for `max_batches` non-empty batches, for tests)."""
-        consumer = AIOKafkaConsumer(
+        consumer = make_consumer(
+            bootstrap,
             topics.scaling,
-            bootstrap_servers=bootstrap,
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

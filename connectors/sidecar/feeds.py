@@ -14,8 +14,10 @@ import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from connectors.kafka.admin import make_admin
+from connectors.kafka.consumer import make_consumer
+from connectors.kafka.settings import KafkaConnection
 from connectors.sidecar.directory import EntitlementDirectory
 from tokenpools.schemas import DecodeError, LimitUpdate, PoolConfigRecord, decode_as
 from tokenpools.topics import Topics, config_key
@@ -26,7 +28,9 @@ log = logging.getLogger(__name__)
 class ControlFeeds:
     """Background consumer of `Topics.config` and `Topics.limits` for one sidecar."""
 
-    def __init__(self, bootstrap: str, topics: Topics, directory: EntitlementDirectory) -> None:
+    def __init__(
+        self, bootstrap: KafkaConnection, topics: Topics, directory: EntitlementDirectory
+    ) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
         self._directory = directory
@@ -37,8 +41,8 @@ class ControlFeeds:
 
     async def start(self, catch_up_timeout_s: float = 30.0) -> None:
         """Assign every partition, read to the current end, then follow in the background."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+        consumer = make_consumer(
+            self._bootstrap,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
@@ -116,9 +120,9 @@ class ControlFeeds:
         self._directory.apply_limit(update)
 
 
-async def _partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
+async def _partitions(bootstrap: KafkaConnection, topics: list[str]) -> list[TopicPartition]:
     """Every partition of `topics` that exists, from fresh cluster metadata."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(bootstrap)
     await admin.start()
     try:
         described = await admin.describe_topics(topics)

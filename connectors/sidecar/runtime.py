@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from connectors.kafka.producer import make_producer
+from connectors.kafka.settings import KafkaConnection
 from connectors.sidecar.app import Sidecar
 from connectors.sidecar.directory import EntitlementDirectory
 from connectors.sidecar.feeds import ControlFeeds
@@ -50,7 +51,7 @@ async def start_sidecar(
     settings: SidecarSettings,
     *,
     config: PlatformConfig | None = None,
-    bootstrap: str | None = None,
+    bootstrap: KafkaConnection | None = None,
     topics: Topics | None = None,
     host: str = "127.0.0.1",
     port: int = 0,

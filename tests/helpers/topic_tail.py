@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
+
+from connectors.kafka.consumer import make_consumer
+from connectors.kafka.metadata import topic_partitions
 
 
 class TopicTail:
@@ -14,16 +17,13 @@ class TopicTail:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
         self.records: list[ConsumerRecord] = []
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-        )
+        self._consumer = make_consumer(bootstrap, group_id=None, enable_auto_commit=False)
 
     async def start(self) -> None:
         await self._consumer.start()
         partitions: set[int] = set()
         for _ in range(50):  # a topic created a moment ago may not be in the metadata yet
-            metadata = await self._consumer._client.fetch_all_metadata()
-            partitions = metadata.partitions_for_topic(self.topic) or set()
+            partitions = await topic_partitions(self._consumer, self.topic) or set()
             if partitions:
                 break
             await asyncio.sleep(0.2)

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.kafka.partitioner import RememberingPartitioner
+from connectors.kafka.settings import KafkaSettings
 from streams.app import create_app
 from streams.publishing import publish_tick
 from streams.settings import WorkerSettings
@@ -63,7 +64,9 @@ async def test_a_pool_state_over_a_megabyte_and_every_limit_are_published(
     kafka_bootstrap: str, topics: Topics, tmp_path
 ) -> None:
     settings = WorkerSettings(
-        bootstrap=kafka_bootstrap, namespace=topics.namespace, datadir=str(tmp_path)
+        kafka=KafkaSettings.plaintext(kafka_bootstrap),
+        namespace=topics.namespace,
+        datadir=str(tmp_path),
     )
     app = create_app(settings)
     control = app.control  # type: ignore[attr-defined]

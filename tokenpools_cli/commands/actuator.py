@@ -9,6 +9,7 @@ import logging
 import typer
 
 from tokenpools.topics import Topics
+from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, kafka_settings
 
 app = typer.Typer(help="Apply scaling decisions to Kubernetes workloads.", no_args_is_help=True)
 
@@ -18,8 +19,8 @@ def run(
     target: list[str] = typer.Option(
         ..., help="pool=deployment/<ns>/<name> or pool=dgd/<ns>/<name>/<service>; repeatable."
     ),
-    bootstrap: str = typer.Option("127.0.0.1:9092", envvar="KAFKA_BOOTSTRAP"),
-    namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
+    bootstrap: str | None = BOOTSTRAP,
+    namespace: str = NAMESPACE,
     dry_run: bool = typer.Option(False, "--dry-run", help="Log what would scale; touch nothing."),
 ) -> None:
     """Scale each pool's workload to the newest desired replica count on the scaling topic."""
@@ -28,6 +29,7 @@ def run(
     from connectors.kubernetes.targets import parse_targets
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    kafka = kafka_settings(bootstrap)
     try:
         targets = parse_targets(target)
     except ValueError as exc:
@@ -39,4 +41,4 @@ def run(
         typer.echo(f"cannot reach the Kubernetes API: {exc}", err=True)
         raise typer.Exit(1) from None
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(Actuator(targets, scaler).run(bootstrap, Topics(namespace)))
+        asyncio.run(Actuator(targets, scaler).run(kafka, Topics(namespace)))

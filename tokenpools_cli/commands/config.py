@@ -8,8 +8,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from connectors.kafka.settings import KafkaSettings
 from tokenpools.config_file import ConfigError, load_config
-from tokenpools.schemas import PoolConfigRecord
+from tokenpools.schemas import PlatformConfig, PoolConfigRecord
+from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, kafka_settings
 
 app = typer.Typer(help="Validate and publish pool/entitlement configs.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -18,7 +20,7 @@ out = Console()
 FILE = typer.Argument(..., exists=False, help="YAML config file (see deploy/examples/).")
 
 
-def _load_or_exit(path: Path):
+def _load_or_exit(path: Path) -> PlatformConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -44,24 +46,23 @@ def validate(path: Path = FILE) -> None:
 @app.command()
 def apply(
     path: Path = FILE,
-    bootstrap: str = typer.Option(
-        "127.0.0.1:9092", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap."
-    ),
-    namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
+    bootstrap: str | None = BOOTSTRAP,
+    namespace: str = NAMESPACE,
 ) -> None:
     """Validate, then publish one record per pool to the compacted config topic."""
     config = _load_or_exit(path)
     records = PoolConfigRecord.from_platform(config)
+    kafka = kafka_settings(bootstrap)
     try:
-        asyncio.run(_publish(bootstrap, namespace, records))
+        asyncio.run(_publish(kafka, namespace, records))
     except Exception as exc:  # broker unreachable, auth, …: say so and fail
-        err.print(f"[red]could not publish to Kafka at {bootstrap}:[/red] {exc}")
+        err.print(f"[red]could not publish to Kafka at {kafka.bootstrap_servers}:[/red] {exc}")
         raise typer.Exit(1) from None
     out.print(f"[green]applied[/green] {len(records)} pool config(s) from {path}")
 
 
-async def _publish(bootstrap: str, namespace: str, records: list[PoolConfigRecord]) -> None:
+async def _publish(kafka: KafkaSettings, namespace: str, records: list[PoolConfigRecord]) -> None:
     from connectors.kafka.config_publisher import publish_config
     from tokenpools.topics import Topics
 
-    await publish_config(bootstrap, Topics(namespace), records)
+    await publish_config(kafka, Topics(namespace), records)

@@ -7,9 +7,13 @@ and `report` share.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from connectors.clickhouse.store import Target
 
 app = typer.Typer(help="The ClickHouse analytics schema.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -30,7 +34,7 @@ URL = typer.Option(
 DATABASE = typer.Option("tokenpools", "--database", help="ClickHouse database.")
 
 
-def target_or_exit(store: Path | None, url: str | None, database: str):
+def target_or_exit(store: Path | None, url: str | None, database: str) -> Target:
     """The `Target` the flags name, or exit 2 naming the bad flag."""
     from connectors.clickhouse.store import Target
 

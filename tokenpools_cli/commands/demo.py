@@ -15,6 +15,7 @@ from rich.console import Console
 from tokenpools.config_file import ConfigError
 from tokenpools.simulation.trace import TraceError
 from tokenpools_cli.commands.replay import DEFAULT_TRACE
+from tokenpools_cli.options import bootstrap_option
 
 REPO = Path(__file__).resolve().parents[2]
 console = Console()
@@ -27,7 +28,7 @@ def loop(
     spot_rate: float = typer.Option(20.0, min=0, help="Spot flood, requests/s."),
     plot: Path = typer.Option(None, help="Also write the report's PNG figures here."),
     workdir: Path = typer.Option(None, help="Keep logs and the ClickHouse store here."),
-    bootstrap: str = typer.Option(None, envvar="KAFKA_BOOTSTRAP", help="Use this broker."),
+    bootstrap: str | None = bootstrap_option("start a local broker"),
 ) -> None:
     """Run the overload experiment live through the real stack and show what happened."""
     from connectors.kafka.broker import BrokerError
@@ -47,7 +48,7 @@ def events_demo(
     config: Path = typer.Option(REPO / "deploy/examples/overload.yaml", help="Config to apply."),
     trace: Path = typer.Option(DEFAULT_TRACE, help="Recorded traffic (CSV)."),
     events: int = typer.Option(500, min=1, max=100_000, help="How many trace rows to send."),
-    bootstrap: str = typer.Option(None, envvar="KAFKA_BOOTSTRAP", help="Use this broker."),
+    bootstrap: str | None = bootstrap_option("start a local broker"),
 ) -> None:
     """Start Kafka, apply the config, send trace-derived events through it and show them."""
     from connectors.kafka.broker import BrokerError

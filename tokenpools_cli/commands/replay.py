@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,6 +12,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from tokenpools.config_file import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from connectors.replay.http_replay import ReplayResult
 
 app = typer.Typer(help="Replay recorded traffic against a sidecar or engine.", no_args_is_help=True)
 console = Console()
@@ -80,7 +84,9 @@ def run(
         raise typer.Exit(1)
 
 
-def outcome_table(title: str, phases: list[tuple[str, float, float]], results: list) -> Table:
+def outcome_table(
+    title: str, phases: list[tuple[str, float, float]], results: list[ReplayResult]
+) -> Table:
     """Per-entitlement outcomes, one section per phase `(label, start_s, end_s)`."""
     from connectors.replay.http_replay import outcomes
 

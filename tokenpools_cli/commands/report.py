@@ -9,13 +9,16 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from tokenpools_cli.commands.db import DATABASE, STORE, URL, target_or_exit
+
+if TYPE_CHECKING:
+    from connectors.clickhouse.queries import QueryResult
 
 err = Console(stderr=True)
 out = Console()
@@ -111,7 +114,7 @@ def report(
         raise typer.Exit(1) from None
 
 
-def _print_table(result, description: str, limit: int) -> None:
+def _print_table(result: QueryResult, description: str, limit: int) -> None:
     from connectors.clickhouse.queries import is_numeric
 
     if not result.rows:

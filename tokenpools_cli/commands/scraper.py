@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tokenpools_cli.local.serving import run_async, until_signalled
+from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, kafka_settings
 
 app = typer.Typer(help="Scrape vLLM metrics into engine samples.", no_args_is_help=True)
 
@@ -12,14 +13,8 @@ app = typer.Typer(help="Scrape vLLM metrics into engine samples.", no_args_is_he
 @app.command()
 def run(
     target: list[str] = typer.Option(..., help="POOL=URL of a vLLM replica (repeat for more)."),
-    bootstrap: str = typer.Option(
-        "127.0.0.1:9092",
-        "--bootstrap",
-        "--kafka",
-        envvar="KAFKA_BOOTSTRAP",
-        help="Kafka bootstrap.",
-    ),
-    namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
+    bootstrap: str | None = BOOTSTRAP,
+    namespace: str = NAMESPACE,
     interval: float = typer.Option(1.0, min=0.05, help="Seconds between scrapes."),
     timeout: float = typer.Option(2.0, min=0.05, help="Scrape timeout (s), at most the interval."),
 ) -> None:
@@ -35,15 +30,16 @@ def run(
             typer.echo(f"bad --target {spec!r}: expected POOL=http://host:port", err=True)
             raise typer.Exit(2)
         targets.append(Target(pool, url))
+    kafka = kafka_settings(bootstrap)
 
     async def scrape() -> None:
         import asyncio
 
-        producer = make_producer(bootstrap)
+        producer = make_producer(kafka)
         try:
             await producer.start()
         except Exception as exc:
-            typer.echo(f"Kafka at {bootstrap} unreachable: {exc}", err=True)
+            typer.echo(f"Kafka at {kafka.bootstrap_servers} unreachable: {exc}", err=True)
             raise typer.Exit(1) from None
         scraper = Scraper(targets, producer, Topics(namespace=namespace).engine, interval, timeout)
         typer.echo(

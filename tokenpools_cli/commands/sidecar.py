@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from tokenpools_cli.local.serving import run_async, until_signalled
+from tokenpools_cli.options import NAMESPACE, bootstrap_option, kafka_settings
 
 app = typer.Typer(help="The enforcement sidecar (OpenAI-compatible proxy).", no_args_is_help=True)
 
@@ -19,17 +20,10 @@ def run(
     backend: list[str] = typer.Option(..., help="Base URL of a vLLM replica (repeat for more)."),
     pool: str = typer.Option("", help="Pool the backends serve (default: the config's only pool)."),
     config: Path = typer.Option(None, help="YAML config; without it, config comes from Kafka."),
-    bootstrap: str = typer.Option(
-        "",
-        "--bootstrap",
-        "--kafka",
-        envvar="KAFKA_BOOTSTRAP",
-        help=(
-            "Kafka bootstrap: config and limits are read, request events written. Empty: no Kafka "
-            "(fallback limits only, no events)."
-        ),
+    bootstrap: str | None = bootstrap_option(
+        "none: no Kafka (the --config file and fallback limits only, no request events)"
     ),
-    namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
+    namespace: str = NAMESPACE,
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8080, help="Port to listen on."),
     instance: str = typer.Option("", help="Instance id on request events (default host-pid)."),
@@ -73,6 +67,7 @@ def run(
             raise bad(str(exc.args[0])) from None
     if not pool:
         raise bad("--pool is needed when the config comes from Kafka")
+    kafka = kafka_settings(bootstrap) if bootstrap else None
     try:
         settings = SidecarSettings(
             pool=pool,
@@ -92,7 +87,7 @@ def run(
             running = await start_sidecar(
                 settings,
                 config=platform,
-                bootstrap=bootstrap or None,
+                bootstrap=kafka,
                 topics=Topics(namespace=namespace),
                 host=host,
                 port=port,
@@ -106,7 +101,11 @@ def run(
         gc.collect()
         gc.freeze()
         directory = running.sidecar.directory
-        events = f"events to Kafka at {bootstrap}" if bootstrap else "NO request events (no Kafka)"
+        events = (
+            f"events to Kafka at {kafka.bootstrap_servers}"
+            if kafka
+            else "NO request events (no Kafka)"
+        )
         typer.echo(
             f"sidecar {settings.instance} for pool {pool!r} at {running.url} → "
             f"{', '.join(backend)}; {directory.key_count()} keys; {events}"

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from tokenpools_cli.commands.db import DATABASE, STORE, URL, target_or_exit
+from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, kafka_settings
 
 app = typer.Typer(help="Store the control loop's events in ClickHouse.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -17,8 +18,8 @@ err = Console(stderr=True)
 
 @app.command()
 def run(
-    bootstrap: str = typer.Option("127.0.0.1:9092", envvar="KAFKA_BOOTSTRAP", help="Kafka."),
-    namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
+    bootstrap: str | None = BOOTSTRAP,
+    namespace: str = NAMESPACE,
     store: Path = STORE,
     url: str = URL,
     database: str = DATABASE,
@@ -48,7 +49,7 @@ def run(
     """
     from aiokafka.errors import KafkaError
 
-    from connectors.clickhouse.migrations import MigrationError
+    from connectors.clickhouse.migrations import Migration, MigrationError
     from connectors.clickhouse.service import run_sink_service
     from connectors.clickhouse.sink import SinkSettings
     from connectors.clickhouse.store import StoreError
@@ -58,23 +59,22 @@ def run(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     target = target_or_exit(store, url, database)
+    kafka = kafka_settings(bootstrap)
     settings = SinkSettings(
         batch_rows=batch_rows,
         flush_interval_s=flush_interval,
         parse_in_clickhouse=parse_in_clickhouse,
     )
 
-    def ready(endpoint: str, applied: list) -> None:
+    def ready(endpoint: str, applied: list[Migration]) -> None:
         err.print(
-            f"sink: {target.describe()} ({len(applied)} migrations applied), "
-            f"Kafka {bootstrap}, namespace {namespace or '(none)'}; queries at {endpoint}"
+            f"sink: {target.describe()} ({len(applied)} migrations applied), Kafka "
+            f"{kafka.bootstrap_servers}, namespace {namespace or '(none)'}; queries at {endpoint}"
         )
 
     try:
         asyncio.run(
-            run_sink_service(
-                bootstrap, Topics(namespace), target, settings, group, query_port, ready
-            )
+            run_sink_service(kafka, Topics(namespace), target, settings, group, query_port, ready)
         )
     except (StoreError, MigrationError, KafkaError, OSError) as exc:
         err.print(f"[red]sink failed[/red]: {exc}")

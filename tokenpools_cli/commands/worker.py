@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, PARTITIONS, kafka_settings
+
 app = typer.Typer(
     help="Run the stream worker that computes and publishes limits.", no_args_is_help=True
 )
@@ -11,12 +13,10 @@ app = typer.Typer(
 
 @app.command()
 def run(
-    bootstrap: str = typer.Option(
-        "127.0.0.1:9092", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap."
-    ),
-    namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
+    bootstrap: str | None = BOOTSTRAP,
+    namespace: str = NAMESPACE,
     tick: float = typer.Option(1.0, min=0.1, max=60, help="Seconds between controller ticks."),
-    partitions: int = typer.Option(6, min=1, help="Partitions of the pool-keyed topics."),
+    partitions: int = PARTITIONS,
     metrics_port: int | None = typer.Option(
         None, help="Serve Prometheus metrics on this port (off when not given)."
     ),
@@ -31,7 +31,7 @@ def run(
 
     try:
         settings = WorkerSettings(
-            bootstrap=bootstrap,
+            kafka=kafka_settings(bootstrap),
             namespace=namespace,
             tick_s=tick,
             partitions=partitions,

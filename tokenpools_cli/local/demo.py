@@ -14,13 +14,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.config_publisher import publish_config
-from connectors.kafka.consumer import DeadLetterCounter, decoded_batches
+from connectors.kafka.consumer import DeadLetterCounter, decoded_batches, make_consumer
 from connectors.kafka.producer import make_producer, send_record
 from connectors.kafka.topic_reader import read_to_end
 from connectors.replay.trace_events import completed_events
@@ -97,9 +96,9 @@ async def run_demo(
         await producer.flush()
         result.per_topic_produced[topics.requests] = sent
 
-        consumer = AIOKafkaConsumer(
+        consumer = make_consumer(
+            bootstrap,
             topics.requests,
-            bootstrap_servers=bootstrap,
             group_id=f"{namespace}-demo",
             auto_offset_reset="earliest",
             enable_auto_commit=False,
