@@ -13,7 +13,7 @@ from connectors.sidecar.estimate import Estimate
 from connectors.sidecar.exchange import Exchange
 from connectors.sidecar.limits import LimitSource
 from connectors.sidecar.outcomes import WaitEnd
-from tests.sidecar.stack import platform
+from tests.helpers.sidecar_stack import platform
 from tokenpools.admission.outcomes import AdmissionReason
 from tokenpools.schemas import Dims, RequestEvent, Tier, decode_as, encode
 
