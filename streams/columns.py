@@ -18,9 +18,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tokenpools.controller import PoolController
-from tokenpools.windows import PHASE_CODE, RequestColumns
-
-PHASES = {phase.value: code for phase, code in PHASE_CODE.items()}
+from tokenpools.schemas.events import PHASE_CODE
+from tokenpools.windows import RequestColumns
 
 
 def to_columns(
@@ -45,7 +44,7 @@ def to_columns(
     cols = RequestColumns(
         time=np.fromiter((o["time"] for o in objs), np.float64, n),
         entitlement=ent,
-        phase=np.fromiter((PHASES[o["phase"]] for o in objs), np.int8, n),
+        phase=np.fromiter((PHASE_CODE[o["phase"]] for o in objs), np.int8, n),
         estimate=np.fromiter((o.get("estimate_tokens", 0) for o in objs), np.float64, n),
         tokens=np.fromiter(
             (o.get("prompt_tokens", 0) + o.get("completion_tokens", 0) for o in objs),

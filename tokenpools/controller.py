@@ -26,21 +26,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenpools import autoscaling, debt
-from tokenpools.allocation import (
-    CONC,
-    ELASTIC,
-    GUARANTEED,
-    KV,
-    SPOT,
-    TPS,
-    Allocation,
-    AllocationInput,
-    allocate,
-)
+from tokenpools.allocation import Allocation, AllocationInput, allocate
 from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns
-from tokenpools.schemas.config import Tier
-from tokenpools.schemas.dims import Dims
+from tokenpools.schemas.config import TIER_CODE, TierCode
+from tokenpools.schemas.dims import DimIndex, Dims
 from tokenpools.schemas.events import (
+    PHASE_CODE,
     EngineSample,
     LimitUpdate,
     PoolConfigRecord,
@@ -49,9 +40,9 @@ from tokenpools.schemas.events import (
     ScalingDecision,
 )
 from tokenpools.topics import limit_key
-from tokenpools.windows import PHASE_CODE, DemandWindows, EngineWindows, RequestColumns
+from tokenpools.windows import DemandWindows, EngineWindows, RequestColumns
 
-TIER_CODE = {Tier.GUARANTEED: GUARANTEED, Tier.ELASTIC: ELASTIC, Tier.SPOT: SPOT}
+TPS, KV, CONC = DimIndex.TPS, DimIndex.KV, DimIndex.CONC
 
 # Share of an entitlement's limit split evenly between its instances, so a
 # quiet instance can still admit its first request.
@@ -204,7 +195,7 @@ class PoolController:
         self._expected = np.array([e.expected_output_tokens for e in ents], dtype=float)
         default_delay_s = config.enforcement.default_admission_delay_ms / 1000
         self._sigma = np.array([debt.slo_tightness(e.slo, default_delay_s) for e in ents])
-        self._accrues = self._tier == ELASTIC
+        self._accrues = self._tier == TierCode.ELASTIC
         self._priority = debt.priority(
             self._weight, self._debt, self._sigma, settings.priority_kappa
         )
@@ -354,7 +345,7 @@ class PoolController:
         self._priority = debt.priority(
             self._weight, self._debt, self._sigma, settings.priority_kappa
         )
-        shared = self._tier != SPOT
+        shared = self._tier != TierCode.SPOT
         wanted = np.minimum(window.demand, self._burst)
         need = autoscaling.replicas_needed(
             cfg.pool,
@@ -390,7 +381,7 @@ class PoolController:
         their measured demand.
         """
         factor = 1.0 + self._sigma * (SLO_HEADROOM + kappa * self._debt)
-        return np.where(self._tier == ELASTIC, factor, 1.0)
+        return np.where(self._tier == TierCode.ELASTIC, factor, 1.0)
 
     def tick(self, now: float) -> TickResult:
         arrays = self.compute(now)

@@ -29,18 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenpools.schemas.events import EngineSample, Phase
-
-# Phase codes of the columnar input (finished phases are >= COMPLETED).
-ADMITTED, REJECTED, COMPLETED, FAILED, CANCELLED, QUEUED = 0, 1, 2, 3, 4, -1
-PHASE_CODE: dict[Phase, int] = {
-    Phase.QUEUED: QUEUED,
-    Phase.ADMITTED: ADMITTED,
-    Phase.REJECTED: REJECTED,
-    Phase.COMPLETED: COMPLETED,
-    Phase.FAILED: FAILED,
-    Phase.CANCELLED: CANCELLED,
-}
+from tokenpools.schemas.dims import DimIndex
+from tokenpools.schemas.events import EngineSample, PhaseCode
 
 _SERIES = (
     "arrivals",  # admitted + rejected requests
@@ -75,7 +65,7 @@ class RequestColumns:
 
     time: np.ndarray  # float64 seconds
     entitlement: np.ndarray  # int64
-    phase: np.ndarray  # int8 phase codes
+    phase: np.ndarray  # int8 PhaseCode values
     estimate: np.ndarray  # float64 prompt + expected output tokens
     tokens: np.ndarray  # float64 prompt + completion tokens actually used
     queue_delay_s: np.ndarray  # float64
@@ -217,9 +207,9 @@ class DemandWindows:
         ent = cols.entitlement
         slot = absolute % nb
         phase = cols.phase
-        decided = (phase == ADMITTED) | (phase == REJECTED)
-        rejected = phase == REJECTED
-        finished = phase >= COMPLETED
+        decided = (phase == PhaseCode.ADMITTED) | (phase == PhaseCode.REJECTED)
+        rejected = phase == PhaseCode.REJECTED
+        finished = phase >= PhaseCode.COMPLETED
         est = cols.estimate
         wait = cols.queue_delay_s
         np.maximum.at(self.last_arrival, ent[decided], cols.time[decided])
@@ -251,8 +241,8 @@ class DemandWindows:
         self, ent: np.ndarray, phase: np.ndarray, est: np.ndarray, wait: np.ndarray
     ) -> None:
         """Requests waiting now: +1 when queued, −1 when decided after a wait (never < 0)."""
-        entered = phase == QUEUED
-        left = ((phase == ADMITTED) | (phase == REJECTED)) & (wait > 0)
+        entered = phase == PhaseCode.QUEUED
+        left = ((phase == PhaseCode.ADMITTED) | (phase == PhaseCode.REJECTED)) & (wait > 0)
         if not entered.any() and not (left.any() and self.queued.any()):
             return
         step = entered.astype(float) - left.astype(float)
@@ -265,7 +255,9 @@ class DemandWindows:
         self, ent: np.ndarray, slot: np.ndarray, t: np.ndarray, phase: np.ndarray, est: np.ndarray
     ) -> None:
         """In-flight and KV gauges after every event, and their per-bucket peaks."""
-        step = np.where(phase == ADMITTED, 1.0, np.where(phase >= COMPLETED, -1.0, 0.0))
+        step = np.where(
+            phase == PhaseCode.ADMITTED, 1.0, np.where(phase >= PhaseCode.COMPLETED, -1.0, 0.0)
+        )
         if not step.any():
             return
         moving = step != 0
@@ -329,18 +321,19 @@ class DemandWindows:
         has = done > 0
         self.service_s[has] = s["service_s"][has] / done[has]
         svc = self.service_s
+        tps, kv, conc = DimIndex.TPS, DimIndex.KV, DimIndex.CONC
         unmet = np.empty((self.n, 3))
-        unmet[:, 0] = (1.0 + TPS_MARGIN) * s["rejected_tokens"] / span
-        unmet[:, 1] = (s["rejected_tokens"] * svc + s["wait_token_s"]) / span
-        unmet[:, 2] = (s["rejected"] * svc + s["wait_s"]) / span
+        unmet[:, tps] = (1.0 + TPS_MARGIN) * s["rejected_tokens"] / span
+        unmet[:, kv] = (s["rejected_tokens"] * svc + s["wait_token_s"]) / span
+        unmet[:, conc] = (s["rejected"] * svc + s["wait_s"]) / span
         served = np.empty((self.n, 3))
         admitted_tokens = np.maximum(s["arrival_tokens"] - s["rejected_tokens"], 0.0)
-        served[:, 0] = (1.0 + TPS_MARGIN) * admitted_tokens / span
+        served[:, tps] = (1.0 + TPS_MARGIN) * admitted_tokens / span
         peak_conc, peak_kv = self._peak_data.max(axis=1)
-        served[:, 1] = peak_kv
-        served[:, 2] = peak_conc
-        unmet[:, 1] += self.queued_kv
-        unmet[:, 2] += self.queued
+        served[:, kv] = peak_kv
+        served[:, conc] = peak_conc
+        unmet[:, kv] += self.queued_kv
+        unmet[:, conc] += self.queued
         demand = served + unmet
         idle = self.idle(now, s["arrivals"], span)
         demand[idle] = 0.0
