@@ -5,7 +5,7 @@ Rules, applied in this order:
 * a record that does not decode as a `RequestEvent` (not JSON, wrong type,
   negative token counts, unknown schema version, …) is a **dead letter**: its
   raw bytes go to the DLQ with the error in the headers. Records are parsed by
-  the fast path of `streams.columns`; what it does not plainly accept is judged
+  the plain fast path (`tokenpools.schemas.plain`); what it does not plainly accept is judged
   by `tokenpools.schemas.codec`, the authority on the schema;
 * a valid event stamped more than the pool's window before now is **late**,
   one stamped more than `FUTURE_SKEW_S` after now is **future** (a clock this

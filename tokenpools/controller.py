@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,7 +32,6 @@ from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns
 from tokenpools.schemas.config import TIER_CODE, TierCode
 from tokenpools.schemas.dims import DimIndex, Dims
 from tokenpools.schemas.events import (
-    PHASE_CODE,
     EngineSample,
     LimitUpdate,
     PoolConfigRecord,
@@ -40,7 +40,7 @@ from tokenpools.schemas.events import (
     ScalingDecision,
 )
 from tokenpools.topics import limit_key
-from tokenpools.windows import DemandWindows, EngineWindows, RequestColumns
+from tokenpools.windows import DemandWindows, EngineWindows, RequestColumns, request_columns
 
 TPS, KV, CONC = DimIndex.TPS, DimIndex.KV, DimIndex.CONC
 
@@ -219,9 +219,18 @@ class PoolController:
     # -- inputs -----------------------------------------------------------------------------
     def observe_requests(self, events: Sequence[RequestEvent]) -> None:
         """Add request events of this pool; other pools' and unknown entitlements' are dropped."""
-        cols = self.columns(events)
+        self.observe_records([dict(ev) for ev in events if ev.pool == self.pool])
+
+    def observe_records(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Add this pool's request events in their wire shape (e.g. plainly valid JSON objects).
+
+        Returns how many were of entitlements the pool does not have (dropped).
+        """
+        cols, unknown = request_columns(records, self._index, self.instance_row)
+        self.unknown_dropped += unknown
         if cols is not None:
             self._windows.observe(cols)
+        return unknown
 
     def observe_columns(self, cols: RequestColumns) -> None:
         """Fast path: events already as arrays with this controller's row indices."""
@@ -245,44 +254,6 @@ class PoolController:
             self._instances[instance] = row
             self._instance_names.append(instance)
         return row
-
-    def columns(self, events: Sequence[RequestEvent]) -> RequestColumns | None:
-        """Turn request events into the windows' columnar input."""
-        rows: list[tuple[float, int, int, float, float, float, float, int]] = []
-        nan = math.nan
-        for ev in events:
-            if ev.pool != self.pool:
-                continue
-            row = self._index.get(ev.entitlement)
-            if row is None:
-                self.unknown_dropped += 1
-                continue
-            latency = nan if ev.latency_ms is None else ev.latency_ms / 1000
-            rows.append(
-                (
-                    ev.time,
-                    row,
-                    PHASE_CODE[ev.phase],
-                    float(ev.estimate_tokens),
-                    float(ev.prompt_tokens + ev.completion_tokens),
-                    ev.queue_delay_ms / 1000,
-                    latency,
-                    self.instance_row(ev.instance),
-                )
-            )
-        if not rows:
-            return None
-        t, ent, phase, est, tok, wait, lat, inst = (np.array(c) for c in zip(*rows, strict=True))
-        return RequestColumns(
-            time=t.astype(float),
-            entitlement=ent.astype(np.int64),
-            phase=phase.astype(np.int8),
-            estimate=est.astype(float),
-            tokens=tok.astype(float),
-            queue_delay_s=wait.astype(float),
-            latency_s=lat.astype(float),
-            instance=inst.astype(np.int64),
-        )
 
     def observe_engine(self, samples: Sequence[EngineSample]) -> None:
         for sample in samples:

@@ -25,12 +25,14 @@ error. Time only moves forward: `advance(now)` clears buckets that fall out.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from tokenpools.schemas.dims import DimIndex
-from tokenpools.schemas.events import EngineSample, PhaseCode
+from tokenpools.schemas.events import PHASE_CODE, EngineSample, PhaseCode
 
 _SERIES = (
     "arrivals",  # admitted + rejected requests
@@ -74,6 +76,51 @@ class RequestColumns:
 
     def __len__(self) -> int:
         return len(self.time)
+
+
+def request_columns(
+    records: Sequence[Mapping[str, Any]],
+    rows: Mapping[str, int],
+    instance_row: Callable[[str], int],
+) -> tuple[RequestColumns | None, int]:
+    """Request events in their wire shape as the windows' columns; also how many were dropped.
+
+    The one conversion every feeder uses (the stream worker's plainly valid
+    objects, `RequestEvent`s' fields, the simulator's reports), so none can lay
+    the columns out differently. `rows` maps entitlement names to window rows;
+    records of other entitlements are dropped and counted. `instance_row`
+    numbers sidecar instances ('' → -1), in record order.
+    """
+    n = len(records)
+    ent = np.fromiter((rows.get(o["entitlement"], -1) for o in records), np.int64, n)
+    known = ent >= 0
+    unknown = int(n - np.count_nonzero(known))
+    if unknown:
+        records = [o for o, k in zip(records, known, strict=True) if k]
+        ent = ent[known]
+        n = len(records)
+    if n == 0:
+        return None, unknown
+    nan = math.nan
+    cols = RequestColumns(
+        time=np.fromiter((o["time"] for o in records), np.float64, n),
+        entitlement=ent,
+        phase=np.fromiter((PHASE_CODE[o["phase"]] for o in records), np.int8, n),
+        estimate=np.fromiter((o.get("estimate_tokens", 0) for o in records), np.float64, n),
+        tokens=np.fromiter(
+            (o.get("prompt_tokens", 0) + o.get("completion_tokens", 0) for o in records),
+            np.float64,
+            n,
+        ),
+        queue_delay_s=np.fromiter((o.get("queue_delay_ms", 0.0) for o in records), np.float64, n)
+        / 1000,
+        latency_s=np.fromiter(
+            (nan if (x := o.get("latency_ms")) is None else x for o in records), np.float64, n
+        )
+        / 1000,
+        instance=np.fromiter((instance_row(o.get("instance", "")) for o in records), np.int64, n),
+    )
+    return cols, unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,10 +31,9 @@ from tokenpools.controller import PoolController
 from tokenpools.engine_model import EngineEventKind, EngineModel, EngineParams
 from tokenpools.schemas.config import FallbackMode, PlatformConfig
 from tokenpools.schemas.dims import Dims
-from tokenpools.schemas.events import EngineSample, PhaseCode, PoolConfigRecord
+from tokenpools.schemas.events import EngineSample, Phase, PoolConfigRecord
 from tokenpools.simulation.result import Outcome, SimResult, Timeline
 from tokenpools.simulation.workload import Scenario, SimRequest, replica_params
-from tokenpools.windows import RequestColumns
 
 
 class _Kind(IntEnum):
@@ -83,7 +82,7 @@ class _Pool:
     generation: list[int]
     scheduled: list[float | None]
     ents: list[int]  # global entitlement indices
-    events: list[tuple[float, int, int, float, float, float, float]] = field(default_factory=list)
+    events: list[dict[str, object]] = field(default_factory=list)  # request events, wire shape
     running: dict[int, dict[str, _Req]] = field(default_factory=dict)  # replica -> id -> req
 
 
@@ -184,14 +183,31 @@ class Simulator:
             self._push(wake, _Kind.WAKE, partial(self._wake, e))
 
     def _report(
-        self, req: _Req, now: float, phase: PhaseCode, tokens: float, latency: float
+        self,
+        req: _Req,
+        now: float,
+        phase: Phase,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
     ) -> None:
-        """The request event a sidecar would publish, in the controller's columnar form."""
+        """The request event a sidecar would publish (its fields; the controller reads them)."""
         pool = self.pools[self.pool_of[req.ent]]
         wait = 0.0 if math.isnan(req.admitted_at) else req.admitted_at - req.spec.time
-        if phase is PhaseCode.REJECTED:
+        if phase is Phase.REJECTED:
             wait = now - req.spec.time
-        pool.events.append((now, self.row_of[req.ent], phase, req.estimate, tokens, wait, latency))
+        finished = phase in (Phase.COMPLETED, Phase.FAILED)
+        pool.events.append(
+            {
+                "time": now,
+                "entitlement": self.names[req.ent],
+                "phase": phase,
+                "estimate_tokens": req.estimate,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "queue_delay_ms": wait * 1000,
+                "latency_ms": (now - req.spec.time) * 1000 if finished else None,
+            }
+        )
 
     # -- requests ---------------------------------------------------------------------------
     def _arrive(self, req: _Req, now: float) -> None:
@@ -203,7 +219,7 @@ class Simulator:
         if decision.admitted:
             self._admit(req, now)
         elif decision.queued:
-            self._report(req, now, PhaseCode.QUEUED, 0.0, math.nan)
+            self._report(req, now, Phase.QUEUED)
             self._schedule_wake(e, now)
         else:
             self._reject(req, now, Outcome.REJECTED)
@@ -212,18 +228,18 @@ class Simulator:
         req.outcome = outcome
         req.finished_at = now
         self._tick_rejected[req.ent] += 1
-        self._report(req, now, PhaseCode.REJECTED, 0.0, math.nan)
+        self._report(req, now, Phase.REJECTED)
 
     def _admit(self, req: _Req, now: float) -> None:
         req.admitted_at = now
         req.outcome = Outcome.RUNNING
         self.in_flight[req.ent] += 1
         self._tick_admitted[req.ent] += 1
-        self._report(req, now, PhaseCode.ADMITTED, 0.0, math.nan)
+        self._report(req, now, Phase.ADMITTED)
         pool = self.pools[self.pool_of[req.ent]]
         r = self._route(pool)
         if r < 0:
-            self._finish(req, now, Outcome.FAILED, 0)
+            self._finish(req, now, Outcome.FAILED)
             return
         req.replica = r
         engine = pool.engines[r]
@@ -231,7 +247,7 @@ class Simulator:
         rid = str(req.index)
         aborted = engine.submit(rid, req.spec.prompt_tokens, req.spec.output_tokens, now)
         if aborted:
-            self._finish(req, now, Outcome.FAILED, 0)
+            self._finish(req, now, Outcome.FAILED)
             return
         pool.running[r][rid] = req
         self._schedule_step(pool, r)
@@ -245,16 +261,23 @@ class Simulator:
                     best, best_load = r, load
         return best
 
-    def _finish(self, req: _Req, now: float, outcome: Outcome, tokens: int) -> None:
+    def _finish(
+        self,
+        req: _Req,
+        now: float,
+        outcome: Outcome,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        """A request leaves the engine: completed, or failed with no tokens used."""
         req.outcome = outcome
         req.finished_at = now
         self.in_flight[req.ent] -= 1
-        latency = now - req.spec.time
-        phase = PhaseCode.COMPLETED if outcome is Outcome.COMPLETED else PhaseCode.FAILED
-        self._report(req, now, phase, float(tokens), latency)
+        phase = Phase.COMPLETED if outcome is Outcome.COMPLETED else Phase.FAILED
+        self._report(req, now, phase, prompt_tokens, completion_tokens)
         if self.admission:
             gate = self.gates[req.ent]
-            gate.complete(req.estimate, tokens, req.estimate, now)
+            gate.complete(req.estimate, prompt_tokens + completion_tokens, req.estimate, now)
             self._release(req.ent, now)
 
     def _release(self, e: int, now: float) -> None:
@@ -285,10 +308,10 @@ class Simulator:
                 running[ev.request_id].first_token_at = now
             elif kind is EngineEventKind.FINISHED:
                 req = running.pop(ev.request_id)
-                self._finish(req, now, Outcome.COMPLETED, ev.prompt_tokens + ev.tokens)
+                self._finish(req, now, Outcome.COMPLETED, ev.prompt_tokens, ev.tokens)
             elif kind is EngineEventKind.ABORTED:
                 req = running.pop(ev.request_id)
-                self._finish(req, now, Outcome.FAILED, 0)
+                self._finish(req, now, Outcome.FAILED)
         self._schedule_step(pool, r)
 
     def _change(self, pool: _Pool, r: int, up: bool, now: float) -> None:
@@ -303,7 +326,7 @@ class Simulator:
             lost = pool.running[r]
             pool.running[r] = {}
             for rid in sorted(lost, key=int):  # connections drop: the requests fail
-                self._finish(lost[rid], now, Outcome.FAILED, 0)
+                self._finish(lost[rid], now, Outcome.FAILED)
 
     # -- control loop -----------------------------------------------------------------------
     def _tick(self, now: float) -> None:
@@ -311,7 +334,7 @@ class Simulator:
             ctl = pool.controller
             ctl.observe_engine(self._samples(pool, now))
             if pool.events:
-                ctl.observe_columns(_columns(pool.events))
+                ctl.observe_records(pool.events)
                 pool.events = []
             arrays = ctl.compute(now)
             limit = arrays.allocation.limit
@@ -411,17 +434,3 @@ class Simulator:
             admission=self.admission,
             end=duration,
         )
-
-
-def _columns(events: list[tuple[float, int, int, float, float, float, float]]) -> RequestColumns:
-    arr = np.array(events, dtype=float)
-    return RequestColumns(
-        time=arr[:, 0],
-        entitlement=arr[:, 1].astype(np.int64),
-        phase=arr[:, 2].astype(np.int8),
-        estimate=arr[:, 3],
-        tokens=arr[:, 4],
-        queue_delay_s=arr[:, 5],
-        latency_s=arr[:, 6],
-        instance=np.full(len(arr), -1, dtype=np.int64),
-    )
