@@ -185,7 +185,8 @@ def entitled_shares(inp: AllocationInput, capacity: np.ndarray) -> np.ndarray:
     shared = inp.tier != TierCode.SPOT
     base = _guarantees_first(demand, guarantee, shared, capacity)
     room = np.where(shared[:, None], np.maximum(np.minimum(demand, ceiling) - base, 0.0), 0.0)
-    return base + water_fill(capacity - base.sum(axis=0), room, inp.weight)
+    shares: np.ndarray = base + water_fill(capacity - base.sum(axis=0), room, inp.weight)
+    return shares
 
 
 def whole_slots(limit: np.ndarray, ceiling: np.ndarray, capacity: float) -> np.ndarray:

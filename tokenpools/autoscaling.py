@@ -87,7 +87,7 @@ def decide(
 
 
 def _reason(direction: str, need: ReplicaNeed, pool: PoolSpec, desired: int) -> str:
-    d = DIMENSIONS.index(need.binding)  # type: ignore[arg-type]
+    d = DIMENSIONS.index(need.binding)
     per = getattr(pool.per_replica, need.binding) * pool.target_utilization
     text = (
         f"scale {direction} to {desired}: {need.binding} needs {need.need[d]:g} "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -98,9 +100,7 @@ def test_a_guaranteed_tenant_gets_min_of_demand_and_guarantee_when_guarantees_fi
 def test_spot_never_takes_from_a_guaranteed_tenant_with_demand(inp: AllocationInput) -> None:
     calm = allocate(inp)
     flooded_demand = np.where((inp.tier == TierCode.SPOT)[:, None], 1e9, inp.demand)
-    flood = allocate(
-        AllocationInput(**{**_fields(inp), "demand": flooded_demand})  # type: ignore[arg-type]
-    )
+    flood = allocate(replace(inp, demand=flooded_demand))
     guaranteed = inp.tier == TierCode.GUARANTEED
     assert np.allclose(flood.allocation[guaranteed], calm.allocation[guaranteed], atol=TOL)
     # and by default an active guaranteed tenant also keeps the rest of its guarantee
@@ -134,7 +134,7 @@ def test_more_weight_or_debt_never_means_less(
     before = allocate(inp)
     raised = inp.priority.copy()
     raised[e] *= boost
-    after = allocate(AllocationInput(**{**_fields(inp), "priority": raised}))  # type: ignore[arg-type]
+    after = allocate(replace(inp, priority=raised))
     assert np.all(after.allocation[e] >= before.allocation[e] - 1e-6 * inp.capacity)
 
 
@@ -179,10 +179,6 @@ def test_concurrency_limits_are_whole_requests_and_use_every_slot() -> None:
     assert out.limit[:, 2].sum() == 32
 
 
-def _fields(inp: AllocationInput) -> dict[str, object]:
-    return {f: getattr(inp, f) for f in AllocationInput.__slots__}
-
-
 @settings(max_examples=100, deadline=None)
 @given(pools(fit=True, lend=True))
 def test_with_lending_spot_still_never_takes_what_a_guaranteed_tenant_demands(
@@ -190,7 +186,7 @@ def test_with_lending_spot_still_never_takes_what_a_guaranteed_tenant_demands(
 ) -> None:
     calm = allocate(inp)
     flooded_demand = np.where((inp.tier == TierCode.SPOT)[:, None], 1e9, inp.demand)
-    flood = allocate(AllocationInput(**{**_fields(inp), "demand": flooded_demand}))  # type: ignore[arg-type]
+    flood = allocate(replace(inp, demand=flooded_demand))
     guaranteed = inp.tier == TierCode.GUARANTEED
     assert np.allclose(flood.allocation[guaranteed], calm.allocation[guaranteed], atol=TOL)
 

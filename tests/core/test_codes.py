@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 import pytest
 
 from tokenpools.admission import AdmissionReason
@@ -18,7 +20,9 @@ from tokenpools.schemas import (
 
 
 @pytest.mark.parametrize(("words", "codes"), [(Phase, PhaseCode), (Tier, TierCode)])
-def test_every_wire_value_has_the_code_of_the_same_name(words: type, codes: type) -> None:
+def test_every_wire_value_has_the_code_of_the_same_name(
+    words: type[Enum], codes: type[Enum]
+) -> None:
     assert [w.name for w in words] == [c.name for c in codes]
 
 
@@ -39,5 +43,5 @@ def test_dimension_columns_follow_dimensions() -> None:
 
 
 def test_admission_reasons_are_their_wire_strings() -> None:
-    assert AdmissionReason.KV == "kv" and f"{AdmissionReason.QUEUE_FULL}" == "queue_full"
+    assert "kv" in set(AdmissionReason) and f"{AdmissionReason.QUEUE_FULL}" == "queue_full"
     assert AdmissionReason("expired") is AdmissionReason.EXPIRED

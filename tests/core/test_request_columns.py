@@ -34,7 +34,7 @@ FIELDS = (
 def expected(events: list[RequestEvent]) -> tuple[list[tuple[float, ...]], int]:
     """Event by event, written out from the docs: what each column must hold."""
     instances: dict[str, int] = {}
-    rows = []
+    rows: list[tuple[float, ...]] = []
     for e in events:
         if e.entitlement not in ROWS:
             continue
