@@ -26,7 +26,7 @@ from functools import partial
 
 import numpy as np
 
-from tokenpools.admission import Admission, fallback_limits, max_wait_s
+from tokenpools.admission import Admission, AdmissionReason, fallback_limits, max_wait_s
 from tokenpools.controller import PoolController
 from tokenpools.engine_model import EngineEventKind, EngineModel, EngineParams
 from tokenpools.schemas.config import FallbackMode, PlatformConfig
@@ -189,6 +189,7 @@ class Simulator:
         phase: Phase,
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
+        reason: AdmissionReason | None = None,
     ) -> None:
         """The request event a sidecar would publish (its fields; the controller reads them)."""
         pool = self.pools[self.pool_of[req.ent]]
@@ -206,6 +207,7 @@ class Simulator:
                 "completion_tokens": completion_tokens,
                 "queue_delay_ms": wait * 1000,
                 "latency_ms": (now - req.spec.time) * 1000 if finished else None,
+                "reason": reason,
             }
         )
 
@@ -222,13 +224,14 @@ class Simulator:
             self._report(req, now, Phase.QUEUED)
             self._schedule_wake(e, now)
         else:
-            self._reject(req, now, Outcome.REJECTED)
+            self._reject(req, now, Outcome.REJECTED, decision.reason)
 
-    def _reject(self, req: _Req, now: float, outcome: Outcome) -> None:
+    def _reject(self, req: _Req, now: float, outcome: Outcome, reason: AdmissionReason) -> None:
+        """Answered 429: at once (the gate's reason) or after its wait ran out (EXPIRED)."""
         req.outcome = outcome
         req.finished_at = now
         self._tick_rejected[req.ent] += 1
-        self._report(req, now, Phase.REJECTED)
+        self._report(req, now, Phase.REJECTED, reason=reason)
 
     def _admit(self, req: _Req, now: float) -> None:
         req.admitted_at = now
@@ -283,7 +286,7 @@ class Simulator:
     def _release(self, e: int, now: float) -> None:
         admitted, expired = self.gates[e].release_ready(now)
         for req in expired:
-            self._reject(req, now, Outcome.EXPIRED)
+            self._reject(req, now, Outcome.EXPIRED, AdmissionReason.EXPIRED)
         for req in admitted:
             self._admit(req, now)
         if self.gates[e].queued:
