@@ -35,9 +35,9 @@ from tokenpools.config_file import load_config
 from tokenpools.controller import PoolController
 from tokenpools.schemas.config import ControllerSettings, EntitlementSpec, PoolSpec, Tier
 from tokenpools.schemas.dims import Dims, OptionalDims
-from tokenpools.schemas.events import PoolConfigRecord
+from tokenpools.schemas.events import PhaseCode, PoolConfigRecord
 from tokenpools.simulation import Simulator, read_azure_trace, trace_scenario
-from tokenpools.windows import ADMITTED, COMPLETED, REJECTED, RequestColumns
+from tokenpools.windows import RequestColumns
 
 ROOT = Path(__file__).resolve().parents[1]
 TIERS = (Tier.GUARANTEED, Tier.ELASTIC, Tier.SPOT)
@@ -76,7 +76,9 @@ def feed(
     """
     m = n * 10
     rows = [ctl.instance_row(f"sidecar-{k}") for k in range(sidecars)]
-    phase = rng.choice([ADMITTED, REJECTED, COMPLETED], size=m, p=[0.5, 0.2, 0.3]).astype(np.int8)
+    phase = rng.choice(
+        [PhaseCode.ADMITTED, PhaseCode.REJECTED, PhaseCode.COMPLETED], size=m, p=[0.5, 0.2, 0.3]
+    ).astype(np.int8)
     ctl.observe_columns(
         RequestColumns(
             time=np.sort(rng.uniform(now - 9.5, now, m)),
@@ -85,7 +87,7 @@ def feed(
             estimate=rng.uniform(100, 2000, m),
             tokens=rng.uniform(100, 2000, m),
             queue_delay_s=np.zeros(m),
-            latency_s=np.where(phase == COMPLETED, rng.uniform(0.5, 5, m), np.nan),
+            latency_s=np.where(phase == PhaseCode.COMPLETED, rng.uniform(0.5, 5, m), np.nan),
             instance=rng.choice(rows, size=m) if rows else np.full(m, -1),
         )
     )

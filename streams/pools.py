@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from connectors.kafka.partitioner import partition_of
-from streams.columns import to_columns
 from streams.screening import DEDUPE_HORIZON_S, RecentIds
 from tokenpools.controller import ControllerState, PoolController, TickResult
 from tokenpools.schemas import DecodeError, decode_as
@@ -109,19 +109,16 @@ class PoolRegistry:
         return added, removed
 
     # -- inputs and the tick ----------------------------------------------------------------
-    def observe_requests(self, events: Mapping[str, list[dict]]) -> Observed:
-        """Feed plainly valid event objects (see `streams.columns`), grouped by pool."""
+    def observe_requests(self, events: Mapping[str, list[dict[str, Any]]]) -> Observed:
+        """Feed plainly valid event objects (`tokenpools.schemas.plain`), grouped by pool."""
         late = unknown = 0
         for pool, batch in events.items():
             controller = self._controllers.get(pool)
             if controller is None:
                 continue
-            cols, missing = to_columns(batch, controller, controller.entitlement_rows)
-            unknown += missing
-            if cols is not None:
-                late_before = controller.windows.late_dropped
-                controller.observe_columns(cols)
-                late += controller.windows.late_dropped - late_before
+            late_before = controller.windows.late_dropped
+            unknown += controller.observe_records(batch)
+            late += controller.windows.late_dropped - late_before
         return Observed(late=late, unknown_entitlement=unknown)
 
     def observe_engine(self, samples: Iterable[EngineSample]) -> int:

@@ -5,7 +5,7 @@ Rules, applied in this order:
 * a record that does not decode as a `RequestEvent` (not JSON, wrong type,
   negative token counts, unknown schema version, …) is a **dead letter**: its
   raw bytes go to the DLQ with the error in the headers. Records are parsed by
-  the fast path of `streams.columns`; what it does not plainly accept is judged
+  the plain fast path (`tokenpools.schemas.plain`); what it does not plainly accept is judged
   by `tokenpools.schemas.codec`, the authority on the schema;
 * a valid event stamped more than the pool's window before now is **late**,
   one stamped more than `FUTURE_SKEW_S` after now is **future** (a clock this
@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.schemas.events import RequestEvent
@@ -51,7 +51,9 @@ class RawRecord(Protocol):
 class Screened:
     """One batch, sorted."""
 
-    events: dict[str, list[dict]] = field(default_factory=dict)  # plainly valid event objects
+    events: dict[str, list[dict[str, Any]]] = field(
+        default_factory=dict
+    )  # plainly valid event objects
     dead: list[tuple[RawRecord, str]] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
 
@@ -109,7 +111,7 @@ def screen(
             continue
         objs.append(event.model_dump(mode="json"))
     # per pool, looked up once a batch: (earliest time kept, its id memory, its events)
-    lanes: dict[str, tuple[float, RecentIds, list[dict]] | None] = {}
+    lanes: dict[str, tuple[float, RecentIds, list[dict[str, Any]]] | None] = {}
     latest = now + FUTURE_SKEW_S
     for o in objs:
         pool = o["pool"]
@@ -139,7 +141,7 @@ def _lane(
     now: float,
     window_of: Callable[[str], float | None],
     recent_of: Callable[[str], RecentIds],
-) -> tuple[float, RecentIds, list[dict]] | None:
+) -> tuple[float, RecentIds, list[dict[str, Any]]] | None:
     window = window_of(pool)
     if window is None:
         return None

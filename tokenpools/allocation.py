@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GUARANTEED, ELASTIC, SPOT = 0, 1, 2
-TPS, KV, CONC = 0, 1, 2  # columns of the dimensions
+from tokenpools.schemas.config import TierCode
+from tokenpools.schemas.dims import DimIndex
 
 
 def water_fill(available: np.ndarray, caps: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -82,7 +82,7 @@ class AllocationInput:
     demand: np.ndarray  # (E, 3)
     guarantee: np.ndarray  # (E, 3)
     burst: np.ndarray  # (E, 3)
-    tier: np.ndarray  # (E,) GUARANTEED / ELASTIC / SPOT
+    tier: np.ndarray  # (E,) TierCode
     weight: np.ndarray  # (E,) base weight w
     priority: np.ndarray  # (E,) π = w·(1 + κ·σ·debt)
     headroom_fraction: float = 1.0
@@ -108,7 +108,7 @@ def allocate(inp: AllocationInput) -> Allocation:
     ceiling = np.minimum(inp.burst, capacity[None, :])
     guarantee = np.minimum(inp.guarantee, ceiling)
     wanted = np.minimum(demand, ceiling)
-    spot = inp.tier == SPOT
+    spot = inp.tier == TierCode.SPOT
     shared = ~spot
 
     # 1. guarantees first, pro rata if capacity no longer covers them
@@ -117,7 +117,7 @@ def allocate(inp: AllocationInput) -> Allocation:
     # 2. an active guaranteed tenant keeps the rest of its guarantee as headroom: without
     #    preemption, capacity lent out comes back only as fast as the borrower drains
     remaining = np.maximum(capacity - base.sum(axis=0), 0.0)
-    guaranteed = inp.tier == GUARANTEED
+    guaranteed = inp.tier == TierCode.GUARANTEED
     active = guaranteed & (demand > 0).any(axis=1) & (not inp.lend_guarantees)
     reserve = np.where(active[:, None], np.maximum(guarantee - base, 0.0), 0.0)
     if inp.unit is not None:  # an idle one keeps one request's worth of it, to start with
@@ -161,7 +161,8 @@ def allocate(inp: AllocationInput) -> Allocation:
         extra = water_fill(slack, stage_caps, weights)
         limit = limit + extra
         slack = np.maximum(slack - extra.sum(axis=0), 0.0)
-    limit[:, CONC] = whole_slots(limit[:, CONC], ceiling[:, CONC], capacity[CONC])
+    conc = DimIndex.CONC
+    limit[:, conc] = whole_slots(limit[:, conc], ceiling[:, conc], capacity[conc])
     return Allocation(allocation=allocation, limit=limit, entitled=entitled)
 
 
@@ -181,10 +182,11 @@ def entitled_shares(inp: AllocationInput, capacity: np.ndarray) -> np.ndarray:
     ceiling = np.minimum(inp.burst, capacity[None, :])
     guarantee = np.minimum(inp.guarantee, ceiling)
     demand = np.maximum(inp.demand, 0.0)
-    shared = inp.tier != SPOT
+    shared = inp.tier != TierCode.SPOT
     base = _guarantees_first(demand, guarantee, shared, capacity)
     room = np.where(shared[:, None], np.maximum(np.minimum(demand, ceiling) - base, 0.0), 0.0)
-    return base + water_fill(capacity - base.sum(axis=0), room, inp.weight)
+    shares: np.ndarray = base + water_fill(capacity - base.sum(axis=0), room, inp.weight)
+    return shares
 
 
 def whole_slots(limit: np.ndarray, ceiling: np.ndarray, capacity: float) -> np.ndarray:

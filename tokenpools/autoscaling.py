@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tokenpools.schemas.config import PoolSpec
-from tokenpools.schemas.dims import DIMENSIONS
+from tokenpools.schemas.dims import DIMENSIONS, Dimension, DimIndex
 
 
 @dataclass(frozen=True, slots=True)
 class ReplicaNeed:
     replicas: int  # n* before bounds
     guarantee_floor: int  # replicas the guarantees alone need
-    binding: str  # dimension that sets n*
+    binding: Dimension  # the dimension that sets n*
     need: np.ndarray  # (3,) capacity needed per dimension
 
 
@@ -48,7 +48,7 @@ def replicas_needed(
 
     n_star, binding = count(need)
     floor, _ = count(guarantee_total)
-    return ReplicaNeed(n_star, floor, DIMENSIONS[binding].value, need)
+    return ReplicaNeed(n_star, floor, DIMENSIONS[binding], need)
 
 
 @dataclass
@@ -87,7 +87,7 @@ def decide(
 
 
 def _reason(direction: str, need: ReplicaNeed, pool: PoolSpec, desired: int) -> str:
-    d = DIMENSIONS.index(need.binding)  # type: ignore[arg-type]
+    d = DimIndex[need.binding.name]
     per = getattr(pool.per_replica, need.binding) * pool.target_utilization
     text = (
         f"scale {direction} to {desired}: {need.binding} needs {need.need[d]:g} "

@@ -60,7 +60,7 @@ def format_validation_error(exc: ValidationError) -> list[str]:
     return problems
 
 
-def _path(loc: tuple) -> str:
+def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):

@@ -77,4 +77,5 @@ def update_debt(
 
 def priority(weight: np.ndarray, debt: np.ndarray, sigma: np.ndarray, kappa: float) -> np.ndarray:
     """π = w · (1 + κ · σ · debt)."""
-    return weight * (1.0 + kappa * sigma * debt)
+    pi: np.ndarray = weight * (1.0 + kappa * sigma * debt)
+    return pi

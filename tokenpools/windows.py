@@ -25,22 +25,14 @@ error. Time only moves forward: `advance(now)` clears buckets that fall out.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from tokenpools.schemas.events import EngineSample, Phase
-
-# Phase codes of the columnar input (finished phases are >= COMPLETED).
-ADMITTED, REJECTED, COMPLETED, FAILED, CANCELLED, QUEUED = 0, 1, 2, 3, 4, -1
-PHASE_CODE: dict[Phase, int] = {
-    Phase.QUEUED: QUEUED,
-    Phase.ADMITTED: ADMITTED,
-    Phase.REJECTED: REJECTED,
-    Phase.COMPLETED: COMPLETED,
-    Phase.FAILED: FAILED,
-    Phase.CANCELLED: CANCELLED,
-}
+from tokenpools.schemas.dims import DimIndex
+from tokenpools.schemas.events import PHASE_CODE, EngineSample, PhaseCode
 
 _SERIES = (
     "arrivals",  # admitted + rejected requests
@@ -75,7 +67,7 @@ class RequestColumns:
 
     time: np.ndarray  # float64 seconds
     entitlement: np.ndarray  # int64
-    phase: np.ndarray  # int8 phase codes
+    phase: np.ndarray  # int8 PhaseCode values
     estimate: np.ndarray  # float64 prompt + expected output tokens
     tokens: np.ndarray  # float64 prompt + completion tokens actually used
     queue_delay_s: np.ndarray  # float64
@@ -84,6 +76,51 @@ class RequestColumns:
 
     def __len__(self) -> int:
         return len(self.time)
+
+
+def request_columns(
+    records: Sequence[Mapping[str, Any]],
+    rows: Mapping[str, int],
+    instance_row: Callable[[str], int],
+) -> tuple[RequestColumns | None, int]:
+    """Request events in their wire shape as the windows' columns; also how many were dropped.
+
+    The one conversion every feeder uses (the stream worker's plainly valid
+    objects, `RequestEvent`s' fields, the simulator's reports), so none can lay
+    the columns out differently. `rows` maps entitlement names to window rows;
+    records of other entitlements are dropped and counted. `instance_row`
+    numbers sidecar instances ('' → -1), in record order.
+    """
+    n = len(records)
+    ent = np.fromiter((rows.get(o["entitlement"], -1) for o in records), np.int64, n)
+    known = ent >= 0
+    unknown = int(n - np.count_nonzero(known))
+    if unknown:
+        records = [o for o, k in zip(records, known, strict=True) if k]
+        ent = ent[known]
+        n = len(records)
+    if n == 0:
+        return None, unknown
+    nan = math.nan
+    cols = RequestColumns(
+        time=np.fromiter((o["time"] for o in records), np.float64, n),
+        entitlement=ent,
+        phase=np.fromiter((PHASE_CODE[o["phase"]] for o in records), np.int8, n),
+        estimate=np.fromiter((o.get("estimate_tokens", 0) for o in records), np.float64, n),
+        tokens=np.fromiter(
+            (o.get("prompt_tokens", 0) + o.get("completion_tokens", 0) for o in records),
+            np.float64,
+            n,
+        ),
+        queue_delay_s=np.fromiter((o.get("queue_delay_ms", 0.0) for o in records), np.float64, n)
+        / 1000,
+        latency_s=np.fromiter(
+            (nan if (x := o.get("latency_ms")) is None else x for o in records), np.float64, n
+        )
+        / 1000,
+        instance=np.fromiter((instance_row(o.get("instance", "")) for o in records), np.int64, n),
+    )
+    return cols, unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,9 +254,9 @@ class DemandWindows:
         ent = cols.entitlement
         slot = absolute % nb
         phase = cols.phase
-        decided = (phase == ADMITTED) | (phase == REJECTED)
-        rejected = phase == REJECTED
-        finished = phase >= COMPLETED
+        decided = (phase == PhaseCode.ADMITTED) | (phase == PhaseCode.REJECTED)
+        rejected = phase == PhaseCode.REJECTED
+        finished = phase >= PhaseCode.COMPLETED
         est = cols.estimate
         wait = cols.queue_delay_s
         np.maximum.at(self.last_arrival, ent[decided], cols.time[decided])
@@ -251,8 +288,8 @@ class DemandWindows:
         self, ent: np.ndarray, phase: np.ndarray, est: np.ndarray, wait: np.ndarray
     ) -> None:
         """Requests waiting now: +1 when queued, −1 when decided after a wait (never < 0)."""
-        entered = phase == QUEUED
-        left = ((phase == ADMITTED) | (phase == REJECTED)) & (wait > 0)
+        entered = phase == PhaseCode.QUEUED
+        left = ((phase == PhaseCode.ADMITTED) | (phase == PhaseCode.REJECTED)) & (wait > 0)
         if not entered.any() and not (left.any() and self.queued.any()):
             return
         step = entered.astype(float) - left.astype(float)
@@ -265,7 +302,9 @@ class DemandWindows:
         self, ent: np.ndarray, slot: np.ndarray, t: np.ndarray, phase: np.ndarray, est: np.ndarray
     ) -> None:
         """In-flight and KV gauges after every event, and their per-bucket peaks."""
-        step = np.where(phase == ADMITTED, 1.0, np.where(phase >= COMPLETED, -1.0, 0.0))
+        step = np.where(
+            phase == PhaseCode.ADMITTED, 1.0, np.where(phase >= PhaseCode.COMPLETED, -1.0, 0.0)
+        )
         if not step.any():
             return
         moving = step != 0
@@ -329,18 +368,19 @@ class DemandWindows:
         has = done > 0
         self.service_s[has] = s["service_s"][has] / done[has]
         svc = self.service_s
+        tps, kv, conc = DimIndex.TPS, DimIndex.KV, DimIndex.CONC
         unmet = np.empty((self.n, 3))
-        unmet[:, 0] = (1.0 + TPS_MARGIN) * s["rejected_tokens"] / span
-        unmet[:, 1] = (s["rejected_tokens"] * svc + s["wait_token_s"]) / span
-        unmet[:, 2] = (s["rejected"] * svc + s["wait_s"]) / span
+        unmet[:, tps] = (1.0 + TPS_MARGIN) * s["rejected_tokens"] / span
+        unmet[:, kv] = (s["rejected_tokens"] * svc + s["wait_token_s"]) / span
+        unmet[:, conc] = (s["rejected"] * svc + s["wait_s"]) / span
         served = np.empty((self.n, 3))
         admitted_tokens = np.maximum(s["arrival_tokens"] - s["rejected_tokens"], 0.0)
-        served[:, 0] = (1.0 + TPS_MARGIN) * admitted_tokens / span
+        served[:, tps] = (1.0 + TPS_MARGIN) * admitted_tokens / span
         peak_conc, peak_kv = self._peak_data.max(axis=1)
-        served[:, 1] = peak_kv
-        served[:, 2] = peak_conc
-        unmet[:, 1] += self.queued_kv
-        unmet[:, 2] += self.queued
+        served[:, kv] = peak_kv
+        served[:, conc] = peak_conc
+        unmet[:, kv] += self.queued_kv
+        unmet[:, conc] += self.queued
         demand = served + unmet
         idle = self.idle(now, s["arrivals"], span)
         demand[idle] = 0.0

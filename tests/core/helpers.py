@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tokenpools.schemas.config import (
     ControllerSettings,
     EntitlementSpec,
@@ -82,9 +84,9 @@ def request(
 
 
 def arrivals(
-    entitlement: str, start: float, count: int, gap: float, phase: Phase, **kw: object
+    entitlement: str, start: float, count: int, gap: float, phase: Phase, **kw: Any
 ) -> list[RequestEvent]:
     return [
-        request(entitlement, start + i * gap, phase, request_id=f"{entitlement}-{start}-{i}", **kw)  # type: ignore[arg-type]
+        request(entitlement, start + i * gap, phase, request_id=f"{entitlement}-{start}-{i}", **kw)
         for i in range(count)
     ]

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenpools.allocation import (
-    ELASTIC,
-    GUARANTEED,
-    SPOT,
-    Allocation,
-    AllocationInput,
-    allocate,
-    water_fill,
-)
+from tokenpools.allocation import Allocation, AllocationInput, allocate, water_fill
+from tokenpools.schemas.config import TierCode
 
 TOL = 1e-6
 CONC_TOL = 1.0 + 1e-6  # concurrency limits are whole requests
@@ -32,11 +27,17 @@ def pools(draw: st.DrawFn, fit: bool = True, lend: bool | None = None) -> Alloca
         ]
     )
     tier = np.array(
-        draw(st.lists(st.sampled_from([GUARANTEED, ELASTIC, SPOT]), min_size=n, max_size=n))
+        draw(
+            st.lists(
+                st.sampled_from([TierCode.GUARANTEED, TierCode.ELASTIC, TierCode.SPOT]),
+                min_size=n,
+                max_size=n,
+            )
+        )
     )
     share = np.array(draw(st.lists(st.floats(0, 1), min_size=n, max_size=n)))
     scale = draw(st.floats(0, 1.0 if fit else 3.0))
-    guaranteed_share = np.where(tier == SPOT, 0.0, share)
+    guaranteed_share = np.where(tier == TierCode.SPOT, 0.0, share)
     total = guaranteed_share.sum()
     norm = guaranteed_share / total * scale if total > 0 else guaranteed_share
     guarantee = norm[:, None] * capacity[None, :]
@@ -90,7 +91,7 @@ def test_a_guaranteed_tenant_gets_min_of_demand_and_guarantee_when_guarantees_fi
 ) -> None:
     out = allocate(inp)
     owed = np.minimum(inp.demand, np.minimum(inp.guarantee, ceiling(inp)))
-    holders = inp.tier != SPOT
+    holders = inp.tier != TierCode.SPOT
     assert np.all(out.allocation[holders] >= owed[holders] - TOL)
 
 
@@ -98,11 +99,9 @@ def test_a_guaranteed_tenant_gets_min_of_demand_and_guarantee_when_guarantees_fi
 @given(pools(fit=True, lend=False))
 def test_spot_never_takes_from_a_guaranteed_tenant_with_demand(inp: AllocationInput) -> None:
     calm = allocate(inp)
-    flooded_demand = np.where((inp.tier == SPOT)[:, None], 1e9, inp.demand)
-    flood = allocate(
-        AllocationInput(**{**_fields(inp), "demand": flooded_demand})  # type: ignore[arg-type]
-    )
-    guaranteed = inp.tier == GUARANTEED
+    flooded_demand = np.where((inp.tier == TierCode.SPOT)[:, None], 1e9, inp.demand)
+    flood = allocate(replace(inp, demand=flooded_demand))
+    guaranteed = inp.tier == TierCode.GUARANTEED
     assert np.allclose(flood.allocation[guaranteed], calm.allocation[guaranteed], atol=TOL)
     # and by default an active guaranteed tenant also keeps the rest of its guarantee
     active = guaranteed & (inp.demand > 0).any(axis=1)
@@ -135,7 +134,7 @@ def test_more_weight_or_debt_never_means_less(
     before = allocate(inp)
     raised = inp.priority.copy()
     raised[e] *= boost
-    after = allocate(AllocationInput(**{**_fields(inp), "priority": raised}))  # type: ignore[arg-type]
+    after = allocate(replace(inp, priority=raised))
     assert np.all(after.allocation[e] >= before.allocation[e] - 1e-6 * inp.capacity)
 
 
@@ -171,7 +170,7 @@ def test_concurrency_limits_are_whole_requests_and_use_every_slot() -> None:
         demand=np.full((3, 3), 1e6),
         guarantee=np.zeros((3, 3)),
         burst=np.full((3, 3), np.inf),
-        tier=np.array([ELASTIC] * 3),
+        tier=np.array([TierCode.ELASTIC] * 3),
         weight=np.ones(3),
         priority=np.ones(3),
     )
@@ -180,19 +179,15 @@ def test_concurrency_limits_are_whole_requests_and_use_every_slot() -> None:
     assert out.limit[:, 2].sum() == 32
 
 
-def _fields(inp: AllocationInput) -> dict[str, object]:
-    return {f: getattr(inp, f) for f in AllocationInput.__slots__}
-
-
 @settings(max_examples=100, deadline=None)
 @given(pools(fit=True, lend=True))
 def test_with_lending_spot_still_never_takes_what_a_guaranteed_tenant_demands(
     inp: AllocationInput,
 ) -> None:
     calm = allocate(inp)
-    flooded_demand = np.where((inp.tier == SPOT)[:, None], 1e9, inp.demand)
-    flood = allocate(AllocationInput(**{**_fields(inp), "demand": flooded_demand}))  # type: ignore[arg-type]
-    guaranteed = inp.tier == GUARANTEED
+    flooded_demand = np.where((inp.tier == TierCode.SPOT)[:, None], 1e9, inp.demand)
+    flood = allocate(replace(inp, demand=flooded_demand))
+    guaranteed = inp.tier == TierCode.GUARANTEED
     assert np.allclose(flood.allocation[guaranteed], calm.allocation[guaranteed], atol=TOL)
 
 
@@ -202,7 +197,7 @@ def test_an_idle_guaranteed_tenant_keeps_one_request_while_spot_floods() -> None
         demand=np.array([[0.0, 0.0, 0.0], [1e6, 1e6, 1e6]]),
         guarantee=np.array([[500.0, 5000.0, 5.0], [0.0, 0.0, 0.0]]),
         burst=np.full((2, 3), np.inf),
-        tier=np.array([GUARANTEED, SPOT]),
+        tier=np.array([TierCode.GUARANTEED, TierCode.SPOT]),
         weight=np.ones(2),
         priority=np.ones(2),
         unit=np.array([[100.0, 800.0, 1.0], [100.0, 800.0, 1.0]]),

@@ -21,7 +21,7 @@ def test_a_scenario_run_prints_per_entitlement_rows_and_writes_a_png(tmp_path: P
         ["simulate", "run", "--config", OVERLOAD, "--scenario", "overload",
          "--duration", "40", "--plot", str(png)],
         env={"COLUMNS": "200"},
-    )  # fmt: skip
+    )  # fmt: skip # the argv reads as one command line
     assert result.exit_code == 0, result.output
     for name in ("guaranteed-a", "spot", "latency p99", "utilization"):
         assert name in result.output

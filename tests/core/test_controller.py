@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,17 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.core.helpers import arrivals, ent, pool_config, request
-from tokenpools.controller import ControllerState, PoolController
+from tokenpools.controller import ControllerState, PoolController, TickResult
 from tokenpools.schemas.config import ScalingPolicy, Tier
 from tokenpools.schemas.dims import Dims
-from tokenpools.schemas.events import EngineSample, Phase, RequestEvent
+from tokenpools.schemas.events import EngineSample, Phase, PoolConfigRecord, RequestEvent
 
 
-def limits_of(result) -> dict[str, Dims]:  # type: ignore[no-untyped-def]
+def limits_of(result: TickResult) -> dict[str, Dims]:
     return {u.entitlement: u.limits for u in result.limits if u.instance == ""}
 
 
-def overload_config(**settings: float):  # type: ignore[no-untyped-def]
+def overload_config(**settings: Any) -> PoolConfigRecord:
     return pool_config(
         ent("gold", Tier.GUARANTEED, guarantee=(400, 4000, 4), burst=(600, 6000, 6)),
         ent("spot", Tier.SPOT),

@@ -5,19 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tokenpools.schemas.events import EngineSample
-from tokenpools.windows import (
-    ADMITTED,
-    COMPLETED,
-    QUEUED,
-    REJECTED,
-    TPS_MARGIN,
-    DemandWindows,
-    EngineWindows,
-    RequestColumns,
-)
+from tokenpools.schemas.dims import DimIndex
+from tokenpools.schemas.events import EngineSample, PhaseCode
+from tokenpools.windows import TPS_MARGIN, DemandWindows, EngineWindows, RequestColumns
 
-TPS, KV, CONC = 0, 1, 2
+TPS, KV, CONC = DimIndex.TPS, DimIndex.KV, DimIndex.CONC
+ADMITTED, REJECTED, COMPLETED, QUEUED = (
+    PhaseCode.ADMITTED,
+    PhaseCode.REJECTED,
+    PhaseCode.COMPLETED,
+    PhaseCode.QUEUED,
+)
 
 
 def events(

@@ -18,9 +18,9 @@ from tokenpools.controller import PoolController
 from tokenpools.schemas import decode_as
 from tokenpools.schemas.config import ControllerSettings, EntitlementSpec, PoolSpec, Tier
 from tokenpools.schemas.dims import Dims
-from tokenpools.schemas.events import LimitUpdate, PoolConfigRecord, PoolState
+from tokenpools.schemas.events import LimitUpdate, PhaseCode, PoolConfigRecord, PoolState
 from tokenpools.topics import Topics, limit_key
-from tokenpools.windows import ADMITTED, REJECTED, RequestColumns
+from tokenpools.windows import RequestColumns
 from tokenpools_cli.local.waiting import wait_for
 
 TENANTS = 4000  # ~1.4 MB of state: over Kafka's default 1 MB message limit
@@ -47,7 +47,7 @@ def big_pool() -> PoolController:
         RequestColumns(
             time=np.sort(rng.uniform(90.5, 100.0, m)),
             entitlement=rng.integers(0, n, m),
-            phase=rng.choice([ADMITTED, REJECTED], size=m).astype(np.int8),
+            phase=rng.choice([PhaseCode.ADMITTED, PhaseCode.REJECTED], size=m).astype(np.int8),
             estimate=rng.uniform(100, 2000, m),
             tokens=rng.uniform(100, 2000, m),
             queue_delay_s=np.zeros(m),

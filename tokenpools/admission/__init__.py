@@ -4,16 +4,16 @@ All are O(1) per request (the wait queue's deadline heap is O(log n)) and
 take time as an argument, so live enforcement and simulation behave alike.
 """
 
-from tokenpools.admission.gate import ADMITTED, QUEUED, Admission, Decision
+from tokenpools.admission.gate import Admission, Decision
+from tokenpools.admission.outcomes import AdmissionReason
 from tokenpools.admission.policy import fallback_limits, max_wait_s
 from tokenpools.admission.reservations import Reservations
 from tokenpools.admission.token_bucket import TokenBucket
 from tokenpools.admission.wait_queue import WaitQueue
 
 __all__ = [
-    "ADMITTED",
-    "QUEUED",
     "Admission",
+    "AdmissionReason",
     "Decision",
     "Reservations",
     "TokenBucket",

@@ -25,6 +25,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from tokenpools.admission.outcomes import AdmissionReason
 from tokenpools.admission.reservations import Reservations
 from tokenpools.admission.token_bucket import TokenBucket
 from tokenpools.admission.wait_queue import WaitQueue
@@ -32,22 +33,18 @@ from tokenpools.schemas.dims import Dims
 
 T = TypeVar("T", bound=Hashable)
 
-ADMITTED = "admitted"
-QUEUED = "queued"
-
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The answer to one request; `reason` names the full dimension when not admitted.
 
-    reason: "admitted", "queued", "conc", "kv", "tps", "behind_queue" (others
-    wait; `try_admit` does not overtake them), "queue_full"; a wait
-    that ran out is reported by `release_ready` as expired.
+    A wait that runs out is not a Decision: `release_ready` returns it among
+    the expired items (AdmissionReason.EXPIRED where it is reported).
     """
 
     admitted: bool
     retry_after_s: float
-    reason: str
+    reason: AdmissionReason
     queued: bool = False
 
 
@@ -88,12 +85,12 @@ class Admission(Generic[T]):
         self.bucket.set_rate(limits.tps, limits.tps * self.burst_s, now)
 
     # -- admission --------------------------------------------------------------------------
-    def _blocked_by(self, estimate: float, kv: float, now: float) -> str | None:
+    def _blocked_by(self, estimate: float, kv: float, now: float) -> AdmissionReason | None:
         full = self.reservations.fits(1, kv, self.limits.conc, self.limits.kv)
         if full is not None:
             return full
         if self.bucket.time_until(estimate, now) > 0:
-            return "tps"
+            return AdmissionReason.TPS
         return None
 
     def _take(self, estimate: float, kv: float, now: float) -> None:
@@ -101,8 +98,8 @@ class Admission(Generic[T]):
         self.bucket.charge(estimate, now)
         self.reservations.reserve(1, kv)
 
-    def _retry_after(self, reason: str, estimate: float, now: float) -> float:
-        if reason == "tps":
+    def _retry_after(self, reason: AdmissionReason, estimate: float, now: float) -> float:
+        if reason is AdmissionReason.TPS:
             wait = self.bucket.time_until(estimate, now)
             return wait if math.isfinite(wait) else self.retry_hint_s
         return self.retry_hint_s
@@ -110,11 +107,11 @@ class Admission(Generic[T]):
     def try_admit(self, estimate_tokens: float, kv_tokens: float, now: float) -> Decision:
         """Admit now or say why not; never queues, never overtakes queued requests."""
         if len(self.queue):
-            return Decision(False, self.retry_hint_s, "behind_queue")
+            return Decision(False, self.retry_hint_s, AdmissionReason.BEHIND_QUEUE)
         reason = self._blocked_by(estimate_tokens, kv_tokens, now)
         if reason is None:
             self._take(estimate_tokens, kv_tokens, now)
-            return Decision(True, 0.0, ADMITTED)
+            return Decision(True, 0.0, AdmissionReason.ADMITTED)
         return Decision(False, self._retry_after(reason, estimate_tokens, now), reason)
 
     def admit_or_queue(
@@ -126,9 +123,9 @@ class Admission(Generic[T]):
             return decision
         if self.queue.push(item, now + self.max_wait_s):
             self._queued[item] = (estimate_tokens, kv_tokens)
-            return Decision(False, self.max_wait_s, QUEUED, queued=True)
+            return Decision(False, self.max_wait_s, AdmissionReason.QUEUED, queued=True)
         retry = self._retry_after(decision.reason, estimate_tokens, now)
-        return Decision(False, retry, "queue_full")
+        return Decision(False, retry, AdmissionReason.QUEUE_FULL)
 
     def release_ready(self, now: float) -> tuple[list[T], list[T]]:
         """(admitted, expired) queued items: expired ones first, then the head while it fits."""

@@ -19,3 +19,4 @@ class AdmissionReason(StrEnum):
     TPS = "tps"  # token bucket short
     BEHIND_QUEUE = "behind_queue"  # others wait first; try_admit never overtakes them
     QUEUE_FULL = "queue_full"  # would wait, but the wait queue is full
+    EXPIRED = "expired"  # waited its whole admission delay without room (`release_ready`)

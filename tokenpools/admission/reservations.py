@@ -10,6 +10,8 @@ and never when the limit is 0. O(1).
 
 from __future__ import annotations
 
+from tokenpools.admission.outcomes import AdmissionReason
+
 
 class Reservations:
     """In-flight requests and KV tokens, checked against limits passed in."""
@@ -20,16 +22,18 @@ class Reservations:
         self.in_flight = 0
         self.kv_tokens = 0.0
 
-    def fits(self, conc: int, kv: float, conc_limit: float, kv_limit: float) -> str | None:
-        """None when the request fits, else the dimension that is full ("conc" or "kv")."""
+    def fits(
+        self, conc: int, kv: float, conc_limit: float, kv_limit: float
+    ) -> AdmissionReason | None:
+        """None when the request fits, else the dimension that is full (CONC or KV)."""
         if self.in_flight + conc > conc_limit + 1e-9:
-            return "conc"
+            return AdmissionReason.CONC
         if kv > 0:
             if kv_limit <= 0:
-                return "kv"
+                return AdmissionReason.KV
             oversize_alone = kv > kv_limit and self.kv_tokens <= 0
             if self.kv_tokens + kv > kv_limit + 1e-9 and not oversize_alone:
-                return "kv"
+                return AdmissionReason.KV
         return None
 
     def try_reserve(self, conc: int, kv: float, conc_limit: float, kv_limit: float) -> bool:

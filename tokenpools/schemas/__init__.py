@@ -2,6 +2,7 @@
 
 from tokenpools.schemas.codec import DecodeError, decode, decode_as, encode
 from tokenpools.schemas.config import (
+    TIER_CODE,
     ControllerSettings,
     EnforcementSettings,
     EntitlementSpec,
@@ -11,14 +12,17 @@ from tokenpools.schemas.config import (
     ScalingPolicy,
     Slo,
     Tier,
+    TierCode,
 )
-from tokenpools.schemas.dims import DIMENSIONS, Dimension, Dims, OptionalDims
+from tokenpools.schemas.dims import DIMENSIONS, Dimension, DimIndex, Dims, OptionalDims
 from tokenpools.schemas.events import (
+    PHASE_CODE,
     SCHEMA_VERSION,
     EngineSample,
     EntitlementState,
     LimitUpdate,
     Phase,
+    PhaseCode,
     PoolConfigRecord,
     PoolState,
     RequestEvent,
@@ -27,9 +31,12 @@ from tokenpools.schemas.events import (
 
 __all__ = [
     "DIMENSIONS",
+    "PHASE_CODE",
     "SCHEMA_VERSION",
+    "TIER_CODE",
     "ControllerSettings",
     "DecodeError",
+    "DimIndex",
     "Dimension",
     "Dims",
     "EnforcementSettings",
@@ -40,6 +47,7 @@ __all__ = [
     "LimitUpdate",
     "OptionalDims",
     "Phase",
+    "PhaseCode",
     "PlatformConfig",
     "PoolConfigRecord",
     "PoolSpec",
@@ -49,6 +57,7 @@ __all__ = [
     "ScalingPolicy",
     "Slo",
     "Tier",
+    "TierCode",
     "decode",
     "decode_as",
     "encode",

@@ -8,7 +8,7 @@ and the error to the dead-letter topic and carry on.
 from __future__ import annotations
 
 import functools
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -51,10 +51,11 @@ def decode_as(data: bytes | None, model: type[T]) -> T:
 
 @functools.cache
 def _type_of(model: type[BaseModel]) -> str:
-    return model.model_fields["type"].default
+    tag: str = model.model_fields["type"].default
+    return tag
 
 
-def _load(data: bytes | None) -> dict:
+def _load(data: bytes | None) -> dict[str, Any]:
     if data is None:
         raise DecodeError("empty record (tombstone)")
     try:

@@ -10,7 +10,9 @@ span objects (unknown pool, duplicate keys, guarantees over capacity) live in
 from __future__ import annotations
 
 import math
-from enum import StrEnum
+from collections.abc import Mapping
+from enum import IntEnum, StrEnum
+from types import MappingProxyType
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -24,6 +26,17 @@ class Tier(StrEnum):
     GUARANTEED = "guaranteed"
     ELASTIC = "elastic"
     SPOT = "spot"
+
+
+class TierCode(IntEnum):
+    """A `Tier` as the integer code of the allocator's arrays (the order it serves them in)."""
+
+    GUARANTEED = 0
+    ELASTIC = 1
+    SPOT = 2
+
+
+TIER_CODE: Mapping[str, TierCode] = MappingProxyType({t: TierCode[t.name] for t in Tier})
 
 
 class FallbackMode(StrEnum):

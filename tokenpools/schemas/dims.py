@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,14 @@ class Dimension(StrEnum):
 
 
 DIMENSIONS: tuple[Dimension, ...] = (Dimension.TPS, Dimension.KV, Dimension.CONC)
+
+
+class DimIndex(IntEnum):
+    """A `Dimension`'s column in the core's (…, 3) arrays: its place in DIMENSIONS."""
+
+    TPS = 0
+    KV = 1
+    CONC = 2
 
 
 class Dims(BaseModel):

@@ -7,7 +7,9 @@ never appear raw: request events carry `key_hash` only.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from collections.abc import Mapping
+from enum import IntEnum, StrEnum
+from types import MappingProxyType
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +47,25 @@ class Phase(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+class PhaseCode(IntEnum):
+    """A `Phase` as the int8 code of the windows' columnar input.
+
+    Finished phases are `>= COMPLETED` and QUEUED is below the decided ones, so
+    the windows classify a whole batch with two comparisons.
+    """
+
+    QUEUED = -1
+    ADMITTED = 0
+    REJECTED = 1
+    COMPLETED = 2
+    FAILED = 3
+    CANCELLED = 4
+
+
+# Phase (or its wire string: a StrEnum hashes as its value) -> its code.
+PHASE_CODE: Mapping[str, PhaseCode] = MappingProxyType({p: PhaseCode[p.name] for p in Phase})
 
 
 class RequestEvent(_Record):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import orjson
@@ -33,8 +34,12 @@ _OPTIONAL_MS = ("ttft_ms", "latency_ms")
 
 
 def _number(x: object) -> bool:
-    t = type(x)
-    return (t is float and math.isfinite(x) and x >= 0) or (t is int and 0 <= x < MAX_EXACT)  # type: ignore[operator]
+    """A finite non-negative float, or an int a float64 holds exactly (not a bool)."""
+    if type(x) is float:
+        return math.isfinite(x) and x >= 0
+    if type(x) is int:
+        return 0 <= x < MAX_EXACT
+    return False
 
 
 def plainly_valid(o: object) -> bool:
@@ -75,7 +80,7 @@ def plainly_valid(o: object) -> bool:
     return type(status) is int and 0 <= status <= 999
 
 
-def all_plainly_valid(objs: list) -> bool:
+def all_plainly_valid(objs: list[Any]) -> bool:
     """`plainly_valid` for a whole batch at once, field by field (C-level loops).
 
     The same rules as `plainly_valid`; a batch where any check fails is judged
@@ -84,10 +89,10 @@ def all_plainly_valid(objs: list) -> bool:
     if not objs or set(map(type, objs)) != {dict} or not all(map(FIELDS.issuperset, objs)):
         return False
 
-    def col(name: str, default: object = None) -> list:
+    def col(name: str, default: object = None) -> list[Any]:
         return [o.get(name, default) for o in objs]
 
-    def types(values: list) -> set[type]:
+    def types(values: list[Any]) -> set[type]:
         return set(map(type, values))
 
     if set(col("type")) != {"request"} or not set(col("phase")) <= PHASES:
@@ -122,16 +127,16 @@ def all_plainly_valid(objs: list) -> bool:
     return True
 
 
-def _nonnegative(values: list) -> bool:
+def _nonnegative(values: list[Any]) -> bool:
     arr = np.array(values, dtype=np.float64)
     return bool(np.isfinite(arr).all() and (arr >= 0).all() and max(values) < MAX_EXACT)
 
 
-def parse_plain(values: Sequence[bytes | None]) -> tuple[list[dict], list[int]]:
+def parse_plain(values: Sequence[bytes | None]) -> tuple[list[dict[str, Any]], list[int]]:
     """Plainly valid objects (in order), and the indices of the records the codec must judge."""
     loads = orjson.loads
     try:
-        objs = list(map(loads, values))  # type: ignore[arg-type]
+        objs = list(map(loads, values))  # type: ignore[arg-type]  # None raises TypeError: caught
     except (orjson.JSONDecodeError, TypeError):
         objs = None
     try:
@@ -139,14 +144,14 @@ def parse_plain(values: Sequence[bytes | None]) -> tuple[list[dict], list[int]]:
             return objs, []
     except (TypeError, ValueError, OverflowError):  # unhashable or odd values: judge one by one
         pass
-    good: list[dict] = []
+    good: list[dict[str, Any]] = []
     slow: list[int] = []
     for i, value in enumerate(values):
         if objs is not None:  # the batch parsed; only its check failed: judge what was parsed
             o = objs[i]
         else:
             try:
-                o = loads(value)  # type: ignore[arg-type]
+                o = loads(value)  # type: ignore[arg-type]  # None raises TypeError: caught
             except (orjson.JSONDecodeError, TypeError):
                 slow.append(i)
                 continue

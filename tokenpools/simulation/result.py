@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from tokenpools.schemas.config import Tier
 
 if TYPE_CHECKING:
-    from tokenpools.simulation.workload import Scenario
+    from tokenpools.simulation.workload import Scenario, SimRequest
 
 
 class Outcome(IntEnum):
@@ -22,6 +23,17 @@ class Outcome(IntEnum):
     REJECTED = 3  # 429 at once
     EXPIRED = 4  # 429 after waiting the SLO's admission delay
     FAILED = 5  # engine lost, prompt too long
+
+
+class SimulatedRequest(Protocol):
+    """What `SimResult.collect` reads of one request the simulator played."""
+
+    ent: int  # entitlement index
+    spec: SimRequest
+    admitted_at: float  # NaN: never admitted
+    first_token_at: float
+    finished_at: float
+    outcome: Outcome
 
 
 _ENT_SERIES = (
@@ -46,7 +58,7 @@ class Timeline:
         self._pool_rows: list[list[tuple[float, float, float, float, float, float, float]]] = [
             [] for _ in pools
         ]
-        self._ent_rows: dict[str, list[list[np.ndarray]]] = {s: [] for s in _ENT_SERIES}
+        self._ent_rows: dict[str, list[np.ndarray]] = {s: [] for s in _ENT_SERIES}
         self._ent_times: list[float] = []
         self._ent_index: list[list[int]] = []
         self._pool_of: dict[int, int] = {}
@@ -87,7 +99,8 @@ class Timeline:
     def entitlement(self, name: str) -> dict[str, np.ndarray]:
         """time plus each series for one entitlement (dimensioned ones are (T, 3))."""
         e = self.names.index(name)
-        times, values = [], {s: [] for s in _ENT_SERIES}  # type: ignore[var-annotated]
+        times: list[float] = []
+        values: dict[str, list[np.ndarray]] = {s: [] for s in _ENT_SERIES}
         for t, ents, *_ in zip(self._ent_times, self._ent_index, strict=True):
             if e in ents:
                 times.append(t)
@@ -152,7 +165,7 @@ class SimResult:
         names: list[str],
         tiers: list[Tier],
         slo_delay_s: list[float],
-        requests: list,  # list[_Req]
+        requests: Sequence[SimulatedRequest],
         timeline: Timeline,
         admission: bool,
         end: float,
@@ -185,12 +198,14 @@ class SimResult:
     # -- per-entitlement views --------------------------------------------------------------
     def mask(self, name: str, start: float = -math.inf, end: float = math.inf) -> np.ndarray:
         e = self.names.index(name)
-        return (self.ent == e) & (self.arrival >= start) & (self.arrival < end)
+        mask: np.ndarray = (self.ent == e) & (self.arrival >= start) & (self.arrival < end)
+        return mask
 
     def latencies(self, name: str, start: float = -math.inf, end: float = math.inf) -> np.ndarray:
         """End-to-end latency (arrival → last token, queueing included) of completed requests."""
         m = self.mask(name, start, end) & (self.outcome == Outcome.COMPLETED)
-        return self.finished_at[m] - self.arrival[m]
+        latency: np.ndarray = self.finished_at[m] - self.arrival[m]
+        return latency
 
     def summary(self) -> list[EntitlementSummary]:
         out = []

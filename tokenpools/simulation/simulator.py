@@ -21,22 +21,29 @@ import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import IntEnum
+from functools import partial
 
 import numpy as np
 
-from tokenpools.admission import Admission, fallback_limits, max_wait_s
+from tokenpools.admission import Admission, AdmissionReason, fallback_limits, max_wait_s
 from tokenpools.controller import PoolController
 from tokenpools.engine_model import EngineEventKind, EngineModel, EngineParams
 from tokenpools.schemas.config import FallbackMode, PlatformConfig
 from tokenpools.schemas.dims import Dims
-from tokenpools.schemas.events import EngineSample, PoolConfigRecord
+from tokenpools.schemas.events import EngineSample, Phase, PoolConfigRecord
 from tokenpools.simulation.result import Outcome, SimResult, Timeline
 from tokenpools.simulation.workload import Scenario, SimRequest, replica_params
-from tokenpools.windows import ADMITTED, COMPLETED, FAILED, QUEUED, REJECTED, RequestColumns
 
-# event kinds, in the order they run at the same instant
-_CHANGE, _STEP, _TICK, _WAKE = 0, 1, 2, 4
-_ARRIVAL = 3  # arrivals are merged from the sorted request list, not pushed
+
+class _Kind(IntEnum):
+    """Kinds of simulated events, in the order they run at the same instant."""
+
+    CHANGE = 0  # a replica goes up or down
+    STEP = 1  # an engine step ends
+    TICK = 2  # the controllers tick
+    ARRIVAL = 3  # merged from the sorted request list, never pushed
+    WAKE = 4  # a gate's queue may release or expire requests
 
 
 class _Req:
@@ -75,7 +82,7 @@ class _Pool:
     generation: list[int]
     scheduled: list[float | None]
     ents: list[int]  # global entitlement indices
-    events: list[tuple[float, int, int, float, float, float, float]] = field(default_factory=list)
+    events: list[dict[str, object]] = field(default_factory=list)  # request events, wire shape
     running: dict[int, dict[str, _Req]] = field(default_factory=dict)  # replica -> id -> req
 
 
@@ -105,17 +112,19 @@ class Simulator:
         self.pool_of: list[int] = [0] * len(self.names)
         self.row_of: list[int] = [0] * len(self.names)
         for p_idx, record in enumerate(PoolConfigRecord.from_platform(config)):
-            spec = record.pool
-            params = replica_params(scenario.step, spec.per_replica.conc, spec.per_replica.kv)
+            pool_spec = record.pool
+            params = replica_params(
+                scenario.step, pool_spec.per_replica.conc, pool_spec.per_replica.kv
+            )
             ctl = PoolController(record)
             ents = [self.index[e.name] for e in record.entitlements]
             for e in ents:
                 self.pool_of[e] = p_idx
                 self.row_of[e] = ctl.entitlement_row(self.names[e])
-            n = spec.replicas
+            n = pool_spec.replicas
             self.pools.append(
                 _Pool(
-                    name=spec.name,
+                    name=pool_spec.name,
                     controller=ctl,
                     params=params,
                     engines=[EngineModel(params, token_events=False) for _ in range(n)],
@@ -141,7 +150,8 @@ class Simulator:
                 )
             )
         self.expected_output = [s.expected_output_tokens for s in self.specs]
-        self._heap: list[tuple[float, int, int, object]] = []
+        # (time, kind, creation order, what happens): the first three order the events
+        self._heap: list[tuple[float, _Kind, int, Callable[[float], None]]] = []
         self._seq = 0
         self._wake_at = [math.inf] * len(self.names)
         self.in_flight = np.zeros(len(self.names))
@@ -150,9 +160,9 @@ class Simulator:
         self.timeline = Timeline(self.names, [p.name for p in self.pools])
 
     # -- event plumbing ---------------------------------------------------------------------
-    def _push(self, time: float, kind: int, payload: object) -> None:
+    def _push(self, time: float, kind: _Kind, action: Callable[[float], None]) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (time, kind, self._seq, payload))
+        heapq.heappush(self._heap, (time, kind, self._seq, action))
 
     def _schedule_step(self, pool: _Pool, r: int) -> None:
         engine = pool.engines[r]
@@ -161,7 +171,7 @@ class Simulator:
         t = engine.next_step_time()
         if t is not None:
             pool.scheduled[r] = t
-            self._push(t, _STEP, (pool, r, pool.generation[r]))
+            self._push(t, _Kind.STEP, partial(self._step, pool, r, pool.generation[r]))
 
     def _schedule_wake(self, e: int, now: float) -> None:
         wake = self.gates[e].next_wake(now)
@@ -170,15 +180,36 @@ class Simulator:
         wake = max(wake, now)
         if wake < self._wake_at[e] or self._wake_at[e] <= now:
             self._wake_at[e] = wake
-            self._push(wake, _WAKE, e)
+            self._push(wake, _Kind.WAKE, partial(self._wake, e))
 
-    def _report(self, req: _Req, now: float, phase: int, tokens: float, latency: float) -> None:
-        """The request event a sidecar would publish, in the controller's columnar form."""
+    def _report(
+        self,
+        req: _Req,
+        now: float,
+        phase: Phase,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        reason: AdmissionReason | None = None,
+    ) -> None:
+        """The request event a sidecar would publish (its fields; the controller reads them)."""
         pool = self.pools[self.pool_of[req.ent]]
         wait = 0.0 if math.isnan(req.admitted_at) else req.admitted_at - req.spec.time
-        if phase == REJECTED:
+        if phase is Phase.REJECTED:
             wait = now - req.spec.time
-        pool.events.append((now, self.row_of[req.ent], phase, req.estimate, tokens, wait, latency))
+        finished = phase in (Phase.COMPLETED, Phase.FAILED)
+        pool.events.append(
+            {
+                "time": now,
+                "entitlement": self.names[req.ent],
+                "phase": phase,
+                "estimate_tokens": req.estimate,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "queue_delay_ms": wait * 1000,
+                "latency_ms": (now - req.spec.time) * 1000 if finished else None,
+                "reason": reason,
+            }
+        )
 
     # -- requests ---------------------------------------------------------------------------
     def _arrive(self, req: _Req, now: float) -> None:
@@ -190,27 +221,28 @@ class Simulator:
         if decision.admitted:
             self._admit(req, now)
         elif decision.queued:
-            self._report(req, now, QUEUED, 0.0, math.nan)
+            self._report(req, now, Phase.QUEUED)
             self._schedule_wake(e, now)
         else:
-            self._reject(req, now, Outcome.REJECTED)
+            self._reject(req, now, Outcome.REJECTED, decision.reason)
 
-    def _reject(self, req: _Req, now: float, outcome: Outcome) -> None:
+    def _reject(self, req: _Req, now: float, outcome: Outcome, reason: AdmissionReason) -> None:
+        """Answered 429: at once (the gate's reason) or after its wait ran out (EXPIRED)."""
         req.outcome = outcome
         req.finished_at = now
         self._tick_rejected[req.ent] += 1
-        self._report(req, now, REJECTED, 0.0, math.nan)
+        self._report(req, now, Phase.REJECTED, reason=reason)
 
     def _admit(self, req: _Req, now: float) -> None:
         req.admitted_at = now
         req.outcome = Outcome.RUNNING
         self.in_flight[req.ent] += 1
         self._tick_admitted[req.ent] += 1
-        self._report(req, now, ADMITTED, 0.0, math.nan)
+        self._report(req, now, Phase.ADMITTED)
         pool = self.pools[self.pool_of[req.ent]]
         r = self._route(pool)
         if r < 0:
-            self._finish(req, now, Outcome.FAILED, 0)
+            self._finish(req, now, Outcome.FAILED)
             return
         req.replica = r
         engine = pool.engines[r]
@@ -218,7 +250,7 @@ class Simulator:
         rid = str(req.index)
         aborted = engine.submit(rid, req.spec.prompt_tokens, req.spec.output_tokens, now)
         if aborted:
-            self._finish(req, now, Outcome.FAILED, 0)
+            self._finish(req, now, Outcome.FAILED)
             return
         pool.running[r][rid] = req
         self._schedule_step(pool, r)
@@ -232,26 +264,38 @@ class Simulator:
                     best, best_load = r, load
         return best
 
-    def _finish(self, req: _Req, now: float, outcome: Outcome, tokens: int) -> None:
+    def _finish(
+        self,
+        req: _Req,
+        now: float,
+        outcome: Outcome,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        """A request leaves the engine: completed, or failed with no tokens used."""
         req.outcome = outcome
         req.finished_at = now
         self.in_flight[req.ent] -= 1
-        latency = now - req.spec.time
-        phase = COMPLETED if outcome is Outcome.COMPLETED else FAILED
-        self._report(req, now, phase, float(tokens), latency)
+        phase = Phase.COMPLETED if outcome is Outcome.COMPLETED else Phase.FAILED
+        self._report(req, now, phase, prompt_tokens, completion_tokens)
         if self.admission:
             gate = self.gates[req.ent]
-            gate.complete(req.estimate, tokens, req.estimate, now)
+            gate.complete(req.estimate, prompt_tokens + completion_tokens, req.estimate, now)
             self._release(req.ent, now)
 
     def _release(self, e: int, now: float) -> None:
         admitted, expired = self.gates[e].release_ready(now)
         for req in expired:
-            self._reject(req, now, Outcome.EXPIRED)
+            self._reject(req, now, Outcome.EXPIRED, AdmissionReason.EXPIRED)
         for req in admitted:
             self._admit(req, now)
         if self.gates[e].queued:
             self._schedule_wake(e, now)
+
+    def _wake(self, e: int, now: float) -> None:
+        if self._wake_at[e] == now:
+            self._wake_at[e] = math.inf
+        self._release(e, now)
 
     # -- engines ----------------------------------------------------------------------------
     def _step(self, pool: _Pool, r: int, generation: int, now: float) -> None:
@@ -267,10 +311,10 @@ class Simulator:
                 running[ev.request_id].first_token_at = now
             elif kind is EngineEventKind.FINISHED:
                 req = running.pop(ev.request_id)
-                self._finish(req, now, Outcome.COMPLETED, ev.prompt_tokens + ev.tokens)
+                self._finish(req, now, Outcome.COMPLETED, ev.prompt_tokens, ev.tokens)
             elif kind is EngineEventKind.ABORTED:
                 req = running.pop(ev.request_id)
-                self._finish(req, now, Outcome.FAILED, 0)
+                self._finish(req, now, Outcome.FAILED)
         self._schedule_step(pool, r)
 
     def _change(self, pool: _Pool, r: int, up: bool, now: float) -> None:
@@ -285,7 +329,7 @@ class Simulator:
             lost = pool.running[r]
             pool.running[r] = {}
             for rid in sorted(lost, key=int):  # connections drop: the requests fail
-                self._finish(lost[rid], now, Outcome.FAILED, 0)
+                self._finish(lost[rid], now, Outcome.FAILED)
 
     # -- control loop -----------------------------------------------------------------------
     def _tick(self, now: float) -> None:
@@ -293,7 +337,7 @@ class Simulator:
             ctl = pool.controller
             ctl.observe_engine(self._samples(pool, now))
             if pool.events:
-                ctl.observe_columns(_columns(pool.events))
+                ctl.observe_records(pool.events)
                 pool.events = []
             arrays = ctl.compute(now)
             limit = arrays.allocation.limit
@@ -351,35 +395,30 @@ class Simulator:
             reqs.append(_Req(i, spec, e, spec.prompt_tokens + out))
         for change in scenario.changes:
             pool = next(p for p in self.pools if p.name == change.pool)
-            self._push(change.time, _CHANGE, (pool, change.replica, change.up))
-        self._push(0.0, _TICK, None)  # a running system has limits before the first request
+            self._push(
+                change.time, _Kind.CHANGE, partial(self._change, pool, change.replica, change.up)
+            )
+        self._push(
+            0.0, _Kind.TICK, self._tick
+        )  # a running system has limits before the first request
         heap = self._heap
         next_arrival = 0
         n_req = len(reqs)
         next_progress = 0.0
         while True:
             t_arr = reqs[next_arrival].spec.time if next_arrival < n_req else math.inf
-            if heap and (heap[0][0] < t_arr or (heap[0][0] == t_arr and heap[0][1] < _ARRIVAL)):
-                now, kind, _, payload = heapq.heappop(heap)
+            if heap and (
+                heap[0][0] < t_arr or (heap[0][0] == t_arr and heap[0][1] < _Kind.ARRIVAL)
+            ):
+                now, kind, _, action = heapq.heappop(heap)
                 if now > duration:
                     break
-                if kind == _STEP:
-                    pool, r, gen = payload  # type: ignore[misc]
-                    self._step(pool, r, gen, now)
-                elif kind == _TICK:
-                    self._tick(now)
-                    self._push(now + self.tick_s, _TICK, None)
+                action(now)
+                if kind is _Kind.TICK:
+                    self._push(now + self.tick_s, _Kind.TICK, self._tick)
                     if progress is not None and now >= next_progress:
                         progress(now)
                         next_progress = now + 10.0
-                elif kind == _WAKE:
-                    e = payload  # type: ignore[assignment]
-                    if self._wake_at[e] == now:  # type: ignore[index]
-                        self._wake_at[e] = math.inf  # type: ignore[index]
-                    self._release(e, now)  # type: ignore[arg-type]
-                else:
-                    pool, r, up = payload  # type: ignore[misc]
-                    self._change(pool, r, up, now)
             elif t_arr <= duration:
                 self._arrive(reqs[next_arrival], t_arr)
                 next_arrival += 1
@@ -398,17 +437,3 @@ class Simulator:
             admission=self.admission,
             end=duration,
         )
-
-
-def _columns(events: list[tuple[float, int, int, float, float, float, float]]) -> RequestColumns:
-    arr = np.array(events, dtype=float)
-    return RequestColumns(
-        time=arr[:, 0],
-        entitlement=arr[:, 1].astype(np.int64),
-        phase=arr[:, 2].astype(np.int8),
-        estimate=arr[:, 3],
-        tokens=arr[:, 4],
-        queue_delay_s=arr[:, 5],
-        latency_s=arr[:, 6],
-        instance=np.full(len(arr), -1, dtype=np.int64),
-    )

@@ -1,0 +1,88 @@
+"""Request events become the windows' columns one way, whether parsed plainly or validated.
+
+(Which records are plainly valid is specified in `tests/core/test_plain.py`.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.core.request_records import valid_events
+from tokenpools.schemas.events import Phase, RequestEvent
+from tokenpools.windows import RequestColumns, request_columns
+
+ROWS = {"a": 0, "b": 1}
+PHASE_ORDER = [Phase.ADMITTED, Phase.REJECTED, Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED]
+FIELDS = (
+    "time",
+    "entitlement",
+    "phase",
+    "estimate",
+    "tokens",
+    "queue_delay_s",
+    "latency_s",
+    "instance",
+)
+
+
+def expected(events: list[RequestEvent]) -> tuple[list[tuple[float, ...]], int]:
+    """Event by event, written out from the docs: what each column must hold."""
+    instances: dict[str, int] = {}
+    rows: list[tuple[float, ...]] = []
+    for e in events:
+        if e.entitlement not in ROWS:
+            continue
+        inst = -1 if not e.instance else instances.setdefault(e.instance, len(instances))
+        phase = -1 if e.phase is Phase.QUEUED else PHASE_ORDER.index(e.phase)
+        latency = math.nan if e.latency_ms is None else e.latency_ms / 1000
+        rows.append(
+            (
+                e.time,
+                ROWS[e.entitlement],
+                phase,
+                e.estimate_tokens,
+                e.prompt_tokens + e.completion_tokens,
+                e.queue_delay_ms / 1000,
+                latency,
+                inst,
+            )
+        )
+    return rows, sum(e.entitlement not in ROWS for e in events)
+
+
+def numbering() -> Callable[[str], int]:
+    seen: dict[str, int] = {}
+    return lambda name: -1 if not name else seen.setdefault(name, len(seen))
+
+
+def wire(e: RequestEvent) -> Mapping[str, Any]:
+    return e.model_dump(mode="json")  # what the worker's plain fast path parses
+
+
+def fields(e: RequestEvent) -> Mapping[str, Any]:
+    return dict(e)  # what `PoolController.observe_requests` passes on
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(valid_events, min_size=1, max_size=30), st.sampled_from([wire, fields]))
+def test_columns_hold_each_known_event_in_order_and_unknown_ones_are_counted(
+    events: list[RequestEvent], shape: Callable[[RequestEvent], Mapping[str, Any]]
+) -> None:
+    cols, unknown = request_columns([shape(e) for e in events], ROWS, numbering())
+    rows, dropped = expected(events)
+    assert unknown == dropped
+    if not rows:
+        assert cols is None
+        return
+    assert isinstance(cols, RequestColumns)
+    for name, want in zip(FIELDS, zip(*rows, strict=True), strict=True):
+        got = getattr(cols, name)
+        np.testing.assert_array_equal(got, np.array(want, dtype=got.dtype), err_msg=name)
+    assert cols.phase.dtype == np.int8
+    assert cols.entitlement.dtype == cols.instance.dtype == np.int64

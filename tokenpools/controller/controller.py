@@ -1,0 +1,271 @@
+"""`PoolController`: one pool's windows, debt and scaler memory, and the tick that uses them.
+
+The tick: demand from the sliding windows (`tokenpools.windows`), capacity
+from the live replica count, claims (`claims`), one vectorized allocation over
+all entitlements and dimensions (`tokenpools.allocation`), the debt update
+(`tokenpools.debt`), the autoscaling decision (`tokenpools.autoscaling`),
+then the records (`records`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokenpools import autoscaling, debt
+from tokenpools.allocation import AllocationInput, allocate
+from tokenpools.controller import records
+from tokenpools.controller.claims import claims
+from tokenpools.controller.entitlements import EntitlementTable
+from tokenpools.controller.records import TickArrays, TickResult
+from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns
+from tokenpools.schemas.config import TierCode
+from tokenpools.schemas.events import EngineSample, PoolConfigRecord, RequestEvent
+from tokenpools.windows import DemandWindows, EngineWindows, RequestColumns, request_columns
+
+
+class ControllerState(BaseModel):
+    """What a restarted controller needs to continue where it stopped (JSON-serializable)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    pool: str
+    epoch: int = 0
+    last_tick: float | None = None
+    debt: dict[str, float] = Field(default_factory=dict)
+    priority: dict[str, float] = Field(default_factory=dict)
+    desired_replicas: int | None = None
+    last_scale_up: float | None = None
+    scale_history: list[tuple[float, int]] = Field(default_factory=list)
+
+
+class PoolController:
+    """Owns one pool's windows, debt and scaler memory; see the package docstring."""
+
+    def __init__(self, config: PoolConfigRecord, state: ControllerState | None = None) -> None:
+        settings = config.controller
+        self._config = config
+        self._table = EntitlementTable.build([], 0.0)  # `reconfigure` fills it
+        self._windows = DemandWindows(0, settings.window_s, settings.bucket_s)
+        self._engine = EngineWindows(settings.window_s)
+        self._instances: dict[str, int] = {}
+        self._instance_names: list[str] = []
+        self.unknown_dropped = 0
+        self._debt = np.zeros(0)
+        self._priority = np.zeros(0)
+        self._epoch = 0
+        self._last_tick: float | None = None
+        self._scaler = autoscaling.ScalerMemory(desired=config.pool.replicas)
+        self.reconfigure(config)
+        if state is not None:
+            self._restore(state)
+
+    # -- configuration ----------------------------------------------------------------------
+    @property
+    def pool(self) -> str:
+        return self._config.pool.name
+
+    @property
+    def entitlements(self) -> list[str]:
+        return list(self._table.names)
+
+    def reconfigure(self, config: PoolConfigRecord) -> None:
+        """Apply a new config; windows and debt of entitlements that remain are kept."""
+        if len(self._table) and config.pool.name != self.pool:
+            raise ValueError(f"controller of pool {self.pool!r} got config of {config.pool.name!r}")
+        settings = config.controller
+        default_delay_s = config.enforcement.default_admission_delay_ms / 1000
+        table = EntitlementTable.build(config.entitlements, default_delay_s)
+        old_rows = table.rows_in(self._table)
+        if (
+            settings.window_s != self._config.controller.window_s
+            or settings.bucket_s != self._config.controller.bucket_s
+        ):
+            self._windows = DemandWindows(len(table), settings.window_s, settings.bucket_s)
+            self._engine = EngineWindows(settings.window_s)
+        else:
+            self._windows.remap(old_rows)
+        keep = old_rows >= 0
+        new_debt = np.zeros(len(table))
+        new_debt[keep] = self._debt[old_rows[keep]]
+        self._debt = new_debt
+        self._config = config
+        self._table = table
+        self._instances.clear()
+        self._instance_names.clear()
+        self._priority = debt.priority(
+            table.weight, self._debt, table.sigma, settings.priority_kappa
+        )
+
+    def _restore(self, state: ControllerState) -> None:
+        if state.pool != self.pool:
+            raise ValueError(f"state of pool {state.pool!r} given to controller of {self.pool!r}")
+        table = self._table
+        self._epoch = state.epoch
+        self._last_tick = state.last_tick
+        self._debt = np.array([state.debt.get(n, 0.0) for n in table.names])
+        self._debt = np.where(table.accrues, self._debt, 0.0)
+        self._priority = debt.priority(
+            table.weight, self._debt, table.sigma, self._config.controller.priority_kappa
+        )
+        if state.desired_replicas is not None:
+            self._scaler.desired = state.desired_replicas
+        if state.last_scale_up is not None:
+            self._scaler.last_scale_up = state.last_scale_up
+        self._scaler.history = list(state.scale_history)
+
+    # -- inputs -----------------------------------------------------------------------------
+    def observe_requests(self, events: Sequence[RequestEvent]) -> None:
+        """Add request events of this pool; other pools' and unknown entitlements' are dropped."""
+        self.observe_records([dict(ev) for ev in events if ev.pool == self.pool])
+
+    def observe_records(self, events: Sequence[Mapping[str, Any]]) -> int:
+        """Add this pool's request events in their wire shape (e.g. plainly valid JSON objects).
+
+        Returns how many were of entitlements the pool does not have (dropped).
+        """
+        cols, unknown = request_columns(events, self._table.index, self.instance_row)
+        self.unknown_dropped += unknown
+        if cols is not None:
+            self._windows.observe(cols)
+        return unknown
+
+    def observe_columns(self, cols: RequestColumns) -> None:
+        """Fast path: events already as arrays with this controller's row indices."""
+        self._windows.observe(cols)
+
+    def entitlement_row(self, name: str) -> int:
+        return self._table.index[name]
+
+    def instance_row(self, instance: str) -> int:
+        """Stable small integer for a sidecar instance id ('' = unknown → -1)."""
+        if not instance:
+            return -1
+        row = self._instances.get(instance)
+        if row is None:
+            row = len(self._instance_names)
+            self._instances[instance] = row
+            self._instance_names.append(instance)
+        return row
+
+    def observe_engine(self, samples: Sequence[EngineSample]) -> None:
+        for sample in samples:
+            if sample.pool == self.pool:
+                self._engine.observe(sample)
+
+    # -- the tick ---------------------------------------------------------------------------
+    def compute(self, now: float) -> TickArrays:
+        """The numeric tick: allocation, debt, priority, scaling — updates the controller."""
+        cfg = self._config
+        settings = cfg.controller
+        table = self._table
+        dt = settings.tick_s if self._last_tick is None else now - self._last_tick
+        dt = min(max(dt, 0.0), settings.window_s)
+        live = self._engine.live_backends(now)
+        replicas = cfg.pool.replicas if live is None else live
+        capacity = np.asarray(cfg.pool.capacity(replicas).as_tuple(), dtype=float)
+        window = self._windows.demand(now)
+        claim, unit = claims(window, table, self._debt, settings)
+        result = allocate(
+            AllocationInput(
+                capacity=capacity,
+                demand=claim,
+                guarantee=table.guarantee,
+                burst=table.burst,
+                tier=table.tier,
+                weight=table.weight,
+                priority=self._priority,
+                headroom_fraction=settings.headroom_fraction,
+                lend_guarantees=settings.lend_guarantees,
+                committed=np.asarray(cfg.pool.capacity().as_tuple(), dtype=float),
+                unit=unit,
+            )
+        )
+        self._debt = debt.update_debt(
+            self._debt,
+            window.demand,
+            window.unmet,
+            result.entitled,
+            dt,
+            settings.debt_tau_s,
+            table.accrues,
+        )
+        self._priority = debt.priority(
+            table.weight, self._debt, table.sigma, settings.priority_kappa
+        )
+        shared = table.tier != TierCode.SPOT
+        wanted = np.minimum(window.demand, table.burst)
+        need = autoscaling.replicas_needed(
+            cfg.pool,
+            table.guarantee.sum(axis=0),
+            np.maximum(wanted - table.guarantee, 0.0)[shared].sum(axis=0),
+            np.asarray(cfg.pool.scaling.spot_allowance.as_tuple()),
+        )
+        scaling = autoscaling.decide(cfg.pool, need, self._scaler, now)
+        self._epoch = max(self._epoch + 1, int(now * 1000))
+        self._last_tick = now
+        return TickArrays(
+            now=now,
+            epoch=self._epoch,
+            replicas=replicas,
+            capacity=capacity,
+            demand=window.demand,
+            served=window.served,
+            allocation=result,
+            debt=self._debt,
+            priority=self._priority,
+            need=need,
+            scaling=scaling,
+            measured_tps=self._engine.throughput(now),
+        )
+
+    def tick(self, now: float) -> TickResult:
+        arrays = self.compute(now)
+        return TickResult(
+            limit_columns=self.limit_columns(arrays),
+            scaling=records.scaling_record(arrays, self._config.pool),
+            state_columns=self.state_columns(arrays),
+        )
+
+    # -- records ----------------------------------------------------------------------------
+    def limit_columns(self, arrays: TickArrays) -> LimitColumns:
+        """One LimitUpdate per entitlement, plus one per instance where limits are split."""
+        return records.limit_columns(
+            arrays,
+            self._table,
+            self._windows.instance_shares(arrays.now),
+            self._instance_names,
+            pool=self.pool,
+            ttl_s=self._config.controller.limit_ttl_s,
+        )
+
+    def state_columns(self, arrays: TickArrays) -> PoolStateColumns:
+        return records.state_columns(arrays, self._table, pool=self.pool)
+
+    def state(self) -> ControllerState:
+        names = self._table.names
+        return ControllerState(
+            pool=self.pool,
+            epoch=self._epoch,
+            last_tick=self._last_tick,
+            debt={n: float(d) for n, d in zip(names, self._debt, strict=True)},
+            priority={n: float(p) for n, p in zip(names, self._priority, strict=True)},
+            desired_replicas=self._scaler.desired,
+            last_scale_up=None
+            if math.isinf(self._scaler.last_scale_up)
+            else self._scaler.last_scale_up,
+            scale_history=list(self._scaler.history),
+        )
+
+    # -- introspection (simulator, tests, bench) -------------------------------------------
+    @property
+    def windows(self) -> DemandWindows:
+        return self._windows
+
+    @property
+    def debt(self) -> np.ndarray:
+        return self._debt.copy()
