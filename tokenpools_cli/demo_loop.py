@@ -23,8 +23,9 @@ from rich.console import Console
 from rich.progress import Progress
 
 from tokenpools.config_file import load_config
+from tokenpools_cli.extras import Extra, require
+from tokenpools_cli.resources import example
 
-REPO = Path(__file__).resolve().parents[2]
 console = Console()
 SINK_FLUSH_S = 1.0
 
@@ -37,6 +38,9 @@ def loop(
     bootstrap: str = typer.Option(None, envvar="KAFKA_BOOTSTRAP", help="Use this broker."),
 ) -> None:
     """Run the overload experiment live through the real stack and show what happened."""
+    require(Extra.KAFKA, Extra.SIDECAR, Extra.WORKER, Extra.ANALYTICS)
+    if plot is not None:
+        require(Extra.PLOTS)
     quiet_kafka_client_logs()
     from connectors.kafka.admin import ensure_topics
     from connectors.kafka.broker import BrokerError, LocalKafka
@@ -48,7 +52,10 @@ def loop(
     from tokenpools_cli.commands.replay import outcome_table
     from tokenpools_cli.stack import LocalStack, StackError
 
-    config_path = REPO / "deploy" / "examples" / "overload.yaml"
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="tokenpools-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "overload.yaml"  # the packaged example, beside the run's logs
+    config_path.write_text(example("overload.yaml").read_text())
     platform = load_config(config_path)
     pool = platform.pools[0]
     spot_start, departure = duration * 0.2, duration * 0.6
@@ -59,7 +66,6 @@ def loop(
         departure_s=departure,
         pool=pool.name,
     )
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="tokenpools-demo-"))
     namespace = f"demo{uuid.uuid4().hex[:6]}"
     broker = None
     try:

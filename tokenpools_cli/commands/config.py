@@ -10,6 +10,7 @@ from rich.console import Console
 
 from tokenpools.config_file import ConfigError, load_config
 from tokenpools.schemas import PoolConfigRecord
+from tokenpools_cli.extras import Extra, require
 
 app = typer.Typer(help="Validate and publish pool/entitlement configs.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -50,6 +51,7 @@ def apply(
     namespace: str = typer.Option("", envvar="TOKENPOOLS_NAMESPACE", help="Topic namespace."),
 ) -> None:
     """Validate, then publish one record per pool to the compacted config topic."""
+    require(Extra.KAFKA)
     config = _load_or_exit(path)
     records = PoolConfigRecord.from_platform(config)
     try:

@@ -7,9 +7,15 @@ and `report` share.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+from tokenpools_cli.extras import Extra, require
+
+if TYPE_CHECKING:
+    from connectors.clickhouse.store import Target
 
 app = typer.Typer(help="The ClickHouse analytics schema.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -30,7 +36,7 @@ URL = typer.Option(
 DATABASE = typer.Option("tokenpools", "--database", help="ClickHouse database.")
 
 
-def target_or_exit(store: Path | None, url: str | None, database: str):
+def target_or_exit(store: Path | None, url: str | None, database: str) -> Target:
     """The `Target` the flags name, or exit 2 naming the bad flag."""
     from connectors.clickhouse.store import Target
 
@@ -44,6 +50,7 @@ def target_or_exit(store: Path | None, url: str | None, database: str):
 @app.command()
 def migrate(store: Path = STORE, url: str = URL, database: str = DATABASE) -> None:
     """Apply the migrations this database has not seen yet, in order (idempotent)."""
+    require(Extra.ANALYTICS)
     from connectors.clickhouse.migrations import MigrationError, applied
     from connectors.clickhouse.migrations import migrate as run_migrations
     from connectors.clickhouse.store import StoreError, connect

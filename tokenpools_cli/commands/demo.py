@@ -23,10 +23,11 @@ from rich.table import Table
 from tokenpools.config_file import load_config
 from tokenpools.schemas import PlatformConfig, PoolConfigRecord, RequestEvent
 from tokenpools.topics import Topics
-from tokenpools_cli.commands.replay import DEFAULT_TRACE
+from tokenpools_cli.commands.replay import TRACE_HELP
 from tokenpools_cli.demo_loop import loop, quiet_kafka_client_logs
+from tokenpools_cli.extras import Extra, require
+from tokenpools_cli.resources import example, given_or_packaged, sample_trace
 
-REPO = Path(__file__).resolve().parents[2]
 console = Console()
 app = typer.Typer(help="Demonstrations on one machine (no GPU, no Docker).", no_args_is_help=True)
 app.command("loop")(loop)
@@ -34,16 +35,20 @@ app.command("loop")(loop)
 
 @app.command("events")
 def events_demo(
-    config: Path = typer.Option(REPO / "deploy/examples/overload.yaml", help="Config to apply."),
-    trace: Path = typer.Option(DEFAULT_TRACE, help="Recorded traffic (CSV)."),
+    config: Path = typer.Option(
+        None, help="Config to apply; default: the packaged deploy/examples/overload.yaml."
+    ),
+    trace: Path = typer.Option(None, help=TRACE_HELP),
     events: int = typer.Option(500, min=1, max=100_000, help="How many trace rows to send."),
     bootstrap: str = typer.Option(None, envvar="KAFKA_BOOTSTRAP", help="Use this broker."),
 ) -> None:
     """Start Kafka, apply the config, send trace-derived events through it and show them."""
+    require(Extra.KAFKA)
     quiet_kafka_client_logs()
     from connectors.kafka.broker import BrokerError, LocalKafka
 
-    platform = load_config(config)
+    with given_or_packaged(config, example("overload.yaml")) as config_path:
+        platform = load_config(config_path)
     broker = None
     if not bootstrap:
         console.print("starting a local Kafka broker (first run resolves its jars with Maven)…")
@@ -55,7 +60,8 @@ def events_demo(
             raise typer.Exit(1) from None
     try:
         namespace = f"demo{uuid.uuid4().hex[:6]}"
-        result = asyncio.run(run_demo(bootstrap, namespace, platform, trace, events))
+        with given_or_packaged(trace, sample_trace()) as trace_path:
+            result = asyncio.run(run_demo(bootstrap, namespace, platform, trace_path, events))
     finally:
         if broker is not None:
             broker.cleanup()
@@ -70,8 +76,8 @@ class DemoResult:
 
     per_topic_produced: dict[str, int] = field(default_factory=dict)
     per_topic_consumed: dict[str, int] = field(default_factory=dict)
-    events_by_entitlement: Counter = field(default_factory=Counter)
-    prompt_tokens_by_entitlement: Counter = field(default_factory=Counter)
+    events_by_entitlement: Counter[str] = field(default_factory=Counter)
+    prompt_tokens_by_entitlement: Counter[str] = field(default_factory=Counter)
     dead_lettered: int = 0
     assignment: str = ""
 

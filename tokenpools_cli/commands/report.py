@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tokenpools_cli.commands.db import DATABASE, STORE, URL, target_or_exit
+from tokenpools_cli.extras import Extra, require
 
 err = Console(stderr=True)
 out = Console()
@@ -57,6 +58,7 @@ def report(
 
     Exit 1 when the store cannot be read, 2 for a bad range or an unknown query.
     """
+    require(Extra.ANALYTICS, *([Extra.PLOTS] if plot is not None else []))
     from connectors.clickhouse.queries import QueryError, load_queries, parse_time
     from connectors.clickhouse.source import open_source
     from connectors.clickhouse.store import StoreError

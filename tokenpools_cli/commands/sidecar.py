@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.running import run_async, until_signalled
 
 app = typer.Typer(help="The enforcement sidecar (OpenAI-compatible proxy).", no_args_is_help=True)
@@ -45,6 +46,7 @@ def run(
     event_buffer: int = typer.Option(100_000, min=1, help="Request events buffered for Kafka."),
 ) -> None:
     """Admit, proxy and report every request; exit 2 on bad options or config."""
+    require(Extra.SIDECAR)
     from connectors.sidecar.backends import Strategy
     from connectors.sidecar.proxy import SidecarSettings
     from connectors.sidecar.runtime import pool_record, start_sidecar

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tokenpools.topics import Topics
+from tokenpools_cli.extras import Extra, require
 
 app = typer.Typer(help="Create and describe the Kafka topics.", no_args_is_help=True)
 BOOTSTRAP = typer.Option("127.0.0.1:9092", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap.")
@@ -22,6 +23,7 @@ def create(
     partitions: int = typer.Option(6, min=1, help="Partitions of the pool-keyed topics."),
 ) -> None:
     """Create missing topics (compaction for config and limits); existing ones are left alone."""
+    require(Extra.KAFKA)
     from connectors.kafka.admin import ensure_topics
 
     try:

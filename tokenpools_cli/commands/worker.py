@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from tokenpools_cli.extras import Extra, require
+
 app = typer.Typer(
     help="Run the stream worker that computes and publishes limits.", no_args_is_help=True
 )
@@ -27,6 +29,7 @@ def run(
     loglevel: str = typer.Option("info", help="crit, error, warn, info or debug."),
 ) -> None:
     """Consume requests, engine samples and configs; tick the owned pools; publish limits."""
+    require(Extra.WORKER)
     from streams.settings import RequestSource, WorkerSettings
 
     try:
