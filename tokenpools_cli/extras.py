@@ -9,6 +9,7 @@ install; before those imports a command calls `require` with its extras.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from enum import StrEnum
 
 import typer
@@ -45,9 +46,20 @@ MODULES: dict[Extra, tuple[str, ...]] = {
 MISSING_EXTRA_EXIT = 2
 
 
+def importable(name: str) -> bool:
+    """Whether module `name` can be imported, found without importing it.
+
+    One already imported counts as such: faust swaps its module for a lazy one
+    without `__spec__`, on which `find_spec` raises.
+    """
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    return importlib.util.find_spec(name) is not None
+
+
 def missing_modules(extra: Extra) -> list[str]:
-    """The modules of `extra` that cannot be imported here (checked without importing them)."""
-    return [name for name in MODULES[extra] if importlib.util.find_spec(name) is None]
+    """The modules of `extra` that cannot be imported here."""
+    return [name for name in MODULES[extra] if not importable(name)]
 
 
 def require(*extras: Extra) -> None:

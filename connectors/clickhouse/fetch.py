@@ -83,14 +83,6 @@ class Fetcher(ABC):
         """Which insert of `writer` takes these rows: the raw table's."""
         return writer.insert
 
-    def _model_rows(self, batch: list[Fetched]) -> list[Row]:
-        build = self.mapping.rows
-        return [
-            (*row, message.topic, message.partition, message.offset)
-            for message, record in batch
-            for row in build(record, message.timestamp)
-        ]
-
 
 class UndecodedFetcher(Fetcher):
     """Records as received, for ClickHouse's parsing views (`parse_in_clickhouse`)."""
@@ -132,7 +124,12 @@ class DecodedFetcher(Fetcher):
                 yield batch
 
     def rows(self, batch: list[Fetched]) -> list[Row]:
-        return self._model_rows(batch)
+        build = self.mapping.rows
+        return [
+            (*row, message.topic, message.partition, message.offset)
+            for message, record in batch
+            for row in build(record, message.timestamp)
+        ]
 
 
 class PlainFirstFetcher(DecodedFetcher):

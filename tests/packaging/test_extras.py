@@ -10,11 +10,12 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
-from tokenpools_cli.extras import MISSING_EXTRA_EXIT, MODULES, Extra
+from tokenpools_cli.extras import MISSING_EXTRA_EXIT, MODULES, Extra, missing_modules
 
 BLOCKED = sorted({name for names in MODULES.values() for name in names} | {"uvloop"})
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -47,7 +48,7 @@ def _run_cli_blocked(runs: list[list[str]] | None) -> list[tuple[list[str], int,
         capture_output=True, text=True, env=env, cwd=CHECKOUT, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    return [tuple(r) for r in json.loads(proc.stdout.splitlines()[-1])]  # type: ignore[misc]
+    return [tuple(r) for r in json.loads(proc.stdout.splitlines()[-1])]
 
 
 def test_every_command_shows_help_without_any_extra() -> None:
@@ -100,3 +101,13 @@ def test_a_command_without_its_extra_says_which_to_install(
     assert f"needs the '{extra}' extra" in output
     assert f"pip install 'tokenpools[{extra}]'" in output
     assert not (store_dir / "ch").exists()  # it stopped before doing anything
+
+
+def test_an_imported_module_without_a_spec_counts_as_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lazy = types.ModuleType("faust")
+    lazy.__spec__ = None  # what faust's lazy module looks like once imported
+    monkeypatch.setitem(sys.modules, "faust", lazy)
+    monkeypatch.setitem(sys.modules, "aiokafka", None)  # blocked: not importable
+    assert missing_modules(Extra.WORKER) == ["aiokafka"]
