@@ -118,6 +118,7 @@ def unpublish(store: Path) -> None:
 def published_url(store: Path) -> str | None:
     """The address a running sink published for `store`, if any (may be stale)."""
     try:
-        return orjson.loads((store / ENDPOINT_FILE).read_bytes())["url"]
+        url = orjson.loads((store / ENDPOINT_FILE).read_bytes())["url"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return url if isinstance(url, str) else None

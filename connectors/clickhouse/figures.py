@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -37,7 +38,7 @@ def plot_result(result: QueryResult, directory: Path, title: str = "") -> Path |
     rows = -(-len(metrics) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.2 * rows), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=False):
-        series: dict[str, list[tuple]] = defaultdict(list)
+        series: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
         for row in result.rows:
             key = "/".join(str(row[i]) for i in labels) or result.name
             series[key].append((row[0], row[metric]))

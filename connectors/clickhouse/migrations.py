@@ -1,4 +1,4 @@
-"""Apply `sql/migrations/*.sql` in order, once each, and remember what was applied.
+"""Apply `sql/migrations/*.sql` (`sql_files.py`) in order, once each, and remember what was applied.
 
 A migration is a file `NNNN_name.sql` of one or more statements separated by
 `;` at the end of a line. Applied files are recorded in `schema_migrations`
@@ -13,13 +13,12 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 from clickhouse_connect.driver.client import Client
 
-from connectors.clickhouse.store import SQL_DIR
+from connectors.clickhouse.sql_files import sql_files, sql_root
 
-MIGRATIONS_DIR = SQL_DIR / "migrations"
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
 
@@ -63,10 +62,16 @@ def _has_code(text: str) -> bool:
     return any(line.strip() and not line.strip().startswith("--") for line in text.splitlines())
 
 
-def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def migrations_dir() -> Traversable:
+    """The folder of migration files (`sql_files.sql_root`, read when called)."""
+    return sql_root() / "migrations"
+
+
+def load_migrations(directory: Traversable | None = None) -> list[Migration]:
     """Migration files in version order; a stray file name is an error, not a skip."""
+    directory = migrations_dir() if directory is None else directory
     found = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sql_files(directory):
         match = _FILE.match(path.name)
         if not match:
             raise MigrationError(f"{path.name}: migration files are named NNNN_snake_name.sql")
@@ -83,7 +88,7 @@ def applied(client: Client) -> dict[str, str]:
     result = client.query(
         "SELECT version, argMax(checksum, applied_at) FROM schema_migrations GROUP BY version"
     )
-    return dict(result.result_rows)
+    return {str(version): str(checksum) for version, checksum in result.result_rows}
 
 
 def migrate(

@@ -14,14 +14,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from connectors.clickhouse.store import SQL_DIR
+from connectors.clickhouse.sql_files import sql_files, sql_root
 
-QUERIES_DIR = SQL_DIR / "queries"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):([^{}]+)\}")
 DEFAULTS: dict[str, Any] = {"pool": "", "entitlement": "", "window_s": 60}
 MAX_STRING = 256
@@ -50,10 +49,10 @@ class Parameter:
                     raise ValueError("must be at least 1")
                 return number
             if base.startswith("Float"):
-                number = float(value)
-                if not math.isfinite(number):
+                real = float(value)
+                if not math.isfinite(real):
                     raise ValueError("must be finite")
-                return number
+                return real
             if base == "String":
                 text = str(value)
                 if len(text) > MAX_STRING:
@@ -122,18 +121,20 @@ def is_numeric(type_name: str) -> bool:
     return type_name.removeprefix("Nullable(").startswith(("Int", "UInt", "Float", "Decimal"))
 
 
-def load_queries(directory: Path = QUERIES_DIR) -> dict[str, NamedQuery]:
-    """Every `*.sql` in `directory`; the leading `--` lines are the description."""
+def load_queries(directory: Traversable | None = None) -> dict[str, NamedQuery]:
+    """Every `*.sql` in `directory` (default `sql/queries`); the leading `--` lines describe it."""
+    directory = sql_root() / "queries" if directory is None else directory
     queries = {}
-    for path in sorted(directory.glob("*.sql")):
+    for path in sql_files(directory):
         sql = path.read_text()
+        stem = path.name.removesuffix(".sql")
         description = " ".join(line.removeprefix("--").strip() for line in _leading_comments(sql))
         parameters: dict[str, Parameter] = {}
         for name, type_ in _PLACEHOLDER.findall(sql):
             previous = parameters.setdefault(name, Parameter(name, type_.strip()))
             if previous.type != type_.strip():
                 raise QueryError(f"{path.name}: parameter {name} declared as two types")
-        queries[path.stem] = NamedQuery(path.stem, description, sql, tuple(parameters.values()))
+        queries[stem] = NamedQuery(stem, description, sql, tuple(parameters.values()))
     return queries
 
 

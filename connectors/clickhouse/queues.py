@@ -17,17 +17,17 @@ from clickhouse_connect.driver.client import Client
 
 from connectors.clickhouse.migrations import split_statements
 from connectors.clickhouse.rows import QUEUED
-from connectors.clickhouse.store import SQL_DIR
-
-VIEWS = SQL_DIR / "kafka_engine" / "views.sql"
+from connectors.clickhouse.sql_files import sql_root
 
 
 def install(client: Client) -> None:
     """Create the Null queues and the parsing views (idempotent)."""
     for mapping in QUEUED:
+        assert mapping.queue is not None, "QUEUED holds the mappings that have a queue"
         client.command(
             f"CREATE TABLE IF NOT EXISTS {quote_identifier(mapping.queue)} (raw String, "
             "_topic LowCardinality(String), _partition UInt64, _offset UInt64) ENGINE = Null"
         )
-    for statement in split_statements(VIEWS.read_text()):
+    views = sql_root() / "kafka_engine" / "views.sql"
+    for statement in split_statements(views.read_text()):
         client.command(statement)

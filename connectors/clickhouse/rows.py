@@ -41,8 +41,10 @@ class TableMapping:
     rows: Callable[[Any, int], Sequence[Row]]
     queue: str | None = None
     """The Kafka-engine queue table (sql/kafka_engine) whose views fill `table`, if any."""
-    plain_rows: Callable[[dict, int], Sequence[Row]] | None = None
+    plain_rows: Callable[[dict[str, Any], int], Sequence[Row]] | None = None
     """`rows` for a plainly valid parsed request record, which skips the model (requests only)."""
+    compacted: bool = False
+    """Its topic is compacted: a null value deletes a key (a tombstone), it is not a bad record."""
 
     @property
     def insert_columns(self) -> tuple[str, ...]:
@@ -69,7 +71,7 @@ def request_rows(r: RequestEvent, _ts: int) -> Sequence[Row]:
     )  # fmt: skip
 
 
-def plain_request_rows(o: dict, _ts: int) -> Sequence[Row]:
+def plain_request_rows(o: dict[str, Any], _ts: int) -> Sequence[Row]:
     """`request_rows` straight from a *plainly valid* parsed record (`tokenpools.schemas.plain`).
 
     Skips building the model, which dominates the sink's time; gives the same
@@ -204,6 +206,7 @@ ENTITLEMENTS = TableMapping(
         "slo_max_admission_delay_ms",
     ),
     config_rows,
+    compacted=True,
 )  # fmt: skip
 
 

@@ -8,9 +8,10 @@ re-delivers, never loses. A failing insert (ClickHouse down) is retried with
 exponential backoff while the consumer holds its offsets.
 
 Re-delivery is made harmless twice over: after each assignment the sink skips
-the offsets already stored (the replay watermark, `TableWriter.watermarks`),
-and the raw tables are ReplacingMergeTree keyed by the record's identity,
-which queries read with FINAL.
+the offsets already stored (`replay_guard.py`), and the raw tables are
+ReplacingMergeTree keyed by the record's identity, which queries read with FINAL.
+How a topic's records are fetched and made into rows is `fetch.py`; the
+inserts themselves are `writer.py`.
 """
 
 from __future__ import annotations
@@ -18,26 +19,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from connectors.clickhouse.fetch import DeadLetters, fetcher_for
+from connectors.clickhouse.replay_guard import ReplayGuard
 from connectors.clickhouse.rows import Row, TableMapping, mappings
 from connectors.clickhouse.writer import TableWriter
-from connectors.kafka.consumer import (
-    DeadLetterCounter,
-    decode_or_dead_letter,
-    decoded_batches,
-    make_consumer,
-)
+from connectors.kafka.consumer import DeadLetterCounter, make_consumer
 from connectors.kafka.producer import make_producer
 from connectors.kafka.settings import KafkaConnection
-from tokenpools.schemas import DecodeError, decode_as
-from tokenpools.schemas.plain import parse_plain
 from tokenpools.topics import Topics, namespaced
 
 log = logging.getLogger(__name__)
@@ -101,17 +97,6 @@ class _Buffer:
         return 0.0 if self.since is None else time.monotonic() - self.since
 
 
-class _WithoutTombstones:
-    """A compacted topic deletes with null values: those are not bad records, skip them."""
-
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
-        self._consumer = consumer
-
-    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict:
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        return {tp: [m for m in ms if m.value is not None] for tp, ms in batches.items()}
-
-
 class TopicSink(ConsumerRebalanceListener):
     """One topic into its raw table: batch, insert (retrying), then commit."""
 
@@ -128,18 +113,13 @@ class TopicSink(ConsumerRebalanceListener):
     ) -> None:
         self.topic = topic
         self.mapping = mapping
-        self._writer = writer
-        self._dlq_producer, self._dlq_topic = dlq
+        self._dlq_producer, dlq_topic = dlq
         self._settings = settings
         self._metrics = metrics
         self._buffer = _Buffer()
         self._lock = asyncio.Lock()
         self._generation = 0
-        self._skip_through: dict[int, int] = {}
         self._bootstrap = bootstrap
-        self._raw = settings.parse_in_clickhouse and mapping.queue is not None
-        self._insert = writer.insert_raw if self._raw else writer.insert
-        self._watermark_due = True
         self._stopping = asyncio.Event()
         self._consumer = make_consumer(
             bootstrap,
@@ -148,6 +128,15 @@ class TopicSink(ConsumerRebalanceListener):
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
+        dead_letters = DeadLetters(self._dlq_producer, dlq_topic, metrics.dead_letters)
+        self._fetcher = fetcher_for(
+            self._consumer, mapping, dead_letters, settings.parse_in_clickhouse
+        )
+        self._insert = self._fetcher.insert_with(writer)
+        self._guard = ReplayGuard(
+            topic, mapping, writer, self._record_at, metrics.replays_skipped,
+            (settings.backoff_initial_s, settings.backoff_max_s),
+        )  # fmt: skip
 
     def stop(self) -> None:
         """Ask `run` to flush what it holds, commit, and return."""
@@ -162,25 +151,15 @@ class TopicSink(ConsumerRebalanceListener):
             await self._consumer.stop()
 
     async def _consume(self) -> None:
-        compacted = self.mapping.table == "entitlements"
-        source = _WithoutTombstones(self._consumer) if compacted else None
         poll_ms = max(50, min(500, int(self._settings.flush_interval_s * 500)))
         max_records = min(self._settings.max_poll_records, self._settings.batch_rows)
-        if self._raw:
-            batches = self._undecoded(poll_ms, max_records)
-        elif self.mapping.plain_rows is not None:
-            batches = self._plain_first(poll_ms, max_records)
-        else:
-            batches = decoded_batches(
-                source or self._consumer, self.mapping.model, self._dlq_producer,
-                self._dlq_topic, self._metrics.dead_letters, timeout_ms=poll_ms,
-                max_records=max_records,
-            )  # fmt: skip
+        batches = self._fetcher.batches(poll_ms, max_records)
         try:
             async for batch in batches:
-                if batch and self._watermark_due:
-                    await self._load_skips()
-                self._buffer.add(self._rows(batch), len(batch))
+                if batch and self._guard.due:
+                    async with self._lock:  # an insert still in flight must land before we look
+                        await self._guard.load(self._consumer)
+                self._buffer.add(self._fetcher.rows(self._guard.fresh(batch)), len(batch))
                 if (
                     len(self._buffer.rows) >= self._settings.batch_rows
                     or self._buffer.age() >= self._settings.flush_interval_s
@@ -191,61 +170,6 @@ class TopicSink(ConsumerRebalanceListener):
                     break
         finally:
             await batches.aclose()
-
-    async def _undecoded(self, poll_ms: int, max_records: int) -> AsyncIterator[list]:
-        """Like `decoded_batches`, without decoding: ClickHouse will (`parse_in_clickhouse`)."""
-        while True:
-            got = await self._consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
-            yield [(m, None) for ms in got.values() for m in ms if m.value is not None]
-
-    async def _plain_first(self, poll_ms: int, max_records: int) -> AsyncIterator[list]:
-        """Like `decoded_batches`, but plainly valid records stay the dicts orjson parsed.
-
-        Only the others are decoded into models (`tokenpools.schemas.plain`): the
-        codec judges them and sends what it rejects to the DLQ, as before.
-        """
-        while True:
-            got = await self._consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
-            messages = [m for ms in got.values() for m in ms]
-            objs, slow = parse_plain([m.value for m in messages])
-            if not slow:
-                yield list(zip(messages, objs, strict=True))
-                continue
-            out: list[tuple[ConsumerRecord, object]] = []
-            plain = iter(objs)
-            judged = set(slow)
-            for i, message in enumerate(messages):
-                if i not in judged:
-                    out.append((message, next(plain)))
-                    continue
-                record = await decode_or_dead_letter(
-                    message, self.mapping.model, self._dlq_producer, self._dlq_topic,
-                    self._metrics.dead_letters,
-                )  # fmt: skip
-                if record is not None:
-                    out.append((message, record))
-            yield out
-
-    def _rows(self, batch: list[tuple[ConsumerRecord, object]]) -> list[Row]:
-        build = self.mapping.rows
-        build_plain = self.mapping.plain_rows
-        skip = self._skip_through
-        rows = []
-        skipped = 0
-        for message, record in batch:
-            if skip and message.offset <= skip.get(message.partition, -1):
-                skipped += 1
-                continue
-            if self._raw:
-                raw = message.value.decode("utf-8", "replace")
-                rows.append((raw, message.topic, message.partition, message.offset))
-                continue
-            made = (build_plain if type(record) is dict else build)(record, message.timestamp)  # type: ignore[misc]
-            rows.extend((*row, message.topic, message.partition, message.offset)
-                        for row in made)  # fmt: skip
-        if skipped:
-            self._metrics.replays_skipped.labels(self.mapping.table).inc(skipped)
-        return rows
 
     async def flush(self) -> None:
         """Insert the buffer until it succeeds, then commit the consumed offsets.
@@ -286,61 +210,13 @@ class TopicSink(ConsumerRebalanceListener):
         # so what was buffered but not written will be read again.
         self._generation += 1
         self._buffer.take()
-        self._watermark_due = True
+        self._guard.due = True
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self._watermark_due = True  # loaded by `run` before the first record of the assignment
+        self._guard.due = True  # loaded by `run` before the first record of the assignment
 
-    async def _load_skips(self) -> None:
-        """Skip what ClickHouse already holds past the group's commit (a crash, a rewind).
-
-        Done from `run`, before the first record of an assignment is used: the
-        fetcher may hand out records before a rebalance listener finishes, and a
-        seek from the listener races aiokafka's own reset to the committed offset.
-        """
-        async with self._lock:  # an insert still in flight must land before we look
-            self._watermark_due = False
-            marks = await self._watermarks()
-            skip = {}
-            for tp in self._consumer.assignment():
-                stored = marks.get(tp.partition)
-                if stored is None:
-                    continue
-                committed = await self._consumer.committed(tp)
-                # With no commit yet, the rows may be from a deleted and recreated
-                # topic (offsets start again): trust them only if the record at
-                # that offset is the one that was stored.
-                if (committed is not None and stored >= committed) or (
-                    committed is None and await self._stored_from_this_topic(tp, stored)
-                ):
-                    skip[tp.partition] = stored
-                    log.info("%s[%d]: offsets up to %d already stored; skipping them",
-                             self.topic, tp.partition, stored)  # fmt: skip
-            self._skip_through = skip
-
-    async def _stored_from_this_topic(self, tp: TopicPartition, offset: int) -> bool:
-        message = await _record_at(self._bootstrap, tp, offset)
-        if message is None:
-            return False
-        try:
-            rows = self.mapping.rows(
-                decode_as(message.value, self.mapping.model), message.timestamp
-            )
-        except DecodeError:
-            return False
-        args = (self.mapping, self.topic, tp.partition, offset)
-        stored_ms = await asyncio.to_thread(self._writer.stored_time_ms, *args)
-        return bool(rows) and rows[0][0] == stored_ms
-
-    async def _watermarks(self) -> dict[int, int]:
-        delay = self._settings.backoff_initial_s
-        while True:
-            try:
-                return await asyncio.to_thread(self._writer.watermarks, self.mapping, self.topic)
-            except Exception as exc:
-                log.warning("reading the replay watermark of %s failed (%s)", self.topic, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.backoff_max_s)
+    async def _record_at(self, tp: TopicPartition, offset: int) -> ConsumerRecord | None:
+        return await _record_at(self._bootstrap, tp, offset)
 
 
 async def _record_at(

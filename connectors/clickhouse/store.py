@@ -8,7 +8,6 @@ simply connects.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,6 @@ from clickhouse_connect.driver.client import Client
 
 DEFAULT_DATABASE = "tokenpools"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-REPOSITORY = Path(__file__).resolve().parents[2]
-# The SQL files live in the checkout; an installed package (the Docker image) points here.
-SQL_DIR = Path(os.environ.get("TOKENPOOLS_SQL_DIR", REPOSITORY / "sql"))
 
 
 class StoreError(RuntimeError):
@@ -78,11 +74,12 @@ class Target:
 
 def connect(target: Target, create_database: bool = True) -> Client:
     """A client on `target` using its database (created first when asked, else it must exist)."""
-    if target.is_embedded:
+    store = target.store_path
+    if store is not None:
         if create_database:
-            target.store_path.mkdir(parents=True, exist_ok=True)
-        elif not target.store_path.is_dir():
-            raise StoreError(f"no store at {target.store_path}: start the sink or run db migrate")
+            store.mkdir(parents=True, exist_ok=True)
+        elif not store.is_dir():
+            raise StoreError(f"no store at {store}: start the sink or run db migrate")
     try:
         client = clickhouse_connect.get_client(dsn=target.dsn)
     except Exception as exc:  # the drivers raise several unrelated types for "cannot open"

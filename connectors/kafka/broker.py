@@ -1,9 +1,9 @@
 """A real single-node Apache Kafka broker (KRaft) on the local Java, without Docker.
 
-The broker jars come from Maven Central (`deploy/local/kafka/pom.xml`) into a
-cache outside the repository; the broker runs as broker+controller on
-127.0.0.1 with a data directory of its own. Used by `tokenpools dev kafka`,
-the demo and the test suite.
+The broker jars come from Maven Central (`deploy/local/kafka/pom.xml`, shipped as
+the package data `connectors.kafka.maven`) into a cache outside the repository;
+the broker runs as broker+controller on 127.0.0.1 with a data directory of its
+own. Used by `tokenpools dev kafka`, the demo and the test suite.
 """
 
 from __future__ import annotations
@@ -20,11 +20,16 @@ import tempfile
 import threading
 import time
 import uuid
+from importlib.resources import as_file, files
 from pathlib import Path
 
-KAFKA_VERSION = os.environ.get("TOKENPOOLS_KAFKA_VERSION", "4.4.0")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-POM = REPO_ROOT / "deploy" / "local" / "kafka" / "pom.xml"
+DEFAULT_KAFKA_VERSION = "4.4.0"
+POM_PACKAGE = "connectors.kafka.maven"
+
+
+def kafka_version() -> str:
+    """The broker version to run: `$TOKENPOOLS_KAFKA_VERSION` (read now), else the default."""
+    return os.environ.get("TOKENPOOLS_KAFKA_VERSION", DEFAULT_KAFKA_VERSION)
 
 
 class BrokerError(RuntimeError):
@@ -36,8 +41,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("TOKENPOOLS_CACHE", Path.home() / ".cache" / "tokenpools"))
 
 
-def ensure_jars(version: str = KAFKA_VERSION, quiet: bool = True) -> Path:
+def ensure_jars(version: str | None = None, quiet: bool = True) -> Path:
     """Resolve the broker's classpath with Maven once; later calls reuse the cache."""
+    version = version or kafka_version()
     libs = cache_root() / f"kafka-{version}" / "libs"
     marker = libs / ".complete"
     if marker.exists():
@@ -46,17 +52,18 @@ def ensure_jars(version: str = KAFKA_VERSION, quiet: bool = True) -> Path:
     if mvn is None:
         raise BrokerError("Maven (mvn) is needed to resolve the Kafka broker jars; install it")
     libs.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        mvn,
-        "-B",
-        *(["-q"] if quiet else []),
-        "-f",
-        str(POM),
-        f"-Dkafka.version={version}",
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={libs}",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    with as_file(files(POM_PACKAGE) / "pom.xml") as pom:
+        cmd = [
+            mvn,
+            "-B",
+            *(["-q"] if quiet else []),
+            "-f",
+            str(pom),
+            f"-Dkafka.version={version}",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise BrokerError(
             f"mvn could not resolve Kafka {version}:\n{result.stdout}\n{result.stderr}"
@@ -82,7 +89,7 @@ class LocalKafka:
         data_dir: Path | str | None = None,
         port: int | None = None,
         controller_port: int | None = None,
-        version: str = KAFKA_VERSION,
+        version: str | None = None,
         heap: str = "768m",
     ) -> None:
         self._own_dir = data_dir is None
@@ -90,7 +97,7 @@ class LocalKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
-        self.version = version
+        self.version = version or kafka_version()
         self.heap = heap
         self._proc: subprocess.Popen[bytes] | None = None
 

@@ -9,7 +9,7 @@ provides); the views under test are the real ones from sql/kafka_engine/views.sq
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -17,7 +17,8 @@ from clickhouse_connect.driver.client import Client
 from connectors.clickhouse.migrations import migrate
 from connectors.clickhouse.queries import load_queries, run_query
 from connectors.clickhouse.queues import install
-from connectors.clickhouse.store import SQL_DIR, Target, connect
+from connectors.clickhouse.sql_files import sql_root
+from connectors.clickhouse.store import Target, connect
 from tests.clickhouse import dataset as ds
 from tests.clickhouse.conftest import count
 from tokenpools.schemas.codec import encode
@@ -49,7 +50,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, ds.D
 
 
 def test_the_queue_definitions_are_kafka_engine_tables_with_placeholders() -> None:
-    text = (SQL_DIR / "kafka_engine" / "queues.sql").read_text()
+    text = (sql_root() / "kafka_engine" / "queues.sql").read_text()
     assert text.count("ENGINE = Kafka") == len(QUEUES)
     assert "${KAFKA_BROKERS}" in text and "PRODUCTION VARIANT" in text
 
@@ -87,7 +88,17 @@ def test_named_queries_over_kafka_engine_rows_match_the_events(fed) -> None:
     )
 
 
+def all_sql(directory: Traversable) -> Iterator[Traversable]:
+    for entry in directory.iterdir():
+        if entry.is_dir():
+            yield from all_sql(entry)
+        elif entry.name.endswith(".sql"):
+            yield entry
+
+
 def test_sql_files_hold_no_formatted_values() -> None:
-    for path in Path(SQL_DIR).rglob("*.sql"):
+    paths = list(all_sql(sql_root()))
+    assert len(paths) > 10
+    for path in paths:
         text = path.read_text()
         assert "%s" not in text and "{0}" not in text, path

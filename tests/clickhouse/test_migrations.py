@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,13 +9,21 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from connectors.clickhouse.migrations import (
-    MIGRATIONS_DIR,
     MigrationError,
     applied,
     load_migrations,
     migrate,
+    migrations_dir,
 )
+from connectors.clickhouse.sql_files import sql_files
 from connectors.clickhouse.store import Target, connect
+
+
+def copy_packaged_migrations(directory: Path) -> None:
+    """The packaged migration files, copied into `directory` to be edited."""
+    directory.mkdir()
+    for source in sql_files(migrations_dir()):
+        (directory / source.name).write_text(source.read_text())
 
 
 @pytest.fixture
@@ -57,7 +64,7 @@ def test_raw_tables_are_replacing_merge_trees_with_partitions_and_ttl(fresh: Cli
 
 def test_an_edited_applied_migration_is_refused(fresh: Client, tmp_path: Path) -> None:
     directory = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, directory)
+    copy_packaged_migrations(directory)
     migrate(fresh, load_migrations(directory))
     edited = directory / "0004_limits.sql"
     edited.write_text(edited.read_text().replace("90 DAY", "30 DAY"))
@@ -67,7 +74,7 @@ def test_an_edited_applied_migration_is_refused(fresh: Client, tmp_path: Path) -
 
 def test_a_new_migration_is_applied_after_the_existing_ones(fresh: Client, tmp_path: Path) -> None:
     directory = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, directory)
+    copy_packaged_migrations(directory)
     migrate(fresh, load_migrations(directory))
     (directory / "9000_extra.sql").write_text(
         "-- a later change\n"

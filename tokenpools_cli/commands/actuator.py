@@ -9,6 +9,7 @@ import logging
 import typer
 
 from tokenpools.topics import Topics
+from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, kafka_settings
 
 app = typer.Typer(help="Apply scaling decisions to Kubernetes workloads.", no_args_is_help=True)
@@ -24,6 +25,7 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Log what would scale; touch nothing."),
 ) -> None:
     """Scale each pool's workload to the newest desired replica count on the scaling topic."""
+    require(Extra.KAFKA if dry_run else Extra.KUBERNETES)
     from connectors.kubernetes.actuator import Actuator
     from connectors.kubernetes.scalers import DryRunScaler, KubernetesScaler
     from connectors.kubernetes.targets import parse_targets

@@ -11,6 +11,7 @@ from rich.console import Console
 from connectors.kafka.settings import KafkaSettings
 from tokenpools.config_file import ConfigError, load_config
 from tokenpools.schemas import PlatformConfig, PoolConfigRecord
+from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, kafka_settings
 
 app = typer.Typer(help="Validate and publish pool/entitlement configs.", no_args_is_help=True)
@@ -50,6 +51,7 @@ def apply(
     namespace: str = NAMESPACE,
 ) -> None:
     """Validate, then publish one record per pool to the compacted config topic."""
+    require(Extra.KAFKA)
     config = _load_or_exit(path)
     records = PoolConfigRecord.from_platform(config)
     kafka = kafka_settings(bootstrap)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from tokenpools_cli.extras import Extra, require
+
 if TYPE_CHECKING:
     from connectors.clickhouse.store import Target
 
@@ -48,6 +50,7 @@ def target_or_exit(store: Path | None, url: str | None, database: str) -> Target
 @app.command()
 def migrate(store: Path = STORE, url: str = URL, database: str = DATABASE) -> None:
     """Apply the migrations this database has not seen yet, in order (idempotent)."""
+    require(Extra.ANALYTICS)
     from connectors.clickhouse.migrations import MigrationError, applied
     from connectors.clickhouse.migrations import migrate as run_migrations
     from connectors.clickhouse.store import StoreError, connect

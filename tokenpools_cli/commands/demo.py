@@ -14,10 +14,10 @@ from rich.console import Console
 
 from tokenpools.config_file import ConfigError
 from tokenpools.simulation.trace import TraceError
-from tokenpools_cli.commands.replay import DEFAULT_TRACE
+from tokenpools_cli.commands.replay import TRACE_HELP
+from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.options import bootstrap_option
 
-REPO = Path(__file__).resolve().parents[2]
 console = Console()
 app = typer.Typer(help="Demonstrations on one machine (no GPU, no Docker).", no_args_is_help=True)
 
@@ -31,6 +31,9 @@ def loop(
     bootstrap: str | None = bootstrap_option("start a local broker"),
 ) -> None:
     """Run the overload experiment live through the real stack and show what happened."""
+    require(Extra.KAFKA, Extra.SIDECAR, Extra.WORKER, Extra.ANALYTICS)
+    if plot is not None:
+        require(Extra.PLOTS)
     from connectors.kafka.broker import BrokerError
     from tokenpools_cli.local.demo_loop import run_loop
     from tokenpools_cli.local.supervisor import StackError
@@ -45,12 +48,15 @@ def loop(
 
 @app.command("events")
 def events_demo(
-    config: Path = typer.Option(REPO / "deploy/examples/overload.yaml", help="Config to apply."),
-    trace: Path = typer.Option(DEFAULT_TRACE, help="Recorded traffic (CSV)."),
+    config: Path = typer.Option(
+        None, help="Config to apply; default: the packaged deploy/examples/overload.yaml."
+    ),
+    trace: Path = typer.Option(None, help=TRACE_HELP),
     events: int = typer.Option(500, min=1, max=100_000, help="How many trace rows to send."),
     bootstrap: str | None = bootstrap_option("start a local broker"),
 ) -> None:
     """Start Kafka, apply the config, send trace-derived events through it and show them."""
+    require(Extra.KAFKA)
     from connectors.kafka.broker import BrokerError
     from tokenpools_cli.local.demo import run_events_demo
 

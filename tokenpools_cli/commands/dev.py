@@ -20,18 +20,18 @@ def kafka(
     fetch_only: bool = typer.Option(False, "--fetch-only", help="Resolve the jars, then exit."),
 ) -> None:
     """Resolve Kafka's jars from Maven, format KRaft storage and run a broker until Ctrl-C."""
-    from connectors.kafka.broker import KAFKA_VERSION, BrokerError, LocalKafka, ensure_jars
+    from connectors.kafka.broker import BrokerError, LocalKafka, ensure_jars, kafka_version
 
     try:
         if fetch_only:
-            typer.echo(f"Kafka {KAFKA_VERSION} jars in {ensure_jars()}")
+            typer.echo(f"Kafka {kafka_version()} jars in {ensure_jars()}")
             return
         broker = LocalKafka(data_dir, port or None, controller_port or None, heap=heap)
         broker.start()
     except BrokerError as exc:
         typer.echo(f"Kafka broker failed: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"Kafka {KAFKA_VERSION} ready at {broker.bootstrap} (data: {broker.data_dir})")
+    typer.echo(f"Kafka {kafka_version()} ready at {broker.bootstrap} (data: {broker.data_dir})")
     typer.echo(f"export KAFKA_BOOTSTRAP={broker.bootstrap}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.local.serving import run_async, until_signalled
 
 app = typer.Typer(help="A simulated vLLM engine (engine simulator).", no_args_is_help=True)
@@ -45,6 +46,7 @@ def run(
     ),
 ) -> None:
     """Serve one simulated engine until interrupted."""
+    require(Extra.SIDECAR)
     from connectors.engine_simulator.runner import FAST_PARAMS, EngineRunner
     from connectors.engine_simulator.server import ServedModel, start_engine_simulator
     from tokenpools.engine_model import EngineModel, EngineParams

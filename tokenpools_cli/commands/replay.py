@@ -12,21 +12,28 @@ from rich.progress import Progress
 from rich.table import Table
 
 from tokenpools.config_file import ConfigError, load_config
+from tokenpools_cli.extras import Extra, require
+from tokenpools_cli.resources import given_or_packaged, sample_trace
+
+if TYPE_CHECKING:
+    from connectors.replay.http_replay import ReplayResult
 
 if TYPE_CHECKING:
     from connectors.replay.http_replay import ReplayResult
 
 app = typer.Typer(help="Replay recorded traffic against a sidecar or engine.", no_args_is_help=True)
 console = Console()
-# The recorded trace in the `shared/` folder that sits beside a checkout.
-DEFAULT_TRACE = Path(__file__).resolve().parents[3] / "shared/traces/azure_llm_2023_code.csv"
+TRACE_HELP = (
+    "Azure-LLM-style CSV trace; default: the packaged 300-request sample "
+    "(pass the full trace, e.g. shared/traces/azure_llm_2023_code.csv)."
+)
 
 
 @app.command()
 def run(
     url: str = typer.Option(..., help="Base URL of the sidecar (or of vLLM directly, to compare)."),
     config: Path = typer.Option(..., help="Platform config: which entitlements to replay as."),
-    trace: Path = typer.Option(DEFAULT_TRACE, help="Azure-LLM-style CSV trace."),
+    trace: Path = typer.Option(None, help=TRACE_HELP),
     assign: str = typer.Option("hash", help="Row → entitlement: hash, slices or a mapping YAML."),
     key: list[str] = typer.Option(
         [], help="entitlement=inference-key, repeatable (keys are sent, never printed)."
@@ -39,13 +46,16 @@ def run(
     model: str = typer.Option(None, help="`model` of each request (default: the first served)."),
 ) -> None:
     """Replay the trace at its recorded pace (÷ speed), then print per-entitlement outcomes."""
+    require(Extra.SIDECAR)  # the HTTP client (aiohttp) the replay sends with
     from connectors.replay.http_replay import replay
     from tokenpools.simulation.trace import TraceError, read_azure_trace, trace_scenario
 
     try:
         platform = load_config(config)
         names = [e.name for e in platform.entitlements]
-        scenario = trace_scenario(read_azure_trace(trace), names, assign, duration_s=duration)
+        with given_or_packaged(trace, sample_trace()) as trace_path:
+            requests = read_azure_trace(trace_path)
+        scenario = trace_scenario(requests, names, assign, duration_s=duration)
     except (ConfigError, TraceError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -62,7 +72,7 @@ def run(
         raise typer.Exit(2)
 
     console.print(
-        f"replaying {len(scenario.requests)} requests from {trace.name} "
+        f"replaying {len(scenario.requests)} requests from {trace_path.name} "
         f"at {speed:g}× ({scenario.assignment})"
     )
     with Progress(console=console, transient=True) as progress:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tokenpools_cli.commands.db import DATABASE, STORE, URL, target_or_exit
+from tokenpools_cli.extras import Extra, require
 
 if TYPE_CHECKING:
     from connectors.clickhouse.queries import QueryResult
@@ -60,6 +61,7 @@ def report(
 
     Exit 1 when the store cannot be read, 2 for a bad range or an unknown query.
     """
+    require(Extra.ANALYTICS, *([Extra.PLOTS] if plot is not None else []))
     from connectors.clickhouse.queries import QueryError, load_queries, parse_time
     from connectors.clickhouse.source import open_source
     from connectors.clickhouse.store import StoreError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.local.serving import run_async, until_signalled
 from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, kafka_settings
 
@@ -19,6 +20,7 @@ def run(
     timeout: float = typer.Option(2.0, min=0.05, help="Scrape timeout (s), at most the interval."),
 ) -> None:
     """Scrape every target on a fixed cadence; a target that is down is reported as down."""
+    require(Extra.SIDECAR)
     from connectors.kafka.producer import make_producer
     from connectors.scraper.scraper import Scraper, Target
     from tokenpools.topics import Topics

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.local.serving import run_async, until_signalled
 from tokenpools_cli.options import NAMESPACE, bootstrap_option, kafka_settings
 
@@ -39,6 +40,7 @@ def run(
     event_buffer: int = typer.Option(100_000, min=1, help="Request events buffered for Kafka."),
 ) -> None:
     """Admit, proxy and report every request; exit 2 on bad options or config."""
+    require(Extra.SIDECAR)
     from connectors.sidecar.backends import Strategy
     from connectors.sidecar.runtime import pool_record, start_sidecar
     from connectors.sidecar.settings import SidecarSettings

@@ -29,6 +29,7 @@ from tokenpools.simulation import (
     read_azure_trace,
     trace_scenario,
 )
+from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.simulation_figures import plot_run
 
 app = typer.Typer(help="Offline what-if runs of the capacity model.", no_args_is_help=True)
@@ -86,6 +87,8 @@ def run(
     rows: int = typer.Option(12, "--rows", help="Rows of the over-time table."),
 ) -> None:
     """Run a scenario or trace through the core and report what each tenant got."""
+    if plot is not None:
+        require(Extra.PLOTS)
     try:
         config = load_config(config_path)
     except ConfigError as exc:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from tokenpools_cli.commands.db import DATABASE, STORE, URL, target_or_exit
+from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, kafka_settings
 
 app = typer.Typer(help="Store the control loop's events in ClickHouse.", no_args_is_help=True)
@@ -47,6 +48,7 @@ def run(
     Offsets are committed only after the rows are in ClickHouse; on SIGTERM what
     is buffered is written first. Exit 1 when the store or Kafka cannot be used.
     """
+    require(Extra.ANALYTICS)
     from aiokafka.errors import KafkaError
 
     from connectors.clickhouse.migrations import Migration, MigrationError

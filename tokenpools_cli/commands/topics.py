@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tokenpools.topics import Topics
+from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, PARTITIONS, kafka_settings
 
 app = typer.Typer(help="Create and describe the Kafka topics.", no_args_is_help=True)
@@ -21,6 +22,7 @@ def create(
     partitions: int = PARTITIONS,
 ) -> None:
     """Create missing topics (compaction for config and limits); existing ones are left alone."""
+    require(Extra.KAFKA)
     from connectors.kafka.admin import ensure_topics
 
     kafka = kafka_settings(bootstrap)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, PARTITIONS, kafka_settings
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ def run(
     loglevel: str = typer.Option("info", help="crit, error, warn, info or debug."),
 ) -> None:
     """Consume requests, engine samples and configs; tick the owned pools; publish limits."""
+    require(Extra.WORKER)
     from streams.settings import RequestSource, WorkerSettings
 
     try:

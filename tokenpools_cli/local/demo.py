@@ -28,6 +28,7 @@ from tokenpools.schemas import PlatformConfig, PoolConfigRecord, RequestEvent
 from tokenpools.simulation.trace import read_azure_trace, trace_scenario
 from tokenpools.topics import Topics
 from tokenpools_cli.local.broker import kafka_broker, quiet_kafka_client_logs
+from tokenpools_cli.resources import example, given_or_packaged, sample_trace
 
 
 @dataclass
@@ -55,17 +56,22 @@ class DemoResult:
 
 
 def run_events_demo(
-    config: Path, trace: Path, events: int, bootstrap: str | None, console: Console
+    config: Path | None, trace: Path | None, events: int, bootstrap: str | None, console: Console
 ) -> DemoResult:
     """Run the demo on `bootstrap` (or a local broker) and print what passed.
 
+    `config` and `trace` default to the packaged overload example and trace sample.
     Raises `ConfigError` / `TraceError` for bad input, `BrokerError` when no broker starts.
     """
     quiet_kafka_client_logs()
-    platform = load_config(config)
+    with given_or_packaged(config, example("overload.yaml")) as config_path:
+        platform = load_config(config_path)
     namespace = f"demo{uuid.uuid4().hex[:6]}"
-    with kafka_broker(bootstrap, console) as bootstrap:
-        result = asyncio.run(run_demo(bootstrap, namespace, platform, trace, events))
+    with (
+        kafka_broker(bootstrap, console) as bootstrap,
+        given_or_packaged(trace, sample_trace()) as trace_path,
+    ):
+        result = asyncio.run(run_demo(bootstrap, namespace, platform, trace_path, events))
     print_result(result, bootstrap, namespace, console)
     return result
 

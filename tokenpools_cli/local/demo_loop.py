@@ -29,8 +29,8 @@ from tokenpools.topics import Topics
 from tokenpools_cli.commands.replay import outcome_table
 from tokenpools_cli.local.broker import kafka_broker, quiet_kafka_client_logs
 from tokenpools_cli.local.supervisor import TOKENPOOLS, LocalStack
+from tokenpools_cli.resources import example
 
-REPO = Path(__file__).resolve().parents[2]
 SINK_FLUSH_S = 1.0
 
 
@@ -47,7 +47,10 @@ def run_loop(
     Raises `BrokerError` (no broker) or `StackError` (a service failed).
     """
     quiet_kafka_client_logs()
-    config_path = REPO / "deploy" / "examples" / "overload.yaml"
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="tokenpools-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "overload.yaml"  # the packaged example, beside the run's logs
+    config_path.write_text(example("overload.yaml").read_text())
     platform = load_config(config_path)
     pool = platform.pools[0]
     spot_start, departure = duration * 0.2, duration * 0.6
@@ -58,7 +61,6 @@ def run_loop(
         departure_s=departure,
         pool=pool.name,
     )
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="tokenpools-demo-"))
     namespace = f"demo{uuid.uuid4().hex[:6]}"
     with kafka_broker(bootstrap, console) as bootstrap:
         topics = Topics(namespace)

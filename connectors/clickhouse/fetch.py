@@ -1,0 +1,194 @@
+"""Reading one topic for its table: how records are fetched and turned into rows.
+
+The strategy is chosen once per topic/table mapping (`fetcher_for`), never per
+record:
+
+- `UndecodedFetcher` hands records as received to ClickHouse's parsing views
+  (`SinkSettings.parse_in_clickhouse`, `queues.py`);
+- `PlainFirstFetcher` keeps plainly valid records as the dicts orjson parsed
+  (`tokenpools.schemas.plain`) and decodes only the others (requests);
+- `DecodedFetcher` decodes every record into its model.
+
+The decoding ones send records that fail to decode to the DLQ. A compacted
+topic (`TableMapping.compacted`) deletes with null values: those tombstones are
+skipped, not dead-lettered.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from connectors.clickhouse.rows import Row, TableMapping
+from connectors.clickhouse.writer import TableWriter
+from connectors.kafka.consumer import DeadLetterCounter, decode_or_dead_letter, decoded_batches
+from tokenpools.schemas.plain import parse_plain
+
+Fetched = tuple[ConsumerRecord, Any]
+"""A Kafka record and what was made of it: its model, a plainly valid dict, or None (raw)."""
+Batches = AsyncGenerator[list[Fetched], None]
+Insert = Callable[[TableMapping, Sequence[Row]], None]
+
+
+@dataclass(frozen=True)
+class DeadLetters:
+    """Where records that fail to decode go: the DLQ producer, its topic, and their count."""
+
+    producer: AIOKafkaProducer
+    topic: str
+    counter: DeadLetterCounter
+
+
+class _Poller(Protocol):
+    async def getmany(
+        self, *, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[ConsumerRecord]]: ...
+
+
+class _WithoutTombstones:
+    """A compacted topic deletes with null values: those are not bad records, skip them."""
+
+    def __init__(self, consumer: _Poller) -> None:
+        self._consumer = consumer
+
+    async def getmany(
+        self, *, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return {tp: [m for m in ms if m.value is not None] for tp, ms in batches.items()}
+
+
+class Fetcher(ABC):
+    """Batches of one topic's records, and the rows (Kafka coordinates appended) they make."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, mapping: TableMapping) -> None:
+        self._consumer = consumer
+        self._source: _Poller = _WithoutTombstones(consumer) if mapping.compacted else consumer
+        self.mapping = mapping
+
+    @abstractmethod
+    def batches(self, timeout_ms: int, max_records: int) -> Batches:
+        """Yield each poll's records (possibly none), until closed."""
+
+    @abstractmethod
+    def rows(self, batch: list[Fetched]) -> list[Row]:
+        """The rows `batch` makes, in the column order of the table `insert_with` writes."""
+
+    def insert_with(self, writer: TableWriter) -> Insert:
+        """Which insert of `writer` takes these rows: the raw table's."""
+        return writer.insert
+
+
+class UndecodedFetcher(Fetcher):
+    """Records as received, for ClickHouse's parsing views (`parse_in_clickhouse`)."""
+
+    async def batches(self, timeout_ms: int, max_records: int) -> Batches:
+        while True:
+            got = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            yield [(m, None) for ms in got.values() for m in ms if m.value is not None]
+
+    def rows(self, batch: list[Fetched]) -> list[Row]:
+        return [
+            (message.value.decode("utf-8", "replace"), message.topic, message.partition,
+             message.offset)
+            for message, _ in batch
+        ]  # fmt: skip
+
+    def insert_with(self, writer: TableWriter) -> Insert:
+        """The queue table's insert: its views parse the records into the raw table."""
+        return writer.insert_raw
+
+
+class DecodedFetcher(Fetcher):
+    """Every record decoded into the mapping's model; the rejected go to the DLQ."""
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, mapping: TableMapping, dead_letters: DeadLetters
+    ) -> None:
+        super().__init__(consumer, mapping)
+        self._dead_letters = dead_letters
+
+    async def batches(self, timeout_ms: int, max_records: int) -> Batches:
+        dlq = self._dead_letters
+        decoded = decoded_batches(
+            self._source, self.mapping.model, dlq.producer, dlq.topic, dlq.counter,
+            timeout_ms=timeout_ms, max_records=max_records,
+        )  # fmt: skip
+        async with aclosing(decoded):  # type: ignore[type-var]  # typed AsyncIterator, is a generator
+            async for batch in decoded:
+                yield batch
+
+    def rows(self, batch: list[Fetched]) -> list[Row]:
+        build = self.mapping.rows
+        return [
+            (*row, message.topic, message.partition, message.offset)
+            for message, record in batch
+            for row in build(record, message.timestamp)
+        ]
+
+
+class PlainFirstFetcher(DecodedFetcher):
+    """Like `DecodedFetcher`, but plainly valid records stay the dicts orjson parsed.
+
+    Only the others are decoded into models (`tokenpools.schemas.plain`): the
+    codec judges them and sends what it rejects to the DLQ, as before.
+    """
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, mapping: TableMapping, dead_letters: DeadLetters
+    ) -> None:
+        super().__init__(consumer, mapping, dead_letters)
+        assert mapping.plain_rows is not None, "fetcher_for picks this only with plain_rows"
+        self._plain_rows = mapping.plain_rows
+
+    async def batches(self, timeout_ms: int, max_records: int) -> Batches:
+        dlq = self._dead_letters
+        while True:
+            got = await self._source.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            messages = [m for ms in got.values() for m in ms]
+            objs, slow = parse_plain([m.value for m in messages])
+            if not slow:
+                yield list(zip(messages, objs, strict=True))
+                continue
+            out: list[Fetched] = []
+            plain = iter(objs)
+            judged = set(slow)
+            for i, message in enumerate(messages):
+                if i not in judged:
+                    out.append((message, next(plain)))
+                    continue
+                record = await decode_or_dead_letter(
+                    message, self.mapping.model, dlq.producer, dlq.topic, dlq.counter
+                )
+                if record is not None:
+                    out.append((message, record))
+            yield out
+
+    def rows(self, batch: list[Fetched]) -> list[Row]:
+        """Plain dicts through `plain_rows`, the records the codec decoded through `rows`."""
+        build, build_plain = self.mapping.rows, self._plain_rows
+        rows: list[Row] = []
+        for message, record in batch:
+            ts = message.timestamp
+            made = build_plain(record, ts) if type(record) is dict else build(record, ts)
+            rows.extend((*row, message.topic, message.partition, message.offset) for row in made)
+        return rows
+
+
+def fetcher_for(
+    consumer: AIOKafkaConsumer,
+    mapping: TableMapping,
+    dead_letters: DeadLetters,
+    parse_in_clickhouse: bool,
+) -> Fetcher:
+    """The one strategy for `mapping`'s topic, chosen before the first record is read."""
+    if parse_in_clickhouse and mapping.queue is not None:
+        return UndecodedFetcher(consumer, mapping)
+    if mapping.plain_rows is not None:
+        return PlainFirstFetcher(consumer, mapping, dead_letters)
+    return DecodedFetcher(consumer, mapping, dead_letters)
