@@ -38,7 +38,7 @@ import faust
 from faust.tables.manager import TableManager
 from faust.types import TP, EventT, StreamT, TableT
 
-from connectors.kafka.dead_letter import Headers, send_dead_letter
+from connectors.kafka.dead_letter import Headers, SourceRecord, send_dead_letter
 from connectors.kafka.partitioner import RememberingPartitioner
 from connectors.kafka.topics import STATE_MAX_MESSAGE_BYTES, TopicSpec, topic_specs
 from streams.metrics import WorkerMetrics
@@ -46,7 +46,7 @@ from streams.ownership import owned_partitions
 from streams.pools import PoolRegistry
 from streams.publishing import publish_tick
 from streams.requests_reader import RequestReader
-from streams.screening import RawRecord, screen
+from streams.screening import screen
 from streams.settings import RequestSource, WorkerSettings
 from tokenpools.controller import ControllerState
 from tokenpools.schemas import DecodeError, decode_as
@@ -104,18 +104,9 @@ class ControlLoop:
     ) -> Any:
         return await self.app.producer.send(topic, key, value, None, None, headers)
 
-    async def dead_letter(self, record: RawRecord, error: str) -> None:
+    async def dead_letter(self, record: SourceRecord, error: str) -> None:
         """Park a record that failed to parse on the DLQ (raw bytes, error in headers)."""
-        await send_dead_letter(
-            self.send,
-            self.topics.dlq,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            error=error,
-        )
+        await send_dead_letter(self.send, self.topics.dlq, record, error)
 
     # -- state ------------------------------------------------------------------------------
     def stored_state(self, pool: str) -> ControllerState | None:
@@ -149,7 +140,7 @@ class ControlLoop:
             self.reader.follow(owned, rewind_s=self.registry.max_window_s())
 
     # -- inputs -----------------------------------------------------------------------------
-    async def on_request_records(self, records: Sequence[RawRecord]) -> None:
+    async def on_request_records(self, records: Sequence[SourceRecord]) -> None:
         """One batch of raw request records: screen, feed the windows, then dead-letter.
 
         The windows take the whole batch before the first await, so a tick never
@@ -169,7 +160,7 @@ class ControlLoop:
         for record, error in out.dead:
             await self.dead_letter(record, error)
 
-    async def on_engine_records(self, records: Sequence[RawRecord]) -> None:
+    async def on_engine_records(self, records: Sequence[SourceRecord]) -> None:
         self.metrics.events.labels("engine").inc(len(records))
         samples: list[EngineSample] = []
         for record in records:
@@ -182,7 +173,7 @@ class ControlLoop:
         if unowned:
             self.metrics.dropped.labels("unowned_pool").inc(unowned)
 
-    async def on_config_record(self, record: RawRecord) -> None:
+    async def on_config_record(self, record: SourceRecord) -> None:
         self.metrics.events.labels("config").inc()
         if record.value is None:
             if record.key is not None:

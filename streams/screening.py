@@ -27,24 +27,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from connectors.kafka.dead_letter import SourceRecord
 from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.schemas.events import RequestEvent
 from tokenpools.schemas.plain import parse_plain
 
 FUTURE_SKEW_S = 5.0
 DEDUPE_HORIZON_S = 10.0  # retried sends arrive within seconds; memory grows with rate × horizon
-
-
-class RawRecord(Protocol):
-    """What aiokafka's `ConsumerRecord` and Faust's `Message` have in common."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass
@@ -54,7 +45,7 @@ class Screened:
     events: dict[str, list[dict[str, Any]]] = field(
         default_factory=dict
     )  # plainly valid event objects
-    dead: list[tuple[RawRecord, str]] = field(default_factory=list)
+    dead: list[tuple[SourceRecord, str]] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -92,7 +83,7 @@ class RecentIds:
 
 
 def screen(
-    records: Iterable[RawRecord],
+    records: Iterable[SourceRecord],
     now: float,
     window_of: Callable[[str], float | None],
     recent_of: Callable[[str], RecentIds],

@@ -38,16 +38,7 @@ async def dead_letter(
     ) -> Any:
         return await producer.send(topic, value=value, key=key, headers=headers)
 
-    await send_dead_letter(
-        send,
-        dlq_topic,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        error=error,
-    )
+    await send_dead_letter(send, dlq_topic, message, error)
 
 
 async def decode_or_dead_letter(

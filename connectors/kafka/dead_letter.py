@@ -8,7 +8,7 @@ convention), so an operator reads any dead letter the same way.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 DLQ_ERROR_HEADER = "tokenpools.error"
 DLQ_TOPIC_HEADER = "tokenpools.source.topic"
@@ -31,16 +31,17 @@ def dead_letter_headers(topic: str, partition: int, offset: int, error: str) -> 
     ]
 
 
-async def send_dead_letter(
-    send: Send,
-    dlq_topic: str,
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    error: str,
-) -> None:
-    """Park one record on `dlq_topic`: its raw key and value, the error and origin in headers."""
-    await send(dlq_topic, key, value, dead_letter_headers(topic, partition, offset, error))
+class SourceRecord(Protocol):
+    """What aiokafka's `ConsumerRecord` and Faust's `Message` have in common."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+async def send_dead_letter(send: Send, dlq_topic: str, record: SourceRecord, error: str) -> None:
+    """Park `record` on `dlq_topic`: its raw key and value, the error and origin in headers."""
+    headers = dead_letter_headers(record.topic, record.partition, record.offset, error)
+    await send(dlq_topic, record.key, record.value, headers)

@@ -7,7 +7,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.core.helpers import arrivals, ent, pool_config
+from tests.helpers.core import arrivals, ent, pool_config
 from tokenpools.controller import INSTANCE_EVEN_SHARE, PoolController, TickResult
 from tokenpools.schemas import decode, encode
 from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.core.helpers import arrivals, ent, pool_config, request
+from tests.helpers.core import arrivals, ent, pool_config, request
 from tokenpools.controller import ControllerState, PoolController, TickResult
 from tokenpools.schemas.config import ScalingPolicy, Tier
 from tokenpools.schemas.dims import Dims

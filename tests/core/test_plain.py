@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.core.request_records import json_scalars, mutated, valid_events
+from tests.helpers.request_records import json_scalars, mutated, valid_events
 from tokenpools.schemas import DecodeError, decode_as, encode
 from tokenpools.schemas.events import RequestEvent
 from tokenpools.schemas.plain import FIELDS, parse_plain, plainly_valid

@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.core.request_records import valid_events
+from tests.helpers.request_records import valid_events
 from tokenpools.schemas.events import Phase, RequestEvent
 from tokenpools.windows import RequestColumns, request_columns
 

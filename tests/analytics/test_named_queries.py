@@ -8,8 +8,8 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from connectors.clickhouse.queries import QueryError, QueryResult, load_queries, run_query
-from tests.clickhouse import dataset as ds
-from tests.clickhouse.conftest import count
+from tests.analytics.conftest import count
+from tests.helpers import analytics_dataset as ds
 
 QUERIES = load_queries()
 

@@ -25,9 +25,9 @@ from connectors.clickhouse.writer import TableWriter
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.dead_letter import DLQ_ERROR_HEADER
 from connectors.kafka.topic_reader import read_to_end
-from tests.clickhouse import dataset as ds
-from tests.clickhouse.conftest import count
-from tests.clickhouse.kafka_io import (
+from tests.analytics.conftest import count
+from tests.helpers import analytics_dataset as ds
+from tests.helpers.kafka_io import (
     BAD_RECORDS,
     lag,
     produce,

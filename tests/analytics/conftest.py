@@ -16,7 +16,7 @@ from connectors.clickhouse.migrations import migrate
 from connectors.clickhouse.rows import REQUESTS, mappings
 from connectors.clickhouse.store import Target, connect
 from connectors.clickhouse.writer import TableWriter
-from tests.clickhouse.dataset import T0, Dataset, build
+from tests.helpers.analytics_dataset import T0, Dataset, build
 from tokenpools.topics import Topics
 
 LOADED_TOPICS = Topics(namespace="loaded")

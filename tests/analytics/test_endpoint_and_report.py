@@ -21,8 +21,8 @@ from connectors.clickhouse.endpoint import (
 )
 from connectors.clickhouse.queries import load_queries, run_query
 from connectors.clickhouse.store import Target
-from tests.clickhouse import dataset as ds
-from tests.clickhouse.conftest import count, store_dir
+from tests.analytics.conftest import count, store_dir
+from tests.helpers import analytics_dataset as ds
 from tokenpools_cli.main import app
 
 RANGE = {"start": str(ds.T0), "end": str(ds.T0 + ds.SPAN_S + 60)}

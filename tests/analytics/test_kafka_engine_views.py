@@ -19,8 +19,8 @@ from connectors.clickhouse.queries import load_queries, run_query
 from connectors.clickhouse.queues import install
 from connectors.clickhouse.sql_files import sql_root
 from connectors.clickhouse.store import Target, connect
-from tests.clickhouse import dataset as ds
-from tests.clickhouse.conftest import count
+from tests.analytics.conftest import count
+from tests.helpers import analytics_dataset as ds
 from tokenpools.schemas.codec import encode
 
 QUEUES = ("requests_queue", "engine_queue", "state_queue", "limits_queue", "scaling_queue")

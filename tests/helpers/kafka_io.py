@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connectors.kafka.producer import make_producer, send_record
-from tests.clickhouse.conftest import records_by_topic
-from tests.clickhouse.dataset import POOL, Dataset
+from tests.analytics.conftest import records_by_topic
+from tests.helpers.analytics_dataset import POOL, Dataset
 from tokenpools.schemas import EngineSample
 from tokenpools.schemas.codec import encode
 from tokenpools.topics import Topics, config_key

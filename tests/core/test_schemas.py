@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.foundation.samples import one_of_each
+from tests.helpers.samples import one_of_each
 from tokenpools.schemas import (
     SCHEMA_VERSION,
     DecodeError,

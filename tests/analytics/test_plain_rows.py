@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.clickhouse.rows import REQUESTS, plain_request_rows, request_rows
-from tests.core.request_records import json_scalars, mutated, valid_events
+from tests.helpers.request_records import json_scalars, mutated, valid_events
 from tokenpools.schemas import decode_as
 from tokenpools.schemas.events import RequestEvent
 from tokenpools.schemas.plain import FIELDS, parse_plain

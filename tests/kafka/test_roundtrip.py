@@ -12,7 +12,7 @@ from connectors.kafka.consumer import DeadLetterCounter, decoded_batches
 from connectors.kafka.dead_letter import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER
 from connectors.kafka.producer import make_producer, send_record
 from connectors.kafka.topic_reader import read_to_end
-from tests.foundation.samples import one_of_each
+from tests.helpers.samples import one_of_each
 from tokenpools.schemas import RequestEvent, decode
 from tokenpools.topics import Topics
 
