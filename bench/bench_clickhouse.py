@@ -49,11 +49,21 @@ T0 = float((int(time.time()) // 3600 - 25) * 3600)  # a day of data ending about
 
 def sample_event(i: int) -> RequestEvent:
     return RequestEvent(
-        id=f"req-{i}", time=T0 + i * 0.001, pool=f"pool-{i % 2}", entitlement=f"ent-{i % 20}",
-        tier=Tier.ELASTIC, instance="sidecar-0", key_hash="hs256:" + "ab" * 32,
-        phase=Phase.COMPLETED, prompt_tokens=500 + i % 300, completion_tokens=120,
-        estimate_tokens=756, queue_delay_ms=1.5, ttft_ms=80.0 + i % 50, latency_ms=900.0 + i % 700,
-    )  # fmt: skip
+        id=f"req-{i}",
+        time=T0 + i * 0.001,
+        pool=f"pool-{i % 2}",
+        entitlement=f"ent-{i % 20}",
+        tier=Tier.ELASTIC,
+        instance="sidecar-0",
+        key_hash="hs256:" + "ab" * 32,
+        phase=Phase.COMPLETED,
+        prompt_tokens=500 + i % 300,
+        completion_tokens=120,
+        estimate_tokens=756,
+        queue_delay_ms=1.5,
+        ttft_ms=80.0 + i % 50,
+        latency_ms=900.0 + i % 700,
+    )
 
 
 def count(client: Client) -> int:
@@ -231,10 +241,13 @@ async def main() -> None:
                     bootstrap, client, reader, args.sink_rows, settings
                 ),
                 "parsed in ClickHouse (--parse-in-clickhouse)": await sink_rate(
-                    bootstrap, client, reader, args.sink_rows,
+                    bootstrap,
+                    client,
+                    reader,
+                    args.sink_rows,
                     dataclasses.replace(settings, parse_in_clickhouse=True),
                 ),
-            }  # fmt: skip
+            }
         finally:
             reader.close()
         bare = bare_insert_rate(client, args.sink_rows, args.batch_rows)

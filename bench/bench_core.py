@@ -24,6 +24,7 @@ import gc
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def feed(
     )
 
 
-def median_ms(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

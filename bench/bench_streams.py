@@ -57,16 +57,22 @@ PARTITIONS = 6
 def pool_config(pool: str, n_ents: int, settings: ControllerSettings) -> PoolConfigRecord:
     """A pool of `n_ents` entitlements: guaranteed ones and one spot tenant."""
     per_replica = Dims(tps=3000, kv=32768, conc=32)
-    spec = PoolSpec(name=pool, replicas=max(1, n_ents // 4), per_replica=per_replica,
-                    target_utilization=1.0)  # fmt: skip
-    ents = [EntitlementSpec(name=f"{pool}-spot", pool=pool, tier=Tier.SPOT,
-                            burst=OptionalDims(conc=32))]  # fmt: skip
+    spec = PoolSpec(
+        name=pool, replicas=max(1, n_ents // 4), per_replica=per_replica, target_utilization=1.0
+    )
+    ents = [
+        EntitlementSpec(name=f"{pool}-spot", pool=pool, tier=Tier.SPOT, burst=OptionalDims(conc=32))
+    ]
     ents += [
-        EntitlementSpec(name=f"{pool}-g{i}", pool=pool, tier=Tier.GUARANTEED,
-                        guarantee=Dims(tps=200, kv=2048, conc=8),
-                        burst=OptionalDims(tps=400, kv=4096, conc=12))
+        EntitlementSpec(
+            name=f"{pool}-g{i}",
+            pool=pool,
+            tier=Tier.GUARANTEED,
+            guarantee=Dims(tps=200, kv=2048, conc=8),
+            burst=OptionalDims(tps=400, kv=4096, conc=12),
+        )
         for i in range(n_ents - 1)
-    ]  # fmt: skip
+    ]
     return PoolConfigRecord(pool=spec, entitlements=ents, controller=settings)
 
 
@@ -83,9 +89,13 @@ async def setup(bootstrap: str, configs: list[PoolConfigRecord]) -> tuple[Topics
 
 # -- 1. throughput ----------------------------------------------------------------------------
 async def raw_consume_rate(bootstrap: str, topic: str, n: int, decode: bool) -> float:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, max_partition_fetch_bytes=4 << 20,
-                                fetch_max_bytes=32 << 20)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 << 20,
+        fetch_max_bytes=32 << 20,
+    )
     await consumer.start()
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     consumer.assign(tps)
@@ -117,10 +127,17 @@ async def throughput(bootstrap: str, n: int, log_dir: Path) -> None:
     for i in range(2000):
         pool = pools[i % len(pools)]
         event = RequestEvent(
-            id="x", time=now, pool=pool, entitlement=f"{pool}-g{i % 19}", instance=f"sc-{i % 3}",
+            id="x",
+            time=now,
+            pool=pool,
+            entitlement=f"{pool}-g{i % 19}",
+            instance=f"sc-{i % 3}",
             phase=(Phase.ADMITTED, Phase.COMPLETED, Phase.REJECTED)[i % 3],
-            prompt_tokens=200, completion_tokens=100, estimate_tokens=300, latency_ms=500.0,
-        )  # fmt: skip
+            prompt_tokens=200,
+            completion_tokens=100,
+            estimate_tokens=300,
+            latency_ms=500.0,
+        )
         values.append((pool.encode(), encode(event)))
     for i in range(n):
         key, value = values[i % len(values)]
@@ -142,8 +159,11 @@ async def throughput(bootstrap: str, n: int, log_dir: Path) -> None:
 
         await wait_for(done, 120, "the worker to consume the backlog", interval=0.05)
         rss = psutil.Process(worker.proc.pid).memory_info().rss
-        dropped = sum(v for (name, _), v in worker.metrics().items()
-                      if name == "tokenpools_worker_dropped_total")  # fmt: skip
+        dropped = sum(
+            v
+            for (name, _), v in worker.metrics().items()
+            if name == "tokenpools_worker_dropped_total"
+        )
     finally:
         worker.stop()
         await producer.stop()
@@ -180,14 +200,28 @@ async def reaction(bootstrap: str, trials: int, log_dir: Path) -> None:
         nonlocal n
         for _ in range(k):
             n += 1
-            await send_record(producer, topics.requests, pool, RequestEvent(
-                id=f"e{n}", time=time.time(), pool=pool, entitlement=ent, phase=phase,
-                estimate_tokens=300, instance="sc-1"))  # fmt: skip
+            await send_record(
+                producer,
+                topics.requests,
+                pool,
+                RequestEvent(
+                    id=f"e{n}",
+                    time=time.time(),
+                    pool=pool,
+                    entitlement=ent,
+                    phase=phase,
+                    estimate_tokens=300,
+                    instance="sc-1",
+                ),
+            )
         await producer.flush()
 
     def spot_conc(pool: str, since: float) -> list[tuple[float, float]]:
-        return [(t, lim.limits.conc) for t, lim in seen if lim.entitlement == f"{pool}-spot"
-                and lim.instance == "" and t >= since]  # fmt: skip
+        return [
+            (t, lim.limits.conc)
+            for t, lim in seen
+            if lim.entitlement == f"{pool}-spot" and lim.instance == "" and t >= since
+        ]
 
     seen: list[tuple[float, LimitUpdate]] = []
 
@@ -196,8 +230,11 @@ async def reaction(bootstrap: str, trials: int, log_dir: Path) -> None:
             seen.append((time.time(), decode_as(r.value, LimitUpdate)))
 
     try:
-        await wait_for(lambda: worker.metric("tokenpools_worker_owned_pools") == len(pools), 60,
-                       "the worker to own the pools")  # fmt: skip
+        await wait_for(
+            lambda: worker.metric("tokenpools_worker_owned_pools") == len(pools),
+            60,
+            "the worker to own the pools",
+        )
         for trial in range(trials):
             # quiet: only spot, which gets everything
             for pool in pools:
@@ -238,8 +275,10 @@ async def reaction(bootstrap: str, trials: int, log_dir: Path) -> None:
     samples.sort()
     p50 = statistics.median(samples)
     p99 = samples[min(len(samples) - 1, int(0.99 * len(samples)))]
-    print(f"2. reaction time, first overload event → spot limit cut on the limits topic "
-          f"({len(samples)} samples, tick 1 s)")  # fmt: skip
+    print(
+        f"2. reaction time, first overload event → spot limit cut on the limits topic "
+        f"({len(samples)} samples, tick 1 s)"
+    )
     print(
         f"   p50 {p50 * 1000:7.0f} ms   p99 {p99 * 1000:7.0f} ms   max {samples[-1] * 1000:7.0f} ms"
         f"   (target p99 ≤ 1200 ms); mean tick {tick_sum / max(tick_n, 1) * 1000:.1f} ms"
@@ -254,8 +293,11 @@ async def memory(bootstrap: str, entitlements: int, log_dir: Path) -> None:
     topics, producer = await setup(bootstrap, [pool_config(p, per_pool, settings) for p in pools])
     worker = start_worker(bootstrap, topics, log_dir, tick=1.0, name="memory")
     try:
-        await wait_for(lambda: worker.metric("tokenpools_worker_owned_pools") == len(pools), 90,
-                       "the worker to own the pools")  # fmt: skip
+        await wait_for(
+            lambda: worker.metric("tokenpools_worker_owned_pools") == len(pools),
+            90,
+            "the worker to own the pools",
+        )
         base_rss = psutil.Process(worker.proc.pid).memory_info().rss
         n = 0
         for rnd in range(3):  # every entitlement gets traffic, from two sidecars
@@ -264,9 +306,14 @@ async def memory(bootstrap: str, entitlements: int, log_dir: Path) -> None:
                 for i in range(per_pool - 1):
                     n += 1
                     event = RequestEvent(
-                        id=f"m{n}", time=now, pool=pool, entitlement=f"{pool}-g{i}",
-                        phase=Phase.ADMITTED, estimate_tokens=300, instance=f"sc-{(i + rnd) % 2}",
-                    )  # fmt: skip
+                        id=f"m{n}",
+                        time=now,
+                        pool=pool,
+                        entitlement=f"{pool}-g{i}",
+                        phase=Phase.ADMITTED,
+                        estimate_tokens=300,
+                        instance=f"sc-{(i + rnd) % 2}",
+                    )
                     await producer.send(topics.requests, value=encode(event), key=pool.encode())
             await producer.flush()
             await asyncio.sleep(1.0)
@@ -288,9 +335,11 @@ async def memory(bootstrap: str, entitlements: int, log_dir: Path) -> None:
         f"3. memory with {total} entitlements in {len(pools)} pools ({n} events, 2 sidecars each)"
     )
     mib = 2**20
-    print(f"   worker RSS {rss / mib:.0f} MiB (owning the pools, idle: {base_rss / mib:.0f} MiB)"
-          f"   (target < 400 MB); mean tick {tick_sum / max(tick_n, 1) * 1000:.0f} ms,"
-          f" {limits / max(tick_n, 1):.0f} limit records per tick")  # fmt: skip
+    print(
+        f"   worker RSS {rss / mib:.0f} MiB (owning the pools, idle: {base_rss / mib:.0f} MiB)"
+        f"   (target < 400 MB); mean tick {tick_sum / max(tick_n, 1) * 1000:.0f} ms,"
+        f" {limits / max(tick_n, 1):.0f} limit records per tick"
+    )
 
 
 async def main(args: argparse.Namespace) -> None:

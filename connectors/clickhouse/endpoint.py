@@ -55,17 +55,26 @@ def build_app(
 
     async def healthz(_: web.Request) -> web.Response:
         store = target.store_path
-        return _json({
-            "status": "ok", "pid": os.getpid(), "database": target.database,
-            "store": str(store) if store else None,
-        })  # fmt: skip
+        return _json(
+            {
+                "status": "ok",
+                "pid": os.getpid(),
+                "database": target.database,
+                "store": str(store) if store else None,
+            }
+        )
 
     async def list_queries(_: web.Request) -> web.Response:
-        return _json([
-            {"name": q.name, "description": q.description,
-             "parameters": [{"name": p.name, "type": p.type} for p in q.parameters]}
-            for q in service.queries.values()
-        ])  # fmt: skip
+        return _json(
+            [
+                {
+                    "name": q.name,
+                    "description": q.description,
+                    "parameters": [{"name": p.name, "type": p.type} for p in q.parameters],
+                }
+                for q in service.queries.values()
+            ]
+        )
 
     async def query(request: web.Request) -> web.Response:
         name = request.match_info["name"]

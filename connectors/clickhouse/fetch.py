@@ -94,10 +94,14 @@ class UndecodedFetcher(Fetcher):
 
     def rows(self, batch: list[Fetched]) -> list[Row]:
         return [
-            (message.value.decode("utf-8", "replace"), message.topic, message.partition,
-             message.offset)
+            (
+                message.value.decode("utf-8", "replace"),
+                message.topic,
+                message.partition,
+                message.offset,
+            )
             for message, _ in batch
-        ]  # fmt: skip
+        ]
 
     def insert_with(self, writer: TableWriter) -> Insert:
         """The queue table's insert: its views parse the records into the raw table."""
@@ -116,9 +120,14 @@ class DecodedFetcher(Fetcher):
     async def batches(self, timeout_ms: int, max_records: int) -> Batches:
         dlq = self._dead_letters
         decoded = decoded_batches(
-            self._source, self.mapping.model, dlq.producer, dlq.topic, dlq.counter,
-            timeout_ms=timeout_ms, max_records=max_records,
-        )  # fmt: skip
+            self._source,
+            self.mapping.model,
+            dlq.producer,
+            dlq.topic,
+            dlq.counter,
+            timeout_ms=timeout_ms,
+            max_records=max_records,
+        )
         async with aclosing(decoded):  # type: ignore[type-var]  # typed AsyncIterator, is a generator
             async for batch in decoded:
                 yield batch

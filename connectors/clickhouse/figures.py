@@ -27,9 +27,10 @@ def plot_result(result: QueryResult, directory: Path, title: str = "") -> Path |
         return None
     metrics = [i for i, t in enumerate(result.types) if is_numeric(t)]
     labels = [
-        i for i, (c, t) in enumerate(zip(result.columns, result.types, strict=True))
+        i
+        for i, (c, t) in enumerate(zip(result.columns, result.types, strict=True))
         if "String" in t and c not in _NOT_A_SERIES
-    ]  # fmt: skip
+    ]
     if not metrics:
         return None
     directory.mkdir(parents=True, exist_ok=True)

@@ -81,8 +81,12 @@ class ReplayGuard:
                 committed is None and await self._stored_from_this_topic(tp, stored)
             ):
                 skip[tp.partition] = stored
-                log.info("%s[%d]: offsets up to %d already stored; skipping them",
-                         self.topic, tp.partition, stored)  # fmt: skip
+                log.info(
+                    "%s[%d]: offsets up to %d already stored; skipping them",
+                    self.topic,
+                    tp.partition,
+                    stored,
+                )
         self._skip_through = skip
 
     async def _stored_from_this_topic(self, tp: TopicPartition, offset: int) -> bool:

@@ -63,12 +63,25 @@ def _dims(d: Dims) -> Row:
 def request_rows(r: RequestEvent, _ts: int) -> Sequence[Row]:
     return (
         (
-            ms(r.time), r.pool, r.entitlement, r.tier.value if r.tier else "", r.instance, r.id,
-            r.phase.value, r.key_hash or "", r.prompt_tokens, r.completion_tokens,
-            r.estimate_tokens, r.queue_delay_ms, r.ttft_ms, r.latency_ms, r.status,
-            r.reason or "", r.stream,
+            ms(r.time),
+            r.pool,
+            r.entitlement,
+            r.tier.value if r.tier else "",
+            r.instance,
+            r.id,
+            r.phase.value,
+            r.key_hash or "",
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.estimate_tokens,
+            r.queue_delay_ms,
+            r.ttft_ms,
+            r.latency_ms,
+            r.status,
+            r.reason or "",
+            r.stream,
         ),
-    )  # fmt: skip
+    )
 
 
 def plain_request_rows(o: dict[str, Any], _ts: int) -> Sequence[Row]:
@@ -82,24 +95,44 @@ def plain_request_rows(o: dict[str, Any], _ts: int) -> Sequence[Row]:
     ttft, latency = get("ttft_ms"), get("latency_ms")
     return (
         (
-            ms(float(o["time"])), o["pool"], o["entitlement"], get("tier") or "",
-            get("instance", ""), o["id"], o["phase"], get("key_hash") or "",
-            get("prompt_tokens", 0), get("completion_tokens", 0), get("estimate_tokens", 0),
-            float(get("queue_delay_ms", 0.0)), None if ttft is None else float(ttft),
-            None if latency is None else float(latency), get("status", 200),
-            get("reason") or "", get("stream", False),
+            ms(float(o["time"])),
+            o["pool"],
+            o["entitlement"],
+            get("tier") or "",
+            get("instance", ""),
+            o["id"],
+            o["phase"],
+            get("key_hash") or "",
+            get("prompt_tokens", 0),
+            get("completion_tokens", 0),
+            get("estimate_tokens", 0),
+            float(get("queue_delay_ms", 0.0)),
+            None if ttft is None else float(ttft),
+            None if latency is None else float(latency),
+            get("status", 200),
+            get("reason") or "",
+            get("stream", False),
         ),
-    )  # fmt: skip
+    )
 
 
 def engine_rows(s: EngineSample, _ts: int) -> Sequence[Row]:
     return (
         (
-            ms(s.time), s.pool, s.backend, s.up, s.running, s.waiting, s.kv_usage,
-            s.kv_capacity_tokens, s.prompt_tokens_total, s.generation_tokens_total,
-            s.preemptions_total, s.error or "",
+            ms(s.time),
+            s.pool,
+            s.backend,
+            s.up,
+            s.running,
+            s.waiting,
+            s.kv_usage,
+            s.kv_capacity_tokens,
+            s.prompt_tokens_total,
+            s.generation_tokens_total,
+            s.preemptions_total,
+            s.error or "",
         ),
-    )  # fmt: skip
+    )
 
 
 def state_rows(s: PoolState, _ts: int) -> Sequence[Row]:
@@ -107,107 +140,204 @@ def state_rows(s: PoolState, _ts: int) -> Sequence[Row]:
     head = (ms(s.time), s.pool, s.epoch, s.replicas, *_dims(s.capacity))
     return [
         (
-            *head, e.entitlement, e.tier.value, *_dims(e.demand), *_dims(e.allocation),
-            *_dims(e.limit), *_dims(e.served), e.debt, e.priority,
+            *head,
+            e.entitlement,
+            e.tier.value,
+            *_dims(e.demand),
+            *_dims(e.allocation),
+            *_dims(e.limit),
+            *_dims(e.served),
+            e.debt,
+            e.priority,
         )
         for e in s.entitlements
-    ]  # fmt: skip
+    ]
 
 
 def limit_rows(u: LimitUpdate, _ts: int) -> Sequence[Row]:
     return (
         (
-            ms(u.issued_at), ms(u.expires_at), u.pool, u.entitlement, u.tier.value, u.instance,
-            u.epoch, *_dims(u.limits),
+            ms(u.issued_at),
+            ms(u.expires_at),
+            u.pool,
+            u.entitlement,
+            u.tier.value,
+            u.instance,
+            u.epoch,
+            *_dims(u.limits),
         ),
-    )  # fmt: skip
+    )
 
 
 def scaling_rows(d: ScalingDecision, _ts: int) -> Sequence[Row]:
     return (
         (
-            ms(d.time), d.pool, d.current_replicas, d.desired_replicas, d.reason,
-            *_dims(d.demand), *_dims(d.capacity),
+            ms(d.time),
+            d.pool,
+            d.current_replicas,
+            d.desired_replicas,
+            d.reason,
+            *_dims(d.demand),
+            *_dims(d.capacity),
         ),
-    )  # fmt: skip
+    )
 
 
 def config_rows(c: PoolConfigRecord, timestamp_ms: int) -> Sequence[Row]:
     """One row per entitlement of the pool, versioned by the record's Kafka timestamp."""
     return [
         (
-            timestamp_ms, c.pool.name, e.name, e.tier.value, e.weight, *_dims(e.guarantee),
-            e.burst.tps, e.burst.kv, e.burst.conc, e.slo.ttft_ms, e.slo.max_admission_delay_ms,
+            timestamp_ms,
+            c.pool.name,
+            e.name,
+            e.tier.value,
+            e.weight,
+            *_dims(e.guarantee),
+            e.burst.tps,
+            e.burst.kv,
+            e.burst.conc,
+            e.slo.ttft_ms,
+            e.slo.max_admission_delay_ms,
         )
         for e in c.entitlements
-    ]  # fmt: skip
+    ]
 
 
 REQUESTS = TableMapping(
     "requests",
     RequestEvent,
     (
-        "time", "pool", "entitlement", "tier", "instance", "id", "phase", "key_hash",
-        "prompt_tokens", "completion_tokens", "estimate_tokens", "queue_delay_ms", "ttft_ms",
-        "latency_ms", "status", "reason", "stream",
+        "time",
+        "pool",
+        "entitlement",
+        "tier",
+        "instance",
+        "id",
+        "phase",
+        "key_hash",
+        "prompt_tokens",
+        "completion_tokens",
+        "estimate_tokens",
+        "queue_delay_ms",
+        "ttft_ms",
+        "latency_ms",
+        "status",
+        "reason",
+        "stream",
     ),
     request_rows,
     "requests_queue",
     plain_request_rows,
-)  # fmt: skip
+)
 ENGINE_SAMPLES = TableMapping(
     "engine_samples",
     EngineSample,
     (
-        "time", "pool", "backend", "up", "running", "waiting", "kv_usage", "kv_capacity_tokens",
-        "prompt_tokens_total", "generation_tokens_total", "preemptions_total", "error",
+        "time",
+        "pool",
+        "backend",
+        "up",
+        "running",
+        "waiting",
+        "kv_usage",
+        "kv_capacity_tokens",
+        "prompt_tokens_total",
+        "generation_tokens_total",
+        "preemptions_total",
+        "error",
     ),
     engine_rows,
     "engine_queue",
-)  # fmt: skip
+)
 POOL_STATE = TableMapping(
     "pool_state",
     PoolState,
     (
-        "time", "pool", "epoch", "replicas", "capacity_tps", "capacity_kv", "capacity_conc",
-        "entitlement", "tier", "demand_tps", "demand_kv", "demand_conc", "allocation_tps",
-        "allocation_kv", "allocation_conc", "limit_tps", "limit_kv", "limit_conc", "served_tps",
-        "served_kv", "served_conc", "debt", "priority",
+        "time",
+        "pool",
+        "epoch",
+        "replicas",
+        "capacity_tps",
+        "capacity_kv",
+        "capacity_conc",
+        "entitlement",
+        "tier",
+        "demand_tps",
+        "demand_kv",
+        "demand_conc",
+        "allocation_tps",
+        "allocation_kv",
+        "allocation_conc",
+        "limit_tps",
+        "limit_kv",
+        "limit_conc",
+        "served_tps",
+        "served_kv",
+        "served_conc",
+        "debt",
+        "priority",
     ),
     state_rows,
     "state_queue",
-)  # fmt: skip
+)
 LIMITS = TableMapping(
     "limits",
     LimitUpdate,
     (
-        "time", "expires_at", "pool", "entitlement", "tier", "instance", "epoch", "limit_tps",
-        "limit_kv", "limit_conc",
+        "time",
+        "expires_at",
+        "pool",
+        "entitlement",
+        "tier",
+        "instance",
+        "epoch",
+        "limit_tps",
+        "limit_kv",
+        "limit_conc",
     ),
     limit_rows,
     "limits_queue",
-)  # fmt: skip
+)
 SCALING_DECISIONS = TableMapping(
     "scaling_decisions",
     ScalingDecision,
     (
-        "time", "pool", "current_replicas", "desired_replicas", "reason", "demand_tps",
-        "demand_kv", "demand_conc", "capacity_tps", "capacity_kv", "capacity_conc",
+        "time",
+        "pool",
+        "current_replicas",
+        "desired_replicas",
+        "reason",
+        "demand_tps",
+        "demand_kv",
+        "demand_conc",
+        "capacity_tps",
+        "capacity_kv",
+        "capacity_conc",
     ),
     scaling_rows,
     "scaling_queue",
-)  # fmt: skip
+)
 ENTITLEMENTS = TableMapping(
     "entitlements",
     PoolConfigRecord,
     (
-        "updated_at", "pool", "entitlement", "tier", "weight", "guarantee_tps", "guarantee_kv",
-        "guarantee_conc", "burst_tps", "burst_kv", "burst_conc", "slo_ttft_ms",
+        "updated_at",
+        "pool",
+        "entitlement",
+        "tier",
+        "weight",
+        "guarantee_tps",
+        "guarantee_kv",
+        "guarantee_conc",
+        "burst_tps",
+        "burst_kv",
+        "burst_conc",
+        "slo_ttft_ms",
         "slo_max_admission_delay_ms",
     ),
     config_rows,
     compacted=True,
-)  # fmt: skip
+)
 
 
 QUEUED = (REQUESTS, ENGINE_SAMPLES, POOL_STATE, LIMITS, SCALING_DECISIONS)

@@ -59,22 +59,29 @@ class SinkMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.rows = Counter(
-            "tokenpools_sink_rows", "Rows inserted into ClickHouse", ["table"],
+            "tokenpools_sink_rows",
+            "Rows inserted into ClickHouse",
+            ["table"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.insert_failures = Counter(
-            "tokenpools_sink_insert_failures", "Failed ClickHouse inserts (retried)", ["table"],
+            "tokenpools_sink_insert_failures",
+            "Failed ClickHouse inserts (retried)",
+            ["table"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.replays_skipped = Counter(
             "tokenpools_sink_replays_skipped",
-            "Records skipped because ClickHouse already has them", ["table"],
+            "Records skipped because ClickHouse already has them",
+            ["table"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.insert_seconds = Histogram(
-            "tokenpools_sink_insert_seconds", "Duration of one batch insert", ["table"],
+            "tokenpools_sink_insert_seconds",
+            "Duration of one batch insert",
+            ["table"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.dead_letters = DeadLetterCounter()
 
 
@@ -134,9 +141,13 @@ class TopicSink(ConsumerRebalanceListener):
         )
         self._insert = self._fetcher.insert_with(writer)
         self._guard = ReplayGuard(
-            topic, mapping, writer, self._record_at, metrics.replays_skipped,
+            topic,
+            mapping,
+            writer,
+            self._record_at,
+            metrics.replays_skipped,
             (settings.backoff_initial_s, settings.backoff_max_s),
-        )  # fmt: skip
+        )
 
     def stop(self) -> None:
         """Ask `run` to flush what it holds, commit, and return."""
@@ -267,11 +278,17 @@ class ClickHouseSink:
             await producer.start()
             self._sinks = [
                 TopicSink(
-                    self.bootstrap, self.group_of(mapping), topic, mapping, self._writer,
-                    (producer, self.topics.dlq), self.settings, self.metrics,
+                    self.bootstrap,
+                    self.group_of(mapping),
+                    topic,
+                    mapping,
+                    self._writer,
+                    (producer, self.topics.dlq),
+                    self.settings,
+                    self.metrics,
                 )
                 for topic, mapping in mappings(self.topics).items()
-            ]  # fmt: skip
+            ]
             if self._stopped:
                 self.stop()
             tasks = [asyncio.create_task(sink.run()) for sink in self._sinks]

@@ -36,9 +36,15 @@ def flat(text: str) -> str:
 
 def report(target: Target, *extra: str):
     args = [
-        "report", "--store", str(store_dir(target)), "--from", RANGE["start"],
-        "--to", datetime.fromtimestamp(float(RANGE["end"]), UTC).isoformat(), *extra,
-    ]  # fmt: skip
+        "report",
+        "--store",
+        str(store_dir(target)),
+        "--from",
+        RANGE["start"],
+        "--to",
+        datetime.fromtimestamp(float(RANGE["end"]), UTC).isoformat(),
+        *extra,
+    ]
     return runner.invoke(app, args)
 
 
@@ -50,9 +56,10 @@ async def test_endpoint_serves_named_queries_like_the_store(loaded: Client, stor
             assert {q["name"] for q in listed} == set(load_queries())
             got = (await http.get("/query/admission", params={**RANGE, "window_s": 300})).json()
             direct = run_query(
-                loaded, load_queries()["admission"],
+                loaded,
+                load_queries()["admission"],
                 {"start": ds.T0, "end": ds.T0 + ds.SPAN_S + 60, "window_s": 300},
-            )  # fmt: skip
+            )
             assert got["columns"] == direct.columns
             assert [r[3:6] for r in got["rows"]] == [r[3:6] for r in direct.rows]
             injected = await http.get(

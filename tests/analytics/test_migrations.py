@@ -42,9 +42,16 @@ def test_migrations_apply_in_order_once_and_are_recorded(fresh: Client) -> None:
     assert set(applied(fresh)) == {m.version for m in first}
     tables = {r[0] for r in fresh.query("SHOW TABLES").result_rows}
     assert {
-        "requests", "engine_samples", "pool_state", "limits", "scaling_decisions",
-        "entitlements", "requests_per_minute", "requests_per_minute_mv", "schema_migrations",
-    } <= tables  # fmt: skip
+        "requests",
+        "engine_samples",
+        "pool_state",
+        "limits",
+        "scaling_decisions",
+        "entitlements",
+        "requests_per_minute",
+        "requests_per_minute_mv",
+        "schema_migrations",
+    } <= tables
 
 
 def test_raw_tables_are_replacing_merge_trees_with_partitions_and_ttl(fresh: Client) -> None:

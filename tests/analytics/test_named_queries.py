@@ -34,9 +34,14 @@ def by(result: QueryResult, *keys: str) -> dict[tuple, dict]:
 
 def test_every_named_query_declares_typed_parameters_and_a_description() -> None:
     assert set(QUERIES) >= {
-        "latency", "admission", "engine_queue", "slot_utilization", "debt_priority",
-        "chargeback", "slo_attainment",
-    }  # fmt: skip
+        "latency",
+        "admission",
+        "engine_queue",
+        "slot_utilization",
+        "debt_priority",
+        "chargeback",
+        "slo_attainment",
+    }
     for query in QUERIES.values():
         assert query.description
         names = {p.name for p in query.parameters}
@@ -124,12 +129,14 @@ def test_filters_narrow_to_one_entitlement_and_range(loaded: Client, dataset: ds
     end = datetime.fromtimestamp(ds.T0 + 1200, UTC).isoformat()
     got = by(
         run(loaded, "admission", start=start, end=end, entitlement="spot", window_s=60),
-        "window_start", "entitlement",
-    )  # fmt: skip
+        "window_start",
+        "entitlement",
+    )
     want = {
-        k: v for k, v in ds.expected_admission(dataset, 60).items()
+        k: v
+        for k, v in ds.expected_admission(dataset, 60).items()
         if k[1] == "spot" and ds.T0 + 600 <= k[0] < ds.T0 + 1200
-    }  # fmt: skip
+    }
     assert {k: (r["admitted"], r["rejected"]) for k, r in got.items()} == want
     assert run(loaded, "admission", pool="no-such-pool").rows == []
 
@@ -176,6 +183,8 @@ def test_bad_parameters_are_refused_before_reaching_clickhouse(
 def test_a_query_takes_from_shared_values_only_those_it_declares() -> None:
     shared = {"start": ds.T0, "end": ds.T0 + 60, "window_s": 60, "table": "requests"}
     assert QUERIES["admission"].declared_values(shared) == {
-        "start": ds.T0, "end": ds.T0 + 60, "window_s": 60,
-    }  # fmt: skip
+        "start": ds.T0,
+        "end": ds.T0 + 60,
+        "window_s": 60,
+    }
     assert "window_s" not in QUERIES["chargeback"].declared_values(shared)

@@ -59,9 +59,17 @@ def test_any_mutation_the_fast_path_accepts_gives_the_model_rows(
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("reason", "late"), ("status", 429), ("ttft_ms", None), ("ttft_ms", 7), ("tier", "spot"),
-     ("phase", "rejected"), ("key_hash", None), ("stream", True)],
-)  # fmt: skip
+    [
+        ("reason", "late"),
+        ("status", 429),
+        ("ttft_ms", None),
+        ("ttft_ms", 7),
+        ("tier", "spot"),
+        ("phase", "rejected"),
+        ("key_hash", None),
+        ("stream", True),
+    ],
+)
 def test_common_mutations_take_the_fast_path_and_give_the_model_rows(
     field: str, value: object
 ) -> None:

@@ -168,10 +168,18 @@ async def test_a_clickhouse_outage_is_retried_without_loss(
         sink = ClickHouseSink(kafka_bootstrap, topics, TableWriter(client), settings=FAST)
         task = asyncio.create_task(sink.run())
         half = len(data.requests) // 2
-        first, rest = dataclasses.replace(data, requests=data.requests[:half]), dataclasses.replace(
-            data, requests=data.requests[half:], engine=[], state=[], limits=[], scaling=[],
-            config=[],
-        )  # fmt: skip
+        first, rest = (
+            dataclasses.replace(data, requests=data.requests[:half]),
+            dataclasses.replace(
+                data,
+                requests=data.requests[half:],
+                engine=[],
+                state=[],
+                limits=[],
+                scaling=[],
+                config=[],
+            ),
+        )
         await produce(kafka_bootstrap, topics, first)
 
         async def first_half_stored() -> bool:
@@ -225,8 +233,10 @@ async def test_rows_stored_before_the_first_commit_are_skipped_only_if_from_this
                 record = record.model_copy(
                     update={"time": record.time - 7, "id": "old-" + record.id}
                 )
-            rows += [(*row, message.topic, message.partition, message.offset)
-                     for row in REQUESTS.rows(record, message.timestamp)]  # fmt: skip
+            rows += [
+                (*row, message.topic, message.partition, message.offset)
+                for row in REQUESTS.rows(record, message.timestamp)
+            ]
         TableWriter(client).insert(REQUESTS, rows)
         sink = await sink_until_caught_up(kafka_bootstrap, topics, client, data)
         skipped = sink.metrics.replays_skipped.labels("requests")._value.get()
@@ -247,14 +257,27 @@ async def test_rows_stored_before_the_first_commit_are_skipped_only_if_from_this
 
 def _start_sink(bootstrap: str, topics: Topics, store: Path) -> subprocess.Popen:
     cmd = [
-        sys.executable, "-m", "tokenpools_cli.commands.sink", "--bootstrap", bootstrap,
-        "--namespace", topics.namespace, "--store", str(store), "--batch-rows", "300",
-        "--flush-interval", "0.05",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "tokenpools_cli.commands.sink",
+        "--bootstrap",
+        bootstrap,
+        "--namespace",
+        topics.namespace,
+        "--store",
+        str(store),
+        "--batch-rows",
+        "300",
+        "--flush-interval",
+        "0.05",
+    ]
     return subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    )
 
 
 async def _rows_written(store: Path, process: subprocess.Popen) -> float:

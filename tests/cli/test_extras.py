@@ -45,8 +45,12 @@ def _run_cli_blocked(runs: list[list[str]] | None) -> list[tuple[list[str], int,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(CHECKOUT), *sys.path])}
     proc = subprocess.run(
         [sys.executable, "-c", _HARNESS, json.dumps(BLOCKED), json.dumps(runs)],
-        capture_output=True, text=True, env=env, cwd=CHECKOUT, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=CHECKOUT,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return [tuple(r) for r in json.loads(proc.stdout.splitlines()[-1])]
 
@@ -73,9 +77,11 @@ CASES = [
     (["config", "apply", "deploy/examples/overload.yaml"], Extra.KAFKA),
     (["demo", "events"], Extra.KAFKA),
     (["demo", "loop"], Extra.KAFKA),
-    (["simulate", "run", "-c", "deploy/examples/overload.yaml", "--plot", "{tmp}/p.png"],
-     Extra.PLOTS),
-]  # fmt: skip
+    (
+        ["simulate", "run", "-c", "deploy/examples/overload.yaml", "--plot", "{tmp}/p.png"],
+        Extra.PLOTS,
+    ),
+]
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,15 @@ def test_help_names_the_options() -> None:
 
 
 def test_settings_come_from_the_environment_for_faust_cli_runs() -> None:
-    settings = WorkerSettings.from_env({
-        "TOKENPOOLS_BOOTSTRAP": "k:9092", "TOKENPOOLS_NAMESPACE": "ns", "TOKENPOOLS_TICK_S": "0.1",
-        "TOKENPOOLS_METRICS_PORT": "9108", "TOKENPOOLS_REQUESTS_SOURCE": "agent",
-    })  # fmt: skip
+    settings = WorkerSettings.from_env(
+        {
+            "TOKENPOOLS_BOOTSTRAP": "k:9092",
+            "TOKENPOOLS_NAMESPACE": "ns",
+            "TOKENPOOLS_TICK_S": "0.1",
+            "TOKENPOOLS_METRICS_PORT": "9108",
+            "TOKENPOOLS_REQUESTS_SOURCE": "agent",
+        }
+    )
     assert settings.kafka.bootstrap_servers == "k:9092" and settings.tick_s == 0.1
     assert settings.metrics_port == 9108 and settings.requests_source is RequestSource.AGENT
     assert settings.topics.requests == "ns.tokenpools.requests"

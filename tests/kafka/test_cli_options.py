@@ -32,9 +32,16 @@ def test_every_kafka_command_shares_one_bootstrap_option() -> None:
             if param.name == "bootstrap":
                 with_kafka[path] = param
     expected = {
-        "actuator run", "config apply", "demo events", "demo loop", "scraper run",
-        "sidecar run", "sink run", "topics create", "worker run",
-    }  # fmt: skip
+        "actuator run",
+        "config apply",
+        "demo events",
+        "demo loop",
+        "scraper run",
+        "sidecar run",
+        "sink run",
+        "topics create",
+        "worker run",
+    }
     assert set(with_kafka) == expected
     for path, param in with_kafka.items():
         assert param.opts == ["--bootstrap", "--kafka"], path

@@ -51,10 +51,25 @@ def client_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "client.pem", folder / "client.key"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=tokenpools-test", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=tokenpools-test",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -159,10 +174,14 @@ def test_ssl_builds_its_context_from_the_ca_cert_and_key_files(
     client_cert: tuple[Path, Path],
 ) -> None:
     cert, key = client_cert
-    settings = KafkaSettings.from_env({
-        "TOKENPOOLS_KAFKA_SECURITY_PROTOCOL": "SSL", "TOKENPOOLS_KAFKA_SSL_CA_FILE": str(cert),
-        "TOKENPOOLS_KAFKA_SSL_CERT_FILE": str(cert), "TOKENPOOLS_KAFKA_SSL_KEY_FILE": str(key),
-    })  # fmt: skip
+    settings = KafkaSettings.from_env(
+        {
+            "TOKENPOOLS_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "TOKENPOOLS_KAFKA_SSL_CA_FILE": str(cert),
+            "TOKENPOOLS_KAFKA_SSL_CERT_FILE": str(cert),
+            "TOKENPOOLS_KAFKA_SSL_KEY_FILE": str(key),
+        }
+    )
     context = settings.aiokafka_kwargs()["ssl_context"]
     subjects = [dict(item[0] for item in ca["subject"]) for ca in context.get_ca_certs()]
     assert {"commonName": "tokenpools-test"} in subjects, "the CA file is the only trust anchor"
@@ -172,10 +191,12 @@ def test_ssl_builds_its_context_from_the_ca_cert_and_key_files(
 
 
 def test_a_missing_tls_file_fails_when_the_context_is_built(tmp_path: Path) -> None:
-    settings = KafkaSettings.from_env({
-        "TOKENPOOLS_KAFKA_SECURITY_PROTOCOL": "SSL",
-        "TOKENPOOLS_KAFKA_SSL_CA_FILE": str(tmp_path / "missing.pem"),
-    })  # fmt: skip
+    settings = KafkaSettings.from_env(
+        {
+            "TOKENPOOLS_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "TOKENPOOLS_KAFKA_SSL_CA_FILE": str(tmp_path / "missing.pem"),
+        }
+    )
     with pytest.raises(FileNotFoundError):
         settings.ssl_context()
 

@@ -69,7 +69,7 @@ async def test_a_pool_state_over_a_megabyte_and_every_limit_are_published(
         datadir=str(tmp_path),
     )
     app = create_app(settings)
-    control = app.control  # type: ignore[attr-defined]
+    control = app.control
     result = big_pool().tick(100.0)
     await app.producer.start()
     states = TopicTail(kafka_bootstrap, topics.state)

@@ -37,8 +37,14 @@ async def test_the_faust_agent_source_feeds_the_same_windows(
         await wait_for(states.poll, 60, "the first pool-state snapshot")
         now = time.time()
         for i in range(10):
-            event = RequestEvent(id=f"a{i}", time=now, pool=POOL, entitlement="spot",
-                                 phase=Phase.ADMITTED, estimate_tokens=300)  # fmt: skip
+            event = RequestEvent(
+                id=f"a{i}",
+                time=now,
+                pool=POOL,
+                entitlement="spot",
+                phase=Phase.ADMITTED,
+                estimate_tokens=300,
+            )
             await send_record(producer, topics.requests, POOL, event)
         await producer.send(topics.requests, value=b"garbage", key=POOL.encode())
         await producer.flush()

@@ -50,8 +50,10 @@ def configs() -> list[PoolConfigRecord]:
     fast = ControllerSettings(tick_s=0.5, window_s=2.0, bucket_s=0.25)
     out = []
     for name in pool_names():
-        ents = [e.model_copy(update={"pool": name, "name": f"{e.name}-{name}"})
-                for e in base.entitlements]  # fmt: skip
+        ents = [
+            e.model_copy(update={"pool": name, "name": f"{e.name}-{name}"})
+            for e in base.entitlements
+        ]
         pool = base.pool.model_copy(update={"name": name})
         out.append(base.model_copy(update={"pool": pool, "entitlements": ents, "controller": fast}))
     return out
@@ -66,9 +68,13 @@ async def feed(producer, topics: Topics, pools: list[str], stop: asyncio.Event) 
             for _ in range(10):
                 n += 1
                 event = RequestEvent(
-                    id=f"r{n}", time=now, pool=pool, phase=Phase.REJECTED,
-                    entitlement=f"copilot-{pool}", estimate_tokens=2000,
-                )  # fmt: skip
+                    id=f"r{n}",
+                    time=now,
+                    pool=pool,
+                    phase=Phase.REJECTED,
+                    entitlement=f"copilot-{pool}",
+                    estimate_tokens=2000,
+                )
                 await send_record(producer, topics.requests, pool, event)
         await producer.flush()
         await asyncio.sleep(0.2)
@@ -121,8 +127,11 @@ async def test_killed_workers_pools_move_and_continue_from_the_changelog(
             return bool(recent) and all(copilot_debt(s) > 2.0 for s in recent)
 
         await wait_for(debt_built_up, 30, "copilot debt to build up in worker a's pools")
-        before = {pool: s[-1] for pool, s in published_by(str(a.proc.pid)).items()
-                  if s[-1].time > started_split}  # fmt: skip
+        before = {
+            pool: s[-1]
+            for pool, s in published_by(str(a.proc.pid)).items()
+            if s[-1].time > started_split
+        }
         assert before and len(before) < PARTITIONS
         a.kill()
         killed_at = time.time()

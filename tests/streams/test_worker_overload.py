@@ -82,24 +82,64 @@ def step_events(step: int, now: float, plan: dict[str, tuple[int, int]], infligh
     out = []
     for ent, (admit, reject) in plan.items():
         for rid in inflight.pop(ent, []):
-            out.append(RequestEvent(id=rid, time=now, pool=POOL, entitlement=ent,
-                                    phase=Phase.COMPLETED, prompt_tokens=200,
-                                    completion_tokens=100, estimate_tokens=300,
-                                    latency_ms=400.0, instance="sc-1"))  # fmt: skip
+            out.append(
+                RequestEvent(
+                    id=rid,
+                    time=now,
+                    pool=POOL,
+                    entitlement=ent,
+                    phase=Phase.COMPLETED,
+                    prompt_tokens=200,
+                    completion_tokens=100,
+                    estimate_tokens=300,
+                    latency_ms=400.0,
+                    instance="sc-1",
+                )
+            )
         new = [f"{ent}-{step}-{i}" for i in range(admit)]
         inflight[ent] = new
-        out += [RequestEvent(id=rid, time=now, pool=POOL, entitlement=ent, phase=Phase.ADMITTED,
-                             prompt_tokens=200, estimate_tokens=300, instance=f"sc-{i % 2 + 1}")
-                for i, rid in enumerate(new)]  # fmt: skip
-        out += [RequestEvent(id=f"{ent}-{step}-r{i}", time=now, pool=POOL, entitlement=ent,
-                             phase=Phase.REJECTED, estimate_tokens=300, status=429, instance="sc-1")
-                for i in range(reject)]  # fmt: skip
+        out += [
+            RequestEvent(
+                id=rid,
+                time=now,
+                pool=POOL,
+                entitlement=ent,
+                phase=Phase.ADMITTED,
+                prompt_tokens=200,
+                estimate_tokens=300,
+                instance=f"sc-{i % 2 + 1}",
+            )
+            for i, rid in enumerate(new)
+        ]
+        out += [
+            RequestEvent(
+                id=f"{ent}-{step}-r{i}",
+                time=now,
+                pool=POOL,
+                entitlement=ent,
+                phase=Phase.REJECTED,
+                estimate_tokens=300,
+                status=429,
+                instance="sc-1",
+            )
+            for i in range(reject)
+        ]
     for ent in [e for e in inflight if e not in plan]:  # departed: their in-flight finish
         for rid in inflight.pop(ent):
-            out.append(RequestEvent(id=rid, time=now, pool=POOL, entitlement=ent,
-                                    phase=Phase.COMPLETED, prompt_tokens=200,
-                                    completion_tokens=100, estimate_tokens=300,
-                                    latency_ms=400.0, instance="sc-1"))  # fmt: skip
+            out.append(
+                RequestEvent(
+                    id=rid,
+                    time=now,
+                    pool=POOL,
+                    entitlement=ent,
+                    phase=Phase.COMPLETED,
+                    prompt_tokens=200,
+                    completion_tokens=100,
+                    estimate_tokens=300,
+                    latency_ms=400.0,
+                    instance="sc-1",
+                )
+            )
     return out
 
 

@@ -132,9 +132,19 @@ def _print(result: SimResult, scenario: Scenario, rows: int) -> None:
 
     table = Table(title="per entitlement")
     for col in (
-        "entitlement", "tier", "requests", "admitted", "denied", "denied %",
-        "latency p50", "latency p99", "TTFT p99", "adm. delay p99", "within SLO", "debt max/end",
-    ):  # fmt: skip
+        "entitlement",
+        "tier",
+        "requests",
+        "admitted",
+        "denied",
+        "denied %",
+        "latency p50",
+        "latency p99",
+        "TTFT p99",
+        "adm. delay p99",
+        "within SLO",
+        "debt max/end",
+    ):
         table.add_column(col, justify="left" if col in ("entitlement", "tier") else "right")
     for s in result.summary():
         denied_pct = 100 * s.denied / s.requests if s.requests else 0.0
