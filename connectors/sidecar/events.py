@@ -45,20 +45,27 @@ def encode_event(fields: RequestFields, pool: str, instance: str) -> bytes:
     return encode(RequestEvent(pool=pool, instance=instance, **fields))
 
 
-def queued(
-    request_id: str, spec: EntitlementSpec, key_hash: str, estimate: int, stream: bool
+def _common(
+    request_id: str, spec: EntitlementSpec, key_hash: str, phase: Phase, estimate: int, stream: bool
 ) -> RequestFields:
-    """A request started waiting: the controller counts it as demand at once."""
+    """The fields every event of a request carries."""
     return {
         "id": request_id,
         "time": time.time(),
         "entitlement": spec.name,
         "tier": spec.tier,
         "key_hash": key_hash,
-        "phase": Phase.QUEUED,
+        "phase": phase,
         "estimate_tokens": estimate,
         "stream": stream,
     }
+
+
+def queued(
+    request_id: str, spec: EntitlementSpec, key_hash: str, estimate: int, stream: bool
+) -> RequestFields:
+    """A request started waiting: the controller counts it as demand at once."""
+    return _common(request_id, spec, key_hash, Phase.QUEUED, estimate, stream)
 
 
 def rejected(
@@ -71,58 +78,45 @@ def rejected(
     status: int,
 ) -> RequestFields:
     """A request was refused (429), or its client left while it waited (499)."""
-    return {
-        "id": request_id,
-        "time": time.time(),
-        "entitlement": spec.name,
-        "tier": spec.tier,
-        "key_hash": key_hash,
-        "phase": Phase.REJECTED,
-        "estimate_tokens": estimate,
-        "queue_delay_ms": refusal.queue_delay_s * 1000,
-        "status": status,
-        "reason": refusal.reason,
-        "stream": stream,
-    }
+    fields = _common(request_id, spec, key_hash, Phase.REJECTED, estimate, stream)
+    fields["queue_delay_ms"] = refusal.queue_delay_s * 1000
+    fields["status"] = status
+    fields["reason"] = refusal.reason
+    return fields
 
 
 def admitted(exchange: Exchange) -> RequestFields:
     """A request was admitted: what it was charged on the estimate."""
-    spec = exchange.gate.spec
     ticket = exchange.ticket
     estimate = ticket.estimate
-    return {
-        "id": exchange.id,
-        "time": time.time(),
-        "entitlement": spec.name,
-        "tier": spec.tier,
-        "key_hash": exchange.key_hash,
-        "phase": Phase.ADMITTED,
-        "estimate_tokens": estimate.total,
-        "queue_delay_ms": ticket.queue_delay_s * 1000,
-        "stream": exchange.stream,
-        "prompt_tokens": estimate.prompt_tokens,
-    }
+    fields = _common(
+        exchange.id,
+        exchange.gate.spec,
+        exchange.key_hash,
+        Phase.ADMITTED,
+        estimate.total,
+        exchange.stream,
+    )
+    fields["queue_delay_ms"] = ticket.queue_delay_s * 1000
+    fields["prompt_tokens"] = estimate.prompt_tokens
+    return fields
 
 
 def ended(exchange: Exchange, now: float) -> RequestFields:
     """An admitted request ended (`exchange.phase`); `now` on the loop clock of `arrived`."""
-    spec = exchange.gate.spec
     ticket = exchange.ticket
-    fields: RequestFields = {
-        "id": exchange.id,
-        "time": time.time(),
-        "entitlement": spec.name,
-        "tier": spec.tier,
-        "key_hash": exchange.key_hash,
-        "phase": exchange.phase,
-        "estimate_tokens": ticket.estimate.total,
-        "queue_delay_ms": ticket.queue_delay_s * 1000,
-        "stream": exchange.stream,
-        "status": exchange.status,
-        "reason": exchange.reason,
-        "latency_ms": (now - exchange.arrived) * 1000,
-    }
+    fields = _common(
+        exchange.id,
+        exchange.gate.spec,
+        exchange.key_hash,
+        exchange.phase,
+        ticket.estimate.total,
+        exchange.stream,
+    )
+    fields["queue_delay_ms"] = ticket.queue_delay_s * 1000
+    fields["status"] = exchange.status
+    fields["reason"] = exchange.reason
+    fields["latency_ms"] = (now - exchange.arrived) * 1000
     if exchange.first_byte is not None:
         fields["ttft_ms"] = (exchange.first_byte - exchange.arrived) * 1000
     usage = exchange.usage
