@@ -5,11 +5,10 @@ COPY tokenpools tokenpools
 COPY tokenpools_cli tokenpools_cli
 COPY streams streams
 COPY connectors connectors
-# package data: connectors/clickhouse/sql, connectors/kafka/maven, tokenpools_cli/examples and
-# tokenpools_cli/traces are links to these folders, which the wheel build follows
+# package data: connectors/clickhouse/sql, connectors/kafka/maven and tokenpools_cli/examples
+# are links to these folders, which the wheel build follows
 COPY sql sql
 COPY deploy deploy
-COPY tests/fixtures tests/fixtures
 RUN pip install --no-cache-dir '.[all]'
 USER 65534
 ENTRYPOINT []

@@ -1,10 +1,10 @@
 """Files the CLI ships as package data: the example configs and the sample trace.
 
-`deploy/examples/*.yaml` and `tests/fixtures/azure_llm_2023_code_sample.csv`
-(with its license and attribution, `tests/fixtures/README.md`) stay where they
-are edited; links to them (`tokenpools_cli/examples`, `tokenpools_cli/traces`)
-make them the packages `tokenpools_cli.examples` and `tokenpools_cli.traces`, read
-with `importlib.resources` from a checkout, an editable install or a wheel.
+`deploy/examples/*.yaml` stay where operators edit them; a link to the folder
+(`tokenpools_cli/examples`) makes it the package `tokenpools_cli.examples`.
+The sample trace and its license and attribution live in `tokenpools_cli/traces/`.
+Both are read with `importlib.resources`, from a checkout, an editable install
+or a wheel alike.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from tokenpools_cli.main import app
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
-TRACE = ROOT / "tests" / "fixtures" / "azure_llm_2023_code_sample.csv"  # cut from the Azure trace
+# the sample cut from the Azure trace
+TRACE = ROOT / "tokenpools_cli" / "traces" / "azure_llm_2023_code_sample.csv"
 
 
 def test_config_apply_publishes_one_compacted_record_per_pool(kafka_bootstrap, topics: Topics):

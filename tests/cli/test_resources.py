@@ -1,8 +1,9 @@
 """The files installed code reads resolve as package data through importlib.resources.
 
 The same names work from a checkout, an editable install and a wheel (the
-links in the packages point at `sql/`, `deploy/` and `tests/fixtures/`, which
-stay where they are edited); environment overrides are read when called.
+links in the packages point at `sql/` and `deploy/`, which stay where they
+are edited; the sample trace lives in `tokenpools_cli/traces/`); environment
+overrides are read when called.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from tokenpools_cli.main import app
 
 ROOT = Path(__file__).parents[2]
 OVERLOAD = str(ROOT / "deploy" / "examples" / "overload.yaml")
-SAMPLE = str(ROOT / "tests" / "fixtures" / "azure_llm_2023_code_sample.csv")
+SAMPLE = str(ROOT / "tokenpools_cli" / "traces" / "azure_llm_2023_code_sample.csv")
 runner = CliRunner()
 
 

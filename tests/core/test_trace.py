@@ -11,7 +11,7 @@ import pytest
 from tokenpools.config_file import load_config
 from tokenpools.simulation import Simulator, TraceError, read_azure_trace, trace_scenario
 
-SAMPLE = Path(__file__).parents[1] / "fixtures" / "azure_llm_2023_code_sample.csv"
+SAMPLE = Path(__file__).parents[2] / "tokenpools_cli" / "traces" / "azure_llm_2023_code_sample.csv"
 OVERLOAD = Path(__file__).parents[2] / "deploy" / "examples" / "overload.yaml"
 NAMES = ["guaranteed-a", "guaranteed-b", "guaranteed-c", "spot"]
 
