@@ -77,25 +77,28 @@ class Run:
     alive_at_end: bool = False
 
 
+def completed(rid: str, ent: str, now: float) -> RequestEvent:
+    """The completion of one request admitted a step earlier."""
+    return RequestEvent(
+        id=rid,
+        time=now,
+        pool=POOL,
+        entitlement=ent,
+        phase=Phase.COMPLETED,
+        prompt_tokens=200,
+        completion_tokens=100,
+        estimate_tokens=300,
+        latency_ms=400.0,
+        instance="sc-1",
+    )
+
+
 def step_events(step: int, now: float, plan: dict[str, tuple[int, int]], inflight: dict):
     """Admit this step's requests, complete last step's, reject the excess."""
     out = []
     for ent, (admit, reject) in plan.items():
         for rid in inflight.pop(ent, []):
-            out.append(
-                RequestEvent(
-                    id=rid,
-                    time=now,
-                    pool=POOL,
-                    entitlement=ent,
-                    phase=Phase.COMPLETED,
-                    prompt_tokens=200,
-                    completion_tokens=100,
-                    estimate_tokens=300,
-                    latency_ms=400.0,
-                    instance="sc-1",
-                )
-            )
+            out.append(completed(rid, ent, now))
         new = [f"{ent}-{step}-{i}" for i in range(admit)]
         inflight[ent] = new
         out += [
@@ -126,20 +129,7 @@ def step_events(step: int, now: float, plan: dict[str, tuple[int, int]], infligh
         ]
     for ent in [e for e in inflight if e not in plan]:  # departed: their in-flight finish
         for rid in inflight.pop(ent):
-            out.append(
-                RequestEvent(
-                    id=rid,
-                    time=now,
-                    pool=POOL,
-                    entitlement=ent,
-                    phase=Phase.COMPLETED,
-                    prompt_tokens=200,
-                    completion_tokens=100,
-                    estimate_tokens=300,
-                    latency_ms=400.0,
-                    instance="sc-1",
-                )
-            )
+            out.append(completed(rid, ent, now))
     return out
 
 
