@@ -20,7 +20,6 @@ from connectors.sidecar.estimate import Estimate
 from connectors.sidecar.limits import LimitSource
 from connectors.sidecar.outcomes import RefusalReason, WaitEnd
 from tokenpools.admission import Admission
-from tokenpools.admission.outcomes import AdmissionReason
 from tokenpools.schemas import Dims, EntitlementSpec
 
 
@@ -114,13 +113,13 @@ class EntitlementGate:
             decision = admission.try_admit(total, total, start)
             if decision.admitted:
                 return Ticket(self, estimate, 0.0)
-            return Refusal(AdmissionReason(decision.reason), decision.retry_after_s)
+            return Refusal(decision.reason, decision.retry_after_s)
         waiter = _Waiter(loop.create_future())
         decision = admission.admit_or_queue(waiter, total, total, start)
         if decision.admitted:
             return Ticket(self, estimate, 0.0)
         if not decision.queued:
-            return Refusal(AdmissionReason(decision.reason), decision.retry_after_s)
+            return Refusal(decision.reason, decision.retry_after_s)
         self._schedule()
         if on_queued is not None:
             on_queued()

@@ -13,8 +13,6 @@ from typing import Any
 from connectors.sidecar.entitlement_gate import EntitlementGate, Ticket
 from tokenpools.schemas import Phase
 
-CLIENT_DISCONNECTED = "client disconnected"
-
 
 class Exchange:
     """One admitted request's bookkeeping, from admission to its terminal event."""
@@ -53,7 +51,7 @@ class Exchange:
         self.usage: dict[str, Any] | None = None
         self.phase = Phase.CANCELLED  # unless something better is known when it ends
         self.status = 499  # client closed request (nginx's convention)
-        self.reason: str | None = CLIENT_DISCONNECTED
+        self.reason: str | None = "client disconnected"
         self.tokens_used: int | None = 0
 
     def finish(self, status: int, usage: dict[str, Any] | None) -> None:

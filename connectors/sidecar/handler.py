@@ -119,10 +119,11 @@ class CompletionsHandler:
                 return await self._stream(request, path, body, exchange)
             return await self._unary(path, raw, exchange)
         except Failure as failure:
-            exchange.fail(failure.status, str(failure))
+            message = str(failure)
+            exchange.fail(failure.status, message)
             return openai_error(
                 failure.status,
-                str(failure),
+                message,
                 ErrorType.SERVER,
                 failure.code,
                 headers=gate.rate_limit_headers(),
@@ -218,7 +219,7 @@ class CompletionsHandler:
         )
         kind = ErrorType.REQUESTS if refusal.reason is AdmissionReason.CONC else ErrorType.TOKENS
         message = (
-            f"Rate limit reached for entitlement {spec.name!r} ({spec.tier.value}) "
+            f"Rate limit reached for entitlement {spec.name!r} ({spec.tier}) "
             f"on {refusal.reason}; retry after {refusal.retry_after_s:.3g}s."
         )
         return openai_error(
