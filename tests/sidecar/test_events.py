@@ -27,12 +27,22 @@ def wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(time, "time", lambda: NOW)  # the events' unix timestamps
 
 
+def wire(rest: str) -> bytes:
+    """The bytes of an event of request r1 (gold, at NOW, from s-0): `HEAD`, then `rest`."""
+    return (HEAD + rest).encode()
+
+
 def on_wire(fields: events.RequestFields) -> bytes:
     """What the reporter sends, checked against the codec's encoding of the same event."""
     data = events.encode_event(fields, "p", "s-0")
     assert data == encode(RequestEvent(pool="p", instance="s-0", **fields))
     assert decode_as(data, RequestEvent).phase is fields["phase"]
     return data
+
+
+def ended(ex: Exchange) -> bytes:
+    """`ex`'s terminal event on the wire, 500 ms after it arrived."""
+    return on_wire(events.ended(ex, ex.arrived + 0.5))
 
 
 async def exchange(stream: bool) -> Exchange:
@@ -43,13 +53,9 @@ async def exchange(stream: bool) -> Exchange:
 
 
 async def test_an_admission_reports_the_estimate_it_was_charged(wall_clock: None) -> None:
-    assert (
-        on_wire(events.admitted(await exchange(stream=True)))
-        == (
-            HEAD
-            + '"phase":"admitted","prompt_tokens":7,"completion_tokens":0,"estimate_tokens":12,'
-            '"queue_delay_ms":125.0,"status":200,"stream":true}'
-        ).encode()
+    assert on_wire(events.admitted(await exchange(stream=True))) == wire(
+        '"phase":"admitted","prompt_tokens":7,"completion_tokens":0,"estimate_tokens":12,'
+        '"queue_delay_ms":125.0,"status":200,"stream":true}'
     )
 
 
@@ -60,30 +66,22 @@ async def test_a_completion_reports_real_usage_latency_and_time_to_first_token(
     ex.first_byte = ex.arrived + 0.25
     ex.finish(200, {"prompt_tokens": 3, "completion_tokens": 4})
     assert ex.tokens_used == 7
-    assert (
-        on_wire(events.ended(ex, ex.arrived + 0.5))
-        == (
-            HEAD
-            + '"phase":"completed","prompt_tokens":3,"completion_tokens":4,"estimate_tokens":12,'
-            '"queue_delay_ms":125.0,"ttft_ms":250.0,"latency_ms":500.0,"status":200,"stream":true}'
-        ).encode()
+    assert ended(ex) == wire(
+        '"phase":"completed","prompt_tokens":3,"completion_tokens":4,"estimate_tokens":12,'
+        '"queue_delay_ms":125.0,"ttft_ms":250.0,"latency_ms":500.0,"status":200,"stream":true}'
     )
 
 
 async def test_a_request_that_ended_early_reports_why(wall_clock: None) -> None:
     ex = await exchange(stream=False)  # the client left: the record's starting state
-    assert (
-        on_wire(events.ended(ex, ex.arrived + 0.5))
-        == (
-            HEAD
-            + '"phase":"cancelled","prompt_tokens":0,"completion_tokens":0,"estimate_tokens":12,'
-            '"queue_delay_ms":125.0,"latency_ms":500.0,"status":499,"reason":"client disconnected",'
-            '"stream":false}'
-        ).encode()
+    assert ended(ex) == wire(
+        '"phase":"cancelled","prompt_tokens":0,"completion_tokens":0,"estimate_tokens":12,'
+        '"queue_delay_ms":125.0,"latency_ms":500.0,"status":499,"reason":"client disconnected",'
+        '"stream":false}'
     )
     ex.fail(504, "backend timed out")
     assert ex.tokens_used == 0
-    assert b'"phase":"failed"' in on_wire(events.ended(ex, ex.arrived + 0.5))
+    assert b'"phase":"failed"' in ended(ex)
 
 
 @pytest.mark.parametrize(
@@ -100,23 +98,16 @@ def test_a_refusal_reports_its_reason_as_the_plain_wire_string(
 ) -> None:
     spec = platform().entitlements[0]
     fields = events.rejected("r1", spec, "hs256:k", 12, False, Refusal(reason, 1.0, 0.5), status)
-    assert (
-        on_wire(fields)
-        == (
-            HEAD
-            + '"phase":"rejected","prompt_tokens":0,"completion_tokens":0,"estimate_tokens":12,'
-            f'"queue_delay_ms":500.0,"status":{status},"reason":"{reason.value}","stream":false}}'
-        ).encode()
+    assert on_wire(fields) == wire(
+        '"phase":"rejected","prompt_tokens":0,"completion_tokens":0,"estimate_tokens":12,'
+        f'"queue_delay_ms":500.0,"status":{status},"reason":"{reason.value}","stream":false}}'
     )
 
 
 def test_a_wait_is_reported_as_demand_when_it_starts(wall_clock: None) -> None:
     spec = platform().entitlements[0]
     assert spec.tier is Tier.GUARANTEED
-    assert (
-        on_wire(events.queued("r1", spec, "hs256:k", 12, True))
-        == (
-            HEAD + '"phase":"queued","prompt_tokens":0,"completion_tokens":0,"estimate_tokens":12,'
-            '"queue_delay_ms":0.0,"status":200,"stream":true}'
-        ).encode()
+    assert on_wire(events.queued("r1", spec, "hs256:k", 12, True)) == wire(
+        '"phase":"queued","prompt_tokens":0,"completion_tokens":0,"estimate_tokens":12,'
+        '"queue_delay_ms":0.0,"status":200,"stream":true}'
     )

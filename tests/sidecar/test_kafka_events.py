@@ -49,6 +49,18 @@ def spot_limit(epoch: int, conc: float, instance: str = "", ttl_s: float = 60.0)
     )
 
 
+async def complete(
+    http: aiohttp.ClientSession, url: str, tenant: str, max_tokens: int, stream: bool = False
+) -> aiohttp.ClientResponse:
+    """A raw POST to `/v1/completions` with `tenant`'s key, left open for the caller to read."""
+    body: dict[str, object] = {"model": MODEL, "prompt": "x", "max_tokens": max_tokens}
+    if stream:
+        body["stream"] = True
+    return await http.post(
+        url + "/v1/completions", json=body, headers={"Authorization": f"Bearer {KEYS[tenant]}"}
+    )
+
+
 async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -86,42 +98,14 @@ async def test_every_request_is_reported_with_its_phases_and_real_usage(
         with pytest.raises(openai.NotFoundError):  # the engine's own 404 passes through
             await gold.completions.create(model="no-such-model", prompt="x", max_tokens=2)
         async with aiohttp.ClientSession() as http:
-            resp = await http.post(
-                s.url + "/v1/completions",
-                json={
-                    "model": MODEL,
-                    "prompt": "x",
-                    "max_tokens": 400,
-                    "stream": True,
-                },
-                headers={"Authorization": f"Bearer {KEYS['gold']}"},
-            )
+            resp = await complete(http, s.url, "gold", max_tokens=400, stream=True)
             ids["cancelled"] = resp.headers["x-request-id"]
             await resp.content.readuntil(b"\n\n")
             resp.close()
             # silver has one slot: a second request waits, and its client gives up waiting
-            first = await http.post(
-                s.url + "/v1/completions",
-                json={
-                    "model": MODEL,
-                    "prompt": "x",
-                    "max_tokens": 400,
-                    "stream": True,
-                },
-                headers={"Authorization": f"Bearer {KEYS['silver']}"},
-            )
+            first = await complete(http, s.url, "silver", max_tokens=400, stream=True)
             await first.content.readuntil(b"\n\n")
-            second = asyncio.ensure_future(
-                http.post(
-                    s.url + "/v1/completions",
-                    json={
-                        "model": MODEL,
-                        "prompt": "x",
-                        "max_tokens": 2,
-                    },
-                    headers={"Authorization": f"Bearer {KEYS['silver']}"},
-                )
-            )
+            second = asyncio.ensure_future(complete(http, s.url, "silver", max_tokens=2))
             assert await until(lambda: s.sidecar.sidecar.directory.gates["silver"].queued == 1)
             second.cancel()
             await asyncio.gather(second, return_exceptions=True)

@@ -41,6 +41,13 @@ async def backend():
     await runner.cleanup()
 
 
+async def read_whole(pool: UpstreamPool, path: bytes) -> None:
+    """One POST read to its end, its connection given back to `pool`."""
+    resp = await pool.request(b"POST", path, b"{}")
+    await resp.read()
+    resp.release()
+
+
 async def test_connections_are_kept_alive_between_requests(backend) -> None:
     url, peers = backend
     pool = UpstreamPool(url, 1.0, 5.0)
@@ -60,9 +67,7 @@ async def test_a_response_closed_before_its_end_is_never_reused(backend) -> None
     chunks = resp.iter_chunks()
     assert (await anext(chunks)).startswith(b"data: 0")
     resp.close()  # the client left mid-stream
-    resp = await pool.request(b"POST", b"/echo", b"{}")
-    await resp.read()
-    resp.release()
+    await read_whole(pool, b"/echo")
     assert len(set(peers)) == 2
     pool.close()
 
@@ -80,9 +85,7 @@ async def test_a_connection_the_backend_closed_is_replaced(backend) -> None:
     url, peers = backend
     pool = UpstreamPool(url, 1.0, 5.0)
     for _ in range(2):
-        resp = await pool.request(b"POST", b"/echo?close=1", b"{}")
-        await resp.read()
-        resp.release()
+        await read_whole(pool, b"/echo?close=1")
     assert len(set(peers)) == 2
     pool.close()
 

@@ -43,11 +43,9 @@ def run(
         except Exception as exc:
             typer.echo(f"Kafka at {kafka.bootstrap_servers} unreachable: {exc}", err=True)
             raise typer.Exit(1) from None
-        scraper = Scraper(targets, producer, Topics(namespace=namespace).engine, interval, timeout)
-        typer.echo(
-            f"scraping {len(targets)} engines every {interval:g}s into "
-            f"{Topics(namespace=namespace).engine}"
-        )
+        topic = Topics(namespace=namespace).engine
+        scraper = Scraper(targets, producer, topic, interval, timeout)
+        typer.echo(f"scraping {len(targets)} engines every {interval:g}s into {topic}")
         task = asyncio.ensure_future(scraper.run())
         await until_signalled()
         task.cancel()
