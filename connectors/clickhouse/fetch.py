@@ -1,7 +1,9 @@
 """Reading one topic for its table: how records are fetched and turned into rows.
 
-The strategy is chosen once per topic/table mapping (`fetcher_for`), never per
-record:
+Each batch pairs every record with the rows it makes; the Kafka coordinates are
+appended once the replay guard has dropped what the table already holds
+(`rows_of`). The strategy is chosen once per topic/table mapping
+(`fetcher_for`), never per record:
 
 - `UndecodedFetcher` hands records as received to ClickHouse's parsing views
   (`SinkSettings.parse_in_clickhouse`, `queues.py`);
@@ -20,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
@@ -29,8 +31,8 @@ from connectors.clickhouse.writer import TableWriter
 from connectors.kafka.consumer import DeadLetterCounter, decode_or_dead_letter, decoded_batches
 from tokenpools.schemas.plain import parse_plain
 
-Fetched = tuple[ConsumerRecord, Any]
-"""A Kafka record and what was made of it: its model, a plainly valid dict, or None (raw)."""
+Fetched = tuple[ConsumerRecord, Sequence[Row]]
+"""A Kafka record and the rows it makes, without the Kafka coordinates (`rows_of` adds them)."""
 Batches = AsyncGenerator[list[Fetched], None]
 Insert = Callable[[TableMapping, Sequence[Row]], None]
 
@@ -64,7 +66,7 @@ class _WithoutTombstones:
 
 
 class Fetcher(ABC):
-    """Batches of one topic's records, and the rows (Kafka coordinates appended) they make."""
+    """Batches of one topic's records, each with the rows it makes."""
 
     def __init__(self, consumer: AIOKafkaConsumer, mapping: TableMapping) -> None:
         self._consumer = consumer
@@ -73,11 +75,7 @@ class Fetcher(ABC):
 
     @abstractmethod
     def batches(self, timeout_ms: int, max_records: int) -> Batches:
-        """Yield each poll's records (possibly none), until closed."""
-
-    @abstractmethod
-    def rows(self, batch: list[Fetched]) -> list[Row]:
-        """The rows `batch` makes, in the column order of the table `insert_with` writes."""
+        """Yield each poll's records with their rows (possibly none), until closed."""
 
     def insert_with(self, writer: TableWriter) -> Insert:
         """Which insert of `writer` takes these rows: the raw table's."""
@@ -90,18 +88,12 @@ class UndecodedFetcher(Fetcher):
     async def batches(self, timeout_ms: int, max_records: int) -> Batches:
         while True:
             got = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-            yield [(m, None) for ms in got.values() for m in ms if m.value is not None]
-
-    def rows(self, batch: list[Fetched]) -> list[Row]:
-        return [
-            (
-                message.value.decode("utf-8", "replace"),
-                message.topic,
-                message.partition,
-                message.offset,
-            )
-            for message, _ in batch
-        ]
+            yield [
+                (m, ((m.value.decode("utf-8", "replace"),),))  # one row: the raw record
+                for ms in got.values()
+                for m in ms
+                if m.value is not None
+            ]
 
     def insert_with(self, writer: TableWriter) -> Insert:
         """The queue table's insert: its views parse the records into the raw table."""
@@ -128,17 +120,10 @@ class DecodedFetcher(Fetcher):
             timeout_ms=timeout_ms,
             max_records=max_records,
         )
+        build = self.mapping.rows
         async with aclosing(decoded):  # type: ignore[type-var]  # typed AsyncIterator, is a generator
             async for batch in decoded:
-                yield batch
-
-    def rows(self, batch: list[Fetched]) -> list[Row]:
-        build = self.mapping.rows
-        return [
-            (*row, message.topic, message.partition, message.offset)
-            for message, record in batch
-            for row in build(record, message.timestamp)
-        ]
+                yield [(message, build(record, message.timestamp)) for message, record in batch]
 
 
 class PlainFirstFetcher(DecodedFetcher):
@@ -156,37 +141,40 @@ class PlainFirstFetcher(DecodedFetcher):
         self._plain_rows = mapping.plain_rows
 
     async def batches(self, timeout_ms: int, max_records: int) -> Batches:
+        """Rows of plain dicts by `plain_rows`, of the records the codec decoded by `rows`."""
         dlq = self._dead_letters
+        build, build_plain = self.mapping.rows, self._plain_rows
         while True:
             got = await self._source.getmany(timeout_ms=timeout_ms, max_records=max_records)
             messages = [m for ms in got.values() for m in ms]
             objs, slow = parse_plain([m.value for m in messages])
             if not slow:
-                yield list(zip(messages, objs, strict=True))
+                yield [
+                    (m, build_plain(o, m.timestamp)) for m, o in zip(messages, objs, strict=True)
+                ]
                 continue
             out: list[Fetched] = []
             plain = iter(objs)
             judged = set(slow)
             for i, message in enumerate(messages):
                 if i not in judged:
-                    out.append((message, next(plain)))
+                    out.append((message, build_plain(next(plain), message.timestamp)))
                     continue
                 record = await decode_or_dead_letter(
                     message, self.mapping.model, dlq.producer, dlq.topic, dlq.counter
                 )
                 if record is not None:
-                    out.append((message, record))
+                    out.append((message, build(record, message.timestamp)))
             yield out
 
-    def rows(self, batch: list[Fetched]) -> list[Row]:
-        """Plain dicts through `plain_rows`, the records the codec decoded through `rows`."""
-        build, build_plain = self.mapping.rows, self._plain_rows
-        rows: list[Row] = []
-        for message, record in batch:
-            ts = message.timestamp
-            made = build_plain(record, ts) if type(record) is dict else build(record, ts)
-            rows.extend((*row, message.topic, message.partition, message.offset) for row in made)
-        return rows
+
+def rows_of(batch: list[Fetched]) -> list[Row]:
+    """The rows of `batch` with their records' Kafka coordinates appended (`KAFKA_COLUMNS`).
+
+    In the column order of the table the fetcher's `insert_with` writes: for the
+    raw records, the queue table's (`QUEUE_COLUMNS`).
+    """
+    return [(*row, m.topic, m.partition, m.offset) for m, made in batch for row in made]
 
 
 def fetcher_for(

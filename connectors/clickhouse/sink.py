@@ -27,7 +27,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from connectors.clickhouse.fetch import DeadLetters, fetcher_for
+from connectors.clickhouse.fetch import DeadLetters, fetcher_for, rows_of
 from connectors.clickhouse.replay_guard import ReplayGuard
 from connectors.clickhouse.rows import Row, TableMapping, mappings
 from connectors.clickhouse.writer import TableWriter
@@ -170,7 +170,7 @@ class TopicSink(ConsumerRebalanceListener):
                 if batch and self._guard.due:
                     async with self._lock:  # an insert still in flight must land before we look
                         await self._guard.load(self._consumer)
-                self._buffer.add(self._fetcher.rows(self._guard.fresh(batch)), len(batch))
+                self._buffer.add(rows_of(self._guard.fresh(batch)), len(batch))
                 if (
                     len(self._buffer.rows) >= self._settings.batch_rows
                     or self._buffer.age() >= self._settings.flush_interval_s

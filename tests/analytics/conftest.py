@@ -22,21 +22,10 @@ from tokenpools.topics import Topics
 LOADED_TOPICS = Topics(namespace="loaded")
 
 
-def records_by_topic(data: Dataset, topics: Topics) -> dict[str, list]:
-    return {
-        topics.requests: data.requests,
-        topics.engine: data.engine,
-        topics.state: data.state,
-        topics.limits: data.limits,
-        topics.scaling: data.scaling,
-        topics.config: data.config,
-    }
-
-
 def write_directly(writer: TableWriter, data: Dataset, topics: Topics, offset0: int = 0) -> None:
     """Insert the dataset through the sink's row mapping, as if from partition 0 of each topic."""
     table_of = mappings(topics)
-    for topic, records in records_by_topic(data, topics).items():
+    for topic, records in data.by_topic(topics).items():
         mapping = table_of[topic]
         rows = [
             (*row, topic, 0, offset0 + i)

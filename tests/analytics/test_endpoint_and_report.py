@@ -25,7 +25,7 @@ from tests.analytics.conftest import count, store_dir
 from tests.helpers import analytics_dataset as ds
 from tokenpools_cli.main import app
 
-RANGE = {"start": str(ds.T0), "end": str(ds.T0 + ds.SPAN_S + 60)}
+RANGE = {name: str(t) for name, t in ds.SPAN.items()}
 runner = CliRunner()
 
 
@@ -58,7 +58,7 @@ async def test_endpoint_serves_named_queries_like_the_store(loaded: Client, stor
             direct = run_query(
                 loaded,
                 load_queries()["admission"],
-                {"start": ds.T0, "end": ds.T0 + ds.SPAN_S + 60, "window_s": 300},
+                {**ds.SPAN, "window_s": 300},
             )
             assert got["columns"] == direct.columns
             assert [r[3:6] for r in got["rows"]] == [r[3:6] for r in direct.rows]

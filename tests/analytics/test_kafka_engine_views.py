@@ -68,7 +68,7 @@ def test_views_store_every_valid_record_once_and_dead_letter_the_rest(fed) -> No
 def test_named_queries_over_kafka_engine_rows_match_the_events(fed) -> None:
     client, data = fed
     queries = load_queries()
-    span = {"start": ds.T0, "end": ds.T0 + ds.SPAN_S + 60}
+    span = ds.SPAN
     admission = run_query(client, queries["admission"], {**span, "window_s": 300}).rows
     assert {(int(r[0].timestamp()), r[2]): (r[4], r[5]) for r in admission} == (
         ds.expected_admission(data, 300)

@@ -15,8 +15,7 @@ QUERIES = load_queries()
 
 
 def run(client: Client, name: str, **values) -> QueryResult:
-    values.setdefault("start", ds.T0)
-    values.setdefault("end", ds.T0 + ds.SPAN_S + 60)
+    values = {**ds.SPAN, **values}
     return run_query(client, QUERIES[name], QUERIES[name].declared_values(values))
 
 

@@ -45,9 +45,7 @@ FAST = SinkSettings(batch_rows=400, flush_interval_s=0.2)
 
 def numbers(client: Client) -> dict:
     """What the exactness checks compare: admission, chargeback, latency and SLO per entitlement."""
-    span = {"start": ds.T0, "end": ds.T0 + ds.SPAN_S + 60}
-
-    values = {**span, "window_s": 300}
+    values = {**ds.SPAN, "window_s": 300}
     return {
         name: run_query(client, QUERIES[name], QUERIES[name].declared_values(values)).rows
         for name in ("admission", "chargeback", "latency", "slo_attainment")
@@ -57,6 +55,14 @@ def numbers(client: Client) -> dict:
 def expected_admission_total(data: ds.Dataset) -> tuple[int, int]:
     admission = ds.expected_admission(data, 300)
     return sum(a for a, _ in admission.values()), sum(r for _, r in admission.values())
+
+
+def assert_rollup_exact(client: Client, data: ds.Dataset) -> None:
+    """The per-minute rollup (filled by its materialized view) counts every decision once."""
+    rollup = client.query(
+        "SELECT sum(admitted), sum(rejected) FROM requests_per_minute"
+    ).result_rows[0]
+    assert tuple(rollup) == expected_admission_total(data)
 
 
 def assert_exact(client: Client, data: ds.Dataset) -> None:
@@ -110,10 +116,7 @@ async def test_sink_stores_the_event_set_exactly_and_a_replay_counts_once(
         sink = await sink_until_caught_up(kafka_bootstrap, topics, client, data)
         assert_exact(reader, data)
         assert count(reader, final=False) == len(data.requests)  # no duplicate even before merges
-        rollup = reader.query(
-            "SELECT sum(admitted), sum(rejected) FROM requests_per_minute"
-        ).result_rows[0]
-        assert tuple(rollup) == expected_admission_total(data)
+        assert_rollup_exact(reader, data)
         dlq = await read_to_end(kafka_bootstrap, topics.dlq)  # flushed before the commit
         assert len(dlq) == BAD_RECORDS  # the tombstone on the config topic is not a bad record
         assert all(dict(m.headers).get(DLQ_ERROR_HEADER) for m in dlq)
@@ -125,10 +128,7 @@ async def test_sink_stores_the_event_set_exactly_and_a_replay_counts_once(
         assert skipped >= len(data.requests)
         assert_exact(reader, data)
         assert count(reader, final=False) == len(data.requests)
-        rollup = reader.query(
-            "SELECT sum(admitted), sum(rejected) FROM requests_per_minute"
-        ).result_rows[0]
-        assert tuple(rollup) == expected_admission_total(data)
+        assert_rollup_exact(reader, data)
     finally:
         if reader is not None:
             reader.close()
@@ -244,10 +244,7 @@ async def test_rows_stored_before_the_first_commit_are_skipped_only_if_from_this
             assert skipped == len(written)
             assert count(client, final=False) == len(data.requests)
             assert_exact(client, data)
-            rollup = client.query(
-                "SELECT sum(admitted), sum(rejected) FROM requests_per_minute"
-            ).result_rows[0]
-            assert tuple(rollup) == expected_admission_total(data)
+            assert_rollup_exact(client, data)
         else:
             assert skipped == 0
             assert count(client, final=False) == len(data.requests) + len(written)
@@ -329,11 +326,10 @@ async def test_a_sink_killed_mid_stream_and_restarted_still_counts_exactly(
             url = published_url(store)
             if url is None or await _rows_written(store, second) < 0:
                 return False
-            span = {"start": ds.T0, "end": ds.T0 + ds.SPAN_S + 60}
             async with httpx.AsyncClient(base_url=url) as http:
-                got = await http.get("/query/admission", params={**span, "window_s": 86400})
+                got = await http.get("/query/admission", params={**ds.SPAN, "window_s": 86400})
                 admission = got.json()["rows"]
-                charged = (await http.get("/query/chargeback", params=span)).json()["rows"]
+                charged = (await http.get("/query/chargeback", params=ds.SPAN)).json()["rows"]
             totals = (sum(r[4] for r in admission), sum(r[5] for r in admission))
             finished = sum(r[4] for r in charged)
             return totals == expected_admission_total(data) and finished == sum(

@@ -26,6 +26,7 @@ from tokenpools.schemas import (
     ScalingDecision,
     Tier,
 )
+from tokenpools.topics import Topics
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 # Three hours ago on an hour boundary: recent enough for every table's TTL.
@@ -37,6 +38,8 @@ TIERS = {
     "spot": Tier.SPOT,
 }
 SPAN_S = 5400  # 90 minutes: two chargeback hours, ninety one-minute windows
+SPAN = {"start": T0, "end": T0 + SPAN_S + 60}
+"""The query range that holds every event (completions land seconds after SPAN_S)."""
 
 
 def quantile_exact(values: list[float], level: float) -> float:
@@ -54,13 +57,16 @@ class Dataset:
     limits: list[LimitUpdate] = field(default_factory=list)
     scaling: list[ScalingDecision] = field(default_factory=list)
 
-    @property
-    def start(self) -> float:
-        return T0
-
-    @property
-    def end(self) -> float:
-        return T0 + SPAN_S
+    def by_topic(self, topics: Topics) -> dict[str, list]:
+        """The records of each of `topics`."""
+        return {
+            topics.requests: self.requests,
+            topics.engine: self.engine,
+            topics.state: self.state,
+            topics.limits: self.limits,
+            topics.scaling: self.scaling,
+            topics.config: self.config,
+        }
 
 
 def build(requests_per_entitlement: int = 300) -> Dataset:

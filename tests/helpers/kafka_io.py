@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connectors.kafka.producer import make_producer, send_record
-from tests.analytics.conftest import records_by_topic
 from tests.helpers.analytics_dataset import POOL, Dataset
 from tokenpools.schemas import EngineSample
 from tokenpools.schemas.codec import encode
@@ -22,7 +21,7 @@ async def produce(bootstrap: str, topics: Topics, data: Dataset, bad: bool = Fal
     producer = make_producer(bootstrap, linger_ms=20)
     await producer.start()
     try:
-        for topic, records in records_by_topic(data, topics).items():
+        for topic, records in data.by_topic(topics).items():
             key = config_key(POOL) if topic == topics.config else POOL
             for record in records:
                 await send_record(producer, topic, key, record)
