@@ -18,10 +18,9 @@ import statistics
 import time
 import uuid
 
-from aiokafka import AIOKafkaConsumer
-
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.broker import LocalKafka
+from connectors.kafka.consumer import make_consumer
 from connectors.kafka.producer import make_producer
 from tokenpools.schemas import Phase, RequestEvent, Tier, decode_as, encode
 from tokenpools.topics import Topics
@@ -77,9 +76,9 @@ async def kafka_rates(bootstrap: str, count: int) -> tuple[float, float]:
     produce_rate = count / (time.perf_counter() - t0)
     await producer.stop()
 
-    consumer = AIOKafkaConsumer(
+    consumer = make_consumer(
+        bootstrap,
         topics.requests,
-        bootstrap_servers=bootstrap,
         group_id=f"{topics.namespace}-raw",
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -30,12 +30,13 @@ from pathlib import Path
 
 import orjson
 import psutil
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helpers
 
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.broker import LocalKafka
+from connectors.kafka.consumer import make_consumer
 from connectors.kafka.producer import make_producer, send_record
 from tests.helpers.topic_tail import TopicTail
 from tests.helpers.workers import start_worker
@@ -89,8 +90,8 @@ async def setup(bootstrap: str, configs: list[PoolConfigRecord]) -> tuple[Topics
 
 # -- 1. throughput ----------------------------------------------------------------------------
 async def raw_consume_rate(bootstrap: str, topic: str, n: int, decode: bool) -> float:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = make_consumer(
+        bootstrap,
         group_id=None,
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 << 20,

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import BaseModel
 
-from connectors.kafka.dead_letter import Headers, send_dead_letter
+from connectors.kafka.dead_letter import send_dead_letter
 from connectors.kafka.settings import KafkaConnection, KafkaSettings
 from tokenpools.schemas import DecodeError, decode_as
 
@@ -32,13 +32,12 @@ async def dead_letter(
     producer: AIOKafkaProducer, dlq_topic: str, message: ConsumerRecord, error: str
 ) -> None:
     """Park a record that failed to parse: raw bytes as value, error and origin as headers."""
-
-    async def send(
-        topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
-    ) -> Any:
-        return await producer.send(topic, value=value, key=key, headers=headers)
-
-    await send_dead_letter(send, dlq_topic, message, error)
+    await send_dead_letter(
+        lambda topic, key, value, headers: producer.send(topic, value, key, headers=headers),
+        dlq_topic,
+        message,
+        error,
+    )
 
 
 async def decode_or_dead_letter(

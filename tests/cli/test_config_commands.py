@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers.paths import EXAMPLES
 from tokenpools.config_file import ConfigError, load_config, parse_config
 from tokenpools_cli.main import app
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "deploy" / "examples").glob("*.yaml"))
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
 
 POOL = """
 pools:
@@ -28,7 +29,7 @@ def _problems(yaml_text: str) -> list[str]:
     return info.value.problems
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.name)
 def test_shipped_examples_are_valid(path: Path) -> None:
     assert load_config(path).pools
 
@@ -88,7 +89,7 @@ def test_validate_command_exits_2_and_prints_each_problem(tmp_path: Path) -> Non
 
 
 def test_validate_command_accepts_an_example() -> None:
-    result = CliRunner().invoke(app, ["config", "validate", str(EXAMPLES[0])])
+    result = CliRunner().invoke(app, ["config", "validate", str(EXAMPLE_FILES[0])])
     assert result.exit_code == 0, result.output
     assert "ok" in result.output
 

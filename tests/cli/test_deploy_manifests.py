@@ -8,11 +8,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from tests.helpers.paths import REPO
 from tokenpools.config_file import load_config
 from tokenpools_cli.main import app
 
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "k8s"
+K8S = REPO / "deploy" / "k8s"
 
 
 def _documents(path: Path) -> list[dict]:
@@ -22,7 +22,7 @@ def _documents(path: Path) -> list[dict]:
 def _tokenpools_commands() -> set[tuple[str, ...]]:
     """Each `tokenpools <group> <command>` that a manifest or the compose file runs."""
     commands = set()
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     argvs = [svc.get("command") for svc in compose["services"].values()]
     for path in K8S.rglob("*.yaml"):
         for doc in _documents(path):

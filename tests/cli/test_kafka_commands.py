@@ -9,19 +9,17 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors.kafka.topic_reader import read_to_end
+from tests.helpers.paths import EXAMPLES, SAMPLE_TRACE
 from tokenpools.config_file import load_config
 from tokenpools.schemas import PoolConfigRecord, decode_as
 from tokenpools.topics import Topics
 from tokenpools_cli.main import app
 
 pytestmark = pytest.mark.kafka
-ROOT = Path(__file__).resolve().parents[2]
-# the sample cut from the Azure trace
-TRACE = ROOT / "tokenpools_cli" / "traces" / "azure_llm_2023_code_sample.csv"
 
 
 def test_config_apply_publishes_one_compacted_record_per_pool(kafka_bootstrap, topics: Topics):
-    example = ROOT / "deploy" / "examples" / "scarcity.yaml"
+    example = EXAMPLES / "scarcity.yaml"
     result = CliRunner().invoke(
         app,
         [
@@ -42,7 +40,7 @@ def test_config_apply_publishes_one_compacted_record_per_pool(kafka_bootstrap, t
 
 
 def test_config_apply_fails_with_exit_1_when_kafka_is_unreachable(tmp_path: Path):
-    example = ROOT / "deploy" / "examples" / "scarcity.yaml"
+    example = EXAMPLES / "scarcity.yaml"
     result = CliRunner().invoke(
         app, ["config", "apply", str(example), "--bootstrap", "127.0.0.1:1"]
     )
@@ -52,7 +50,9 @@ def test_config_apply_fails_with_exit_1_when_kafka_is_unreachable(tmp_path: Path
 
 def test_demo_passes_every_record_through_kafka(kafka_bootstrap, monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP", kafka_bootstrap)
-    result = CliRunner().invoke(app, ["demo", "events", "--events", "40", "--trace", str(TRACE)])
+    result = CliRunner().invoke(
+        app, ["demo", "events", "--events", "40", "--trace", str(SAMPLE_TRACE)]
+    )
     assert result.exit_code == 0, result.output
     assert "all records passed" in result.output
     assert "dead-lettered: 1" in result.output

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from tests.helpers.paths import EXAMPLES, SAMPLE_TRACE
 from tokenpools_cli.main import app
 
-ROOT = Path(__file__).parents[2]
-OVERLOAD = str(ROOT / "deploy" / "examples" / "overload.yaml")
-SAMPLE = str(ROOT / "tokenpools_cli" / "traces" / "azure_llm_2023_code_sample.csv")
+OVERLOAD = str(EXAMPLES / "overload.yaml")
+SAMPLE = str(SAMPLE_TRACE)
 runner = CliRunner()
 
 
@@ -44,7 +44,7 @@ def test_an_unknown_scenario_is_bad_usage() -> None:
 
 
 def test_a_scenario_whose_tenants_the_config_lacks_is_bad_usage() -> None:
-    scarcity_cfg = str(ROOT / "deploy" / "examples" / "scarcity.yaml")
+    scarcity_cfg = str(EXAMPLES / "scarcity.yaml")
     result = runner.invoke(
         app, ["simulate", "run", "--config", scarcity_cfg, "--scenario", "overload"]
     )

@@ -17,6 +17,7 @@ from connectors.kafka.admin import ensure_topics
 from connectors.kafka.config_publisher import publish_config
 from connectors.kafka.topic_reader import read_to_end
 from connectors.replay.http_replay import replay
+from tests.helpers.paths import EXAMPLES
 from tokenpools.config_file import load_config
 from tokenpools.schemas import LimitUpdate, Phase, PoolConfigRecord, RequestEvent, decode
 from tokenpools.simulation.scenarios import overload
@@ -24,7 +25,7 @@ from tokenpools.topics import Topics
 from tokenpools_cli.local.supervisor import LocalStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "overload.yaml"
+CONFIG = EXAMPLES / "overload.yaml"
 
 
 def test_guaranteed_tenants_are_served_while_spot_is_throttled_live(

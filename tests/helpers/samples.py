@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from tests.helpers.paths import EXAMPLES
 from tokenpools.config_file import load_config
 from tokenpools.schemas import (
     Dims,
@@ -17,8 +16,6 @@ from tokenpools.schemas import (
     ScalingDecision,
     Tier,
 )
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 
 
 def one_of_each() -> list:

@@ -69,12 +69,11 @@ def start_worker(
     name: str = "worker",
 ) -> WorkerProcess:
     """A worker in a fresh process (`faust -A streams.app worker` when `faust_cli`), serving."""
-    stack = LocalStack(bootstrap, topics.namespace, log_dir)
-    start = stack.faust_worker if faust_cli else stack.worker
-    service = start(
+    service = LocalStack(bootstrap, topics.namespace, log_dir).worker(
         tick,
         name=name,
         session_timeout_s=session_timeout,
         requests_source=RequestSource(requests_source),
+        faust_cli=faust_cli,
     )
     return WorkerProcess(service)

@@ -19,7 +19,7 @@ from connectors.kafka.admin import ensure_topics
 from connectors.kafka.partitioner import partition_of
 from connectors.kafka.producer import make_producer, send_record
 from streams.publishing import WORKER_HEADER
-from tests.helpers.paths import REPO
+from tests.helpers.paths import EXAMPLES
 from tests.helpers.topic_tail import TopicTail
 from tests.helpers.workers import start_worker
 from tokenpools.config_file import load_config
@@ -46,7 +46,7 @@ def pool_names() -> list[str]:
 
 def configs() -> list[PoolConfigRecord]:
     """deploy/examples/scarcity.yaml's pool, once per name, with a 2 s window."""
-    (base,) = PoolConfigRecord.from_platform(load_config(REPO / "deploy/examples/scarcity.yaml"))
+    (base,) = PoolConfigRecord.from_platform(load_config(EXAMPLES / "scarcity.yaml"))
     fast = ControllerSettings(tick_s=0.5, window_s=2.0, bucket_s=0.25)
     out = []
     for name in pool_names():

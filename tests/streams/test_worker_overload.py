@@ -22,7 +22,7 @@ from connectors.kafka.admin import ensure_topics
 from connectors.kafka.dead_letter import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, DLQ_TOPIC_HEADER
 from connectors.kafka.partitioner import partition_of
 from connectors.kafka.producer import make_producer, send_record
-from tests.helpers.paths import REPO
+from tests.helpers.paths import EXAMPLES
 from tests.helpers.topic_tail import TopicTail
 from tests.helpers.workers import start_worker
 from tokenpools.config_file import load_config
@@ -55,7 +55,7 @@ BAD_VALUES = [b"not json", b'{"type": "request", "v": 1}', b"[1, 2]"]
 
 def overload_config() -> PoolConfigRecord:
     """deploy/examples/overload.yaml with a 2 s window so phases take seconds, not minutes."""
-    (record,) = PoolConfigRecord.from_platform(load_config(REPO / "deploy/examples/overload.yaml"))
+    (record,) = PoolConfigRecord.from_platform(load_config(EXAMPLES / "overload.yaml"))
     fast = ControllerSettings(tick_s=0.5, window_s=2.0, bucket_s=0.25, limit_ttl_s=5.0)
     return record.model_copy(update={"controller": fast})
 

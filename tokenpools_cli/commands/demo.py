@@ -12,11 +12,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from connectors.kafka.settings import KafkaSettings
 from tokenpools.config_file import ConfigError
 from tokenpools.simulation.trace import TraceError
 from tokenpools_cli.commands.replay import TRACE_HELP
 from tokenpools_cli.extras import Extra, require
-from tokenpools_cli.options import bootstrap_option
+from tokenpools_cli.options import bootstrap_option, kafka_settings
 
 console = Console()
 app = typer.Typer(help="Demonstrations on one machine (no GPU, no Docker).", no_args_is_help=True)
@@ -39,7 +40,7 @@ def loop(
     from tokenpools_cli.local.supervisor import StackError
 
     try:
-        logs = run_loop(duration, spot_rate, plot, workdir, bootstrap, console)
+        logs = run_loop(duration, spot_rate, plot, workdir, _given(bootstrap), console)
     except (BrokerError, StackError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -61,7 +62,7 @@ def events_demo(
     from tokenpools_cli.local.demo import run_events_demo
 
     try:
-        result = run_events_demo(config, trace, events, bootstrap, console)
+        result = run_events_demo(config, trace, events, _given(bootstrap), console)
     except (ConfigError, TraceError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -70,3 +71,9 @@ def events_demo(
         raise typer.Exit(1) from None
     if not result.all_passed:
         raise typer.Exit(1)
+
+
+def _given(bootstrap: str | None) -> KafkaSettings | None:
+    """The broker named on the command line or in the environment, with its TLS/SASL settings;
+    None: the demo starts a local one."""
+    return None if bootstrap is None else kafka_settings(bootstrap)

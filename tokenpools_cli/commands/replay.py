@@ -18,9 +18,6 @@ from tokenpools_cli.resources import given_or_packaged, sample_trace
 if TYPE_CHECKING:
     from connectors.replay.http_replay import ReplayResult
 
-if TYPE_CHECKING:
-    from connectors.replay.http_replay import ReplayResult
-
 app = typer.Typer(help="Replay recorded traffic against a sidecar or engine.", no_args_is_help=True)
 console = Console()
 TRACE_HELP = (

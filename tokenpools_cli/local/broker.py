@@ -9,21 +9,22 @@ from contextlib import contextmanager
 from rich.console import Console
 
 from connectors.kafka.broker import LocalKafka
+from connectors.kafka.settings import KafkaSettings
 
 
 @contextmanager
-def kafka_broker(bootstrap: str | None, console: Console) -> Iterator[str]:
-    """Yield `bootstrap`; when it is empty, a local broker's, removed again on exit.
+def kafka_broker(kafka: KafkaSettings | None, console: Console) -> Iterator[KafkaSettings]:
+    """Yield `kafka`; without it, a local (plaintext) broker's settings, removed again on exit.
 
     Raises `connectors.kafka.broker.BrokerError` when the local broker cannot start.
     """
-    if bootstrap:
-        yield bootstrap
+    if kafka is not None:
+        yield kafka
         return
     console.print("starting a local Kafka broker (first run resolves its jars with Maven)…")
     broker = LocalKafka()
     try:
-        yield broker.start()
+        yield KafkaSettings.plaintext(broker.start())
     finally:
         broker.cleanup()
 

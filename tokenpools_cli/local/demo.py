@@ -21,6 +21,7 @@ from connectors.kafka.admin import ensure_topics
 from connectors.kafka.config_publisher import publish_config
 from connectors.kafka.consumer import DeadLetterCounter, decoded_batches, make_consumer
 from connectors.kafka.producer import make_producer, send_record
+from connectors.kafka.settings import KafkaSettings
 from connectors.kafka.topic_reader import read_to_end
 from connectors.replay.trace_events import completed_events
 from tokenpools.config_file import load_config
@@ -56,9 +57,13 @@ class DemoResult:
 
 
 def run_events_demo(
-    config: Path | None, trace: Path | None, events: int, bootstrap: str | None, console: Console
+    config: Path | None,
+    trace: Path | None,
+    events: int,
+    kafka: KafkaSettings | None,
+    console: Console,
 ) -> DemoResult:
-    """Run the demo on `bootstrap` (or a local broker) and print what passed.
+    """Run the demo on `kafka` (or a local broker) and print what passed.
 
     `config` and `trace` default to the packaged overload example and trace sample.
     Raises `ConfigError` / `TraceError` for bad input, `BrokerError` when no broker starts.
@@ -68,26 +73,26 @@ def run_events_demo(
         platform = load_config(config_path)
     namespace = f"demo{uuid.uuid4().hex[:6]}"
     with (
-        kafka_broker(bootstrap, console) as bootstrap,
+        kafka_broker(kafka, console) as kafka,
         given_or_packaged(trace, sample_trace()) as trace_path,
     ):
-        result = asyncio.run(run_demo(bootstrap, namespace, platform, trace_path, events))
-    print_result(result, bootstrap, namespace, console)
+        result = asyncio.run(run_demo(kafka, namespace, platform, trace_path, events))
+    print_result(result, kafka.bootstrap_servers, namespace, console)
     return result
 
 
 async def run_demo(
-    bootstrap: str, namespace: str, platform: PlatformConfig, trace: Path, events: int
+    kafka: KafkaSettings, namespace: str, platform: PlatformConfig, trace: Path, events: int
 ) -> DemoResult:
     """Config → config topic; trace rows → request events (+ one malformed record); read back."""
     topics = Topics(namespace)
     result = DemoResult()
-    await ensure_topics(bootstrap, topics, partitions=3)
+    await ensure_topics(kafka, topics, partitions=3)
     records = PoolConfigRecord.from_platform(platform)
-    await publish_config(bootstrap, topics, records)
+    await publish_config(kafka, topics, records)
     result.per_topic_produced[topics.config] = len(records)
 
-    producer = make_producer(bootstrap)
+    producer = make_producer(kafka)
     await producer.start()
     try:
         sent = 0
@@ -103,7 +108,7 @@ async def run_demo(
         result.per_topic_produced[topics.requests] = sent
 
         consumer = make_consumer(
-            bootstrap,
+            kafka,
             topics.requests,
             group_id=f"{namespace}-demo",
             auto_offset_reset="earliest",
@@ -126,8 +131,8 @@ async def run_demo(
     finally:
         await producer.stop()
     result.per_topic_consumed[topics.requests] = sum(result.events_by_entitlement.values())
-    result.per_topic_consumed[topics.config] = len(await read_to_end(bootstrap, topics.config))
-    result.dead_lettered = len(await read_to_end(bootstrap, topics.dlq))
+    result.per_topic_consumed[topics.config] = len(await read_to_end(kafka, topics.config))
+    result.dead_lettered = len(await read_to_end(kafka, topics.dlq))
     return result
 
 

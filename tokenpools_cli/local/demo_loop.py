@@ -21,6 +21,7 @@ from rich.progress import Progress
 
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.config_publisher import publish_config
+from connectors.kafka.settings import KafkaSettings
 from connectors.replay.http_replay import replay
 from tokenpools.config_file import load_config
 from tokenpools.schemas import PoolConfigRecord
@@ -39,7 +40,7 @@ def run_loop(
     spot_rate: float,
     plot: Path | None,
     workdir: Path | None,
-    bootstrap: str | None,
+    kafka: KafkaSettings | None,
     console: Console,
 ) -> Path:
     """Run the experiment live, print what each tenant got; return where the logs are.
@@ -62,11 +63,11 @@ def run_loop(
         pool=pool.name,
     )
     namespace = f"demo{uuid.uuid4().hex[:6]}"
-    with kafka_broker(bootstrap, console) as bootstrap:
+    with kafka_broker(kafka, console) as kafka:
         topics = Topics(namespace)
-        asyncio.run(ensure_topics(bootstrap, topics))
-        asyncio.run(publish_config(bootstrap, topics, PoolConfigRecord.from_platform(platform)))
-        with LocalStack(bootstrap, namespace, workdir) as stack:
+        asyncio.run(ensure_topics(kafka, topics))
+        asyncio.run(publish_config(kafka, topics, PoolConfigRecord.from_platform(platform)))
+        with LocalStack(kafka.bootstrap_servers, namespace, workdir) as stack:
             console.print("starting engine simulator, sidecar, worker, sink and scraper…")
             engine = stack.engine_simulator(
                 "--max-num-seqs",

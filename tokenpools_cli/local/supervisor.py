@@ -168,34 +168,30 @@ class LocalStack:
         name: str = "worker",
         session_timeout_s: float | None = None,
         requests_source: RequestSource = RequestSource.BATCH,
+        faust_cli: bool = False,
     ) -> Service:
-        """`tokenpools worker run`, ready once its Prometheus metrics answer."""
+        """`tokenpools worker run`, ready once its Prometheus metrics answer.
+
+        `faust_cli`: the same worker started the Faust way (`faust -A streams.app
+        worker`), configured from `TOKENPOOLS_*` variables instead of options.
+        """
+        if faust_cli:
+            health = Health(free_port(), "/metrics")
+            env = {
+                "TOKENPOOLS_BOOTSTRAP": self.bootstrap,
+                "TOKENPOOLS_TICK_S": str(tick_s),
+                "TOKENPOOLS_METRICS_PORT": str(health.port),
+                "TOKENPOOLS_REQUESTS_SOURCE": requests_source.value,
+            }
+            if session_timeout_s is not None:
+                env["TOKENPOOLS_SESSION_TIMEOUT_S"] = str(session_timeout_s)
+            return self.launch(name, FAUST_WORKER, env=env, health=health, timeout=90)
         options = ["--tick", str(tick_s), "--requests-source", requests_source.value]
         if session_timeout_s is not None:
             options += ["--session-timeout", str(session_timeout_s)]
         return self.start(
             name, "worker", "run", *options, serve=("--metrics-port", "/metrics"), timeout=90
         )
-
-    def faust_worker(
-        self,
-        tick_s: float = 1.0,
-        *,
-        name: str = "worker",
-        session_timeout_s: float | None = None,
-        requests_source: RequestSource = RequestSource.BATCH,
-    ) -> Service:
-        """The same worker started the Faust way, configured from `TOKENPOOLS_*` variables."""
-        health = Health(free_port(), "/metrics")
-        env = {
-            "TOKENPOOLS_BOOTSTRAP": self.bootstrap,
-            "TOKENPOOLS_TICK_S": str(tick_s),
-            "TOKENPOOLS_METRICS_PORT": str(health.port),
-            "TOKENPOOLS_REQUESTS_SOURCE": requests_source.value,
-        }
-        if session_timeout_s is not None:
-            env["TOKENPOOLS_SESSION_TIMEOUT_S"] = str(session_timeout_s)
-        return self.launch(name, FAUST_WORKER, env=env, health=health, timeout=90)
 
     def sink(self, store: Path, flush_interval_s: float = 1.0) -> Service:
         return self.start(
