@@ -60,8 +60,7 @@ class WorkerSettings:
         """Read `TOKENPOOLS_BOOTSTRAP`, `_NAMESPACE`, `_TICK_S`, `_METRICS_PORT`, …
 
         The connection is `KafkaSettings.from_env` (`TOKENPOOLS_KAFKA_*`,
-        `KAFKA_BOOTSTRAP`); `TOKENPOOLS_BOOTSTRAP`, the worker's own name for
-        the bootstrap servers, overrides theirs.
+        `TOKENPOOLS_BOOTSTRAP`, `KAFKA_BOOTSTRAP`).
         """
         env = os.environ if environ is None else environ
 
@@ -73,11 +72,9 @@ class WorkerSettings:
             value = get(name)
             return None if value is None else int(value)
 
-        bootstrap = get("BOOTSTRAP")
-        kafka_env = {**env, "TOKENPOOLS_KAFKA_BOOTSTRAP": bootstrap} if bootstrap else env
         defaults = cls()
         return cls(
-            kafka=KafkaSettings.from_env(kafka_env),
+            kafka=KafkaSettings.from_env(env),
             namespace=get("NAMESPACE") or "",
             tick_s=float(get("TICK_S") or defaults.tick_s),
             partitions=int(get("PARTITIONS") or defaults.partitions),

@@ -21,9 +21,10 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-# Where the bootstrap servers come from, first set wins: the tokenpools-specific name
-# overrides the generic one a deployment may share with other Kafka clients.
-BOOTSTRAP_ENV = ("TOKENPOOLS_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP")
+# Where the bootstrap servers come from, first set wins: the tokenpools-specific names
+# (`TOKENPOOLS_BOOTSTRAP` is the worker's older one) override the generic one a deployment
+# may share with other Kafka clients.
+BOOTSTRAP_ENV = ("TOKENPOOLS_KAFKA_BOOTSTRAP", "TOKENPOOLS_BOOTSTRAP", "KAFKA_BOOTSTRAP")
 ENV_PREFIX = "TOKENPOOLS_KAFKA_"
 
 

@@ -17,6 +17,7 @@ from connectors.kafka.admin import make_admin
 from connectors.kafka.consumer import make_consumer
 from connectors.kafka.producer import make_producer
 from connectors.kafka.settings import (
+    BOOTSTRAP_ENV,
     DEFAULT_BOOTSTRAP,
     KafkaSettings,
     SaslMechanism,
@@ -37,7 +38,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     import os
 
     for name in list(os.environ):
-        if name.startswith("TOKENPOOLS_KAFKA_") or name == "KAFKA_BOOTSTRAP":
+        if name.startswith("TOKENPOOLS_KAFKA_") or name in BOOTSTRAP_ENV:
             monkeypatch.delenv(name)
     return monkeypatch
 

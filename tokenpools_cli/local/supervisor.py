@@ -22,6 +22,7 @@ from pathlib import Path
 
 import tokenpools_cli
 from connectors.kafka.broker import free_port
+from connectors.kafka.settings import BOOTSTRAP_ENV
 from streams.settings import RequestSource
 from tokenpools_cli.local.waiting import WaitTimeout, wait_until
 
@@ -177,8 +178,7 @@ class LocalStack:
         """
         if faust_cli:
             health = Health(free_port(), "/metrics")
-            env = {
-                "TOKENPOOLS_BOOTSTRAP": self.bootstrap,
+            env = {  # the bootstrap, like every service's, comes from `_env`
                 "TOKENPOOLS_TICK_S": str(tick_s),
                 "TOKENPOOLS_METRICS_PORT": str(health.port),
                 "TOKENPOOLS_REQUESTS_SOURCE": requests_source.value,
@@ -232,7 +232,9 @@ class LocalStack:
         path = os.pathsep.join(p for p in (str(SOURCE_ROOT), os.environ.get("PYTHONPATH")) if p)
         return {
             **os.environ,
-            "KAFKA_BOOTSTRAP": self.bootstrap,
+            # every name the settings read, so a shell's own broker settings cannot redirect
+            # the stack's children (the first of them wins over the others)
+            **dict.fromkeys(BOOTSTRAP_ENV, self.bootstrap),
             "TOKENPOOLS_NAMESPACE": self.namespace,
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": path,
