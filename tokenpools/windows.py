@@ -57,6 +57,10 @@ IDLE_GAPS = 4.0
 IDLE_MIN_S = 1.0
 
 
+# One request event in the columns' units and codes: RequestColumns' fields, in order.
+RequestRow = tuple[float, int, int, float, float, float, float, int]
+
+
 @dataclass(frozen=True, slots=True)
 class RequestColumns:
     """A batch of request events as parallel arrays (the fast path).
@@ -77,6 +81,25 @@ class RequestColumns:
     def __len__(self) -> int:
         return len(self.time)
 
+    @classmethod
+    def from_rows(cls, rows: Sequence[RequestRow]) -> RequestColumns:
+        """Events already in the columns' units and codes, one `RequestRow` each.
+
+        For a feeder that makes the events itself (the offline simulator); records
+        in their wire shape go through `request_columns`.
+        """
+        arr = np.array(rows, dtype=np.float64).reshape(-1, len(cls.__slots__))
+        return cls(
+            time=arr[:, 0],
+            entitlement=arr[:, 1].astype(np.int64),
+            phase=arr[:, 2].astype(np.int8),
+            estimate=arr[:, 3],
+            tokens=arr[:, 4],
+            queue_delay_s=arr[:, 5],
+            latency_s=arr[:, 6],
+            instance=arr[:, 7].astype(np.int64),
+        )
+
 
 # A phase's wire string (or the Phase) -> its code as a plain int: PHASE_CODE's IntEnum
 # members cost np.fromiter a conversion each, half again the time of the phase column.
@@ -90,11 +113,11 @@ def request_columns(
 ) -> tuple[RequestColumns | None, int]:
     """Request events in their wire shape as the windows' columns; also how many were dropped.
 
-    The one conversion every feeder uses (the stream worker's plainly valid
-    objects, `RequestEvent`s' fields, the simulator's reports), so none can lay
-    the columns out differently. `rows` maps entitlement names to window rows;
-    records of other entitlements are dropped and counted. `instance_row`
-    numbers sidecar instances ('' → -1), in record order.
+    The one conversion of records (the stream worker's plainly valid objects,
+    `RequestEvent`s' fields), so no two feeders can lay the columns out
+    differently. `rows` maps entitlement names to window rows; records of other
+    entitlements are dropped and counted. `instance_row` numbers sidecar
+    instances ('' → -1), in record order.
     """
     n = len(records)
     ent = np.fromiter((rows.get(o["entitlement"], -1) for o in records), np.int64, n)
