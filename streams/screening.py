@@ -42,9 +42,8 @@ DEDUPE_HORIZON_S = 10.0  # retried sends arrive within seconds; memory grows wit
 class Screened:
     """One batch, sorted."""
 
-    events: dict[str, list[dict[str, Any]]] = field(
-        default_factory=dict
-    )  # plainly valid event objects
+    # plainly valid event objects, by pool
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     dead: list[tuple[SourceRecord, str]] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
 

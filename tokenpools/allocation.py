@@ -108,7 +108,7 @@ def allocate(inp: AllocationInput) -> Allocation:
     ceiling = np.minimum(inp.burst, capacity[None, :])
     guarantee = np.minimum(inp.guarantee, ceiling)
     wanted = np.minimum(demand, ceiling)
-    spot = inp.tier == TierCode.SPOT
+    spot = inp.tier == TierCode.SPOT.value
     shared = ~spot
 
     # 1. guarantees first, pro rata if capacity no longer covers them
@@ -117,7 +117,7 @@ def allocate(inp: AllocationInput) -> Allocation:
     # 2. an active guaranteed tenant keeps the rest of its guarantee as headroom: without
     #    preemption, capacity lent out comes back only as fast as the borrower drains
     remaining = np.maximum(capacity - base.sum(axis=0), 0.0)
-    guaranteed = inp.tier == TierCode.GUARANTEED
+    guaranteed = inp.tier == TierCode.GUARANTEED.value
     active = guaranteed & (demand > 0).any(axis=1) & (not inp.lend_guarantees)
     reserve = np.where(active[:, None], np.maximum(guarantee - base, 0.0), 0.0)
     if inp.unit is not None:  # an idle one keeps one request's worth of it, to start with
@@ -182,7 +182,7 @@ def entitled_shares(inp: AllocationInput, capacity: np.ndarray) -> np.ndarray:
     ceiling = np.minimum(inp.burst, capacity[None, :])
     guarantee = np.minimum(inp.guarantee, ceiling)
     demand = np.maximum(inp.demand, 0.0)
-    shared = inp.tier != TierCode.SPOT
+    shared = inp.tier != TierCode.SPOT.value
     base = _guarantees_first(demand, guarantee, shared, capacity)
     room = np.where(shared[:, None], np.maximum(np.minimum(demand, ceiling) - base, 0.0), 0.0)
     shares: np.ndarray = base + water_fill(capacity - base.sum(axis=0), room, inp.weight)

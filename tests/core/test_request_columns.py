@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tests.helpers.request_records import valid_events
 from tokenpools.schemas.events import Phase, RequestEvent
-from tokenpools.windows import RequestColumns, request_columns
+from tokenpools.windows import RequestColumns, RequestRow, request_columns
 
 ROWS = {"a": 0, "b": 1}
 PHASE_ORDER = [Phase.ADMITTED, Phase.REJECTED, Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED]
@@ -31,10 +31,10 @@ FIELDS = (
 )
 
 
-def expected(events: list[RequestEvent]) -> tuple[list[tuple[float, ...]], int]:
+def expected(events: list[RequestEvent]) -> tuple[list[RequestRow], int]:
     """Event by event, written out from the docs: what each column must hold."""
     instances: dict[str, int] = {}
-    rows: list[tuple[float, ...]] = []
+    rows: list[RequestRow] = []
     for e in events:
         if e.entitlement not in ROWS:
             continue
@@ -86,3 +86,9 @@ def test_columns_hold_each_known_event_in_order_and_unknown_ones_are_counted(
         np.testing.assert_array_equal(got, np.array(want, dtype=got.dtype), err_msg=name)
     assert cols.phase.dtype == np.int8
     assert cols.entitlement.dtype == cols.instance.dtype == np.int64
+    # the same events as rows in the columns' units (the simulator's feed) give the same columns
+    from_rows = RequestColumns.from_rows(rows)
+    for name in FIELDS:
+        got, want = getattr(from_rows, name), getattr(cols, name)
+        assert got.dtype == want.dtype, name
+        np.testing.assert_array_equal(got, want, err_msg=name)

@@ -23,18 +23,9 @@ def events(
     latency: float = float("nan"),
     wait: float = 0.0,
 ) -> RequestColumns:
-    """rows of (time, entitlement, phase, estimate)."""
-    t, e, p, est = (np.array(c) for c in zip(*rows, strict=True))
-    n = len(rows)
-    return RequestColumns(
-        time=t.astype(float),
-        entitlement=e.astype(np.int64),
-        phase=p.astype(np.int8),
-        estimate=est.astype(float),
-        tokens=est.astype(float),
-        queue_delay_s=np.full(n, wait),
-        latency_s=np.full(n, latency),
-        instance=np.full(n, -1, dtype=np.int64),
+    """rows of (time, entitlement, phase, estimate); each uses its estimate's tokens."""
+    return RequestColumns.from_rows(
+        [(t, e, p, est, est, wait, latency, -1) for t, e, p, est in rows]
     )
 
 

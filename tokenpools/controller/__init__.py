@@ -19,16 +19,12 @@ crash; epochs stay monotonic even without it
 
 from tokenpools.controller.claims import SLO_HEADROOM
 from tokenpools.controller.controller import ControllerState, PoolController
-from tokenpools.controller.entitlements import EntitlementTable
 from tokenpools.controller.records import INSTANCE_EVEN_SHARE, TickArrays, TickResult
-from tokenpools.schemas.config import ControllerSettings
 
 __all__ = [
     "INSTANCE_EVEN_SHARE",
     "SLO_HEADROOM",
-    "ControllerSettings",
     "ControllerState",
-    "EntitlementTable",
     "PoolController",
     "TickArrays",
     "TickResult",

@@ -58,4 +58,4 @@ def claim_factor(table: EntitlementTable, debt: np.ndarray, kappa: float) -> np.
     their measured demand.
     """
     factor = 1.0 + table.sigma * (SLO_HEADROOM + kappa * debt)
-    return np.where(table.tier == TierCode.ELASTIC, factor, 1.0)
+    return np.where(table.tier == TierCode.ELASTIC.value, factor, 1.0)

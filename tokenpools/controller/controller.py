@@ -197,7 +197,7 @@ class PoolController:
         self._priority = debt.priority(
             table.weight, self._debt, table.sigma, settings.priority_kappa
         )
-        shared = table.tier != TierCode.SPOT
+        shared = table.tier != TierCode.SPOT.value
         wanted = np.minimum(window.demand, table.burst)
         need = autoscaling.replicas_needed(
             cfg.pool,

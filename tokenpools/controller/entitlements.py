@@ -55,7 +55,7 @@ class EntitlementTable:
             weight=np.array([e.weight for e in ents], dtype=float),
             expected=np.array([e.expected_output_tokens for e in ents], dtype=float),
             sigma=np.array([debt.slo_tightness(e.slo, default_admission_delay_s) for e in ents]),
-            accrues=tier == TierCode.ELASTIC,
+            accrues=tier == TierCode.ELASTIC.value,
         )
 
     def __len__(self) -> int:

@@ -29,7 +29,10 @@ class Tier(StrEnum):
 
 
 class TierCode(IntEnum):
-    """A `Tier` as the integer code of the allocator's arrays (the order it serves them in)."""
+    """A `Tier` as the integer code of the allocator's arrays (the order it serves them in).
+
+    Compare arrays with `.value`, as for `PhaseCode`.
+    """
 
     GUARANTEED = 0
     ELASTIC = 1

@@ -53,7 +53,9 @@ class PhaseCode(IntEnum):
     """A `Phase` as the int8 code of the windows' columnar input.
 
     Finished phases are `>= COMPLETED` and QUEUED is below the decided ones, so
-    the windows classify a whole batch with two comparisons.
+    the windows classify a whole batch with two comparisons. Compare arrays with
+    `.value`: numpy takes a member for an int64 array and casts an int8 column
+    up first, several times slower than comparing with a plain int.
     """
 
     QUEUED = -1

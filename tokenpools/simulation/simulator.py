@@ -26,14 +26,15 @@ from functools import partial
 
 import numpy as np
 
-from tokenpools.admission import Admission, AdmissionReason, fallback_limits, max_wait_s
+from tokenpools.admission import Admission, fallback_limits, max_wait_s
 from tokenpools.controller import PoolController
 from tokenpools.engine_model import EngineEventKind, EngineModel, EngineParams
 from tokenpools.schemas.config import FallbackMode, PlatformConfig
 from tokenpools.schemas.dims import Dims
-from tokenpools.schemas.events import EngineSample, Phase, PoolConfigRecord
+from tokenpools.schemas.events import EngineSample, PhaseCode, PoolConfigRecord
 from tokenpools.simulation.result import Outcome, SimResult, Timeline
 from tokenpools.simulation.workload import Scenario, SimRequest, replica_params
+from tokenpools.windows import RequestColumns, RequestRow
 
 
 class _Kind(IntEnum):
@@ -82,7 +83,7 @@ class _Pool:
     generation: list[int]
     scheduled: list[float | None]
     ents: list[int]  # global entitlement indices
-    events: list[dict[str, object]] = field(default_factory=list)  # request events, wire shape
+    events: list[RequestRow] = field(default_factory=list)  # request events since the last tick
     running: dict[int, dict[str, _Req]] = field(default_factory=dict)  # replica -> id -> req
 
 
@@ -182,34 +183,20 @@ class Simulator:
             self._wake_at[e] = wake
             self._push(wake, _Kind.WAKE, partial(self._wake, e))
 
-    def _report(
-        self,
-        req: _Req,
-        now: float,
-        phase: Phase,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        reason: AdmissionReason | None = None,
-    ) -> None:
-        """The request event a sidecar would publish (its fields; the controller reads them)."""
+    def _report(self, req: _Req, now: float, phase: PhaseCode, tokens: int = 0) -> None:
+        """The request event a sidecar would publish, as a row of the controller's columns.
+
+        The simulator knows each field in the columns' units already (seconds,
+        window rows, codes), so it does not dress them up as a wire record.
+        """
         pool = self.pools[self.pool_of[req.ent]]
         wait = 0.0 if math.isnan(req.admitted_at) else req.admitted_at - req.spec.time
-        if phase is Phase.REJECTED:
+        if phase is PhaseCode.REJECTED:
             wait = now - req.spec.time
-        finished = phase in (Phase.COMPLETED, Phase.FAILED)
-        pool.events.append(
-            {
-                "time": now,
-                "entitlement": self.names[req.ent],
-                "phase": phase,
-                "estimate_tokens": req.estimate,
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "queue_delay_ms": wait * 1000,
-                "latency_ms": (now - req.spec.time) * 1000 if finished else None,
-                "reason": reason,
-            }
-        )
+        finished = phase is PhaseCode.COMPLETED or phase is PhaseCode.FAILED
+        latency = now - req.spec.time if finished else math.nan
+        row = self.row_of[req.ent]
+        pool.events.append((now, row, phase, req.estimate, tokens, wait, latency, -1))
 
     # -- requests ---------------------------------------------------------------------------
     def _arrive(self, req: _Req, now: float) -> None:
@@ -221,24 +208,24 @@ class Simulator:
         if decision.admitted:
             self._admit(req, now)
         elif decision.queued:
-            self._report(req, now, Phase.QUEUED)
+            self._report(req, now, PhaseCode.QUEUED)
             self._schedule_wake(e, now)
         else:
-            self._reject(req, now, Outcome.REJECTED, decision.reason)
+            self._reject(req, now, Outcome.REJECTED)
 
-    def _reject(self, req: _Req, now: float, outcome: Outcome, reason: AdmissionReason) -> None:
-        """Answered 429: at once (the gate's reason) or after its wait ran out (EXPIRED)."""
+    def _reject(self, req: _Req, now: float, outcome: Outcome) -> None:
+        """Answered 429: at once (REJECTED) or after its wait ran out (EXPIRED)."""
         req.outcome = outcome
         req.finished_at = now
         self._tick_rejected[req.ent] += 1
-        self._report(req, now, Phase.REJECTED, reason=reason)
+        self._report(req, now, PhaseCode.REJECTED)
 
     def _admit(self, req: _Req, now: float) -> None:
         req.admitted_at = now
         req.outcome = Outcome.RUNNING
         self.in_flight[req.ent] += 1
         self._tick_admitted[req.ent] += 1
-        self._report(req, now, Phase.ADMITTED)
+        self._report(req, now, PhaseCode.ADMITTED)
         pool = self.pools[self.pool_of[req.ent]]
         r = self._route(pool)
         if r < 0:
@@ -264,29 +251,22 @@ class Simulator:
                     best, best_load = r, load
         return best
 
-    def _finish(
-        self,
-        req: _Req,
-        now: float,
-        outcome: Outcome,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-    ) -> None:
-        """A request leaves the engine: completed, or failed with no tokens used."""
+    def _finish(self, req: _Req, now: float, outcome: Outcome, tokens: int = 0) -> None:
+        """A request leaves the engine: completed (prompt + completion tokens), or failed."""
         req.outcome = outcome
         req.finished_at = now
         self.in_flight[req.ent] -= 1
-        phase = Phase.COMPLETED if outcome is Outcome.COMPLETED else Phase.FAILED
-        self._report(req, now, phase, prompt_tokens, completion_tokens)
+        phase = PhaseCode.COMPLETED if outcome is Outcome.COMPLETED else PhaseCode.FAILED
+        self._report(req, now, phase, tokens)
         if self.admission:
             gate = self.gates[req.ent]
-            gate.complete(req.estimate, prompt_tokens + completion_tokens, req.estimate, now)
+            gate.complete(req.estimate, tokens, req.estimate, now)
             self._release(req.ent, now)
 
     def _release(self, e: int, now: float) -> None:
         admitted, expired = self.gates[e].release_ready(now)
         for req in expired:
-            self._reject(req, now, Outcome.EXPIRED, AdmissionReason.EXPIRED)
+            self._reject(req, now, Outcome.EXPIRED)
         for req in admitted:
             self._admit(req, now)
         if self.gates[e].queued:
@@ -311,7 +291,7 @@ class Simulator:
                 running[ev.request_id].first_token_at = now
             elif kind is EngineEventKind.FINISHED:
                 req = running.pop(ev.request_id)
-                self._finish(req, now, Outcome.COMPLETED, ev.prompt_tokens, ev.tokens)
+                self._finish(req, now, Outcome.COMPLETED, ev.prompt_tokens + ev.tokens)
             elif kind is EngineEventKind.ABORTED:
                 req = running.pop(ev.request_id)
                 self._finish(req, now, Outcome.FAILED)
@@ -337,7 +317,7 @@ class Simulator:
             ctl = pool.controller
             ctl.observe_engine(self._samples(pool, now))
             if pool.events:
-                ctl.observe_records(pool.events)
+                ctl.observe_columns(RequestColumns.from_rows(pool.events))
                 pool.events = []
             arrays = ctl.compute(now)
             limit = arrays.allocation.limit
