@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from connectors.kafka.consumer import make_consumer
+from connectors.kafka.metadata import topic_partitions
 from connectors.kafka.producer import make_producer, send_record
 from tests.helpers.analytics_dataset import POOL, Dataset
 from tokenpools.schemas import EngineSample
@@ -40,13 +42,11 @@ async def group_member(
     bootstrap: str, group: str, topic: str
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
     """A consumer of `group` that joins nothing, with the partitions of `topic`."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
+    consumer = make_consumer(bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()  # no public call; a fresh client has none
-        yield consumer, [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        partitions = await topic_partitions(consumer, topic) or set()
+        yield consumer, [TopicPartition(topic, p) for p in sorted(partitions)]
     finally:
         await consumer.stop()
 
