@@ -12,6 +12,7 @@ import time
 
 from connectors.sidecar.entitlement_gate import EntitlementGate
 from connectors.sidecar.limits import LimitSource, LiveLimits
+from connectors.sidecar.reclaim import PoolRoom
 from tokenpools.admission import max_wait_s
 from tokenpools.keys import hash_key
 from tokenpools.schemas import (
@@ -36,6 +37,7 @@ class EntitlementDirectory:
         self.record: PoolConfigRecord | None = None
         self.limits = LiveLimits(pool, instance)
         self.gates: dict[str, EntitlementGate] = {}
+        self.room = PoolRoom()  # what forwarded requests hold on the pool's engines
         self._by_hash: dict[str, EntitlementGate] = {}
 
     @property
@@ -69,7 +71,7 @@ class EntitlementDirectory:
                 wait = max_wait_s(spec, settings.default_admission_delay_ms)
                 gate = self.gates.get(spec.name)
                 if gate is None:
-                    limits, source = self._effective(spec, time.time())
+                    limits, source, _ = self._effective(spec, time.time())
                     gate = EntitlementGate(spec, limits, source, wait, settings.queue_capacity)
                     self.gates[spec.name] = gate
                 else:
@@ -77,6 +79,10 @@ class EntitlementDirectory:
                 for key_hash in spec.key_hashes:
                     by_hash[key_hash] = gate
         self._by_hash = by_hash
+        if record is None:
+            self.room.configure(None, ())
+        else:
+            self.room.configure(record.pool, record.entitlements)
         self.refresh(time.time())
 
     def apply_limit(self, update: LimitUpdate) -> bool:
@@ -93,10 +99,12 @@ class EntitlementDirectory:
         for gate in self.gates.values():
             gate.set_limits(*self._effective(gate.spec, now))
 
-    def _effective(self, spec: EntitlementSpec, now: float) -> tuple[Dims, LimitSource]:
+    def _effective(
+        self, spec: EntitlementSpec, now: float
+    ) -> tuple[Dims, LimitSource, int | None]:
         record = self.record
         if record is None:  # pool deleted: drain what is in flight, admit nothing new
-            return Dims(), LimitSource.FALLBACK
+            return Dims(), LimitSource.FALLBACK, None
         mode = record.enforcement.fallback.get(spec.tier, FallbackMode.STATIC)
         return self.limits.effective(spec, record.pool, mode, now)
 

@@ -35,21 +35,32 @@ _WAKE_SLACK_S = 1e-4  # timers may fire a hair early; the gate must see the refi
 
 
 class Ticket:
-    """An admitted request's hold on its entitlement's slot, KV and tokens."""
+    """An admitted request's hold on its entitlement's slot, KV and tokens.
 
-    __slots__ = ("estimate", "gate", "queue_delay_s", "released")
+    `kv` is the KV reservation held now: the estimate's total at admission,
+    grown by `grow` when a streamed answer outruns a learned prediction.
+    """
+
+    __slots__ = ("estimate", "gate", "kv", "queue_delay_s", "released")
 
     def __init__(self, gate: EntitlementGate, estimate: Estimate, queue_delay_s: float) -> None:
         self.gate = gate
         self.estimate = estimate
         self.queue_delay_s = queue_delay_s
+        self.kv = float(estimate.total)
         self.released = False
+
+    def grow(self, kv: float) -> None:
+        """Hold `kv` more KV tokens (the request is running: nothing is checked or refused)."""
+        if not self.released and kv > 0:
+            self.kv += kv
+            self.gate.admission.reservations.reserve(0, kv)
 
     def release(self, actual_tokens: int | None) -> None:
         """Give back the slot and KV; settle tokens (None: charge the estimate). Idempotent."""
         if not self.released:
             self.released = True
-            self.gate._settle(self.estimate, actual_tokens)
+            self.gate._settle(self, actual_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +98,11 @@ class EntitlementGate:
             limits, self._loop.time(), max_wait_s=max_wait, queue_capacity=queue_capacity
         )
         self._timer: asyncio.TimerHandle | None = None
+        self.predicted_output_tokens: int | None = None  # learned by the controller, if any
+        # KV reserved (peak) and used (prompt + completion) by finished requests: the
+        # over-reservation ratio is their quotient (docs/SIDECAR.md, "Reclaim")
+        self.kv_reserved_sum = 0.0
+        self.kv_used_sum = 0.0
 
     # -- configuration ----------------------------------------------------------------------
     def reconfigure(self, spec: EntitlementSpec, max_wait: float, queue_capacity: int) -> None:
@@ -94,8 +110,12 @@ class EntitlementGate:
         self.spec = spec
         self.admission.set_wait(max_wait, queue_capacity)
 
-    def set_limits(self, limits: Dims, source: LimitSource) -> None:
+    def set_limits(
+        self, limits: Dims, source: LimitSource, predicted_output_tokens: int | None = None
+    ) -> None:
+        """New limits (and the learned output length, None: none is live) from the controller."""
         self.source = source
+        self.predicted_output_tokens = predicted_output_tokens
         if limits != self.admission.limits:
             self.admission.apply_limits(limits, self._loop.time())
             self._pump()
@@ -130,17 +150,20 @@ class EntitlementGate:
                 admission.abandon(waiter)
                 self._pump()  # the head may have changed
             elif waiter.state is _Wait.ADMITTED:  # admitted, but cancelled before it resumed
-                self._settle(estimate, 0)
+                self._settle(Ticket(self, estimate, 0.0), 0)
             raise
         waited = loop.time() - start
         if waiter.state is _Wait.ADMITTED:
             return Ticket(self, estimate, waited)
         return Refusal(WaitEnd.QUEUE_TIMEOUT, admission.retry_hint_s, waited)
 
-    def _settle(self, estimate: Estimate, actual_tokens: int | None) -> None:
-        total = estimate.total
+    def _settle(self, ticket: Ticket, actual_tokens: int | None) -> None:
+        total = ticket.estimate.total
         actual = total if actual_tokens is None else actual_tokens
-        self.admission.complete(total, actual, total, self._loop.time())
+        if actual_tokens:  # the real context is known: how much KV was held for it
+            self.kv_reserved_sum += ticket.kv
+            self.kv_used_sum += actual_tokens
+        self.admission.complete(total, actual, ticket.kv, self._loop.time())
         if self.admission.queue:
             self._pump()
 

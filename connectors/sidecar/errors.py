@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     BACKEND_UNREACHABLE = "backend_unreachable"  # connections refused or timed out
     BACKEND_TIMEOUT = "backend_timeout"  # the backend fell silent mid-answer
     BACKEND_ERROR = "backend_error"  # the backend broke the connection or the protocol
+    PREEMPTED = "preempted"  # a borrower's request aborted to give room back (docs/SIDECAR.md)
 
 
 def openai_error(

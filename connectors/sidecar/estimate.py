@@ -12,16 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tokenpools.output_length import reservation_output_tokens
+
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
 
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """Prompt and output tokens a request is charged on admission."""
+    """Prompt and output tokens a request is charged on admission.
+
+    `max_output_tokens` is what the client allows (max_tokens × n; None: no cap): a
+    reservation made on a learned prediction below it may grow up to it while streaming.
+    """
 
     prompt_tokens: int
     output_tokens: int
+    max_output_tokens: int | None = None
 
     @property
     def total(self) -> int:
@@ -60,13 +67,24 @@ def _message_tokens(messages: Any) -> int:
     return _text_tokens(chars) + MESSAGE_OVERHEAD_TOKENS * len(messages)
 
 
-def estimate_request(body: dict[str, Any], chat: bool, expected_output_tokens: int) -> Estimate:
-    """Estimate a chat (`messages`) or completions (`prompt`) request body."""
+def estimate_request(
+    body: dict[str, Any], chat: bool, expected_output_tokens: int, predicted: int | None = None
+) -> Estimate:
+    """Estimate a chat (`messages`) or completions (`prompt`) request body.
+
+    Output: `min(max_tokens, predicted)` when the controller published a learned
+    prediction of the entitlement's output length (`tokenpools.output_length`),
+    else `max_tokens`, else `expected_output_tokens`.
+    """
     prompt = _message_tokens(body.get("messages")) if chat else _prompt_tokens(body.get("prompt"))
-    output = body.get("max_completion_tokens") or body.get("max_tokens")
-    if not isinstance(output, int) or isinstance(output, bool) or output < 1:
-        output = expected_output_tokens
+    requested = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
+        requested = None
     n = body.get("n")
-    if isinstance(n, int) and not isinstance(n, bool) and n > 1:
-        output *= n  # n choices each generate up to max_tokens
-    return Estimate(max(1, prompt), output)
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    cap = None if requested is None else requested * choices  # n choices each up to max_tokens
+    if predicted is not None:
+        output = reservation_output_tokens(cap, predicted)
+    else:
+        output = expected_output_tokens * choices if cap is None else cap
+    return Estimate(max(1, prompt), max(1, output), cap)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.sidecar.entitlement_gate import EntitlementGate, Ticket
+from connectors.sidecar.reclaim import Claim
 from tokenpools.schemas import Phase
 
 
@@ -19,6 +20,7 @@ class Exchange:
 
     __slots__ = (
         "arrived",
+        "claim",
         "first_byte",
         "gate",
         "id",
@@ -38,6 +40,7 @@ class Exchange:
         gate: EntitlementGate,
         key_hash: str,
         ticket: Ticket,
+        claim: Claim,
         stream: bool,
         arrived: float,
     ) -> None:
@@ -45,6 +48,7 @@ class Exchange:
         self.gate = gate
         self.key_hash = key_hash
         self.ticket = ticket
+        self.claim = claim  # its room in the pool (taken back when it is preempted)
         self.stream = stream
         self.arrived = arrived
         self.first_byte: float | None = None  # streams: when the first chunk went out (TTFT)
@@ -73,6 +77,15 @@ class Exchange:
         """The backend did not deliver: nothing is charged (unless `cut_short` follows)."""
         self.phase, self.status, self.reason = Phase.FAILED, status, reason
         self.tokens_used = 0
+
+    def preempt(self, chunks: int) -> None:
+        """Aborted to give its room back: 503; a stream is charged what it delivered."""
+        self.phase, self.status = Phase.PREEMPTED, 503
+        self.reason = f"preempted: room reclaimed for {self.claim.preempted_by!r}"
+        if self.stream:
+            self.cut_short(chunks)
+        else:
+            self.usage, self.tokens_used = None, 0
 
     def cut_short(self, chunks: int) -> None:
         """A stream cut short: charge (and report) the prompt estimate and ~one token per chunk."""

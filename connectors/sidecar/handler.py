@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -27,12 +28,16 @@ from connectors.sidecar.errors import ErrorCode, ErrorType, openai_error, unauth
 from connectors.sidecar.estimate import estimate_request
 from connectors.sidecar.exchange import Exchange
 from connectors.sidecar.forward import Failure, Forwarder
-from connectors.sidecar.outcomes import Outcome, Screened, WaitEnd
+from connectors.sidecar.outcomes import Outcome, RoomEnd, Screened, WaitEnd
+from connectors.sidecar.reclaim import Claim
 from connectors.sidecar.reporter import EventReporter
 from connectors.sidecar.sse import UsageTap
 from connectors.sidecar.upstream import UpstreamError
 from tokenpools.admission.outcomes import AdmissionReason
-from tokenpools.schemas import Phase
+from tokenpools.reclaim import engine_priority
+from tokenpools.schemas import Phase, ReclaimMode
+
+_PREEMPT_WAIT_S = 1.0  # longest wait for victims' connections to close before forwarding
 
 
 class CompletionsHandler:
@@ -94,7 +99,9 @@ class CompletionsHandler:
                 ErrorCode.INVALID_JSON,
             )
 
-        estimate = estimate_request(body, chat, spec.expected_output_tokens)
+        estimate = estimate_request(
+            body, chat, spec.expected_output_tokens, gate.predicted_output_tokens
+        )
         stream = body.get("stream") is True
         request_id = self._id_prefix + str(next(self._ids))
         reporter = self._reporter
@@ -110,14 +117,38 @@ class CompletionsHandler:
             raise
         if isinstance(decision, Refusal):
             return self._reject(request_id, gate, key_hash, estimate.total, stream, decision)
+        room = self._directory.room
+        verdict = room.claim(spec, estimate.total, loop.time(), asyncio.current_task())
+        claim = verdict.claim
+        if claim is None:  # a borrower, and the pool's engines are full: never queue there
+            decision.release(0)
+            refusal = Refusal(RoomEnd.POOL_FULL, gate.admission.retry_hint_s, decision.queue_delay_s)
+            return self._reject(request_id, gate, key_hash, estimate.total, stream, refusal)
 
-        exchange = Exchange(request_id, gate, key_hash, decision, stream, arrived)
+        exchange = Exchange(request_id, gate, key_hash, decision, claim, stream, arrived)
         outcomes[spec.name, Phase.ADMITTED] += 1
         reporter.report(events.admitted(exchange))
         try:
+            if verdict.victims:
+                await _preempt(verdict.victims)
+            if room.mode is ReclaimMode.ENGINE_PRIORITY:  # the engine runs lower values first
+                body = {**body, "priority": engine_priority(spec.tier)}
+                raw = orjson.dumps(body)
             if stream:
                 return await self._stream(request, path, body, exchange)
             return await self._unary(path, raw, exchange)
+        except asyncio.CancelledError:
+            if not claim.preempted:
+                raise
+            _uncancel()
+            exchange.preempt(0)
+            return openai_error(
+                503,
+                _preempted_message(exchange),
+                ErrorType.SERVER,
+                ErrorCode.PREEMPTED,
+                headers=gate.rate_limit_headers(gate.admission.retry_hint_s),
+            )
         except Failure as failure:
             message = str(failure)
             exchange.fail(failure.status, message)
@@ -130,6 +161,8 @@ class CompletionsHandler:
             )
         finally:
             exchange.ticket.release(exchange.tokens_used)
+            room.release(claim)
+            claim.ended.set()
             now = loop.time()
             self._duration.observe(now - arrived)
             outcomes[spec.name, exchange.phase] += 1
@@ -175,12 +208,17 @@ class CompletionsHandler:
             out.headers["x-request-id"] = exchange.id
             await out.prepare(request)
             tap = UsageTap(strip_usage_chunk=not asked)
+            claim = exchange.claim
+            reserved = exchange.ticket.estimate.output_tokens  # output tokens KV is held for
             try:
                 async for data in resp.iter_chunks():
                     chunk = tap.feed(data)
                     if chunk:
                         if exchange.first_byte is None:
                             exchange.first_byte = loop.time()
+                        claim.generated = tap.chunks
+                        if tap.chunks > reserved:  # outran its prediction: hold more KV
+                            reserved = self._grow(exchange, reserved)
                         await out.write(chunk)
                 rest = tap.flush()
                 if rest:
@@ -189,18 +227,38 @@ class CompletionsHandler:
                 reason = f"backend stream broke: {exc}"
                 exchange.fail(502, reason)
                 exchange.cut_short(tap.chunks)
-                await _write_stream_error(out, reason)
+                await _write_stream_error(out, reason, ErrorCode.BACKEND_ERROR)
                 return out
             except ConnectionResetError:  # the client went away mid-stream
                 exchange.cut_short(tap.chunks)
                 return out
             except asyncio.CancelledError:  # ... noticed while waiting for the backend
-                exchange.cut_short(tap.chunks)
-                raise
+                if not claim.preempted:
+                    exchange.cut_short(tap.chunks)
+                    raise
+                _uncancel()  # preempted: the upstream is closed on the way out (vLLM aborts)
+                exchange.preempt(tap.chunks)
+                await _write_stream_error(out, _preempted_message(exchange), ErrorCode.PREEMPTED)
+                return out
             exchange.finish(200, tap.usage)
         with contextlib.suppress(ConnectionResetError):
             await out.write_eof()
         return out
+
+    def _grow(self, exchange: Exchange, reserved: int) -> int:
+        """Double a streaming request's output reservation (up to its max_tokens); the new size.
+
+        About one SSE chunk per generated token, so the chunk count tracks the
+        context's growth; doubling keeps the bookkeeping to O(log n) per request.
+        """
+        cap = exchange.ticket.estimate.max_output_tokens
+        grown = 2 * reserved if cap is None else min(2 * reserved, cap)
+        if grown <= reserved:
+            return sys.maxsize  # at its cap: nothing more can be generated
+        extra = grown - reserved
+        exchange.ticket.grow(extra)
+        self._directory.room.grow(exchange.claim, extra)
+        return grown
 
     def _reject(
         self,
@@ -217,11 +275,18 @@ class CompletionsHandler:
         self._reporter.report(
             events.rejected(request_id, spec, key_hash, estimate, stream, refusal, status)
         )
-        kind = ErrorType.REQUESTS if refusal.reason is AdmissionReason.CONC else ErrorType.TOKENS
-        message = (
-            f"Rate limit reached for entitlement {spec.name!r} ({spec.tier}) "
-            f"on {refusal.reason}; retry after {refusal.retry_after_s:.3g}s."
-        )
+        by_requests = refusal.reason in (AdmissionReason.CONC, RoomEnd.POOL_FULL)
+        kind = ErrorType.REQUESTS if by_requests else ErrorType.TOKENS
+        if refusal.reason is RoomEnd.POOL_FULL:
+            message = (
+                f"The pool is at capacity and entitlement {spec.name!r} ({spec.tier}) is beyond "
+                f"its guarantee; retry after {refusal.retry_after_s:.3g}s."
+            )
+        else:
+            message = (
+                f"Rate limit reached for entitlement {spec.name!r} ({spec.tier}) "
+                f"on {refusal.reason}; retry after {refusal.retry_after_s:.3g}s."
+            )
         return openai_error(
             429,
             message,
@@ -244,6 +309,40 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
+async def _preempt(victims: tuple[Claim, ...]) -> None:
+    """Abort the victims' requests and wait (briefly) until their connections are closed.
+
+    Cancelling a victim's handler closes its upstream connection wherever it
+    waits, which is how vLLM (and the engine simulator) learn to abort it; its
+    handler answers the client with a `preempted` error and reports the event.
+    """
+    waits = []
+    for victim in victims:
+        task = victim.task
+        if task is not None and not task.done():
+            task.cancel()
+            waits.append(victim.ended.wait())
+    if waits:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*waits), _PREEMPT_WAIT_S)
+
+
+def _uncancel() -> None:
+    """This task's cancellation was a preemption, handled here: let it run on normally."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+def _preempted_message(exchange: Exchange) -> str:
+    spec = exchange.gate.spec
+    return (
+        f"Request preempted: entitlement {spec.name!r} ({spec.tier}) was borrowing capacity "
+        f"that a request within its guarantee needed; retry after "
+        f"{exchange.gate.admission.retry_hint_s:.3g}s."
+    )
+
+
 def _usage_of(data: bytes) -> dict[str, Any] | None:
     try:
         usage = orjson.loads(data).get("usage")
@@ -252,15 +351,9 @@ def _usage_of(data: bytes) -> dict[str, Any] | None:
     return usage if isinstance(usage, dict) else None
 
 
-async def _write_stream_error(out: web.StreamResponse, message: str) -> None:
-    error = {
-        "error": {
-            "message": message,
-            "type": ErrorType.SERVER,
-            "param": None,
-            "code": ErrorCode.BACKEND_ERROR,
-        }
-    }
+async def _write_stream_error(out: web.StreamResponse, message: str, code: ErrorCode) -> None:
+    """An OpenAI-shaped error as the stream's last SSE event, then the end of the stream."""
+    error = {"error": {"message": message, "type": ErrorType.SERVER, "param": None, "code": code}}
     try:
         await out.write(b"data: " + orjson.dumps(error) + b"\n\n")
         await out.write_eof()

@@ -66,9 +66,10 @@ class LiveLimits:
 
     def effective(
         self, spec: EntitlementSpec, pool: PoolSpec, mode: FallbackMode, now: float
-    ) -> tuple[Dims, LimitSource]:
-        """What to enforce for `spec` now, and where it came from."""
+    ) -> tuple[Dims, LimitSource, int | None]:
+        """What to enforce for `spec` now, where it came from, and the learned output length
+        to reserve KV for (None without a live record, or from a worker that learns none)."""
         record = self.live(spec.name, now)
         if record is not None:
-            return record.limits, LimitSource.LIVE
-        return fallback_limits(spec, pool, mode), LimitSource.FALLBACK
+            return record.limits, LimitSource.LIVE, record.predicted_output_tokens
+        return fallback_limits(spec, pool, mode), LimitSource.FALLBACK, None

@@ -65,6 +65,26 @@ class SidecarCollector(Collector):
             "Limits enforced now.",
             labels=["entitlement", "dimension", "source"],
         )
+        kv_reserved_sum = CounterMetricFamily(
+            "tokenpools_sidecar_kv_reserved_tokens_finished",
+            "KV tokens held (peak reservation) by finished requests with known usage.",
+            labels=["entitlement"],
+        )
+        kv_used_sum = CounterMetricFamily(
+            "tokenpools_sidecar_kv_used_tokens_finished",
+            "Prompt + completion tokens of the same finished requests (the KV they used).",
+            labels=["entitlement"],
+        )
+        over = GaugeMetricFamily(
+            "tokenpools_sidecar_kv_over_reservation_ratio",
+            "KV reserved ÷ KV used by finished requests since start (1 = reserved what was used).",
+            labels=["entitlement"],
+        )
+        predicted = GaugeMetricFamily(
+            "tokenpools_sidecar_predicted_output_tokens",
+            "Learned output length KV is reserved for (absent: max_tokens is reserved).",
+            labels=["entitlement"],
+        )
         for name, gate in sorted(d.gates.items()):
             in_flight.add_metric([name], gate.in_flight)
             kv.add_metric([name], gate.kv_reserved)
@@ -72,7 +92,35 @@ class SidecarCollector(Collector):
             limits = gate.admission.limits
             for dim in ("tps", "kv", "conc"):
                 limit.add_metric([name, dim, gate.source], getattr(limits, dim))
-        yield from (in_flight, kv, queued, limit)
+            kv_reserved_sum.add_metric([name], gate.kv_reserved_sum)
+            kv_used_sum.add_metric([name], gate.kv_used_sum)
+            if gate.kv_used_sum > 0:
+                over.add_metric([name], gate.kv_reserved_sum / gate.kv_used_sum)
+            if gate.predicted_output_tokens is not None:
+                predicted.add_metric([name], gate.predicted_output_tokens)
+        yield from (in_flight, kv, queued, limit, kv_reserved_sum, kv_used_sum, over, predicted)
+
+        room = d.room
+        held = GaugeMetricFamily(
+            "tokenpools_sidecar_pool_held",
+            "What this sidecar's forwarded requests hold on the pool's engines, and their size.",
+            labels=["dimension", "kind"],
+        )
+        held.add_metric(["conc", "held"], room.conc)
+        held.add_metric(["kv", "held"], room.kv)
+        held.add_metric(["conc", "capacity"], room.capacity.conc)
+        held.add_metric(["kv", "capacity"], room.capacity.kv)
+        yield held
+        yield CounterMetricFamily(
+            "tokenpools_sidecar_preemptions",
+            "Borrowers' requests aborted to give room to requests within their guarantee.",
+            value=room.preemptions,
+        )
+        yield CounterMetricFamily(
+            "tokenpools_sidecar_pool_full_refusals",
+            "Borrowers refused because the pool's engines had no room (429 pool_full).",
+            value=room.refused,
+        )
 
         yield GaugeMetricFamily(
             "tokenpools_sidecar_keys", "Inference keys known.", value=d.key_count()

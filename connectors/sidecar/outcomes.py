@@ -19,8 +19,15 @@ class WaitEnd(StrEnum):
     CLIENT_LEFT_QUEUE = "client_left_queue"  # the client went away while waiting
 
 
-RefusalReason = AdmissionReason | WaitEnd
-"""A refused request's `reason`: the gate's (the full dimension) or how its wait ended."""
+class RoomEnd(StrEnum):
+    """Why a borrower the gate let in was refused after all: the pool's engines are full."""
+
+    POOL_FULL = "pool_full"  # no slot or KV left in the pool; borrowers never queue in the engine
+
+
+RefusalReason = AdmissionReason | WaitEnd | RoomEnd
+"""A refused request's `reason`: the gate's (the full dimension), how its wait ended, or the
+pool's room (docs/SIDECAR.md, "Reclaim")."""
 
 
 class Screened(StrEnum):

@@ -71,10 +71,12 @@ def test_expired_limits_give_way_to_the_fallback() -> None:
     assert live.effective(GOLD, POOL, FallbackMode.STATIC, now=9.9) == (
         Dims(tps=1, kv=1, conc=9),
         LimitSource.LIVE,
+        None,  # this worker published no learned output length
     )
     assert live.effective(GOLD, POOL, FallbackMode.STATIC, now=10.0) == (
         GOLD.guarantee,
         LimitSource.FALLBACK,
+        None,
     )
 
 
