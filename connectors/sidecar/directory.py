@@ -99,9 +99,7 @@ class EntitlementDirectory:
         for gate in self.gates.values():
             gate.set_limits(*self._effective(gate.spec, now))
 
-    def _effective(
-        self, spec: EntitlementSpec, now: float
-    ) -> tuple[Dims, LimitSource, int | None]:
+    def _effective(self, spec: EntitlementSpec, now: float) -> tuple[Dims, LimitSource, int | None]:
         record = self.record
         if record is None:  # pool deleted: drain what is in flight, admit nothing new
             return Dims(), LimitSource.FALLBACK, None

@@ -122,7 +122,9 @@ class CompletionsHandler:
         claim = verdict.claim
         if claim is None:  # a borrower, and the pool's engines are full: never queue there
             decision.release(0)
-            refusal = Refusal(RoomEnd.POOL_FULL, gate.admission.retry_hint_s, decision.queue_delay_s)
+            refusal = Refusal(
+                RoomEnd.POOL_FULL, gate.admission.retry_hint_s, decision.queue_delay_s
+            )
             return self._reject(request_id, gate, key_hash, estimate.total, stream, refusal)
 
         exchange = Exchange(request_id, gate, key_hash, decision, claim, stream, arrived)

@@ -53,7 +53,11 @@ class Claim:
     )
 
     def __init__(
-        self, spec: EntitlementSpec, kv: float, admitted_at: float, task: asyncio.Task[object] | None
+        self,
+        spec: EntitlementSpec,
+        kv: float,
+        admitted_at: float,
+        task: asyncio.Task[object] | None,
     ) -> None:
         self.entitlement = spec.name
         self.tier = spec.tier
@@ -201,7 +205,7 @@ class PoolRoom:
         self.kv += claim.kv
 
     def grow(self, claim: Claim, kv: float) -> None:
-        """A request outgrew its KV reservation: hold `kv` more (it is running; nothing is checked)."""
+        """A request outgrew its KV reservation: hold `kv` more (it runs; nothing is checked)."""
         if claim.released or kv <= 0:
             return
         held = self._held[claim.entitlement]

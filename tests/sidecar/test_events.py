@@ -12,7 +12,8 @@ from connectors.sidecar.entitlement_gate import EntitlementGate, Refusal, Ticket
 from connectors.sidecar.estimate import Estimate
 from connectors.sidecar.exchange import Exchange
 from connectors.sidecar.limits import LimitSource
-from connectors.sidecar.outcomes import WaitEnd
+from connectors.sidecar.outcomes import RoomEnd, WaitEnd
+from connectors.sidecar.reclaim import Claim
 from tests.helpers.sidecar_stack import platform
 from tokenpools.admission.outcomes import AdmissionReason
 from tokenpools.schemas import Dims, RequestEvent, Tier, decode_as, encode
@@ -49,7 +50,8 @@ async def exchange(stream: bool) -> Exchange:
     spec = platform().entitlements[0]
     gate = EntitlementGate(spec, Dims(tps=100, kv=100, conc=1), LimitSource.LIVE, 0.0, 4)
     ticket = Ticket(gate, Estimate(7, 5), queue_delay_s=0.125)
-    return Exchange("r1", gate, "hs256:k", ticket, stream, arrived=100.0)  # exact in binary
+    claim = Claim(spec, 12.0, 100.0, None)
+    return Exchange("r1", gate, "hs256:k", ticket, claim, stream, arrived=100.0)  # exact in binary
 
 
 async def test_an_admission_reports_the_estimate_it_was_charged(wall_clock: None) -> None:
@@ -84,6 +86,24 @@ async def test_a_request_that_ended_early_reports_why(wall_clock: None) -> None:
     assert b'"phase":"failed"' in ended(ex)
 
 
+async def test_a_preempted_stream_reports_the_tokens_it_wasted_and_who_took_its_room(
+    wall_clock: None,
+) -> None:
+    ex = await exchange(stream=True)
+    ex.claim.preempted_by = "gold"
+    ex.preempt(chunks=6)
+    assert ex.tokens_used == 7 + 6  # charged what it was sent: the prompt and 6 tokens
+    assert ended(ex) == wire(
+        '"phase":"preempted","prompt_tokens":7,"completion_tokens":6,"estimate_tokens":12,'
+        '"queue_delay_ms":125.0,"latency_ms":500.0,"status":503,'
+        '"reason":"preempted: room reclaimed for \'gold\'","stream":true}'
+    )
+    unary = await exchange(stream=False)
+    unary.claim.preempted_by = "gold"
+    unary.preempt(chunks=0)
+    assert unary.tokens_used == 0  # nothing delivered: refunded
+
+
 @pytest.mark.parametrize(
     ("reason", "status"),
     [
@@ -91,10 +111,11 @@ async def test_a_request_that_ended_early_reports_why(wall_clock: None) -> None:
         (AdmissionReason.QUEUE_FULL, 429),
         (WaitEnd.QUEUE_TIMEOUT, 429),
         (WaitEnd.CLIENT_LEFT_QUEUE, 499),
+        (RoomEnd.POOL_FULL, 429),
     ],
 )
 def test_a_refusal_reports_its_reason_as_the_plain_wire_string(
-    wall_clock: None, reason: AdmissionReason | WaitEnd, status: int
+    wall_clock: None, reason: AdmissionReason | WaitEnd | RoomEnd, status: int
 ) -> None:
     spec = platform().entitlements[0]
     fields = events.rejected("r1", spec, "hs256:k", 12, False, Refusal(reason, 1.0, 0.5), status)

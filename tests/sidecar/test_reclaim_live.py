@@ -30,22 +30,25 @@ SLOTS = 4
 GOLD_SLO_MS = 500
 
 
-def config(mode: str) -> PlatformConfig:
-    """An engine of SLOTS slots; gold guaranteed 2 of them, spot may borrow all."""
+def config(mode: str | None = None) -> PlatformConfig:
+    """An engine of SLOTS slots; gold guaranteed 2 of them, spot may borrow all.
+
+    `mode` None: the pool's default reclaim (preemption), the config valid on main too.
+    """
     h = {name: hash_key(key, SALT) for name, key in KEYS.items()}
+    pool: dict[str, object] = {
+        "name": "p",
+        "model": MODEL,
+        "replicas": 1,
+        "per_replica": {"tps": 100000, "kv": 1000000, "conc": SLOTS},
+        "target_utilization": 1.0,
+    }
+    if mode is not None:
+        pool["reclaim"] = {"mode": mode}
     return PlatformConfig.model_validate(
         {
             "enforcement": {"fallback": {"guaranteed": "static", "spot": "open"}},
-            "pools": [
-                {
-                    "name": "p",
-                    "model": MODEL,
-                    "replicas": 1,
-                    "per_replica": {"tps": 100000, "kv": 1000000, "conc": SLOTS},
-                    "target_utilization": 1.0,
-                    "reclaim": {"mode": mode},
-                }
-            ],
+            "pools": [pool],
             "entitlements": [
                 {
                     "name": "gold",
@@ -59,7 +62,11 @@ def config(mode: str) -> PlatformConfig:
                     "name": "spot",
                     "pool": "p",
                     "tier": "spot",
-                    "burst": {"tps": 100000, "kv": 1000000, "conc": SLOTS},
+                    "burst": {
+                        "tps": 100000,
+                        "kv": 1000000,
+                        "conc": 2 * SLOTS,
+                    },  # more than the engine
                     "key_hashes": [h["spot"]],
                 },
             ],
@@ -82,9 +89,7 @@ async def test_guaranteed_request_preempts_the_youngest_spot_and_is_served_at_on
 ) -> None:
     await ensure_topics(kafka_bootstrap, topics)
     async with (
-        stack(
-            config("preemption"), speed=2.0, params=PARAMS, bootstrap=kafka_bootstrap, topics=topics
-        ) as s,
+        stack(config(), speed=2.0, params=PARAMS, bootstrap=kafka_bootstrap, topics=topics) as s,
         aiohttp.ClientSession() as http,
     ):
         model = s.runner.model

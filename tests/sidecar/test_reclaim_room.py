@@ -64,9 +64,11 @@ def test_kv_shortfall_takes_as_many_victims_as_it_needs() -> None:
     b = r.claim(SPOT, 300, 2.0).claim
     c = r.claim(SPOT, 300, 3.0).claim
     assert r.claim(SPOT, 300, 4.0).claim is None  # KV full before slots are
-    verdict = r.claim(GOLD, 350, 5.0)
-    assert verdict.victims == (c, b)  # 100 free + 300 + 300 covers 350
-    assert a is not None and not a.preempted
+    d = r.claim(SPOT, 100, 5.0).claim
+    verdict = r.claim(GOLD, 350, 6.0)
+    assert verdict.victims == (d, c)  # youngest first until 100 + 300 covers 350
+    assert a is not None and b is not None and not (a.preempted or b.preempted)
+    assert (r.conc, r.kv) == (3, 950.0)
 
 
 def test_nothing_within_its_guarantee_is_preempted_even_when_its_tier_is_listed() -> None:
@@ -125,9 +127,7 @@ def _run(steps: list[tuple], tiers: list[Tier]) -> None:
             held_before = {n: r.held(n) for n in SPECS}
             g = spec.guarantee
             conc, held_kv = held_before[spec.name]
-            protected = (
-                spec.tier is not Tier.SPOT and conc + 1 <= g.conc and held_kv + kv <= g.kv
-            )
+            protected = spec.tier is not Tier.SPOT and conc + 1 <= g.conc and held_kv + kv <= g.kv
             verdict = r.claim(spec, kv, float(now))
             if protected:  # never refused for room, whoever holds it
                 assert verdict.claim is not None
