@@ -43,6 +43,7 @@ from connectors.kafka.partitioner import RememberingPartitioner
 from connectors.kafka.topics import STATE_MAX_MESSAGE_BYTES, TopicSpec, topic_specs
 from streams.metrics import WorkerMetrics
 from streams.ownership import owned_partitions
+from streams.output_lengths import OutputLengths
 from streams.pools import PoolRegistry
 from streams.publishing import publish_tick
 from streams.requests_reader import RequestReader
@@ -66,6 +67,7 @@ class ControlLoop:
         self.topics = settings.topics
         self.metrics = WorkerMetrics()
         self.registry = PoolRegistry(settings.partitions)
+        self.output_lengths = OutputLengths()  # learned from completions, sent with limits
         self.reader: RequestReader | None = None
         self.configs_loaded = False
         self.started = False
@@ -150,6 +152,7 @@ class ControlLoop:
         self._events_since_tick += len(records)
         out = screen(records, time.time(), self.registry.window_of, self.registry.recent_of)
         observed = self.registry.observe_requests(out.events)
+        self.output_lengths.observe(out.events, self.registry.config)
         out.dropped["late"] += observed.late
         out.dropped["unknown_entitlement"] += observed.unknown_entitlement
         for reason, n in out.dropped.items():
@@ -179,6 +182,7 @@ class ControlLoop:
             if record.key is not None:
                 self.configs.pop(record.key, None)
                 self.registry.remove_config(record.key.decode())
+                self.output_lengths.forget(record.key.decode())
             return
         try:
             config = decode_as(record.value, PoolConfigRecord)
@@ -199,6 +203,7 @@ class ControlLoop:
         # a pool whose last window is still being replayed waits: its windows are not whole
         ready = self.reader.caught_up() if self.reader is not None else None
         for pool, result, state in self.registry.tick(now, ready):
+            self.output_lengths.annotate(result, self.registry.config(pool))
             counts = await publish_tick(self.send, self.topics, result, self.worker_id)
             for kind, n in counts.items():
                 self.metrics.published.labels(kind).inc(n)

@@ -60,6 +60,9 @@ class PoolRegistry:
         if controller is not None:
             controller.reconfigure(config)
 
+    def config(self, pool: str) -> PoolConfigRecord | None:
+        return self._configs.get(pool)
+
     def remove_config(self, pool: str) -> None:
         self._configs.pop(pool, None)
         self._controllers.pop(pool, None)

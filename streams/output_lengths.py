@@ -1,0 +1,88 @@
+"""Learned output lengths, live: the worker feeds the core's predictor and publishes with limits.
+
+The sidecar reserves KV for `min(max_tokens, prediction)` instead of
+`max_tokens` (docs/SIDECAR.md, "Reclaim"), so the prediction must follow each
+entitlement's real completions. Per owned pool this keeps one
+`tokenpools.output_length.OutputLengthPredictor` (the estimator lives in the
+core), feeds it the `completed` request events of each screened batch — only
+completed ones: a preempted or cancelled request's length is cut short and
+would bias the quantile down — and writes its current predictions into each
+tick's limit records (`LimitUpdate.predicted_output_tokens`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from tokenpools.controller import TickResult
+from tokenpools.output_length import OutputLengthPredictor
+from tokenpools.schemas import Phase, PoolConfigRecord
+
+ConfigOf = Callable[[str], PoolConfigRecord | None]
+
+
+class OutputLengths:
+    """One predictor per pool, its entitlements following the pool's config."""
+
+    def __init__(self) -> None:
+        self._predictors: dict[str, tuple[PoolConfigRecord, OutputLengthPredictor]] = {}
+
+    def _predictor(self, config: PoolConfigRecord) -> OutputLengthPredictor:
+        pool = config.pool.name
+        held = self._predictors.get(pool)
+        if held is not None and held[0] is config:
+            return held[1]
+        priors = {e.name: e.expected_output_tokens for e in config.entitlements}
+        if held is None:
+            predictor = OutputLengthPredictor(priors)
+        else:  # a new config: what was learned for names still present is kept
+            predictor = held[1]
+            predictor.set_entitlements(priors)
+        self._predictors[pool] = (config, predictor)
+        return predictor
+
+    def forget(self, pool: str) -> None:
+        self._predictors.pop(pool, None)
+
+    def observe(self, events: Mapping[str, list[dict[str, Any]]], config_of: ConfigOf) -> int:
+        """Learn the completed events of a screened batch (grouped by pool); returns how many."""
+        learned = 0
+        for pool, batch in events.items():
+            config = config_of(pool)
+            if config is None:
+                continue
+            predictor = self._predictor(config)
+            index = {name: row for row, name in enumerate(predictor.names)}
+            rows: list[int] = []
+            tokens: list[int] = []
+            for event in batch:
+                if event.get("phase") != Phase.COMPLETED:
+                    continue
+                n = event.get("completion_tokens")
+                row = index.get(event.get("entitlement", ""))
+                if row is None or type(n) is not int or n <= 0:
+                    continue
+                rows.append(row)
+                tokens.append(n)
+            if rows:
+                predictor.observe(np.asarray(rows), np.asarray(tokens))
+                learned += len(rows)
+        return learned
+
+    def annotate(self, result: TickResult, config: PoolConfigRecord | None) -> None:
+        """Put the pool's current predictions into the tick's limit records (before publishing)."""
+        if config is None:
+            return
+        predictor = self._predictor(config)
+        predicted = predictor.predict()
+        index = {name: row for row, name in enumerate(predictor.names)}
+        cols = result.limit_columns
+        per_row = [
+            None if (row := index.get(name)) is None else int(predicted[row])
+            for name in cols.entitlements
+        ]
+        result.limit_columns = dataclasses.replace(cols, predicted_output_tokens=per_row)
