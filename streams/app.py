@@ -42,8 +42,8 @@ from connectors.kafka.dead_letter import Headers, SourceRecord, send_dead_letter
 from connectors.kafka.partitioner import RememberingPartitioner
 from connectors.kafka.topics import STATE_MAX_MESSAGE_BYTES, TopicSpec, topic_specs
 from streams.metrics import WorkerMetrics
-from streams.ownership import owned_partitions
 from streams.output_lengths import OutputLengths
+from streams.ownership import owned_partitions
 from streams.pools import PoolRegistry
 from streams.publishing import publish_tick
 from streams.requests_reader import RequestReader

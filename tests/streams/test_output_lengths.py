@@ -55,7 +55,7 @@ def test_completions_teach_a_high_quantile_and_cut_short_requests_do_not() -> No
     # the records carry it on the wire: a sidecar decodes it from the limits topic
     result = PoolController(cfg).tick(100.0)
     lengths.annotate(result, cfg)
-    (key, value), *_ = result.encoded_limits()
+    (_key, value), *_ = result.encoded_limits()
     assert LimitUpdate.model_validate_json(value).predicted_output_tokens == got["short"]
 
 
