@@ -165,6 +165,7 @@ def limit_rows(u: LimitUpdate, _ts: int) -> Sequence[Row]:
             u.instance,
             u.epoch,
             *_dims(u.limits),
+            u.predicted_output_tokens,
         ),
     )
 
@@ -294,6 +295,7 @@ LIMITS = TableMapping(
         "limit_tps",
         "limit_kv",
         "limit_conc",
+        "predicted_output_tokens",
     ),
     limit_rows,
     "limits_queue",

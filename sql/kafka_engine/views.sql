@@ -145,6 +145,9 @@ SELECT
     JSONExtractFloat(raw, 'limits', 'tps') AS limit_tps,
     JSONExtractFloat(raw, 'limits', 'kv') AS limit_kv,
     JSONExtractFloat(raw, 'limits', 'conc') AS limit_conc,
+    if(JSONHas(raw, 'predicted_output_tokens'),
+        toNullable(toUInt32(JSONExtractUInt(raw, 'predicted_output_tokens'))),
+        NULL) AS predicted_output_tokens,
     _topic AS kafka_topic,
     toUInt16(_partition) AS kafka_partition,
     _offset AS kafka_offset

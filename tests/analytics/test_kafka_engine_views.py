@@ -61,6 +61,8 @@ def test_views_store_every_valid_record_once_and_dead_letter_the_rest(fed) -> No
     assert count(client, "pool_state", final=False) == sum(len(s.entitlements) for s in data.state)
     assert count(client, "engine_samples", final=False) == len(data.engine)
     assert count(client, "limits", final=False) == len(data.limits)
+    predicted = client.query("SELECT epoch, predicted_output_tokens FROM limits").result_rows
+    assert sorted(predicted) == sorted((u.epoch, u.predicted_output_tokens) for u in data.limits)
     dead = client.query("SELECT raw FROM kafka_dead_letters ORDER BY kafka_offset").result_rows
     assert [r[0] for r in dead] == BAD
 

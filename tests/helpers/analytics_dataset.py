@@ -172,6 +172,7 @@ def build(requests_per_entitlement: int = 300) -> Dataset:
                 issued_at=T0 + k * 60,
                 expires_at=T0 + k * 60 + 30,
                 limits=Dims(tps=100 + k, kv=1000, conc=4),
+                predicted_output_tokens=None if k % 2 else 200 + k,  # learned, or not published
             )
         )
     data.scaling = [
