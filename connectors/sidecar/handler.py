@@ -106,8 +106,13 @@ class CompletionsHandler:
         request_id = self._id_prefix + str(next(self._ids))
         reporter = self._reporter
 
+        reported_queued = False
+
         def queued() -> None:  # the controller counts waiting requests as demand at once
-            reporter.report(events.queued(request_id, spec, key_hash, estimate.total, stream))
+            nonlocal reported_queued
+            if not reported_queued:
+                reported_queued = True
+                reporter.report(events.queued(request_id, spec, key_hash, estimate.total, stream))
 
         try:
             decision = await gate.acquire(estimate, queued)
@@ -120,12 +125,26 @@ class CompletionsHandler:
         room = self._directory.room
         verdict = room.claim(spec, estimate.total, loop.time(), asyncio.current_task())
         claim = verdict.claim
+        room_waited = False
         if claim is None:  # a borrower, and the pool's engines are full: never queue there
+            left = gate.admission.max_wait_s - (loop.time() - arrived)
+            if left > 0:  # a tier that may wait: for room, here, up to its admission delay
+                room_waited = True
+                queued()
+                try:
+                    claim = await room.wait(spec, estimate.total, left, asyncio.current_task())
+                except asyncio.CancelledError:
+                    decision.release(0)
+                    gone = Refusal(WaitEnd.CLIENT_LEFT_QUEUE, 0.0, loop.time() - arrived)
+                    self._reject(request_id, gate, key_hash, estimate.total, stream, gone, 499)
+                    raise
+        if claim is None:
             decision.release(0)
-            refusal = Refusal(
-                RoomEnd.POOL_FULL, gate.admission.retry_hint_s, decision.queue_delay_s
-            )
+            waited = loop.time() - arrived if room_waited else decision.queue_delay_s
+            refusal = Refusal(RoomEnd.POOL_FULL, gate.admission.retry_hint_s, waited)
             return self._reject(request_id, gate, key_hash, estimate.total, stream, refusal)
+        if room_waited:  # its admission delay: the gate's queue and the wait for room
+            decision.queue_delay_s = loop.time() - arrived
 
         exchange = Exchange(request_id, gate, key_hash, decision, claim, stream, arrived)
         outcomes[spec.name, Phase.ADMITTED] += 1

@@ -20,6 +20,11 @@ once instead of after a tick:
 - `none`: lend and wait for borrowers to finish: nothing is refused or
   preempted here (the behaviour before reclaim existed).
 
+A borrower of a tier that may wait (elastic, or guaranteed beyond its
+guarantee) that finds the pool full waits for room here, FIFO, up to the rest
+of its admission delay, instead of in the engine's queue; spot is refused at
+once (it never waits, as at its gate).
+
 The view is this sidecar's own: it assumes one sidecar per pool's engines
 (the demo, a sidecar per replica group); with several sidecars in front of
 the same engines each one reclaims from its own borrowers only.
@@ -28,6 +33,8 @@ the same engines each one reclaims from its own borrowers only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -93,6 +100,19 @@ class _Held:
         return self.conc > g.conc + _EPS or self.kv > g.kv + _EPS
 
 
+@dataclass(slots=True)
+class _RoomWaiter:
+    spec: EntitlementSpec
+    kv: float
+    future: asyncio.Future[Claim | None]
+    task: asyncio.Task[object] | None
+
+
+def _expire_room_wait(future: asyncio.Future[Claim | None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """`PoolRoom.claim`'s answer: the claim (None: a borrower refused, no room) and victims."""
@@ -112,6 +132,7 @@ class PoolRoom:
         self.preemptions = 0
         self.refused = 0
         self._held: dict[str, _Held] = {}
+        self._waiters: deque[_RoomWaiter] = deque()
 
     def configure(self, pool: PoolSpec | None, entitlements: Iterable[EntitlementSpec]) -> None:
         """Follow a config: the engines' raw capacity (replicas × per_replica) and guarantees."""
@@ -129,6 +150,7 @@ class PoolRoom:
                 self._held[spec.name] = _Held(spec.guarantee)
             else:
                 held.guarantee = spec.guarantee
+        self._wake()  # more capacity may let waiting borrowers in
 
     @property
     def mode(self) -> ReclaimMode:
@@ -154,11 +176,13 @@ class PoolRoom:
             held = self._held[spec.name] = _Held(spec.guarantee)
         victims: tuple[Claim, ...] = ()
         mode = self.policy.mode
-        if mode is not ReclaimMode.NONE and not self._fits(kv):
+        if mode is not ReclaimMode.NONE:
+            fits = self._fits(kv)
             if spec.tier is Tier.SPOT or not held.within_guarantee(kv):
-                self.refused += 1
-                return Verdict(None)
-            if mode is ReclaimMode.PREEMPTION:
+                if not fits or self._waiters:  # borrowers never overtake those waiting for room
+                    self.refused += 1
+                    return Verdict(None)
+            elif not fits and mode is ReclaimMode.PREEMPTION:
                 victims = self._victims(kv)
         claim = Claim(spec, kv, now, task)
         self._hold(held, claim)
@@ -167,6 +191,54 @@ class PoolRoom:
             self.release(victim)
         self.preemptions += len(victims)
         return Verdict(claim, victims)
+
+    async def wait(
+        self, spec: EntitlementSpec, kv: float, timeout_s: float, task: asyncio.Task[object] | None
+    ) -> Claim | None:
+        """Wait (FIFO) up to `timeout_s` for room as a borrower; None if none came in time.
+
+        For tiers that may wait (elastic, guaranteed beyond its guarantee): they
+        wait here, in the sidecar, rather than in the engine's queue. A client
+        that leaves while waiting cancels this; nothing stays held.
+        """
+        loop = asyncio.get_running_loop()
+        waiter = _RoomWaiter(spec, kv, loop.create_future(), task)
+        self._waiters.append(waiter)
+        timer = loop.call_later(timeout_s, _expire_room_wait, waiter.future)
+        try:
+            return await waiter.future
+        except asyncio.CancelledError:
+            future = waiter.future
+            woken = future.result() if future.done() and not future.cancelled() else None
+            if woken is not None:
+                self.release(woken)  # woken in the same iteration the client left
+            raise
+        finally:
+            timer.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    def _wake(self) -> None:
+        """Give freed room to the borrowers waiting for it, in arrival order."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters[0]
+            if waiter.future.done():
+                waiters.popleft()
+                continue
+            if self.policy.mode is not ReclaimMode.NONE and not self._fits(waiter.kv):
+                return
+            waiters.popleft()
+            claim = Claim(waiter.spec, waiter.kv, waiter.future.get_loop().time(), waiter.task)
+            held = self._held.get(waiter.spec.name)
+            if held is None:
+                held = self._held[waiter.spec.name] = _Held(waiter.spec.guarantee)
+            self._hold(held, claim)
+            waiter.future.set_result(claim)
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for w in self._waiters if not w.future.done())
 
     def _victims(self, kv: float) -> tuple[Claim, ...]:
         """The fewest borrowers, in `victim_key` order, whose room lets a `kv` request fit."""
@@ -225,6 +297,8 @@ class PoolRoom:
             held.kv = max(0.0, held.kv - claim.kv)
         self.conc = max(0, self.conc - 1)
         self.kv = max(0.0, self.kv - claim.kv)
+        if self._waiters:
+            self._wake()
 
     def held(self, entitlement: str) -> tuple[int, float]:
         """(requests, KV tokens) an entitlement holds in the pool through this sidecar."""

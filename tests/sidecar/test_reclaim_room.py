@@ -8,6 +8,8 @@ slot or KV is leaked.
 
 from __future__ import annotations
 
+import asyncio
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -102,6 +104,29 @@ def test_engine_priority_mode_refuses_borrowers_but_preempts_nobody() -> None:
     assert r.claim(SPOT, 100, 5.0).claim is None
     verdict = r.claim(GOLD, 100, 6.0)  # forwarded at once: the engine's priority reclaims
     assert verdict.claim is not None and verdict.victims == ()
+
+
+async def test_a_borrower_that_may_wait_waits_for_room_in_order_and_leaks_nothing() -> None:
+    r = room(ReclaimMode.PREEMPTION)
+    gold = [r.claim(GOLD, 100, float(t)).claim for t in range(2)]
+    spot = [r.claim(SPOT, 100, float(t)).claim for t in (2, 3)]
+    assert r.claim(GOLD, 100, 4.0).claim is None  # beyond its guarantee, and the pool is full
+    first = asyncio.ensure_future(r.wait(GOLD, 100, 5.0, None))
+    second = asyncio.ensure_future(r.wait(GOLD, 100, 0.05, None))
+    leaves = asyncio.ensure_future(r.wait(GOLD, 100, 5.0, None))
+    await asyncio.sleep(0)
+    assert r.waiting == 3
+    assert r.claim(SPOT, 50, 5.0).claim is None  # no overtaking those who wait
+    assert await second is None  # its admission delay ran out first
+    leaves.cancel()
+    await asyncio.gather(leaves, return_exceptions=True)
+    r.release(spot[0])
+    claim = await first  # the freed slot goes to the head of the line
+    assert claim is not None and claim.entitlement == "gold"
+    assert (r.conc, r.waiting) == (4, 0)
+    for c in (*gold, spot[1], claim):
+        r.release(c)
+    assert (r.conc, r.kv) == (0, 0.0)
 
 
 ops = st.lists(
