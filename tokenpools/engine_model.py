@@ -8,8 +8,9 @@ Contract (time is always an argument; the model has no clock):
 
 * `submit(request_id, prompt_tokens, max_output_tokens, now, priority=0)` puts
   a request on the waiting queue (`priority` matters only under the priority
-  policy: lower runs first, as vLLM's request `priority` field). If the engine is idle a step is planned at `now`. It
-  returns `[aborted]` for a prompt that can never fit the KV cache, else `[]`.
+  policy: lower runs first, as vLLM's request `priority` field). If the
+  engine is idle a step is planned at `now`. It returns `[aborted]` for a
+  prompt that can never fit the KV cache, else `[]`.
 * `next_step_time()` is when the planned step completes (`None` when idle).
 * `step(now)` completes the planned step (call it at `next_step_time()`, or
   later in real time), returns its `EngineEvent`s stamped `now`, and plans the
