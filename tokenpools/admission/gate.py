@@ -151,15 +151,20 @@ class Admission(Generic[T]):
         return self.queue.remove(item)
 
     def next_wake(self, now: float) -> float | None:
-        """When `release_ready` can next change something without a completion or new limits."""
+        """When `release_ready` can next change something without a completion or new limits.
+
+        It is `now` only when `release_ready(now)` would admit or expire a
+        request; otherwise strictly later, so a caller that sleeps until it
+        never spins at one instant (`TokenBucket.ready_at`).
+        """
         wake = self.queue.next_deadline()
         head = self.queue.peek()
         if head is not None:
             estimate, kv = self._queued[head]
             if self.reservations.fits(1, kv, self.limits.conc, self.limits.kv) is None:
-                wait = self.bucket.time_until(estimate, now)
-                if math.isfinite(wait):
-                    wake = now + wait if wake is None else min(wake, now + wait)
+                ready = self.bucket.ready_at(estimate, now)
+                if math.isfinite(ready):
+                    wake = ready if wake is None else min(wake, ready)
         return wake
 
     # -- completion -------------------------------------------------------------------------
