@@ -82,13 +82,18 @@ class EngineRunner:
                 await task
 
     def submit(
-        self, request_id: str, prompt_tokens: int, max_output_tokens: int
+        self, request_id: str, prompt_tokens: int, max_output_tokens: int, priority: int = 0
     ) -> RequestProgress:
-        """Queue a request on the engine; the returned progress fills in as steps complete."""
+        """Queue a request on the engine; the returned progress fills in as steps complete.
+
+        `priority` orders it under `--scheduling-policy priority` (lower runs first).
+        """
         now = self.now()
         progress = RequestProgress(request_id, now, prompt_tokens)
         self._progress[request_id] = progress
-        self._dispatch(self.model.submit(request_id, prompt_tokens, max_output_tokens, now))
+        self._dispatch(
+            self.model.submit(request_id, prompt_tokens, max_output_tokens, now, priority)
+        )
         self._wake.set()
         return progress
 

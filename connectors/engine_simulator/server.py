@@ -3,6 +3,9 @@
 Response bodies, SSE chunks (`stream_options.include_usage` adds a final
 usage-only chunk with empty `choices`) and error shapes follow vLLM's server.
 A request whose client disconnects is aborted in the engine, as vLLM does.
+A request's `priority` field orders it when the engine runs
+`--scheduling-policy priority` (lower first); under `fcfs` a non-zero
+priority is refused with 400, as vLLM refuses it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from connectors.engine_simulator.metrics import EngineMetrics
 from connectors.engine_simulator.runner import EngineRunner, RequestProgress
 from connectors.engine_simulator.tokenizer import count_messages, count_prompt, generated_text
+from tokenpools.engine_model import SchedulingPolicy
 
 _JSON = "application/json"
 
@@ -143,10 +147,21 @@ class EngineSimulatorServer:
                 f"({prompt_tokens} in the messages, {max_tokens} in the completion).",
                 ErrorType.BAD_REQUEST,
             )
+        priority = body.get("priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            return error_response(400, "priority must be an integer", ErrorType.BAD_REQUEST)
+        if priority != 0 and self.runner.model.params.scheduling_policy is not (
+            SchedulingPolicy.PRIORITY
+        ):  # vLLM refuses it the same way
+            return error_response(
+                400,
+                f"Got priority {priority} but Priority scheduling is not enabled.",
+                ErrorType.BAD_REQUEST,
+            )
         finish_reason = FinishReason.LENGTH if requested else FinishReason.STOP
         prefix = "chatcmpl" if chat else "cmpl"
         request_id = f"{prefix}-sim{next(self._ids)}"
-        progress = self.runner.submit(request_id, prompt_tokens, max_tokens)
+        progress = self.runner.submit(request_id, prompt_tokens, max_tokens, priority)
         try:
             if body.get("stream"):
                 options = body.get("stream_options") or {}

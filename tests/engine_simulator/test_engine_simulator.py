@@ -10,7 +10,7 @@ import aiohttp
 import openai
 
 from tests.helpers.sidecar_stack import MODEL, engine
-from tokenpools.engine_model import EngineParams
+from tokenpools.engine_model import EngineParams, SchedulingPolicy
 
 
 async def test_overload_without_admission_control_grows_the_queue_and_latency() -> None:
@@ -100,3 +100,40 @@ async def test_unknown_models_and_overlong_prompts_are_refused_like_vllm() -> No
         ) as resp:
             assert resp.status == 400
             assert "maximum context length" in (await resp.json())["error"]["message"]
+
+
+async def test_priority_scheduling_runs_lower_priority_values_first_as_vllm_does() -> None:
+    params = EngineParams(
+        max_num_seqs=1, num_gpu_blocks=4096, scheduling_policy=SchedulingPolicy.PRIORITY
+    )
+    async with engine(params, speed=5.0) as (runner, url), aiohttp.ClientSession() as http:
+        finished: list[str] = []
+
+        async def send(name: str, priority: int, max_tokens: int) -> None:
+            body = {"model": MODEL, "prompt": "x", "max_tokens": max_tokens, "priority": priority}
+            async with http.post(url + "/v1/completions", json=body) as resp:
+                assert resp.status == 200, await resp.text()
+                await resp.read()
+            finished.append(name)
+
+        first = asyncio.ensure_future(send("running", 2, 30))  # takes the one slot
+        while runner.model.running < 1:
+            await asyncio.sleep(0.005)
+        spot = asyncio.ensure_future(send("spot", 2, 2))  # waits first ...
+        while runner.model.waiting < 1:
+            await asyncio.sleep(0.005)
+        gold = asyncio.ensure_future(send("gold", 0, 2))  # ... but gold goes ahead of it
+        await asyncio.gather(first, spot, gold)
+    assert finished == ["running", "gold", "spot"]
+
+
+async def test_fcfs_refuses_a_priority_as_vllm_does() -> None:
+    async with engine() as (_runner, url), aiohttp.ClientSession() as http:
+        body = {"model": MODEL, "prompt": "x", "max_tokens": 2, "priority": 2}
+        async with http.post(url + "/v1/completions", json=body) as resp:
+            assert resp.status == 400
+            error = (await resp.json())["error"]
+        assert "Priority scheduling is not enabled" in error["message"]
+        body["priority"] = 0  # the default priority is accepted everywhere
+        async with http.post(url + "/v1/completions", json=body) as resp:
+            assert resp.status == 200

@@ -19,7 +19,7 @@ import pytest
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.topic_reader import read_to_end
 from tests.helpers.sidecar_stack import KEYS, MODEL, SALT, stack
-from tokenpools.engine_model import EngineParams
+from tokenpools.engine_model import EngineParams, SchedulingPolicy
 from tokenpools.keys import hash_key
 from tokenpools.schemas import Phase, PlatformConfig, RequestEvent, decode_as
 from tokenpools.topics import Topics
@@ -169,3 +169,30 @@ async def test_guaranteed_request_preempts_the_youngest_spot_and_is_served_at_on
     assert [(e.entitlement, e.reason) for e in refusals] == [("spot", "pool_full")]
     gold_done = [e for e in ended if e.entitlement == "gold" and e.phase is Phase.COMPLETED]
     assert len(gold_done) == 2
+
+
+async def test_engine_priority_pools_forward_the_tiers_priority_and_only_theirs() -> None:
+    fcfs = EngineParams(max_num_seqs=SLOTS, num_gpu_blocks=1 << 16, block_size=16)
+    async with stack(config("engine_priority"), params=fcfs) as s, aiohttp.ClientSession() as http:
+        # an fcfs engine refuses any non-zero priority (as vLLM does): spot's 2 shows it was sent
+        async with _post(http, s.url, "spot", 2, stream=False) as resp:
+            assert resp.status == 400
+            assert "priority 2" in (await resp.json())["error"]["message"]
+        # gold's is 0, whatever the client asked for: a tenant cannot choose its own priority
+        body = {"model": MODEL, "prompt": "a", "max_tokens": 2, "priority": -7}
+        headers = {"Authorization": f"Bearer {KEYS['gold']}"}
+        async with http.post(s.url + "/v1/completions", json=body, headers=headers) as resp:
+            assert resp.status == 200
+    prio = EngineParams(
+        max_num_seqs=SLOTS, num_gpu_blocks=1 << 16, scheduling_policy=SchedulingPolicy.PRIORITY
+    )
+    async with stack(config("engine_priority"), params=prio) as s, aiohttp.ClientSession() as http:
+        for tenant in ("spot", "gold"):
+            async with _post(http, s.url, tenant, 2, stream=True) as resp:
+                assert resp.status == 200 and b"[DONE]" in await resp.read()
+    async with (
+        stack(config("none"), params=fcfs) as s,
+        aiohttp.ClientSession() as http,
+        _post(http, s.url, "spot", 2, stream=False) as resp,
+    ):
+        assert resp.status == 200  # other modes leave the body alone

@@ -7,6 +7,8 @@ offline simulator runs.
 
 from __future__ import annotations
 
+import dataclasses
+
 import typer
 
 from tokenpools_cli.extras import Extra, require
@@ -31,6 +33,10 @@ def run(
         128, help="Output length when a request sets no max_tokens."
     ),
     max_model_len: int = typer.Option(32768, help="Longest prompt + output accepted."),
+    scheduling_policy: str = typer.Option(
+        "fcfs",
+        help="vLLM's --scheduling-policy: fcfs, or priority (requests' `priority`, lower first).",
+    ),
     speed: float = typer.Option(1.0, help="Time acceleration: simulated seconds per wall second."),
     fast: bool = typer.Option(
         False,
@@ -49,11 +55,12 @@ def run(
     require(Extra.SIDECAR)
     from connectors.engine_simulator.runner import FAST_PARAMS, EngineRunner
     from connectors.engine_simulator.server import ServedModel, start_engine_simulator
-    from tokenpools.engine_model import EngineModel, EngineParams
+    from tokenpools.engine_model import EngineModel, EngineParams, SchedulingPolicy
 
     try:
+        policy = SchedulingPolicy(scheduling_policy)
         params = (
-            FAST_PARAMS
+            dataclasses.replace(FAST_PARAMS, scheduling_policy=policy)
             if fast
             else EngineParams(
                 max_num_seqs=max_num_seqs,
@@ -63,6 +70,7 @@ def run(
                 step_base_s=step_base_ms / 1000,
                 step_per_seq_s=step_per_seq_ms / 1000,
                 prefill_per_token_s=prefill_per_token_ms / 1000,
+                scheduling_policy=policy,
             )
         )
         served = ServedModel(model, max_model_len, default_output_tokens)
