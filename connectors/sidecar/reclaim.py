@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from tokenpools.reclaim import preemptible, victim_key
+from tokenpools.reclaim import engine_priority, preemptible, victim_key
 from tokenpools.schemas import Dims, EntitlementSpec, PoolSpec, ReclaimMode, ReclaimPolicy, Tier
 
 _EPS = 1e-9
@@ -178,12 +178,16 @@ class PoolRoom:
         mode = self.policy.mode
         if mode is not ReclaimMode.NONE:
             fits = self._fits(kv)
-            if spec.tier is Tier.SPOT or not held.within_guarantee(kv):
-                if not fits or self._waiters:  # borrowers never overtake those waiting for room
+            rank = engine_priority(spec.tier)
+            if spec.tier is not Tier.SPOT and held.within_guarantee(kv):
+                if not fits and mode is ReclaimMode.PREEMPTION:  # any listed borrower yields
+                    victims = self._victims(kv, above=rank - 1)
+            elif not fits or self._waiters:  # borrowers never overtake those waiting for room
+                if not self._outranks(spec, kv, rank):
                     self.refused += 1
                     return Verdict(None)
-            elif not fits and mode is ReclaimMode.PREEMPTION:
-                victims = self._victims(kv)
+                if not fits and mode is ReclaimMode.PREEMPTION:
+                    victims = self._victims(kv, above=rank)  # only lower tiers yield
         claim = Claim(spec, kv, now, task)
         self._hold(held, claim)
         for victim in victims:
@@ -240,13 +244,61 @@ class PoolRoom:
     def waiting(self) -> int:
         return sum(1 for w in self._waiters if not w.future.done())
 
-    def _victims(self, kv: float) -> tuple[Claim, ...]:
-        """The fewest borrowers, in `victim_key` order, whose room lets a `kv` request fit."""
+    def _outranks(self, spec: EntitlementSpec, kv: float, rank: int) -> bool:
+        """A non-preemptible borrower within its burst ceiling takes room lower tiers hold.
+
+        Spot backfills what the others leave idle, so a guaranteed or elastic
+        request beyond its guarantee but within its ceiling does not wait for
+        spot: under `preemption` a lower tier's borrowers give the room back
+        (if theirs is enough), under `engine_priority` the engine runs it first.
+        """
+        if spec.tier in self.policy.preemptible_tiers or not self._within_ceiling(spec, kv):
+            return False
+        if self._fits(kv):
+            return True  # room, but others wait for it: it still goes ahead of lower tiers
+        if self.policy.mode is ReclaimMode.ENGINE_PRIORITY:
+            return any(
+                engine_priority(c.tier) > rank for h in self._held.values() for c in h.claims
+            )
+        return bool(self._victims(kv, above=rank))
+
+    def _within_ceiling(self, spec: EntitlementSpec, kv: float) -> bool:
+        conc, held_kv = self.held(spec.name)
+        burst = spec.burst
+        conc_cap = self.capacity.conc if burst.conc is None else burst.conc
+        kv_cap = self.capacity.kv if burst.kv is None else burst.kv
+        return conc + 1 <= conc_cap + _EPS and held_kv + kv <= kv_cap + _EPS
+
+    def may_lend(self, spec: EntitlementSpec, kv: float) -> bool:
+        """Whether a request its gate refused may be admitted beyond its limits, preemptible.
+
+        Work-conserving lending (with `lend_guarantees` and a reclaim mode): a
+        preemptible tier backfills whatever room is free right now; another
+        tier, within its burst ceiling, takes room only lower tiers hold.
+        """
+        mode = self.policy.mode
+        if mode is ReclaimMode.NONE:
+            return False
+        if spec.tier in self.policy.preemptible_tiers:
+            return mode is ReclaimMode.PREEMPTION and self._fits(kv) and not self._waiters
+        return self._outranks(spec, kv, engine_priority(spec.tier))
+
+    def _victims(self, kv: float, above: int) -> tuple[Claim, ...]:
+        """The fewest borrowers, in `victim_key` order, whose room lets a `kv` request fit.
+
+        Only borrowers whose tier's engine priority value is greater than `above` yield.
+        """
         cap = self.capacity
         need_conc = self.conc + 1 - cap.conc
         need_kv = self.kv + kv - cap.kv
         candidates = sorted(
-            (c for held in self._held.values() if held.borrowing() for c in held.claims),
+            (
+                c
+                for held in self._held.values()
+                if held.borrowing()
+                for c in held.claims
+                if engine_priority(c.tier) > above
+            ),
             key=lambda c: victim_key(c.tier, c.admitted_at, c.generated),
         )
         chosen: list[Claim] = []

@@ -90,6 +90,20 @@ def test_nothing_within_its_guarantee_is_preempted_even_when_its_tier_is_listed(
     assert not any(g.preempted for g in gold)
 
 
+def test_beyond_its_guarantee_a_higher_tier_takes_only_lower_tiers_room() -> None:
+    r = room(ReclaimMode.PREEMPTION)
+    gold = [r.claim(GOLD, 100, float(t)).claim for t in range(2)]  # its whole guarantee
+    spot = [r.claim(SPOT, 100, float(t)).claim for t in (2, 3)]
+    assert r.may_lend(GOLD, 100)  # refused by its gate, it may still outrank spot
+    assert not r.may_lend(SPOT, 100)  # spot backfills free room only
+    verdict = r.claim(GOLD, 100, 4.0)  # beyond its guarantee, within its ceiling
+    assert verdict.claim is not None and verdict.victims == (spot[1],)
+    verdict = r.claim(SILVER, 100, 5.0)  # silver (elastic) outranks spot too
+    assert verdict.victims == (spot[0],)
+    assert r.claim(SILVER, 100, 6.0).claim is None  # beyond its guarantee: gold does not yield
+    assert not any(g.preempted for g in gold)
+
+
 def test_no_reclaim_mode_lends_and_waits() -> None:
     r = room(ReclaimMode.NONE)
     for t in range(6):  # today's behaviour: the gates alone decide; the engine queues
@@ -109,8 +123,8 @@ def test_engine_priority_mode_refuses_borrowers_but_preempts_nobody() -> None:
 async def test_a_borrower_that_may_wait_waits_for_room_in_order_and_leaks_nothing() -> None:
     r = room(ReclaimMode.PREEMPTION)
     gold = [r.claim(GOLD, 100, float(t)).claim for t in range(2)]
-    spot = [r.claim(SPOT, 100, float(t)).claim for t in (2, 3)]
-    assert r.claim(GOLD, 100, 4.0).claim is None  # beyond its guarantee, and the pool is full
+    spot = [r.claim(SILVER, 100, float(t)).claim for t in (2, 3)]  # one beyond its guarantee
+    assert r.claim(GOLD, 100, 4.0).claim is None  # beyond its guarantee; nobody below to yield
     first = asyncio.ensure_future(r.wait(GOLD, 100, 5.0, None))
     second = asyncio.ensure_future(r.wait(GOLD, 100, 0.05, None))
     leaves = asyncio.ensure_future(r.wait(GOLD, 100, 5.0, None))
@@ -124,6 +138,7 @@ async def test_a_borrower_that_may_wait_waits_for_room_in_order_and_leaks_nothin
     claim = await first  # the freed slot goes to the head of the line
     assert claim is not None and claim.entitlement == "gold"
     assert (r.conc, r.waiting) == (4, 0)
+    assert r.preemptions == 0
     for c in (*gold, spot[1], claim):
         r.release(c)
     assert (r.conc, r.kv) == (0, 0.0)
