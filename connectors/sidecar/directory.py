@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from connectors.sidecar.entitlement_gate import EntitlementGate
 from connectors.sidecar.limits import LimitSource, LiveLimits
 from connectors.sidecar.reclaim import PoolRoom
 from tokenpools.admission import max_wait_s
 from tokenpools.keys import hash_key
+from tokenpools.reclaim import entitled_limits
 from tokenpools.schemas import (
     Dims,
     EnforcementSettings,
@@ -22,6 +25,7 @@ from tokenpools.schemas import (
     FallbackMode,
     LimitUpdate,
     PoolConfigRecord,
+    ReclaimMode,
 )
 
 _BEARER = "Bearer "
@@ -104,7 +108,13 @@ class EntitlementDirectory:
         if record is None:  # pool deleted: drain what is in flight, admit nothing new
             return Dims(), LimitSource.FALLBACK, None
         mode = record.enforcement.fallback.get(spec.tier, FallbackMode.STATIC)
-        return self.limits.effective(spec, record.pool, mode, now)
+        limits, source, predicted = self.limits.effective(spec, record.pool, mode, now)
+        if record.controller.lend_guarantees and record.pool.reclaim.mode is not ReclaimMode.NONE:
+            # lending hands an unused guarantee to others; its owner may still use all of it
+            # at any instant, and the reclaim mode makes the room (`tokenpools.reclaim`)
+            entitled = entitled_limits(np.asarray(limits.as_tuple()), spec.guarantee.as_tuple())
+            limits = Dims.from_tuple(entitled.tolist())
+        return limits, source, predicted
 
     def key_count(self) -> int:
         return len(self._by_hash)

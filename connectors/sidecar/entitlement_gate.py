@@ -122,13 +122,27 @@ class EntitlementGate:
 
     # -- admission --------------------------------------------------------------------------
     async def acquire(
-        self, estimate: Estimate, on_queued: Callable[[], None] | None = None
+        self,
+        estimate: Estimate,
+        on_queued: Callable[[], None] | None = None,
+        lend: Callable[[float], bool] | None = None,
     ) -> Ticket | Refusal:
-        """Admit now, or wait in the queue up to the SLO delay (`on_queued` is told), or refuse."""
+        """Admit now, or wait in the queue up to the SLO delay (`on_queued` is told), or refuse.
+
+        `lend(kv)`: whether the pool lends room beyond this entitlement's limits right now
+        (`PoolRoom.may_lend`); asked only when the limits refuse, before queueing.
+        """
         loop = self._loop
         start = loop.time()
         total = estimate.total
         admission = self.admission
+        if lend is not None:
+            decision = admission.try_admit(total, total, start)
+            if decision.admitted:
+                return Ticket(self, estimate, 0.0)
+            if lend(total):  # backfill (or outrank lower tiers) beyond the limits, preemptible
+                admission.admit_borrowed(total, total, start)
+                return Ticket(self, estimate, 0.0)
         if admission.max_wait_s <= 0:
             decision = admission.try_admit(total, total, start)
             if decision.admitted:

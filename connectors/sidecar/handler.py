@@ -15,6 +15,8 @@ import itertools
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -35,7 +37,7 @@ from connectors.sidecar.sse import UsageTap
 from connectors.sidecar.upstream import UpstreamError
 from tokenpools.admission.outcomes import AdmissionReason
 from tokenpools.reclaim import engine_priority
-from tokenpools.schemas import Phase, ReclaimMode
+from tokenpools.schemas import EntitlementSpec, Phase, ReclaimMode
 
 _PREEMPT_WAIT_S = 1.0  # longest wait for victims' connections to close before forwarding
 
@@ -115,7 +117,7 @@ class CompletionsHandler:
                 reporter.report(events.queued(request_id, spec, key_hash, estimate.total, stream))
 
         try:
-            decision = await gate.acquire(estimate, queued)
+            decision = await gate.acquire(estimate, queued, self._lender(spec))
         except asyncio.CancelledError:  # the client left while queued: unmet demand
             decision = Refusal(WaitEnd.CLIENT_LEFT_QUEUE, 0.0, loop.time() - arrived)
             self._reject(request_id, gate, key_hash, estimate.total, stream, decision, 499)
@@ -265,6 +267,16 @@ class CompletionsHandler:
         with contextlib.suppress(ConnectionResetError):
             await out.write_eof()
         return out
+
+    def _lender(self, spec: EntitlementSpec) -> Callable[[float], bool] | None:
+        """Lending beyond limits, when the pool lends guarantees and has a reclaim mode."""
+        record = self._directory.record
+        room = self._directory.room
+        if record is None or not record.controller.lend_guarantees:
+            return None
+        if room.mode is ReclaimMode.NONE:
+            return None
+        return partial(room.may_lend, spec)
 
     def _grow(self, exchange: Exchange, reserved: int) -> int:
         """Double a streaming request's output reservation (up to its max_tokens); the new size.

@@ -21,7 +21,7 @@ from connectors.kafka.topic_reader import read_to_end
 from tests.helpers.sidecar_stack import KEYS, MODEL, SALT, stack
 from tokenpools.engine_model import EngineParams, SchedulingPolicy
 from tokenpools.keys import hash_key
-from tokenpools.schemas import Phase, PlatformConfig, RequestEvent, decode_as
+from tokenpools.schemas import Dims, LimitUpdate, Phase, PlatformConfig, RequestEvent, decode_as
 from tokenpools.topics import Topics
 
 pytestmark = pytest.mark.kafka
@@ -196,3 +196,47 @@ async def test_engine_priority_pools_forward_the_tiers_priority_and_only_theirs(
         _post(http, s.url, "spot", 2, stream=False) as resp,
     ):
         assert resp.status == 200  # other modes leave the body alone
+
+
+def spot_limit(conc: float) -> LimitUpdate:
+    now = time.time()
+    return LimitUpdate(
+        pool="p",
+        entitlement="spot",
+        tier="spot",
+        epoch=int(now * 1000),
+        issued_at=now,
+        expires_at=now + 60,
+        limits=Dims(tps=100000, kv=1000000, conc=conc),
+    )
+
+
+@pytest.mark.parametrize("lend", [True, False])
+async def test_spot_backfills_free_room_beyond_its_limit_only_when_the_pool_lends(
+    lend: bool,
+) -> None:
+    cfg = config()
+    cfg = cfg.model_copy(
+        update={"controller": cfg.controller.model_copy(update={"lend_guarantees": lend})}
+    )
+    async with stack(cfg, speed=2.0, params=PARAMS) as s, aiohttp.ClientSession() as http:
+        assert s.sidecar.sidecar.directory.apply_limit(spot_limit(conc=1))  # the tick's share
+        opened = []
+        for _ in range(SLOTS):
+            resp = await _post(http, s.url, "spot", 4000, stream=True)
+            opened.append(resp)
+            if resp.status != 200:
+                break
+            await resp.content.readuntil(b"\n\n")
+        statuses = [r.status for r in opened]
+        if lend:  # one within its limit, the rest borrowed: the engine's every slot is busy
+            assert statuses == [200] * SLOTS
+            assert s.runner.model.running == SLOTS
+            async with _post(http, s.url, "spot", 8, stream=False) as refused:
+                assert refused.status == 429  # nothing free any more
+        else:  # reserve-only: spot stays at its limit while the engine idles
+            assert statuses == [200, 429]
+            assert s.runner.model.running == 1
+        for resp in opened:
+            resp.close()
+        assert await s.drained() == {}
