@@ -196,6 +196,11 @@ class EngineModel:
         seq = self._seqs.get(request_id)
         return None if seq is None else seq.generated
 
+    def kv_tokens(self, request_id: str) -> int:
+        """KV-cache tokens a request holds now (its blocks × block_size; 0 when not running)."""
+        seq = self._seqs.get(request_id)
+        return 0 if seq is None else seq.blocks * self.params.block_size
+
     def cancel(self, request_id: str) -> bool:
         """Drop a request wherever it is; returns whether it was there."""
         seq = self._seqs.pop(request_id, None)

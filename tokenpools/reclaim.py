@@ -48,6 +48,17 @@ def preemptible(tier: Tier, policy: ReclaimPolicy, *, holds_beyond_guarantee: bo
     return tier in policy.preemptible_tiers and holds_beyond_guarantee
 
 
+def entitled_limits(limit: np.ndarray, guarantee: np.ndarray) -> np.ndarray:
+    """What a gate enforces while lending: the tick's limit, never below the guarantee.
+
+    Lending hands an active tenant's unused guarantee to others in their
+    limits; the tenant itself may still use all of it at any instant, and
+    the reclaim mode makes room when borrowers hold it.
+    """
+    out: np.ndarray = np.maximum(np.asarray(limit, dtype=np.float64), guarantee)
+    return out
+
+
 def victim_key(tier: Tier, admitted_at: float, generated_tokens: int) -> tuple[int, float, int]:
     """Sort key of preemption victims, first victim smallest.
 

@@ -104,6 +104,15 @@ class Admission(Generic[T]):
             return wait if math.isfinite(wait) else self.retry_hint_s
         return self.retry_hint_s
 
+    def admit_borrowed(self, estimate_tokens: float, kv_tokens: float, now: float) -> None:
+        """Admit beyond the limits into room the pool has free right now (lending).
+
+        The caller has checked the pool's free room and keeps the request
+        preemptible (`tokenpools.reclaim`); it is charged and released like any
+        other, so `complete` settles it the same way.
+        """
+        self._take(estimate_tokens, kv_tokens, now)
+
     def try_admit(self, estimate_tokens: float, kv_tokens: float, now: float) -> Decision:
         """Admit now or say why not; never queues, never overtakes queued requests."""
         if len(self.queue):
