@@ -112,7 +112,8 @@ class EntitlementDirectory:
         if record.controller.lend_guarantees and record.pool.reclaim.mode is not ReclaimMode.NONE:
             # lending hands an unused guarantee to others; its owner may still use all of it
             # at any instant, and the reclaim mode makes the room (`tokenpools.reclaim`)
-            entitled = entitled_limits(np.asarray(limits.as_tuple()), spec.guarantee.as_tuple())
+            guarantee = np.asarray(spec.guarantee.as_tuple())
+            entitled = entitled_limits(np.asarray(limits.as_tuple()), guarantee)
             limits = Dims.from_tuple(entitled.tolist())
         return limits, source, predicted
 

@@ -22,11 +22,18 @@ KEYS = {"gold": "sk-test-gold", "silver": "sk-test-silver", "spot": "sk-test-spo
 MODEL = "sim-model"
 
 
-def platform(max_body_bytes: int = 64 * 1024, spot_fallback: str = "open") -> PlatformConfig:
-    """One pool; gold (guaranteed, roomy), silver (elastic, one slot, waits 300 ms), spot."""
+def platform(
+    max_body_bytes: int = 64 * 1024, spot_fallback: str = "open", lend: bool = False
+) -> PlatformConfig:
+    """One pool; gold (guaranteed, roomy), silver (elastic, one slot, waits 300 ms), spot.
+
+    `lend` False (reserve-only): the gates' limits are hard, which these tests of
+    admission itself rely on; lending beyond limits is tested in test_reclaim_live.py.
+    """
     h = {name: hash_key(key, SALT) for name, key in KEYS.items()}
     return PlatformConfig.model_validate(
         {
+            "controller": {"lend_guarantees": lend},
             "enforcement": {
                 "fallback": {"guaranteed": "static", "elastic": "static", "spot": spot_fallback},
                 "max_body_bytes": max_body_bytes,
