@@ -14,13 +14,15 @@ scenario's fractions of `--duration`, counted from the first request event):
   - how soon spot took guaranteed-c's room: from guaranteed-c's last completion, the time
     until the engine ran at max_num_seqs − 1 or more again.
 
-    PYTHONPATH=. .venv/bin/python bench/demo_figures.py --workdir /tmp/demo --duration 60
+    PYTHONPATH=. .venv/bin/python bench/demo_figures.py --workdir /tmp/demo --duration 90 \
+        [--unloaded /tmp/demo-no-spot] [--baseline /tmp/demo-main]
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,28 +51,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, required=True, help="the demo's --workdir")
     parser.add_argument("--duration", type=float, required=True, help="the demo's --duration")
+    parser.add_argument("--unloaded", type=Path, help="workdir of the same run with --spot-rate 0")
+    parser.add_argument("--baseline", type=Path, help="workdir of a run to compare (e.g. main)")
     args = parser.parse_args()
     pool = load_config(args.workdir / "overload.yaml").pools[0]
     slots = pool.per_replica.conc
     params = EngineParams(
         max_num_seqs=int(slots), num_gpu_blocks=int(pool.per_replica.kv) // 16, block_size=16
     )
-    client = connect(Target.embedded(args.workdir / "store"))
-    q = client.query
-    t0 = q("SELECT toFloat64(min(time)) FROM tokenpools.requests FINAL").result_rows[0][0]
     duration = args.duration
-
-    samples = np.array(
-        q(
-            "SELECT toFloat64(time), running, waiting, kv_usage FROM tokenpools.engine_samples "
-            "FINAL WHERE up ORDER BY time"
-        ).result_rows,
-        dtype=np.float64,
-    ).reshape(-1, 4)
-    events = q(
-        "SELECT toFloat64(time), entitlement, phase, queue_delay_ms, latency_ms, "
-        "completion_tokens FROM tokenpools.requests FINAL"
-    ).result_rows
+    samples, events, t0 = _read(args.workdir)
     unloaded = unloaded_e2e_s(params, PROMPT_MEAN, OUTPUT_MEAN)
     print(f"unloaded end-to-end ({PROMPT_MEAN} prompt + {OUTPUT_MEAN} output tokens, alone): "
           f"{unloaded:.2f} s")  # fmt: skip
@@ -108,6 +98,22 @@ def main() -> None:
                 line += f" preempted {len(pre)} (wasted {sum(e[5] for e in pre)} tokens)"
             print(line)
 
+    flood = (t0 + 0.2 * duration, t0 + duration)
+    this = summary(samples, events, flood, slots, "this run")
+    if args.unloaded is not None:
+        ref = summary(*load(args.unloaded, duration), slots, "unloaded: the same, no spot")
+        if "e2e_p99" in this and "e2e_p99" in ref:
+            print(
+                f"  => guaranteed e2e p99 ÷ unloaded {this['e2e_p99'] / ref['e2e_p99']:.2f}; "
+                f"engine time p99 ÷ unloaded {this['engine_p99'] / ref['engine_p99']:.2f}; "
+                f"admission delay p99 {ref['delay_p99']:.3f} s → {this['delay_p99']:.3f} s"
+            )
+    if args.baseline is not None:
+        base = summary(*load(args.baseline, duration), slots, "baseline")
+        if base["spot_goodput"] > 0:
+            ratio = this["spot_goodput"] / base["spot_goodput"]
+            print(f"  => spot goodput ÷ baseline {ratio:.2f}")
+
     c_done = [e[0] for e in events if e[1] == "guaranteed-c" and e[2] == "completed"]
     if c_done and len(samples):
         last = max(c_done)
@@ -118,7 +124,84 @@ def main() -> None:
             f"\nguaranteed-c's last completion at t = {last - t0:.1f} s; the engine ran "
             f">= {slots - 1:.0f} of {slots:.0f} slots again after {took} (first sample)"
         )
-    client.close()
+
+
+def _read(workdir: Path) -> tuple[np.ndarray, list[tuple[Any, ...]], float]:
+    """(engine samples: time, running, waiting, KV usage), request events, first event time."""
+    client = connect(Target.embedded(workdir / "store"))
+    try:
+        q = client.query
+        t0 = q("SELECT toFloat64(min(time)) FROM tokenpools.requests FINAL").result_rows[0][0]
+        samples = np.array(
+            q(
+                "SELECT toFloat64(time), running, waiting, kv_usage FROM tokenpools.engine_samples "
+                "FINAL WHERE up ORDER BY time"
+            ).result_rows,
+            dtype=np.float64,
+        ).reshape(-1, 4)
+        events = q(
+            "SELECT toFloat64(time), entitlement, phase, queue_delay_ms, latency_ms, "
+            "completion_tokens FROM tokenpools.requests FINAL"
+        ).result_rows
+    finally:
+        client.close()
+    return samples, [tuple(e) for e in events], float(t0)
+
+
+def load(
+    workdir: Path, duration: float
+) -> tuple[np.ndarray, list[tuple[Any, ...]], tuple[float, float]]:
+    """Another run's samples and events, and its flood window."""
+    samples, events, t0 = _read(workdir)
+    return samples, events, (t0 + 0.2 * duration, t0 + duration)
+
+
+def summary(
+    samples: np.ndarray,
+    events: list[tuple[Any, ...]],
+    window: tuple[float, float],
+    slots: float,
+    label: str,
+) -> dict[str, float]:
+    """One run's must-show figures over the flood (spot's start to the end)."""
+    lo, hi = window
+    s = samples[(samples[:, 0] >= lo) & (samples[:, 0] < hi)]
+    mine = [e for e in events if lo <= e[0] < hi]
+    guaranteed = [e for e in mine if str(e[1]).startswith("guaranteed")]
+    done = [e for e in guaranteed if e[2] == "completed" and e[4] is not None]
+    e2e = np.array([e[4] for e in done]) / 1000
+    delay = np.array([e[3] for e in done]) / 1000
+    engine = e2e - delay  # what the engine took: prefill, decode (a fuller batch decodes slower)
+    spot = sum(e[5] for e in mine if e[1] == "spot" and e[2] == "completed")
+    preempted = [e for e in mine if e[2] == "preempted"]
+    print(f"\n[{label}] spot's start to the end ({hi - lo:.0f} s): ", end="")
+    if len(s):
+        binding = np.maximum(s[:, 1] / slots, s[:, 3])
+        print(
+            f"binding utilization mean {binding.mean():.1%}, engine waiting p99 "
+            f"{np.percentile(s[:, 2], 99):.1f}",
+            end="",
+        )
+    print()
+    if len(done):
+        print(
+            f"  guaranteed (all): completed {len(done)}, e2e p99 {np.percentile(e2e, 99):.2f} s"
+            f" = admission delay p99 {np.percentile(delay, 99):.3f} s + engine time p99 "
+            f"{np.percentile(engine, 99):.2f} s; rejected "
+            f"{sum(1 for e in guaranteed if e[2] == 'rejected')}"
+        )
+    print(
+        f"  spot goodput {spot / (hi - lo):.1f} tok/s; preemptions {len(preempted)} "
+        f"(tokens streamed before: {sum(e[5] for e in preempted)})"
+    )
+    out = {"spot_goodput": spot / (hi - lo)}
+    if len(done):
+        out |= {
+            "e2e_p99": float(np.percentile(e2e, 99)),
+            "delay_p99": float(np.percentile(delay, 99)),
+            "engine_p99": float(np.percentile(engine, 99)),
+        }
+    return out
 
 
 if __name__ == "__main__":
