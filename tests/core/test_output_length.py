@@ -6,7 +6,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.core.test_scenarios import EXAMPLES
+from tokenpools.config_file import load_config
 from tokenpools.output_length import OutputLengthPredictor, reservation_output_tokens
+from tokenpools.simulation import Scenario, SimRequest, Simulator
 
 
 def test_cold_start_predicts_the_configured_length_rounded_up_within_a_bucket() -> None:
@@ -52,3 +55,25 @@ def test_reservation_is_capped_by_max_tokens() -> None:
     assert reservation_output_tokens(4096, 150) == 150
     assert reservation_output_tokens(100, 150) == 100
     assert reservation_output_tokens(None, 150) == 150
+
+
+def test_the_simulator_reserves_learned_lengths_not_max_tokens() -> None:
+    """Clients ask 2,048 tokens and get ~100: learned reservations hold ≤ 1.4× what is used
+    (a 400-token prompt, the p90 of the answers, block rounding) where max_tokens holds ≥ 3×."""
+    config = load_config(EXAMPLES / "overload.yaml")
+    rng = np.random.default_rng(3)
+    n = 600
+    times = np.sort(rng.uniform(0, 120, n))
+    outputs = rng.integers(60, 140, n)
+    names = ["guaranteed-a", "guaranteed-b", "spot"]
+    reqs = [
+        SimRequest(float(t), names[k % 3], 400, int(o), 2048)
+        for k, (t, o) in enumerate(zip(times, outputs, strict=True))
+    ]
+    scenario = Scenario("short answers", reqs, duration_s=130)
+    learned = Simulator(config, scenario).run().usage
+    asked = Simulator(config, scenario, learn_output_lengths=False).run().usage
+    assert learned is not None and asked is not None
+    for e in (0, 1, 3):
+        assert learned.over_reservation()[e] <= 1.4
+        assert asked.over_reservation()[e] >= 3.0
