@@ -11,6 +11,8 @@ scenario's fractions of `--duration`, counted from the first request event):
     alone on the engine model the demo's engine simulator runs, with the demo's parameters);
   - spot goodput (completed spot completion tokens per second) and preemptions with the
     tokens they wasted;
+  - KV over-reservation per entitlement: estimate reserved at admission ÷ prompt + completion
+    of its completed requests (what a learned output length saves over max_tokens);
   - how soon spot took guaranteed-c's room: from guaranteed-c's last completion, the time
     until the engine ran at max_num_seqs − 1 or more again.
 
@@ -114,6 +116,15 @@ def main() -> None:
             ratio = this["spot_goodput"] / base["spot_goodput"]
             print(f"  => spot goodput ÷ baseline {ratio:.2f}")
 
+    print(
+        "\nKV over-reservation (reserved at admission ÷ prompt + completion), completed requests:"
+    )
+    for tenant in sorted({e[1] for e in events}):
+        done = [e for e in events if e[1] == tenant and e[2] == "completed"]
+        used = sum(e[6] + e[5] for e in done)
+        if used:
+            print(f"  {tenant:13s} {sum(e[7] for e in done) / used:.2f}")
+
     c_done = [e[0] for e in events if e[1] == "guaranteed-c" and e[2] == "completed"]
     if c_done and len(samples):
         last = max(c_done)
@@ -141,7 +152,7 @@ def _read(workdir: Path) -> tuple[np.ndarray, list[tuple[Any, ...]], float]:
         ).reshape(-1, 4)
         events = q(
             "SELECT toFloat64(time), entitlement, phase, queue_delay_ms, latency_ms, "
-            "completion_tokens FROM tokenpools.requests FINAL"
+            "completion_tokens, prompt_tokens, estimate_tokens FROM tokenpools.requests FINAL"
         ).result_rows
     finally:
         client.close()
