@@ -229,11 +229,11 @@ class CompletionsHandler:
             out.content_type = resp.content_type or "text/event-stream"
             out.headers["Cache-Control"] = "no-cache"
             out.headers["x-request-id"] = exchange.id
-            await out.prepare(request)
             tap = UsageTap(strip_usage_chunk=not asked)
             claim = exchange.claim
             reserved = exchange.ticket.estimate.output_tokens  # output tokens KV is held for
             try:
+                await out.prepare(request)  # inside: a preemption may land while it sends
                 async for data in resp.iter_chunks():
                     chunk = tap.feed(data)
                     if chunk:

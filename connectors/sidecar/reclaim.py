@@ -20,10 +20,12 @@ once instead of after a tick:
 - `none`: lend and wait for borrowers to finish: nothing is refused or
   preempted here (the behaviour before reclaim existed).
 
-A borrower of a tier that may wait (elastic, or guaranteed beyond its
-guarantee) that finds the pool full waits for room here, FIFO, up to the rest
-of its admission delay, instead of in the engine's queue; spot is refused at
-once (it never waits, as at its gate).
+A guaranteed or elastic request beyond its guarantee but within its burst
+ceiling outranks lower tiers: it takes room only they hold (`_outranks`). A
+borrower that finds no room this way waits for it here, FIFO, up to the rest
+of its admission delay, if its tier may wait, instead of in the engine's
+queue; spot is refused at once (it never waits, as at its gate). `may_lend`
+tells a gate whether to admit a request beyond its limits (lending).
 
 The view is this sidecar's own: it assumes one sidecar per pool's engines
 (the demo, a sidecar per replica group); with several sidecars in front of
