@@ -169,9 +169,8 @@ class ControlLoop:
             except DecodeError as exc:
                 self.metrics.dead_lettered.labels("engine").inc()
                 await self.dead_letter(record, str(exc))
-        unowned = self.registry.observe_engine(samples)
-        if unowned:
-            self.metrics.dropped.labels("unowned_pool").inc(unowned)
+        for reason, n in self.registry.observe_engine(samples, time.time()).items():
+            self.metrics.dropped.labels(reason).inc(n)
 
     async def on_config_record(self, record: SourceRecord) -> None:
         self.metrics.events.labels("config").inc()

@@ -152,10 +152,18 @@ class PoolController:
             self._instance_names.append(instance)
         return row
 
-    def observe_engine(self, samples: Sequence[EngineSample]) -> None:
+    def observe_engine(self, samples: Sequence[EngineSample], now: float | None = None) -> int:
+        """Add this pool's engine samples; returns how many were stamped too far in the future.
+
+        With `now` (the live worker's clock) a sample beyond `ENGINE_SKEW_S` is
+        refused at once; without it (replays, the simulator) it is still never
+        counted as live by the tick.
+        """
+        refused = 0
         for sample in samples:
-            if sample.pool == self.pool:
-                self._engine.observe(sample)
+            if sample.pool == self.pool and not self._engine.observe(sample, now):
+                refused += 1
+        return refused
 
     # -- the tick ---------------------------------------------------------------------------
     def compute(self, now: float) -> TickArrays:
@@ -166,7 +174,9 @@ class PoolController:
         dt = settings.tick_s if self._last_tick is None else now - self._last_tick
         dt = min(max(dt, 0.0), settings.window_s)
         live = self._engine.live_backends(now)
-        replicas = cfg.pool.replicas if live is None else live
+        # more live backends than the pool may ever have is forged or misattributed evidence
+        most = max(cfg.pool.replicas, cfg.pool.scaling.max_replicas)
+        replicas = cfg.pool.replicas if live is None else min(live, most)
         capacity = np.asarray(cfg.pool.capacity(replicas).as_tuple(), dtype=float)
         window = self._windows.demand(now)
         claim, unit = claims(window, table, self._debt, settings)
