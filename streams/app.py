@@ -51,6 +51,7 @@ from streams.settings import RequestSource, WorkerSettings
 from tokenpools.controller import ControllerState
 from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord
+from tokenpools.topics import config_key
 
 log = logging.getLogger("tokenpools.worker")
 
@@ -155,10 +156,17 @@ class ControlLoop:
         for reason, n in out.dropped.items():
             if n:
                 self.metrics.dropped.labels(reason).inc(n)
-        if out.dead:
-            self.metrics.dead_lettered.labels("requests").inc(len(out.dead))
-        for record, error in out.dead:
-            await self.dead_letter(record, error)
+        if out.refused:
+            self.metrics.refused.labels("requests").inc(len(out.refused))
+            record, error = out.refused[0]  # one line a batch, not one per record
+            log.warning(
+                "refused %d request record(s), e.g. %s[%s]@%s: %s",
+                len(out.refused),
+                record.topic,
+                record.partition,
+                record.offset,
+                error,
+            )
 
     async def on_engine_records(self, records: Sequence[SourceRecord]) -> None:
         self.metrics.events.labels("engine").inc(len(records))
@@ -166,9 +174,8 @@ class ControlLoop:
         for record in records:
             try:
                 samples.append(decode_as(record.value, EngineSample))
-            except DecodeError as exc:
-                self.metrics.dead_lettered.labels("engine").inc()
-                await self.dead_letter(record, str(exc))
+            except DecodeError:  # the sink dead-letters it (docs/OPERATIONS.md)
+                self.metrics.refused.labels("engine").inc()
         for reason, n in self.registry.observe_engine(samples, time.time()).items():
             self.metrics.dropped.labels(reason).inc(n)
 
@@ -181,9 +188,17 @@ class ControlLoop:
             return
         try:
             config = decode_as(record.value, PoolConfigRecord)
-        except DecodeError as exc:
+        except DecodeError as exc:  # the checks of `config validate`; the sink dead-letters it
+            self.metrics.refused.labels("config").inc()
+            log.warning("refused config record %s: %s; keeping the last good one", record.key, exc)
+            return
+        key = config_key(config.pool.name)
+        if record.key != key:  # only the worker knows the key must name the pool: it parks it
             self.metrics.dead_lettered.labels("config").inc()
-            await self.dead_letter(record, str(exc))
+            await self.dead_letter(
+                record,
+                f"key: config of pool {config.pool.name!r} keyed {record.key!r}, not {key!r}",
+            )
             return
         self.configs[config.pool.name.encode()] = record.value
         self.registry.set_config(config)

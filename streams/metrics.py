@@ -23,9 +23,15 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.refused = Counter(
+            "tokenpools_worker_refused_total",
+            "Records the schema refuses, by topic kind; the ClickHouse sink dead-letters them.",
+            ["kind"],
+            registry=r,
+        )
         self.dead_lettered = Counter(
             "tokenpools_worker_dlq_total",
-            "Records that failed to parse and were sent to the dead-letter topic.",
+            "Records only the worker refuses (a config keyed under another pool), sent to the DLQ.",
             ["kind"],
             registry=r,
         )
