@@ -149,6 +149,7 @@ class TopicSink(ConsumerRebalanceListener):
             self._record_at,
             metrics.replays_skipped,
             (settings.backoff_initial_s, settings.backoff_max_s),
+            self._stopping,
         )
 
     def stop(self) -> None:
@@ -171,7 +172,8 @@ class TopicSink(ConsumerRebalanceListener):
             async for batch in batches:
                 if batch and self._guard.due:
                     async with self._lock:  # an insert still in flight must land before we look
-                        await self._guard.load(self._consumer)
+                        if not await self._guard.load(self._consumer):
+                            break  # stopped while the store did not answer: nothing committed
                 self._buffer.add(rows_of(self._guard.fresh(batch)), len(batch))
                 if (
                     len(self._buffer.rows) >= self._settings.batch_rows

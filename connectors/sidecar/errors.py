@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
 
     INVALID_API_KEY = "invalid_api_key"
     INVALID_JSON = "invalid_json"
+    INVALID_VALUE = "invalid_value"  # a parameter out of its range
     REQUEST_TOO_LARGE = "request_too_large"
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     BACKEND_UNAVAILABLE = "backend_unavailable"  # every backend is cooling down
@@ -37,9 +38,10 @@ def openai_error(
     error_type: ErrorType,
     code: ErrorCode | None = None,
     headers: Mapping[str, str] | None = None,
+    param: str | None = None,
 ) -> web.Response:
     """An error body the official OpenAI clients parse into the matching exception."""
-    body = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
     return web.Response(
         status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
     )

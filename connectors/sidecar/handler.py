@@ -24,7 +24,7 @@ from connectors.sidecar import events
 from connectors.sidecar.directory import EntitlementDirectory
 from connectors.sidecar.entitlement_gate import EntitlementGate, Refusal
 from connectors.sidecar.errors import ErrorCode, ErrorType, openai_error, unauthorized
-from connectors.sidecar.estimate import estimate_request
+from connectors.sidecar.estimate import OutOfBounds, estimate_request
 from connectors.sidecar.exchange import Exchange
 from connectors.sidecar.forward import Failure, Forwarder
 from connectors.sidecar.outcomes import Outcome, Screened, WaitEnd
@@ -94,7 +94,13 @@ class CompletionsHandler:
                 ErrorCode.INVALID_JSON,
             )
 
-        estimate = estimate_request(body, chat, spec.expected_output_tokens)
+        try:
+            estimate = estimate_request(body, chat, spec.expected_output_tokens)
+        except OutOfBounds as exc:
+            outcomes[spec.name, Screened.INVALID] += 1
+            return openai_error(
+                400, str(exc), ErrorType.INVALID_REQUEST, ErrorCode.INVALID_VALUE, param=exc.param
+            )
         stream = body.get("stream") is True
         request_id = self._id_prefix + str(next(self._ids))
         reporter = self._reporter
