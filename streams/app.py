@@ -44,7 +44,7 @@ from connectors.kafka.topics import STATE_MAX_MESSAGE_BYTES, TopicSpec, topic_sp
 from streams.metrics import WorkerMetrics
 from streams.ownership import owned_partitions
 from streams.pools import PoolRegistry
-from streams.publishing import publish_tick
+from streams.publishing import publish_tick, publish_tombstones
 from streams.requests_reader import RequestReader
 from streams.screening import screen
 from streams.settings import RequestSource, WorkerSettings
@@ -214,6 +214,11 @@ class ControlLoop:
         ready = self.reader.caught_up() if self.reader is not None else None
         for pool, result, state in self.registry.tick(now, ready):
             counts = await publish_tick(self.send, self.topics, result, self.worker_id)
+            retired = self.registry.retired_limits(pool)
+            if retired:
+                counts["tombstone"] = await publish_tombstones(
+                    self.send, self.topics, retired, self.worker_id
+                )
             for kind, n in counts.items():
                 self.metrics.published.labels(kind).inc(n)
             self.states[pool.encode()] = state.model_dump_json().encode()

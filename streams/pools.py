@@ -140,6 +140,11 @@ class PoolRegistry:
                 dropped["future"] += controller.observe_engine(batch, now)
         return +dropped
 
+    def retired_limits(self, pool: str) -> list[tuple[str, tuple[str, ...]]]:
+        """Drained entitlements of `pool` whose limit records are to be tombstoned (once)."""
+        controller = self._controllers.get(pool)
+        return [] if controller is None else controller.retired_limits()
+
     def tick(
         self, now: float, ready: frozenset[int] | None = None
     ) -> list[tuple[str, TickResult, ControllerState]]:

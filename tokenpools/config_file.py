@@ -47,16 +47,16 @@ class _StrictLoader(yaml.SafeLoader):
                     None,
                     None,
                     f"nested deeper than {MAX_DEPTH} levels",
-                    self.peek_event().start_mark,
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]  # stubs lack it
                 )
-            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]  # untyped
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]  # untyped
+            key = self.construct_object(key_node, deep=deep)
             try:
                 duplicate = key in seen
             except TypeError:  # an unhashable key: SafeLoader's own error says so below

@@ -20,7 +20,7 @@ from tokenpools import autoscaling, debt
 from tokenpools.allocation import AllocationInput, allocate
 from tokenpools.controller import records
 from tokenpools.controller.claims import claims
-from tokenpools.controller.entitlements import EntitlementTable
+from tokenpools.controller.entitlements import Draining, EntitlementTable
 from tokenpools.controller.records import TickArrays, TickResult
 from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns
 from tokenpools.schemas.config import TierCode
@@ -60,6 +60,7 @@ class PoolController:
         self._epoch = 0
         self._last_tick: float | None = None
         self._scaler = autoscaling.ScalerMemory(desired=config.pool.replicas)
+        self._draining = Draining()
         self.reconfigure(config)
         if state is not None:
             self._restore(state)
@@ -74,12 +75,35 @@ class PoolController:
         return list(self._table.names)
 
     def reconfigure(self, config: PoolConfigRecord) -> None:
-        """Apply a new config; windows and debt of entitlements that remain are kept."""
+        """Apply a new config; windows and debt of entitlements that remain are kept.
+
+        A removed entitlement with requests still running drains (`entitlements.Draining`).
+        """
         if len(self._table) and config.pool.name != self.pool:
             raise ValueError(f"controller of pool {self.pool!r} got config of {config.pool.name!r}")
+        if len(self._table):
+            specs = {e.name: e for e in self._config.entitlements} | self._draining.specs
+            kept = {e.name for e in config.entitlements}
+            self._draining.removed(
+                self._table, specs, kept, self._held_levels(), self._instance_names
+            )
+        self._apply(config)
+
+    def _held_levels(self) -> np.ndarray:
+        """Per row: (0, KV held, in flight) now, from the windows' levels."""
+        w = self._windows
+        return np.column_stack([np.zeros(w.n), w.kv_held, w.in_flight])
+
+    def retired_limits(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Entitlements gone for good (drained), each once, with the sidecar instances their
+        limits were split for: their records on the compacted limits topic get tombstones."""
+        return self._draining.retire()
+
+    def _apply(self, config: PoolConfigRecord) -> None:
         settings = config.controller
         default_delay_s = config.enforcement.default_admission_delay_ms / 1000
-        table = EntitlementTable.build(config.entitlements, default_delay_s)
+        draining = list(self._draining.specs.values())
+        table = EntitlementTable.build(config.entitlements, default_delay_s, draining)
         old_rows = table.rows_in(self._table)
         if (
             settings.window_s != self._config.controller.window_s
@@ -168,6 +192,10 @@ class PoolController:
     # -- the tick ---------------------------------------------------------------------------
     def compute(self, now: float) -> TickArrays:
         """The numeric tick: allocation, debt, priority, scaling — updates the controller."""
+        if self._table.draining.any() and self._draining.finished(
+            self._table, self._held_levels(), now
+        ):
+            self._apply(self._config)  # drained rows leave the table
         cfg = self._config
         settings = cfg.controller
         table = self._table
@@ -179,6 +207,8 @@ class PoolController:
         replicas = cfg.pool.replicas if live is None else min(live, most)
         capacity = np.asarray(cfg.pool.capacity(replicas).as_tuple(), dtype=float)
         window = self._windows.demand(now)
+        if table.draining.any():  # what removed entitlements still hold is no one else's
+            capacity = np.maximum(capacity - self._draining.held(table, window.served), 0.0)
         claim, unit = claims(window, table, self._debt, settings)
         result = allocate(
             AllocationInput(
