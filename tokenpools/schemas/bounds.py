@@ -31,7 +31,7 @@ A clock this far off is an error, not a timestamp; ms of it (x1000) stay exact i
 StrictFloat = Annotated[float, Strict()]
 StrictInt = Annotated[int, Strict()]
 
-TokenCount = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+TokenCount = Annotated[int, Strict(), Field(ge=0, le=UINT32_MAX)]  # `true` is no count
 Milliseconds = Annotated[float, Field(ge=0, le=FLOAT32_MAX)]
 Gauge32 = Annotated[float, Field(ge=0, le=FLOAT32_MAX)]
 UnixTime = Annotated[float, Field(ge=0, le=MAX_TIME_S, description="unix seconds")]

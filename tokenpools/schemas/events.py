@@ -12,7 +12,7 @@ from enum import IntEnum, StrEnum
 from types import MappingProxyType
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from tokenpools.schemas.bounds import (
     Count64,
@@ -100,7 +100,7 @@ class RequestEvent(_Record):
     latency_ms: Milliseconds | None = None
     status: int = Field(default=200, ge=0, le=999)
     reason: str | None = None
-    stream: bool = False
+    stream: StrictBool = False
 
 
 class EngineSample(_Record):
@@ -110,7 +110,7 @@ class EngineSample(_Record):
     time: UnixTime
     pool: str
     backend: str
-    up: bool = True
+    up: StrictBool = True  # "yes" is no answer
     running: Gauge32 = 0
     waiting: Gauge32 = 0
     kv_usage: float = Field(default=0.0, ge=0, le=1, description="fraction of KV blocks in use")
