@@ -179,6 +179,10 @@ async def test_a_sweep_of_bad_input_leaves_every_service_up_and_the_dlq_with_eac
             statuses = await http_sweep(s.url)
             assert statuses == {200: 3}
             assert await s.drained() == {}, "nothing held in the sidecar after the sweep"
+            # the reporter's stop() may cancel a batch still being sent (the event spool is
+            # another part of issue 11): leave only once the broker acknowledged all six
+            reporter = s.sidecar.sidecar.reporter
+            await wait_for(lambda: reporter.sent == 6, 30, "the sidecar's events acknowledged")
         sidecar_events = 6  # admitted + completed for each of the three good requests
 
         want = Counter([v for _, _, v in refused] + [misfiled[2]])
