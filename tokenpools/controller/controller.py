@@ -72,7 +72,9 @@ class PoolController:
 
     @property
     def entitlements(self) -> list[str]:
-        return list(self._table.names)
+        """The configured entitlements (draining ones, removed from the config, are not)."""
+        table = self._table
+        return [n for n, gone in zip(table.names, table.draining, strict=True) if not gone]
 
     def reconfigure(self, config: PoolConfigRecord) -> None:
         """Apply a new config; windows and debt of entitlements that remain are kept.
@@ -288,12 +290,15 @@ class PoolController:
 
     def state(self) -> ControllerState:
         names = self._table.names
+        kept = ~self._table.draining  # a draining entitlement has no future to persist
         return ControllerState(
             pool=self.pool,
             epoch=self._epoch,
             last_tick=self._last_tick,
-            debt={n: float(d) for n, d in zip(names, self._debt, strict=True)},
-            priority={n: float(p) for n, p in zip(names, self._priority, strict=True)},
+            debt={n: float(d) for n, d, k in zip(names, self._debt, kept, strict=True) if k},
+            priority={
+                n: float(p) for n, p, k in zip(names, self._priority, kept, strict=True) if k
+            },
             desired_replicas=self._scaler.desired,
             last_scale_up=None
             if math.isinf(self._scaler.last_scale_up)
