@@ -17,6 +17,7 @@ from connectors.kafka.producer import make_producer
 from connectors.kafka.topic_reader import read_to_end
 from streams.pools import PoolRegistry
 from streams.publishing import publish_tick, publish_tombstones
+from tokenpools.controller import ControllerState
 from tokenpools.controller.entitlements import DRAIN_TIMEOUT_S
 from tokenpools.schemas.config import EntitlementSpec, PoolSpec, Tier
 from tokenpools.schemas.dims import Dims, OptionalDims
@@ -148,3 +149,23 @@ async def test_the_drained_entitlements_limits_are_tombstoned_on_the_compacted_t
     assert last[limit_key("gold")] is None
     assert last[limit_key("gold", "sc-1")] is None
     assert last[limit_key("spot")] is not None
+
+
+def test_a_new_owner_finishes_the_drain_and_still_tombstones_the_limits() -> None:
+    """The drain survives a worker restart or takeover through the stored controller state."""
+    reg = registry_with_gold_running()
+    reg.set_config(config(SPOT))
+    [(_, _, state)] = reg.tick(NOW + 1.0)
+    assert [spec.name for spec, _, _ in state.draining] == ["gold"]
+
+    successor = PoolRegistry(partitions=1)
+    successor.set_config(config(SPOT))
+    stored = ControllerState.model_validate_json(state.model_dump_json())  # as the table keeps it
+    successor.sync(frozenset({0}), lambda pool: stored)
+    # the successor re-reads the last window: gold's six requests are running again
+    successor.observe_requests({POOL: events("gold", Phase.ADMITTED, 6, NOW)})
+    assert spot_conc(successor, NOW + 1.5) <= 2
+    assert successor.retired_limits(POOL) == []
+    successor.observe_requests({POOL: events("gold", Phase.COMPLETED, 6, NOW + 1.6)})
+    successor.tick(NOW + 2.0)
+    assert successor.retired_limits(POOL) == [("gold", ("sc-1",))]

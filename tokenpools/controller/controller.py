@@ -23,7 +23,7 @@ from tokenpools.controller.claims import claims
 from tokenpools.controller.entitlements import Draining, EntitlementTable
 from tokenpools.controller.records import TickArrays, TickResult
 from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns
-from tokenpools.schemas.config import TierCode
+from tokenpools.schemas.config import EntitlementSpec, TierCode
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord, RequestEvent
 from tokenpools.windows import DemandWindows, EngineWindows, RequestColumns, request_columns
 
@@ -41,6 +41,11 @@ class ControllerState(BaseModel):
     desired_replicas: int | None = None
     last_scale_up: float | None = None
     scale_history: list[tuple[float, int]] = Field(default_factory=list)
+    # removed entitlements still draining: (last spec, drain start, sidecar instances), and
+    # drained ones whose limit tombstones may not have been published yet (republishing is
+    # harmless), so a restarted or new owner still finishes the drain and deletes the limits
+    draining: list[tuple[EntitlementSpec, float | None, list[str]]] = Field(default_factory=list)
+    retired: list[tuple[str, list[str]]] = Field(default_factory=list)
 
 
 class PoolController:
@@ -130,6 +135,11 @@ class PoolController:
     def _restore(self, state: ControllerState) -> None:
         if state.pool != self.pool:
             raise ValueError(f"state of pool {state.pool!r} given to controller of {self.pool!r}")
+        configured = {e.name for e in self._config.entitlements}
+        gone = [d for d in state.draining if d[0].name not in configured]
+        self._draining.restore(gone, state.retired)
+        if gone:
+            self._apply(self._config)  # their rows, after the configured ones
         table = self._table
         self._epoch = state.epoch
         self._last_tick = state.last_tick
@@ -304,6 +314,8 @@ class PoolController:
             if math.isinf(self._scaler.last_scale_up)
             else self._scaler.last_scale_up,
             scale_history=list(self._scaler.history),
+            draining=self._draining.export(),
+            retired=[(name, list(inst)) for name, inst in self._draining.retired],
         )
 
     # -- introspection (simulator, tests, bench) -------------------------------------------

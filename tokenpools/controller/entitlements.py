@@ -142,6 +142,23 @@ class Draining:
         out, self.retired = self.retired, []
         return out
 
+    def export(self) -> list[tuple[EntitlementSpec, float | None, list[str]]]:
+        """The draining entitlements, for the controller state a new owner continues from."""
+        return [(spec, self.since.get(n), list(self.instances.get(n, ()))) for n, spec in
+                self.specs.items()]  # fmt: skip
+
+    def restore(
+        self,
+        draining: Sequence[tuple[EntitlementSpec, float | None, Sequence[str]]],
+        retired: Sequence[tuple[str, Sequence[str]]],
+    ) -> None:
+        """Continue the drains (and pending tombstones) of a previous owner."""
+        for spec, since, instances in draining:
+            self.specs[spec.name] = spec
+            self.since[spec.name] = since
+            self.instances[spec.name] = tuple(instances)
+        self.retired += [(name, tuple(instances)) for name, instances in retired]
+
     def _forget(self, name: str) -> None:
         self.specs.pop(name, None)
         self.since.pop(name, None)
