@@ -17,6 +17,7 @@ from connectors.kafka.settings import KafkaConnection
 from connectors.sidecar.app import Sidecar
 from connectors.sidecar.directory import EntitlementDirectory
 from connectors.sidecar.feeds import ControlFeeds
+from connectors.sidecar.http_server import SidecarRunner
 from connectors.sidecar.reporter import EventReporter
 from connectors.sidecar.settings import SidecarSettings
 from tokenpools.keys import key_salt
@@ -80,7 +81,9 @@ async def start_sidecar(
         producer, topics.requests, settings.pool, settings.instance, capacity=event_buffer
     )
     sidecar = Sidecar(settings, directory, reporter)
-    runner = web.AppRunner(sidecar.app(), handler_cancellation=True, access_log=None)
+    runner = SidecarRunner(
+        sidecar.app(), settings.header_timeout_s, handler_cancellation=True, access_log=None
+    )
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port, backlog=4096)
