@@ -38,11 +38,19 @@ def run(
         "", help="Environment variable holding the key vLLM expects (--api-key), if any."
     ),
     event_buffer: int = typer.Option(100_000, min=1, help="Request events buffered for Kafka."),
+    dev: bool = typer.Option(
+        False, "--dev", help="Local development: allow the public development key salt."
+    ),
 ) -> None:
     """Admit, proxy and report every request; exit 2 on bad options or config."""
     require(Extra.SIDECAR)
     from connectors.sidecar.backends import Strategy
-    from connectors.sidecar.runtime import pool_record, start_sidecar
+    from connectors.sidecar.runtime import (
+        InsecureSaltError,
+        deployment_salt,
+        pool_record,
+        start_sidecar,
+    )
     from connectors.sidecar.settings import SidecarSettings
     from tokenpools.config_file import ConfigError, load_config
     from tokenpools.topics import Topics
@@ -69,6 +77,10 @@ def run(
             raise bad(str(exc.args[0])) from None
     if not pool:
         raise bad("--pool is needed when the config comes from Kafka")
+    try:
+        salt = deployment_salt(dev)
+    except InsecureSaltError as exc:
+        raise bad(str(exc)) from None
     kafka = kafka_settings(bootstrap) if bootstrap else None
     try:
         settings = SidecarSettings(
@@ -94,6 +106,7 @@ def run(
                 host=host,
                 port=port,
                 event_buffer=event_buffer,
+                salt=salt,
             )
         except Exception as exc:  # Kafka unreachable, port taken, ...
             typer.echo(f"sidecar failed to start: {type(exc).__name__}: {exc}", err=True)
