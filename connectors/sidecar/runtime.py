@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -20,7 +21,7 @@ from connectors.sidecar.app import Sidecar
 from connectors.sidecar.directory import EntitlementDirectory
 from connectors.sidecar.feeds import ControlFeeds
 from connectors.sidecar.http_server import SidecarRunner
-from connectors.sidecar.reporter import EventReporter
+from connectors.sidecar.reporter import EventReporter, SpoolSettings
 from connectors.sidecar.settings import SidecarSettings
 from tokenpools.keys import DEV_SALT, SALT_ENV, key_salt
 from tokenpools.schemas import PlatformConfig, PoolConfigRecord
@@ -105,8 +106,11 @@ async def start_sidecar(
         except Exception:
             await producer.stop()
             raise
+    spool = SpoolSettings(
+        Path(settings.spool_dir) if settings.spool_dir else None, settings.spool_max_bytes
+    )
     reporter = EventReporter(
-        producer, topics.requests, settings.pool, settings.instance, capacity=event_buffer
+        producer, topics.requests, settings.pool, settings.instance, event_buffer, spool
     )
     sidecar = Sidecar(settings, directory, reporter)
     runner = SidecarRunner(

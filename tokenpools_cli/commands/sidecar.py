@@ -38,6 +38,17 @@ def run(
         "", help="Environment variable holding the key vLLM expects (--api-key), if any."
     ),
     event_buffer: int = typer.Option(100_000, min=1, help="Request events buffered for Kafka."),
+    spool_dir: Path = typer.Option(
+        None,
+        help="Where request events wait while Kafka is down (default: a temporary directory "
+        "per instance under the system's; give a persistent one to survive restarts).",
+    ),
+    spool_max_bytes: int = typer.Option(
+        1 << 30, min=1024, help="Bound of the event spool on disk (bytes)."
+    ),
+    header_timeout: float = typer.Option(
+        15.0, min=0.1, help="Seconds a connection gets to send a complete request head."
+    ),
     dev: bool = typer.Option(
         False, "--dev", help="Local development: allow the public development key salt."
     ),
@@ -92,6 +103,9 @@ def run(
             read_timeout_s=read_timeout,
             backend_cooldown_s=backend_cooldown,
             backend_api_key=os.environ.get(backend_api_key_env) if backend_api_key_env else None,
+            header_timeout_s=header_timeout,
+            spool_dir=str(spool_dir) if spool_dir else None,
+            spool_max_bytes=spool_max_bytes,
         )
     except ValueError as exc:
         raise bad(f"bad option: {exc}") from None
