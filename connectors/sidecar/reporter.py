@@ -6,13 +6,15 @@ buffer (O(1), no I/O, no validation); a background task turns them into
 hands whole batches to the idempotent producer (one `send` per record costs
 more CPU than the proxying itself).
 
-What the producer cannot deliver (its request timeout passed: Kafka down or
-unreachable) goes to a bounded on-disk `Spool`, in order; while the spool
-holds anything, newer events are written behind it, and the sender delivers
-from its head, one acknowledged batch at a time, retrying with backoff until
-Kafka answers. So an outage of any length loses nothing until the spool's
-bound; past it, new events are dropped, counted in metrics, and logged once
-per interval. Delivery is at least once: a batch whose acknowledgement was
+One batch is in the producer at a time. When its acknowledgement takes
+longer than `stall_s` (Kafka down or unreachable: aiokafka keeps retrying a
+batch whose partition leader it knows), newer events move from memory to a
+bounded on-disk `Spool`, in order; a batch the producer gives up on goes
+there too. While the spool holds anything, newer events are written behind
+it, and the sender delivers from its head, one acknowledged batch at a time,
+retrying with backoff until Kafka answers. So an outage of any length loses
+nothing until the spool's bound; past it, new events are dropped, counted in
+metrics, and logged once per interval. Delivery is at least once: a batch whose acknowledgement was
 lost is sent again from the spool (the store keeps one row per event).
 """
 
@@ -49,6 +51,7 @@ class SpoolSettings:
     directory: Path | None = None  # None: a fresh temporary directory, removed when empty
     max_bytes: int = 1 << 30
     log_interval_s: float = 10.0
+    stall_s: float = 2.0  # a batch unacknowledged this long: newer events go to disk
 
 
 @dataclass
@@ -189,8 +192,8 @@ class EventReporter:
     async def _send(self, producer: AIOKafkaProducer, partition: int, values: list[bytes]) -> bool:
         """Deliver `values` as one batch and wait for the acknowledgement; False if it failed.
 
-        While waiting, newer events are not sent (they would overtake these if these failed);
-        once a failure shows, they move to the spool behind these.
+        While waiting, newer events are not sent; once the wait passes `stall_s`, they move to
+        the spool (behind these, which the producer still holds and delivers first).
         """
         batch = producer.create_batch()
         for value in values:
@@ -198,8 +201,7 @@ class EventReporter:
                 raise ValueError("an event larger than a whole batch")  # cannot happen: 192 KiB
         try:
             delivery = await producer.send_batch(batch, self._topic, partition=partition)
-            await self._wait_moving(delivery, moving=False)
-            delivery.result()
+            await self._wait_moving(delivery, self._spool_settings.stall_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -224,16 +226,18 @@ class EventReporter:
                 log.info("spooled request events delivered; sending directly again")
         return delivered
 
-    async def _wait_moving(self, awaitable: Any, moving: bool = True) -> Any:
-        """Await `awaitable`; meanwhile (if `moving` and the spool is in use) move new events
-        from memory to the spool, so a long outage fills the disk, not the memory buffer."""
+    async def _wait_moving(self, awaitable: Any, stall_s: float = 0.0) -> Any:
+        """Await `awaitable`; once the spool is in use or `stall_s` passed, move new events
+        from memory to the spool meanwhile, so a long outage fills the disk, not the memory."""
         future = asyncio.ensure_future(awaitable)
+        loop = asyncio.get_running_loop()
+        stalled_at = loop.time() + stall_s
         try:
             while True:
                 done, _ = await asyncio.wait([future], timeout=_WAKE_S)
                 if done:
                     return future.result()
-                if moving and self.spooled:
+                if self.spooled or loop.time() >= stalled_at:
                     self._to_spool(self._encode_buffered())
         except asyncio.CancelledError:
             future.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import socket
 from pathlib import Path
@@ -56,6 +57,7 @@ def run(
     """Admit, proxy and report every request; exit 2 on bad options or config."""
     require(Extra.SIDECAR)
     from connectors.sidecar.backends import Strategy
+    from connectors.sidecar.log_limit import limit_log_rate
     from connectors.sidecar.runtime import (
         InsecureSaltError,
         deployment_salt,
@@ -70,6 +72,10 @@ def run(
         typer.echo(message, err=True)
         return typer.Exit(2)
 
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    limit_log_rate(10.0)  # a Kafka outage is a few lines per interval, not one per retry
     if config is None and not bootstrap:
         raise bad("give --config, --kafka (or KAFKA_BOOTSTRAP), or both")
     platform = None
