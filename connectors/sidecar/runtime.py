@@ -93,6 +93,7 @@ async def start_sidecar(
     directory = EntitlementDirectory(
         settings.pool, settings.instance, deployment_salt(dev) if salt is None else salt
     )
+    directory.limits.peers.configured = settings.replicas
     if config is not None:
         directory.load(pool_record(config, settings.pool))
     producer = None

@@ -39,6 +39,13 @@ def run(
         "", help="Environment variable holding the key vLLM expects (--api-key), if any."
     ),
     event_buffer: int = typer.Option(100_000, min=1, help="Request events buffered for Kafka."),
+    replicas: int = typer.Option(
+        1,
+        min=1,
+        envvar="TOKENPOOLS_SIDECAR_REPLICAS",
+        help="Sidecars serving this pool: while the worker is silent each enforces 1/replicas "
+        "of the fallback limits (the limits topic can raise it).",
+    ),
     spool_dir: Path = typer.Option(
         None,
         help="Where request events wait while Kafka is down (default: a temporary directory "
@@ -110,6 +117,7 @@ def run(
             backend_cooldown_s=backend_cooldown,
             backend_api_key=os.environ.get(backend_api_key_env) if backend_api_key_env else None,
             header_timeout_s=header_timeout,
+            replicas=replicas,
             spool_dir=str(spool_dir) if spool_dir else None,
             spool_max_bytes=spool_max_bytes,
         )
