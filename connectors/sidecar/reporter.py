@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _SPOOL_BATCH_BYTES = 192 * 1024  # under the producer's max_batch_size (256 KiB)
 _BACKOFF_S = (0.2, 5.0)  # first and longest wait between attempts to deliver the spool
+_RENEW_AFTER = 3  # failed spool deliveries in a row before the producer is replaced
 _WAKE_S = 0.5  # while a batch is pending, move new events to the spool this often
 
 
@@ -82,8 +84,12 @@ class EventReporter:
         instance: str,
         capacity: int = 100_000,
         spool: SpoolSettings | None = None,
+        producer_factory: Callable[[], AIOKafkaProducer] | None = None,
     ) -> None:
         self._producer = producer
+        self._producer_factory = producer_factory
+        self._failures_in_row = 0
+        self.producer_renewals = 0
         self._topic = topic
         self._key = pool.encode()
         self.pool = pool
@@ -168,18 +174,21 @@ class EventReporter:
 
     # -- the sender -------------------------------------------------------------------------
     async def _run(self) -> None:
-        producer = self._producer
-        assert producer is not None
-        partitions = sorted(await producer.partitions_for(self._topic))
+        assert self._producer is not None
+        partitions = sorted(await self._producer.partitions_for(self._topic))
         partition = DefaultPartitioner()(self._key, partitions, partitions)  # as send() would
         backoff = _BACKOFF_S[0]
         while True:
+            producer = self._producer
             if self.spooled:
                 if await self._send_from_spool(producer, partition):
-                    backoff = _BACKOFF_S[0]
+                    backoff, self._failures_in_row = _BACKOFF_S[0], 0
                 else:
+                    self._failures_in_row += 1
                     await self._wait_moving(asyncio.sleep(backoff))
                     backoff = min(backoff * 2, _BACKOFF_S[1])
+                    if self._failures_in_row >= _RENEW_AFTER:
+                        await self._renew_producer()
                 continue
             if not self._buffer:
                 self._ready.clear()
@@ -242,6 +251,33 @@ class EventReporter:
         except asyncio.CancelledError:
             future.cancel()
             raise
+
+    async def _renew_producer(self) -> None:
+        """Replace a producer that keeps failing with a fresh one, if one can start.
+
+        An idempotent producer can be left in a state no retry leaves (a sequence gap after
+        a timed-out request, a fenced or expired producer id): it then fails every batch
+        while the broker is fine. A fresh producer has a new id. While Kafka is down the new
+        one cannot start and the old one is kept.
+        """
+        if self._producer_factory is None:
+            return
+        fresh = self._producer_factory()
+        try:
+            await asyncio.wait_for(fresh.start(), 10.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(fresh.stop(), 5.0)
+            return
+        old, self._producer = self._producer, fresh
+        self._failures_in_row = 0
+        self.producer_renewals += 1
+        log.warning("event producer replaced after %d failed deliveries in a row", _RENEW_AFTER)
+        if old is not None:  # what it still holds is in the spool too (at least once)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.stop(), 5.0)
 
     # -- helpers ----------------------------------------------------------------------------
     def _encode_buffered(self, limit_bytes: int | None = None) -> list[bytes]:

@@ -111,7 +111,13 @@ async def start_sidecar(
         Path(settings.spool_dir) if settings.spool_dir else None, settings.spool_max_bytes
     )
     reporter = EventReporter(
-        producer, topics.requests, settings.pool, settings.instance, event_buffer, spool
+        producer,
+        topics.requests,
+        settings.pool,
+        settings.instance,
+        event_buffer,
+        spool,
+        producer_factory=None if bootstrap is None else lambda: make_producer(bootstrap),
     )
     sidecar = Sidecar(settings, directory, reporter)
     runner = SidecarRunner(
