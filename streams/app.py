@@ -264,7 +264,7 @@ class ControlLoop:
         for topic in self.faust_topics.values():
             await topic.maybe_declare()
         if self.settings.metrics_port is not None:
-            self.metrics.serve(self.settings.metrics_port)
+            self.metrics.serve(self.settings.metrics_port, self.settings.listen_host)
         if self.settings.requests_source is RequestSource.BATCH:
             self.reader = RequestReader(
                 self.settings.kafka,
@@ -303,6 +303,7 @@ def _app_options(settings: WorkerSettings) -> dict[str, Any]:
         topic_disable_leader=True,
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
+        web_bind=settings.listen_host,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_s,

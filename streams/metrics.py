@@ -74,6 +74,11 @@ class WorkerMetrics:
             registry=r,
         )
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        """Expose `/metrics` on a background thread."""
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "127.0.0.1") -> tuple[str, int]:
+        """Expose `/metrics` on a background thread; loopback unless an address is configured.
+
+        Returns the address bound (port 0 picks a free one).
+        """
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        host, bound = server.server_address[:2]
+        return str(host), int(bound)

@@ -24,6 +24,10 @@ class ErrorCode(StrEnum):
     INVALID_API_KEY = "invalid_api_key"
     INVALID_JSON = "invalid_json"
     INVALID_VALUE = "invalid_value"  # a parameter out of its range
+    UNKNOWN_URL = "unknown_url"  # OpenAI's code for a path it does not serve
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    BAD_HTTP_REQUEST = "bad_http_request"  # the request line or head could not be parsed
+    INTERNAL_ERROR = "internal_error"
     REQUEST_TOO_LARGE = "request_too_large"
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     BACKEND_UNAVAILABLE = "backend_unavailable"  # every backend is cooling down
