@@ -4,9 +4,10 @@ Arrays are (E, 3) in DIMENSIONS order (tps, kv, conc); each dimension is
 allocated independently but in the same vectorized numpy calls. The steps
 (docs/CAPACITY_MODEL.md):
 
-1. guaranteed: every entitlement with a guarantee gets `min(D, G)` first
-   (scaled down pro rata only if capacity fell below the guarantees, e.g. a
-   lost replica);
+1. guaranteed: every entitlement with a guarantee gets `min(D, G)` first;
+   if capacity fell below the guarantees (e.g. a lost replica) they are
+   served tier by tier — guaranteed tenants' first, then elastic tenants'
+   from what is left, pro rata only within the tier that no longer fits;
 2. reserve: a guaranteed tenant with any demand keeps the unused rest of its
    guarantee as headroom — without preemption, capacity lent out comes back
    only as fast as the borrower drains, so lending it would turn a guarantee
@@ -111,8 +112,8 @@ def allocate(inp: AllocationInput) -> Allocation:
     spot = inp.tier == TierCode.SPOT.value
     shared = ~spot
 
-    # 1. guarantees first, pro rata if capacity no longer covers them
-    base = _guarantees_first(demand, guarantee, shared, capacity)
+    # 1. guarantees first, tier by tier if capacity no longer covers them
+    base = _guarantees_first(demand, guarantee, inp.tier, capacity)
 
     # 2. an active guaranteed tenant keeps the rest of its guarantee as headroom: without
     #    preemption, capacity lent out comes back only as fast as the borrower drains
@@ -167,14 +168,26 @@ def allocate(inp: AllocationInput) -> Allocation:
 
 
 def _guarantees_first(
-    demand: np.ndarray, guarantee: np.ndarray, shared: np.ndarray, capacity: np.ndarray
+    demand: np.ndarray, guarantee: np.ndarray, tier: np.ndarray, capacity: np.ndarray
 ) -> np.ndarray:
-    """Step 1: `min(D, G)` for non-spot rows, scaled pro rata where capacity fell below it."""
-    base = np.where(shared[:, None], np.minimum(demand, guarantee), 0.0)
-    promised = base.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        scale = np.where(promised > capacity, capacity / promised, 1.0)
-    return base * scale[None, :]
+    """Step 1: `min(D, G)` for non-spot rows, served tier by tier where capacity fell below it.
+
+    Guaranteed rows first (pro rata among them only if even they do not fit),
+    then elastic rows from what is left (pro rata among them): a tier's
+    promise is never cut to serve a lower tier's.
+    """
+    base = np.zeros_like(demand)
+    left = np.maximum(capacity, 0.0)
+    for code in (TierCode.GUARANTEED.value, TierCode.ELASTIC.value):
+        rows = tier == code
+        want = np.where(rows[:, None], np.minimum(demand, guarantee), 0.0)
+        promised = want.sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            scale = np.where(promised > left, left / promised, 1.0)
+        got = want * scale[None, :]
+        base = base + got
+        left = np.maximum(left - got.sum(axis=0), 0.0)
+    return base
 
 
 def entitled_shares(inp: AllocationInput, capacity: np.ndarray) -> np.ndarray:
@@ -183,7 +196,7 @@ def entitled_shares(inp: AllocationInput, capacity: np.ndarray) -> np.ndarray:
     guarantee = np.minimum(inp.guarantee, ceiling)
     demand = np.maximum(inp.demand, 0.0)
     shared = inp.tier != TierCode.SPOT.value
-    base = _guarantees_first(demand, guarantee, shared, capacity)
+    base = _guarantees_first(demand, guarantee, inp.tier, capacity)
     room = np.where(shared[:, None], np.maximum(np.minimum(demand, ceiling) - base, 0.0), 0.0)
     shares: np.ndarray = base + water_fill(capacity - base.sum(axis=0), room, inp.weight)
     return shares

@@ -6,9 +6,11 @@ both see the same queueing, batching and preemption behaviour.
 
 Contract (time is always an argument; the model has no clock):
 
-* `submit(request_id, prompt_tokens, max_output_tokens, now)` puts a request
-  on the waiting queue. If the engine is idle a step is planned at `now`. It
-  returns `[aborted]` for a prompt that can never fit the KV cache, else `[]`.
+* `submit(request_id, prompt_tokens, max_output_tokens, now, priority=0)` puts
+  a request on the waiting queue (`priority` matters only under the priority
+  policy: lower runs first, as vLLM's request `priority` field). If the
+  engine is idle a step is planned at `now`. It returns `[aborted]` for a
+  prompt that can never fit the KV cache, else `[]`.
 * `next_step_time()` is when the planned step completes (`None` when idle).
 * `step(now)` completes the planned step (call it at `next_step_time()`, or
   later in real time), returns its `EngineEvent`s stamped `now`, and plans the
@@ -17,16 +19,24 @@ Contract (time is always an argument; the model has no clock):
   cancelled request produces no further events.
 
 Scheduling at the start of each step, like vLLM's scheduler (V1, chunked
-prefill):
+prefill), under `EngineParams.scheduling_policy`:
 
 1. Running requests, oldest first, get their decode token (1 each) or their
    next prefill chunk, within `max_num_batched_tokens`. A decode that needs a
-   new KV block when none is free preempts the newest running request
-   (recompute: its blocks are freed, it goes back to the head of the waiting
-   queue and later re-prefills prompt + tokens generated so far).
-2. Waiting requests are admitted FCFS while fewer than `max_num_seqs` run, the
+   new KV block when none is free preempts a running request (recompute: its
+   blocks are freed, it goes back to the waiting queue and later re-prefills
+   prompt + tokens generated so far): under `fcfs` the newest one; under
+   `priority` the one with the largest `(priority, arrival)` — the lowest
+   priority, and among those the most recently arrived — exactly vLLM V1's
+   `max(self.running, key=lambda r: (r.priority, r.arrival_time))`.
+2. Waiting requests are admitted while fewer than `max_num_seqs` run, the
    token budget lasts and the KV blocks for their whole prompt are free
-   (head-of-line: the queue does not skip a request that does not fit).
+   (head-of-line: the queue does not skip a request that does not fit). The
+   queue is FCFS (a preempted request goes back to its head) under `fcfs`,
+   and ordered by `(priority, arrival)` under `priority` (vLLM's priority
+   request queue; a preempted request keeps its place by its key). As in
+   vLLM V1, a waiting request never evicts a running one for a slot: under
+   `priority` it is only first in line for the next free slot.
 
 A request's first token is sampled by the step that completes its prefill;
 each later step adds one token. Step duration is
@@ -36,11 +46,20 @@ A prompt that can never fit the KV cache is aborted (vLLM rejects it too).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
 from tokenpools.schemas.events import EngineSample
+
+
+class SchedulingPolicy(StrEnum):
+    """vLLM's `--scheduling-policy`."""
+
+    FCFS = "fcfs"
+    PRIORITY = "priority"
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,7 @@ class EngineParams:
     step_base_s: float = 0.010
     step_per_seq_s: float = 0.0004
     prefill_per_token_s: float = 0.00002
+    scheduling_policy: SchedulingPolicy = SchedulingPolicy.FCFS
 
     def __post_init__(self) -> None:
         if min(self.max_num_seqs, self.num_gpu_blocks, self.block_size) < 1:
@@ -99,10 +119,23 @@ _WAITING, _RUNNING, _DONE = 0, 1, 2
 
 
 class _Seq:
-    __slots__ = ("blocks", "computed", "generated", "id", "max_out", "prompt", "state", "target")
+    __slots__ = (
+        "blocks",
+        "computed",
+        "generated",
+        "id",
+        "key",
+        "max_out",
+        "prompt",
+        "state",
+        "target",
+    )
 
-    def __init__(self, request_id: str, prompt: int, max_out: int) -> None:
+    def __init__(
+        self, request_id: str, prompt: int, max_out: int, key: tuple[int, float, int]
+    ) -> None:
         self.id = request_id
+        self.key = key  # (priority, arrival, submission order): the priority policy's order
         self.prompt = prompt
         self.max_out = max_out
         self.generated = 0
@@ -119,7 +152,10 @@ class EngineModel:
         self.params = params or EngineParams()
         self._token_events = token_events  # per-token events cost time; streaming needs them
         self._seqs: dict[str, _Seq] = {}
-        self._waiting: deque[_Seq] = deque()
+        self._waiting: deque[_Seq] = deque()  # fcfs
+        self._heap: list[tuple[tuple[int, float, int], _Seq]] = []  # priority
+        self._priority = self.params.scheduling_policy is SchedulingPolicy.PRIORITY
+        self._order = itertools.count()
         self._running: list[_Seq] = []
         self._n_waiting = 0
         self._free_blocks = self.params.num_gpu_blocks
@@ -132,7 +168,12 @@ class EngineModel:
 
     # -- inputs -----------------------------------------------------------------------------
     def submit(
-        self, request_id: str, prompt_tokens: int, max_output_tokens: int, now: float
+        self,
+        request_id: str,
+        prompt_tokens: int,
+        max_output_tokens: int,
+        now: float,
+        priority: int = 0,
     ) -> list[EngineEvent]:
         """Queue a request; returns `[aborted]` when its prompt can never fit, else `[]`.
 
@@ -140,15 +181,25 @@ class EngineModel:
         """
         if request_id in self._seqs:
             raise ValueError(f"request {request_id!r} is already in the engine")
-        seq = _Seq(request_id, max(1, int(prompt_tokens)), max(1, int(max_output_tokens)))
+        key = (int(priority), float(now), next(self._order))
+        seq = _Seq(request_id, max(1, int(prompt_tokens)), max(1, int(max_output_tokens)), key)
         if seq.target + 1 > self.params.kv_capacity_tokens:
             return [self._abort_event(seq, now)]
         self._seqs[request_id] = seq
-        self._waiting.append(seq)
-        self._n_waiting += 1
+        self._push_waiting(seq, head=False)
         if self._step_end is None:
             return self._plan_step(now)  # idle engine: nothing can be preempted, so []
         return []
+
+    def generated(self, request_id: str) -> int | None:
+        """Output tokens a request has so far (None: not in the engine)."""
+        seq = self._seqs.get(request_id)
+        return None if seq is None else seq.generated
+
+    def kv_tokens(self, request_id: str) -> int:
+        """KV-cache tokens a request holds now (its blocks × block_size; 0 when not running)."""
+        seq = self._seqs.get(request_id)
+        return 0 if seq is None else seq.blocks * self.params.block_size
 
     def cancel(self, request_id: str) -> bool:
         """Drop a request wherever it is; returns whether it was there."""
@@ -253,15 +304,47 @@ class EngineModel:
             EngineEventKind.ABORTED, seq.id, now, seq.generated, seq.prompt, reason=reason
         )
 
-    def _preempt_newest(self) -> _Seq:
-        victim = self._running.pop()
+    # -- waiting queue: a deque under fcfs, a heap by (priority, arrival) under priority -----
+    def _push_waiting(self, seq: _Seq, *, head: bool) -> None:
+        seq.state = _WAITING
+        self._n_waiting += 1
+        if self._priority:
+            heapq.heappush(self._heap, (seq.key, seq))
+        elif head:
+            self._waiting.appendleft(seq)
+        else:
+            self._waiting.append(seq)
+
+    def _peek_waiting(self) -> _Seq | None:
+        """The next waiting request, dropping entries of requests cancelled meanwhile."""
+        if self._priority:
+            while self._heap and self._heap[0][1].state != _WAITING:
+                heapq.heappop(self._heap)
+            return self._heap[0][1] if self._heap else None
+        while self._waiting and self._waiting[0].state != _WAITING:
+            self._waiting.popleft()
+        return self._waiting[0] if self._waiting else None
+
+    def _pop_waiting(self) -> None:
+        if self._priority:
+            heapq.heappop(self._heap)
+        else:
+            self._waiting.popleft()
+        self._n_waiting -= 1
+
+    def _victim(self) -> _Seq:
+        """Who a KV shortage evicts: the newest (fcfs) or the largest (priority, arrival)."""
+        if self._priority:
+            return max(self._running, key=lambda s: s.key)
+        return self._running[-1]
+
+    def _preempt(self, victim: _Seq) -> _Seq:
+        self._running.remove(victim)
         self._free_blocks += victim.blocks
         victim.blocks = 0
         victim.computed = 0
         victim.target = victim.prompt + victim.generated
-        victim.state = _WAITING
-        self._waiting.appendleft(victim)
-        self._n_waiting += 1
+        self._push_waiting(victim, head=True)
         self.preemptions_total += 1
         return victim
 
@@ -277,13 +360,28 @@ class EngineModel:
             seq = self._running[i]
             if seq.computed >= seq.target:  # decode needs room for one more token
                 need = self._blocks_for(seq.computed + 1) - seq.blocks
-                while need > self._free_blocks and self._running[-1] is not seq:
-                    victim = self._preempt_newest()
+                evicted_self = False
+                while need > self._free_blocks:
+                    victim = self._preempt(self._victim())
                     events.append(EngineEvent(EngineEventKind.PREEMPTED, victim.id, now))
-                if need > self._free_blocks:
-                    victim = self._preempt_newest()  # itself: nothing newer to evict
-                    events.append(EngineEvent(EngineEventKind.PREEMPTED, victim.id, now))
-                    break
+                    if victim is seq:  # it was the one to go: nothing left to evict for it
+                        evicted_self = True
+                        break
+                    if self._running.index(seq) < i:  # an earlier, planned one left (priority)
+                        i -= 1
+                        for k, (planned, n) in enumerate(plan):
+                            if planned is victim:
+                                del plan[k]
+                                budget += n
+                                if n == 1 and planned.generated > 0:
+                                    decoding -= 1
+                                else:
+                                    prefill_tokens -= n
+                                break
+                if evicted_self:
+                    # vLLM ends the pass here and schedules the rest at its next call; a
+                    # model step must plan them now or an empty plan would idle it for good
+                    continue
                 seq.blocks += need
                 self._free_blocks -= need
                 plan.append((seq, 1))
@@ -297,14 +395,13 @@ class EngineModel:
             i += 1
 
         capacity_tokens = p.kv_capacity_tokens
-        while self._waiting and budget > 0 and len(self._running) < p.max_num_seqs:
-            seq = self._waiting[0]
-            if seq.state != _WAITING:
-                self._waiting.popleft()
-                continue
+        while budget > 0 and len(self._running) < p.max_num_seqs:
+            head = self._peek_waiting()
+            if head is None:
+                break
+            seq = head
             if seq.target + 1 > capacity_tokens:
-                self._waiting.popleft()
-                self._n_waiting -= 1
+                self._pop_waiting()
                 seq.state = _DONE
                 del self._seqs[seq.id]
                 events.append(self._abort_event(seq, now))
@@ -312,8 +409,7 @@ class EngineModel:
             need = self._blocks_for(seq.target + 1)
             if need > self._free_blocks:
                 break
-            self._waiting.popleft()
-            self._n_waiting -= 1
+            self._pop_waiting()
             seq.state = _RUNNING
             seq.blocks = need
             self._free_blocks -= need

@@ -205,3 +205,36 @@ def test_an_idle_guaranteed_tenant_keeps_one_request_while_spot_floods() -> None
     out = allocate(inp)
     assert np.allclose(out.limit[0], [100, 800, 1])  # its next request need not wait a tick
     assert np.allclose(out.limit[1], [900, 9200, 9])  # spot gets all the rest
+
+
+def test_a_cut_below_the_guarantees_serves_the_guaranteed_tier_first() -> None:
+    """Issue 10: capacity 100, guaranteed and elastic each G = D = 60 → 60/40, not 50/50."""
+    g = np.array([[60.0, 60.0, 6.0], [60.0, 60.0, 6.0]])
+    out = allocate(
+        AllocationInput(
+            capacity=np.array([100.0, 100.0, 10.0]),
+            demand=g.copy(),
+            guarantee=g,
+            burst=np.full((2, 3), np.inf),
+            tier=np.array([TierCode.GUARANTEED, TierCode.ELASTIC]),
+            weight=np.ones(2),
+            priority=np.ones(2),
+        )
+    )
+    np.testing.assert_allclose(out.allocation, [[60.0, 60.0, 6.0], [40.0, 40.0, 4.0]])
+
+
+@settings(max_examples=150, deadline=None)
+@given(pools(fit=False))
+def test_a_tier_is_cut_only_once_every_higher_tier_is_served(inp: AllocationInput) -> None:
+    """Below the guarantees: guaranteed tenants get min(D, G) while theirs fit, elastic next."""
+    out = allocate(inp)
+    owed = np.minimum(inp.demand, np.minimum(inp.guarantee, ceiling(inp)))
+    left = inp.capacity.copy()
+    for code in (TierCode.GUARANTEED, TierCode.ELASTIC):
+        rows = inp.tier == code
+        tier_owed = owed[rows].sum(axis=0)
+        fits = tier_owed <= left  # per dimension
+        got = out.allocation[rows]
+        assert np.all(got[:, fits] >= owed[rows][:, fits] - TOL)
+        left = np.maximum(left - np.minimum(tier_owed, left), 0.0)

@@ -30,7 +30,7 @@ def test_phase_codes_are_looked_up_by_the_wire_string_too() -> None:
     assert PHASE_CODE["admitted"] is PhaseCode.ADMITTED
     assert all(PHASE_CODE[p.value] is PhaseCode[p.name] for p in Phase)
     # the windows classify a batch by comparison: finished phases are the highest codes
-    finished = {Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED}
+    finished = {Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED, Phase.PREEMPTED}
     assert {p for p in Phase if PHASE_CODE[p] >= PhaseCode.COMPLETED} == finished
 
 

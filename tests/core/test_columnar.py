@@ -44,6 +44,12 @@ def limit_columns(draw: st.DrawFn) -> LimitColumns:
         tiers=draw(st.lists(tiers, min_size=n, max_size=n)),
         instances=draw(st.lists(names, min_size=n, max_size=n)),
         limits=draw(rows_of(n, 3)),
+        predicted_output_tokens=draw(
+            st.none()
+            | st.lists(
+                st.none() | st.integers(min_value=1, max_value=2**40), min_size=n, max_size=n
+            )
+        ),
     )
 
 
@@ -84,6 +90,9 @@ def limit_models(cols: LimitColumns) -> list[LimitUpdate]:
             issued_at=cols.issued_at,
             expires_at=cols.expires_at,
             limits=dims(cols.limits[i]),
+            predicted_output_tokens=(
+                None if cols.predicted_output_tokens is None else cols.predicted_output_tokens[i]
+            ),
         )
         for i in range(len(cols))
     ]

@@ -18,7 +18,14 @@ from tokenpools.schemas.events import Phase, RequestEvent
 from tokenpools.windows import RequestColumns, RequestRow, request_columns
 
 ROWS = {"a": 0, "b": 1}
-PHASE_ORDER = [Phase.ADMITTED, Phase.REJECTED, Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED]
+PHASE_ORDER = [
+    Phase.ADMITTED,
+    Phase.REJECTED,
+    Phase.COMPLETED,
+    Phase.FAILED,
+    Phase.CANCELLED,
+    Phase.PREEMPTED,
+]
 FIELDS = (
     "time",
     "entitlement",

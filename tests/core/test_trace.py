@@ -77,3 +77,16 @@ def test_the_trace_plays_through_the_simulator_deterministically() -> None:
     rows = {s.name: s for s in first.summary()}
     assert sum(s.requests for s in rows.values()) == 300
     assert sum(s.completed for s in rows.values()) > 0
+
+
+def test_a_max_tokens_caps_what_the_trace_generated_and_is_what_clients_ask() -> None:
+    from tokenpools.simulation.trace import Trace
+
+    trace = Trace(
+        time=np.array([0.0, 1.0]),
+        prompt_tokens=np.array([10, 20]),
+        output_tokens=np.array([5, 5000]),
+        row_keys=["0,10,5", "1,20,5000"],
+    )
+    reqs = trace_scenario(trace, ["a"], max_tokens=2048).requests
+    assert [(r.output_tokens, r.max_tokens) for r in reqs] == [(5, 2048), (2048, 2048)]

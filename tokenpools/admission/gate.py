@@ -104,6 +104,15 @@ class Admission(Generic[T]):
             return wait if math.isfinite(wait) else self.retry_hint_s
         return self.retry_hint_s
 
+    def admit_borrowed(self, estimate_tokens: float, kv_tokens: float, now: float) -> None:
+        """Admit beyond the limits into room the pool has free right now (lending).
+
+        The caller has checked the pool's free room and keeps the request
+        preemptible (`tokenpools.reclaim`); it is charged and released like any
+        other, so `complete` settles it the same way.
+        """
+        self._take(estimate_tokens, kv_tokens, now)
+
     def try_admit(self, estimate_tokens: float, kv_tokens: float, now: float) -> Decision:
         """Admit now or say why not; never queues, never overtakes queued requests."""
         if len(self.queue):
@@ -151,15 +160,20 @@ class Admission(Generic[T]):
         return self.queue.remove(item)
 
     def next_wake(self, now: float) -> float | None:
-        """When `release_ready` can next change something without a completion or new limits."""
+        """When `release_ready` can next change something without a completion or new limits.
+
+        It is `now` only when `release_ready(now)` would admit or expire a
+        request; otherwise strictly later, so a caller that sleeps until it
+        never spins at one instant (`TokenBucket.ready_at`).
+        """
         wake = self.queue.next_deadline()
         head = self.queue.peek()
         if head is not None:
             estimate, kv = self._queued[head]
             if self.reservations.fits(1, kv, self.limits.conc, self.limits.kv) is None:
-                wait = self.bucket.time_until(estimate, now)
-                if math.isfinite(wait):
-                    wake = now + wait if wake is None else min(wake, now + wait)
+                ready = self.bucket.ready_at(estimate, now)
+                if math.isfinite(ready):
+                    wake = ready if wake is None else min(wake, ready)
         return wake
 
     # -- completion -------------------------------------------------------------------------

@@ -60,6 +60,27 @@ class TokenBucket:
             return 0.0
         return missing / self.rate
 
+    def ready_at(self, amount: float, now: float) -> float:
+        """The earliest clock value at which `try_take(amount)` succeeds: `now`, later, or inf.
+
+        Not `now + time_until(...)`: when the bucket is short by less than one
+        clock tick's refill (now ≈ 2,827 s has a resolution of 4.5e-13 s),
+        that sum rounds back to `now` and a caller that sleeps until it spins
+        at one instant forever. This steps to the next representable time
+        until the refill computed there really covers the amount — a few ulps
+        at most, since each one adds `rate × ulp` tokens.
+        """
+        wait = self.time_until(amount, now)
+        if wait <= 0 or not math.isfinite(wait):
+            return now if wait <= 0 else math.inf
+        needed = self._needed(amount) - _EPSILON
+        t = max(now + wait, math.nextafter(now, math.inf))
+        for _ in range(64):
+            if min(self.burst, self._tokens + (t - self._last) * self.rate) >= needed:
+                break
+            t = math.nextafter(t, math.inf)
+        return t
+
     def refund(self, amount: float, now: float) -> None:
         """Give back tokens taken for work that did not happen."""
         self._refill(now)

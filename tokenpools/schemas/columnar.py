@@ -61,6 +61,8 @@ class LimitColumns:
     tiers: Sequence[str]  # Tier values
     instances: Sequence[str]  # '' = the entitlement's whole limit
     limits: np.ndarray  # (N, 3) tps, kv, conc; non-negative
+    # per row: the learned output length (LimitUpdate.predicted_output_tokens), None = absent
+    predicted_output_tokens: Sequence[int | None] | None = None
 
     def __len__(self) -> int:
         return len(self.entitlements)
@@ -76,15 +78,26 @@ class LimitColumns:
             _dumps(float(self.expires_at)),
         )
         record = b'%b%b,"tier":%b,"instance":%b%b'
-        later = b"}}" + _RECORD_SEP + head  # closes the record before
+        predicted = self.predicted_output_tokens
+        if predicted is None:
+            ends = [b"}}"] * len(self)
+        else:
+            ends = [
+                b"}}" if p is None else b'},"predicted_output_tokens":%b}' % _dumps(int(p))
+                for p in predicted
+            ]
         heads = [
             record % (later, _dumps(name), _dumps(tier), _dumps(instance), tick)
-            for name, tier, instance in zip(
-                self.entitlements, self.tiers, self.instances, strict=True
+            for later, name, tier, instance in zip(
+                [b""] + [end + _RECORD_SEP + head for end in ends[:-1]],  # closes the record before
+                self.entitlements,
+                self.tiers,
+                self.instances,
+                strict=True,
             )
         ]
-        heads[0] = head + heads[0][len(later) :]
-        return _interleave(heads, _DIMS_SEPS, _floats(self.limits), b"}}").split(_RECORD_SEP)
+        heads[0] = head + heads[0]
+        return _interleave(heads, _DIMS_SEPS, _floats(self.limits), ends[-1]).split(_RECORD_SEP)
 
     def models(self) -> list[LimitUpdate]:
         return [LimitUpdate.model_validate_json(value) for value in self.encoded()]

@@ -51,10 +51,44 @@ class FallbackMode(StrEnum):
     CLOSED = "closed"  # admit nothing
 
 
+class ReclaimMode(StrEnum):
+    """How a pool takes lent capacity back when a request within its guarantee would wait.
+
+    Lending is work-conserving: spot and elastic may use any room not in use
+    right now, active guaranteed tenants' unused guarantees included
+    (docs/CAPACITY_MODEL.md, "Lending and reclaim").
+    """
+
+    NONE = "none"  # lend, and wait for borrowers to finish (no reclaim)
+    ENGINE_PRIORITY = "engine_priority"  # vLLM --scheduling-policy priority: the engine reclaims
+    PREEMPTION = "preemption"  # the sidecar aborts preemptible borrowers' in-flight requests
+
+
 class _Strict(BaseModel):
     # Strict numbers and finite floats: `replicas: true` is not 1 and `tps: .inf` is no
     # capacity (it would be published as null, which every consumer refuses).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ReclaimPolicy(_Strict):
+    """A pool's reclaim mechanism and which tiers' borrowed room it may take back.
+
+    The rule (docs/CAPACITY_MODEL.md): a running request is preemptible only if
+    its tier is listed here AND its entitlement holds more than its guarantee
+    (it is borrowing). Spot's guarantee is zero, so listed spot is always
+    preemptible; a listed guaranteed or elastic tenant loses only what it holds
+    beyond its guarantee, so a guaranteed request within its guarantee is never
+    preempted, whatever this list says.
+    """
+
+    mode: ReclaimMode = ReclaimMode.PREEMPTION
+    preemptible_tiers: list[Tier] = Field(default_factory=lambda: [Tier.SPOT])
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ReclaimPolicy:
+        if len(set(self.preemptible_tiers)) != len(self.preemptible_tiers):
+            raise ValueError("preemptible_tiers: a tier is listed twice")
+        return self
 
 
 class ScalingPolicy(_Strict):
@@ -84,6 +118,7 @@ class PoolSpec(_Strict):
     )
     target_utilization: StrictFloat = Field(default=0.9, gt=0, le=1)
     scaling: ScalingPolicy = ScalingPolicy()
+    reclaim: ReclaimPolicy = ReclaimPolicy()
 
     def capacity(self, replicas: int | None = None) -> Dims:
         """C_d = n · c_d · u for the committed (or given) replica count."""
@@ -143,9 +178,9 @@ class ControllerSettings(_Strict):
     headroom_fraction: StrictFloat = Field(default=1.0, ge=0, le=1)
     limit_ttl_s: StrictFloat = Field(default=10.0, gt=0)
     lend_guarantees: StrictBool = Field(
-        default=False,
-        description="lend an active guaranteed tenant's unused guarantee to others (reclaimed "
-        "next tick, as spot drains); false keeps it reserved as headroom",
+        default=True,
+        description="lend an active guaranteed tenant's unused guarantee to others (taken back "
+        "by the pool's reclaim mode); false keeps it reserved as headroom",
     )
 
     @model_validator(mode="after")

@@ -57,6 +57,7 @@ class Phase(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PREEMPTED = "preempted"  # aborted to give its room back to a request within its guarantee
 
 
 class PhaseCode(IntEnum):
@@ -74,6 +75,7 @@ class PhaseCode(IntEnum):
     COMPLETED = 2
     FAILED = 3
     CANCELLED = 4
+    PREEMPTED = 5
 
 
 # Phase (or its wire string: a StrEnum hashes as its value) -> its code.
@@ -133,6 +135,12 @@ class LimitUpdate(_Record):
     issued_at: UnixTime
     expires_at: UnixTime
     limits: Dims
+    predicted_output_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="learned output length to reserve KV for: min(max_tokens, this) "
+        "(tokenpools.output_length); absent in records of older workers",
+    )
 
 
 class ScalingDecision(_Record):

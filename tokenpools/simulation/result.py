@@ -13,6 +13,7 @@ import numpy as np
 from tokenpools.schemas.config import Tier
 
 if TYPE_CHECKING:
+    from tokenpools.simulation.usage import Usage
     from tokenpools.simulation.workload import Scenario, SimRequest
 
 
@@ -23,6 +24,7 @@ class Outcome(IntEnum):
     REJECTED = 3  # 429 at once
     EXPIRED = 4  # 429 after waiting the SLO's admission delay
     FAILED = 5  # engine lost, prompt too long
+    PREEMPTED = 6  # aborted to give lent room back to a request within its guarantee
 
 
 class SimulatedRequest(Protocol):
@@ -156,6 +158,7 @@ class SimResult:
     finished_at: np.ndarray
     outcome: np.ndarray
     timeline: Timeline
+    usage: Usage | None = None  # utilization, reclaim and KV figures (the simulator sets it)
 
     @classmethod
     def collect(

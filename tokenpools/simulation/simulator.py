@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from functools import partial
 
@@ -28,11 +28,14 @@ import numpy as np
 
 from tokenpools.admission import Admission, fallback_limits, max_wait_s
 from tokenpools.controller import PoolController
-from tokenpools.engine_model import EngineEventKind, EngineModel, EngineParams
-from tokenpools.schemas.config import FallbackMode, PlatformConfig
+from tokenpools.engine_model import EngineEventKind, EngineModel, EngineParams, SchedulingPolicy
+from tokenpools.output_length import OutputLengthPredictor, reservation_output_tokens
+from tokenpools.reclaim import engine_priority, entitled_limits, victim_key
+from tokenpools.schemas.config import FallbackMode, PlatformConfig, PoolSpec, ReclaimMode
 from tokenpools.schemas.dims import Dims
 from tokenpools.schemas.events import EngineSample, PhaseCode, PoolConfigRecord
 from tokenpools.simulation.result import Outcome, SimResult, Timeline
+from tokenpools.simulation.usage import Usage
 from tokenpools.simulation.workload import Scenario, SimRequest, replica_params
 from tokenpools.windows import RequestColumns, RequestRow
 
@@ -77,6 +80,7 @@ class _Req:
 @dataclass
 class _Pool:
     name: str
+    spec: PoolSpec
     controller: PoolController
     params: EngineParams
     engines: list[EngineModel | None]
@@ -85,6 +89,7 @@ class _Pool:
     ents: list[int]  # global entitlement indices
     events: list[RequestRow] = field(default_factory=list)  # request events since the last tick
     running: dict[int, dict[str, _Req]] = field(default_factory=dict)  # replica -> id -> req
+    tokens_seen: float = 0.0  # engines' prompt + generation counters at the last tick
 
 
 class Simulator:
@@ -97,6 +102,7 @@ class Simulator:
         *,
         admission: bool = True,
         sample_interval_s: float | None = None,
+        learn_output_lengths: bool = True,
     ) -> None:
         self.config = config
         self.scenario = scenario
@@ -117,6 +123,8 @@ class Simulator:
             params = replica_params(
                 scenario.step, pool_spec.per_replica.conc, pool_spec.per_replica.kv
             )
+            if pool_spec.reclaim.mode is ReclaimMode.ENGINE_PRIORITY:
+                params = replace(params, scheduling_policy=SchedulingPolicy.PRIORITY)
             ctl = PoolController(record)
             ents = [self.index[e.name] for e in record.entitlements]
             for e in ents:
@@ -126,6 +134,7 @@ class Simulator:
             self.pools.append(
                 _Pool(
                     name=pool_spec.name,
+                    spec=pool_spec,
                     controller=ctl,
                     params=params,
                     engines=[EngineModel(params, token_events=False) for _ in range(n)],
@@ -151,6 +160,26 @@ class Simulator:
                 )
             )
         self.expected_output = [s.expected_output_tokens for s in self.specs]
+        # lending with reclaim (docs/CAPACITY_MODEL.md, "Lending and reclaim")
+        self.lending = config.controller.lend_guarantees
+        self.guarantee = np.array([s.guarantee.as_tuple() for s in self.specs]).reshape(-1, 3)
+        self.preemptible = [
+            s.tier in config.pool(s.pool).reclaim.preemptible_tiers for s in self.specs
+        ]
+        self.priority = [engine_priority(s.tier) for s in self.specs]
+        self.ceiling = np.array(
+            [
+                [math.inf if b is None else b for b in (s.burst.tps, s.burst.kv, s.burst.conc)]
+                for s in self.specs
+            ]
+        ).reshape(-1, 3)
+        # learned output lengths, as the worker publishes them with the limits
+        self.learn_output_lengths = learn_output_lengths
+        self.lengths = OutputLengthPredictor({s.name: s.expected_output_tokens for s in self.specs})
+        self.prediction = self.lengths.predict()
+        self._finished_rows: list[int] = []
+        self._finished_tokens: list[int] = []
+        self.usage = Usage(self.names, [p.name for p in self.pools])
         # (time, kind, creation order, what happens): the first three order the events
         self._heap: list[tuple[float, _Kind, int, Callable[[float], None]]] = []
         self._seq = 0
@@ -193,7 +222,7 @@ class Simulator:
         wait = 0.0 if math.isnan(req.admitted_at) else req.admitted_at - req.spec.time
         if phase is PhaseCode.REJECTED:
             wait = now - req.spec.time
-        finished = phase is PhaseCode.COMPLETED or phase is PhaseCode.FAILED
+        finished = phase in (PhaseCode.COMPLETED, PhaseCode.FAILED, PhaseCode.PREEMPTED)
         latency = now - req.spec.time if finished else math.nan
         row = self.row_of[req.ent]
         pool.events.append((now, row, phase, req.estimate, tokens, wait, latency, -1))
@@ -201,17 +230,141 @@ class Simulator:
     # -- requests ---------------------------------------------------------------------------
     def _arrive(self, req: _Req, now: float) -> None:
         e = req.ent
+        req.estimate = req.spec.prompt_tokens + self._output_estimate(req.spec, e)
         if not self.admission:
             self._admit(req, now)
             return
-        decision = self.gates[e].admit_or_queue(req, req.estimate, req.estimate, now)
+        gate = self.gates[e]
+        pool = self.pools[self.pool_of[e]]
+        if self._reclaims(pool):
+            if gate.try_admit(req.estimate, req.estimate, now).admitted:
+                self._admit_entitled(req, now)
+                return
+            if self.preemptible[e] and self._pool_has_room(pool, req.estimate):
+                gate.admit_borrowed(req.estimate, req.estimate, now)  # backfill, preemptible
+                self._admit(req, now)
+                return
+            if not self.preemptible[e] and self._may_outrank(pool, e, req.estimate):
+                gate.admit_borrowed(req.estimate, req.estimate, now)  # room a lower tier holds
+                self._admit_entitled(req, now)
+                return
+        decision = gate.admit_or_queue(req, req.estimate, req.estimate, now)
         if decision.admitted:
-            self._admit(req, now)
+            self._admit_entitled(req, now)
         elif decision.queued:
             self._report(req, now, PhaseCode.QUEUED)
             self._schedule_wake(e, now)
         else:
             self._reject(req, now, Outcome.REJECTED)
+
+    def _output_estimate(self, spec: SimRequest, e: int) -> int:
+        """Output tokens to charge and reserve KV for: learned, or max_tokens / configured."""
+        if self.learn_output_lengths:
+            return reservation_output_tokens(spec.max_tokens, int(self.prediction[e]))
+        return spec.max_tokens if spec.max_tokens is not None else self.expected_output[e]
+
+    # -- lending and reclaim ----------------------------------------------------------------
+    def _reclaims(self, pool: _Pool) -> bool:
+        """Whether this pool lends with a reclaim mode (backfill beyond limits, take back)."""
+        return self.lending and pool.spec.reclaim.mode is not ReclaimMode.NONE
+
+    def _capacity(self, pool: _Pool) -> Dims:
+        return pool.spec.capacity(sum(1 for engine in pool.engines if engine is not None))
+
+    def _pool_held(self, pool: _Pool) -> tuple[int, float]:
+        """(requests, KV tokens) the pool's gates hold reserved right now."""
+        gates = [self.gates[e].reservations for e in pool.ents]
+        return sum(g.in_flight for g in gates), sum(g.kv_tokens for g in gates)
+
+    def _pool_has_room(self, pool: _Pool, kv: float) -> bool:
+        cap = self._capacity(pool)
+        held, held_kv = self._pool_held(pool)
+        return held + 1 <= cap.conc + 1e-9 and held_kv + kv <= cap.kv + 1e-9
+
+    def _borrowing(self, e: int) -> bool:
+        """Whether entitlement e holds more than its guarantee (requests or KV)."""
+        r = self.gates[e].reservations
+        g = self.guarantee[e]
+        return bool(r.in_flight > g[2] + 1e-9 or r.kv_tokens > g[1] + 1e-9)
+
+    def _may_outrank(self, pool: _Pool, e: int, kv: float) -> bool:
+        """A higher tier within its burst ceiling takes room that only lower tiers hold.
+
+        Spot backfills what the others leave idle, so a guaranteed or elastic
+        request within its ceiling `B` never waits for spot: the pool has room,
+        or (under preemption) a lower-tier borrower gives it back, or (under
+        engine priority) the engine runs it first.
+        """
+        r = self.gates[e].reservations
+        ceiling = self.ceiling[e]
+        if r.in_flight + 1 > ceiling[2] + 1e-9 or r.kv_tokens + kv > ceiling[1] + 1e-9:
+            return False
+        if self._pool_has_room(pool, kv):
+            return True
+        if pool.spec.reclaim.mode is ReclaimMode.ENGINE_PRIORITY:
+            return any(
+                self.priority[v] > self.priority[e] for v in pool.ents if self.gates[v].in_flight
+            )
+        return self._next_victim(pool, self.priority[e]) is not None
+
+    def _admit_entitled(self, req: _Req, now: float) -> None:
+        """Admit within the entitlement's own limits; under preemption, make room first."""
+        pool = self.pools[self.pool_of[req.ent]]
+        e = req.ent
+        if (
+            self._reclaims(pool)
+            and pool.spec.reclaim.mode is ReclaimMode.PREEMPTION
+            and not (self.preemptible[e] and self._borrowing(e))
+        ):
+            within = not self._borrowing(e)
+            self._reclaim(pool, now, self.priority[e] - 1 if within else self.priority[e])
+        self._admit(req, now)
+
+    def _reclaim(self, pool: _Pool, now: float, above: int) -> None:
+        """Preempt borrowers (`victim_key` order) until the pool's reservations fit again.
+
+        Only borrowers of a priority value greater than `above` yield: a request
+        within its guarantee passes its own tier's priority − 1 (any listed
+        borrower yields to it), one beyond it its own (only lower tiers yield).
+        """
+        cap = self._capacity(pool)
+        while True:
+            held, held_kv = self._pool_held(pool)
+            if held <= cap.conc + 1e-9 and held_kv <= cap.kv + 1e-9:
+                return
+            victim = self._next_victim(pool, above)
+            if victim is None:
+                return
+            self._preempt(pool, victim, now)
+
+    def _next_victim(self, pool: _Pool, above: int) -> _Req | None:
+        best: _Req | None = None
+        best_key: tuple[int, float, int] | None = None
+        for r, running in pool.running.items():
+            engine = pool.engines[r]
+            if engine is None:
+                continue
+            for rid, req in running.items():
+                e = req.ent
+                if self.priority[e] <= above or not (self.preemptible[e] and self._borrowing(e)):
+                    continue
+                key = victim_key(self.specs[e].tier, req.admitted_at, engine.generated(rid) or 0)
+                if best_key is None or key < best_key:
+                    best, best_key = req, key
+        return best
+
+    def _preempt(self, pool: _Pool, req: _Req, now: float) -> None:
+        """The sidecar closes a borrower's stream: the engine drops it, its room is free."""
+        r = req.replica
+        engine = pool.engines[r]
+        assert engine is not None
+        rid = str(req.index)
+        generated = engine.generated(rid) or 0
+        engine.cancel(rid)
+        del pool.running[r][rid]
+        wasted = generated + (req.spec.prompt_tokens if generated else 0)
+        self.usage.preempted(req.ent, wasted)
+        self._finish(req, now, Outcome.PREEMPTED, wasted)
 
     def _reject(self, req: _Req, now: float, outcome: Outcome) -> None:
         """Answered 429: at once (REJECTED) or after its wait ran out (EXPIRED)."""
@@ -235,7 +388,9 @@ class Simulator:
         engine = pool.engines[r]
         assert engine is not None
         rid = str(req.index)
-        aborted = engine.submit(rid, req.spec.prompt_tokens, req.spec.output_tokens, now)
+        aborted = engine.submit(
+            rid, req.spec.prompt_tokens, req.spec.output_tokens, now, self.priority[req.ent]
+        )
         if aborted:
             self._finish(req, now, Outcome.FAILED)
             return
@@ -256,8 +411,14 @@ class Simulator:
         req.outcome = outcome
         req.finished_at = now
         self.in_flight[req.ent] -= 1
-        phase = PhaseCode.COMPLETED if outcome is Outcome.COMPLETED else PhaseCode.FAILED
+        phase = {
+            Outcome.COMPLETED: PhaseCode.COMPLETED,
+            Outcome.PREEMPTED: PhaseCode.PREEMPTED,
+        }.get(outcome, PhaseCode.FAILED)
         self._report(req, now, phase, tokens)
+        if outcome is Outcome.COMPLETED:
+            self._finished_rows.append(req.ent)
+            self._finished_tokens.append(tokens - req.spec.prompt_tokens)
         if self.admission:
             gate = self.gates[req.ent]
             gate.complete(req.estimate, tokens, req.estimate, now)
@@ -268,7 +429,7 @@ class Simulator:
         for req in expired:
             self._reject(req, now, Outcome.EXPIRED)
         for req in admitted:
-            self._admit(req, now)
+            self._admit_entitled(req, now)
         if self.gates[e].queued:
             self._schedule_wake(e, now)
 
@@ -324,7 +485,10 @@ class Simulator:
             if self.admission:
                 for e in pool.ents:
                     row = self.row_of[e]
-                    tps, kv, conc = limit[row]
+                    own = limit[row]
+                    if self._reclaims(pool):
+                        own = entitled_limits(own, self.guarantee[e])
+                    tps, kv, conc = own
                     self.gates[e].apply_limits(Dims.model_construct(tps=tps, kv=kv, conc=conc), now)
                     self._release(e, now)
             running = waiting = 0
@@ -332,6 +496,7 @@ class Simulator:
                 if engine is not None:
                     running += engine.running
                     waiting += engine.waiting
+            self._record_usage(p_idx, pool, now, running)
             rows = [self.row_of[e] for e in pool.ents]
             self.timeline.record_pool(
                 p_idx, now, arrays.capacity, arrays.replicas, running, waiting
@@ -352,6 +517,36 @@ class Simulator:
             )
         self._tick_admitted[:] = 0
         self._tick_rejected[:] = 0
+        if self._finished_rows:  # the worker learns output lengths, published with the limits
+            self.lengths.observe(np.asarray(self._finished_rows), np.asarray(self._finished_tokens))
+            self.prediction = self.lengths.predict()
+            self._finished_rows, self._finished_tokens = [], []
+
+    def _record_usage(self, p_idx: int, pool: _Pool, now: float, running: int) -> None:
+        """Utilization of each dimension over the last tick, and each tenant's KV held."""
+        cap = self._capacity(pool)
+        live = [engine for engine in pool.engines if engine is not None]
+        tokens = sum(e.prompt_tokens_total + e.generation_tokens_total for e in pool.engines if e)
+        rate = max(0.0, tokens - pool.tokens_seen) / self.tick_s
+        pool.tokens_seen = tokens
+        kv_held = sum(e.kv_blocks_used * e.params.block_size for e in live)
+        self.usage.record_pool(
+            p_idx,
+            now,
+            rate / cap.tps if cap.tps > 0 else 0.0,
+            kv_held / cap.kv if cap.kv > 0 else 0.0,
+            running / cap.conc if cap.conc > 0 else 0.0,
+        )
+        reserved = np.zeros(len(self.names))
+        used = np.zeros(len(self.names))
+        for e in pool.ents:
+            reserved[e] = self.gates[e].reservations.kv_tokens
+        for r, reqs in pool.running.items():
+            engine = pool.engines[r]
+            if engine is not None:
+                for rid, req in reqs.items():
+                    used[req.ent] += engine.kv_tokens(rid)
+        self.usage.record_kv(reserved, used)
 
     def _samples(self, pool: _Pool, now: float) -> list[EngineSample]:
         out = []
@@ -372,7 +567,7 @@ class Simulator:
         for i, spec in enumerate(requests):
             e = self.index[spec.entitlement]
             out = spec.max_tokens if spec.max_tokens is not None else self.expected_output[e]
-            reqs.append(_Req(i, spec, e, spec.prompt_tokens + out))
+            reqs.append(_Req(i, spec, e, spec.prompt_tokens + out))  # re-estimated on arrival
         for change in scenario.changes:
             pool = next(p for p in self.pools if p.name == change.pool)
             self._push(
@@ -404,7 +599,7 @@ class Simulator:
                 next_arrival += 1
             else:
                 break
-        return SimResult.collect(
+        result = SimResult.collect(
             scenario=scenario,
             names=self.names,
             tiers=[s.tier for s in self.specs],
@@ -417,3 +612,5 @@ class Simulator:
             admission=self.admission,
             end=duration,
         )
+        result.usage = self.usage
+        return result

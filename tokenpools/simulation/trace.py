@@ -138,8 +138,13 @@ def trace_scenario(
     *,
     slice_s: float = 60.0,
     duration_s: float | None = None,
+    max_tokens: int | None = None,
 ) -> Scenario:
-    """Turn trace rows into simulator requests; `rule` is 'hash', 'slices' or a mapping path."""
+    """Turn trace rows into simulator requests; `rule` is 'hash', 'slices' or a mapping path.
+
+    `max_tokens`: what every client asks for (the trace records only what was
+    generated, which it caps); None: clients set none.
+    """
     if duration_s is not None:
         trace = trace.head(duration_s)
     if rule == "hash":
@@ -152,7 +157,13 @@ def trace_scenario(
         owners = assign_mapping(trace, rule, entitlements)
         described = f"mapping file {rule}"
     requests = [
-        SimRequest(float(t), owner, int(p), max(1, int(o)))
+        SimRequest(
+            float(t),
+            owner,
+            int(p),
+            max(1, int(o) if max_tokens is None else min(int(o), max_tokens)),
+            max_tokens,
+        )
         for t, owner, p, o in zip(
             trace.time, owners, trace.prompt_tokens, trace.output_tokens, strict=True
         )

@@ -201,6 +201,22 @@ def _print(result: SimResult, scenario: Scenario, rows: int) -> None:
             over.add_row(*cells)
         out.print(over)
         out.print(f"pool {name}: mean utilization {100 * result.utilization(index):.1f}% of slots")
+        if result.usage is not None:
+            u = result.usage.pool(index)
+            out.print(
+                f"pool {name}: mean utilization of the binding dimension "
+                f"{100 * result.usage.binding_utilization(index):.1f}% "
+                f"(tps {100 * u['tps'].mean():.1f}%, kv {100 * u['kv'].mean():.1f}%, "
+                f"conc {100 * u['conc'].mean():.1f}%)"
+            )
+    if result.usage is not None:
+        ratio = result.usage.over_reservation()
+        for e, n in enumerate(result.names):
+            out.print(
+                f"{n}: {result.usage.preemptions[e]:.0f} preempted, "
+                f"{result.usage.wasted_tokens[e]:.0f} tokens wasted, "
+                f"KV reserved ÷ used {ratio[e]:.2f}"
+            )
 
 
 def _pool_of(result: SimResult, name: str) -> int:

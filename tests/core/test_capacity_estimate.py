@@ -1,0 +1,64 @@
+"""Capacity from measurement: the configured tps is a prior that saturated engines overrule."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenpools.capacity_estimate import ThroughputEstimator
+from tokenpools.engine_model import EngineModel, EngineParams
+from tokenpools.schemas.events import EngineSample
+
+
+def sample(t: float, tokens: float, running: float, waiting: float = 0) -> EngineSample:
+    return EngineSample(
+        time=t,
+        pool="p",
+        backend="b0",
+        running=running,
+        waiting=waiting,
+        prompt_tokens_total=tokens,
+    )
+
+
+def test_without_saturation_the_prior_holds_and_only_the_floor_rises() -> None:
+    est = ThroughputEstimator(6000, max_num_seqs=32)
+    for k in range(100):
+        est.observe(sample(k, 1000.0 * k, running=8))
+    assert est.estimate() == pytest.approx(6000)
+    est2 = ThroughputEstimator(6000, max_num_seqs=32)
+    for k in range(10):
+        est2.observe(sample(k, 7000.0 * k, running=8))
+    assert est2.estimate() == pytest.approx(7000)  # served 7000 unsaturated: at least that
+
+
+def test_saturated_intervals_pull_the_estimate_to_the_measured_rate() -> None:
+    est = ThroughputEstimator(6000, max_num_seqs=32, prior_weight_s=60)
+    for k in range(600):
+        est.observe(sample(k, 7550.0 * k, running=32, waiting=3))
+    assert est.estimate() == pytest.approx(7550, rel=0.015)
+
+
+def test_it_learns_what_the_engine_model_sustains_when_flooded() -> None:
+    """The one engine model, flooded: the estimate lands on its measured token rate."""
+    engine = EngineModel(EngineParams(), token_events=False)
+    est = ThroughputEstimator(3000, max_num_seqs=32)
+    now, k, first, served = 0.0, 0, None, 0.0
+    for tick in range(1, 901):
+        while True:
+            while engine.waiting < 4:  # flooded: there is always more waiting
+                engine.submit(str(k), 300, 150, now)
+                k += 1
+            t = engine.next_step_time()
+            if t is None or t > tick:
+                break
+            now = t
+            engine.step(t)
+        s = engine.sample(float(tick), "p", "b0")
+        est.observe(s)
+        tokens = s.prompt_tokens_total + s.generation_tokens_total
+        if tick == 100:
+            first = tokens
+        served = tokens
+    assert first is not None
+    measured = (served - first) / 800
+    assert est.estimate() == pytest.approx(measured, rel=0.05)
