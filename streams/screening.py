@@ -1,12 +1,16 @@
-"""Sorting incoming request records into usable events, dead letters and drops.
+"""Sorting incoming request records into usable events, refused records and drops.
 
 Rules, applied in this order:
 
 * a record that does not decode as a `RequestEvent` (not JSON, wrong type,
-  negative token counts, unknown schema version, …) is a **dead letter**: its
-  raw bytes go to the DLQ with the error in the headers. Records are parsed by
-  the plain fast path (`tokenpools.schemas.plain`); what it does not plainly accept is judged
-  by `tokenpools.schemas.codec`, the authority on the schema;
+  a token count no UInt32 holds, unknown schema version, …) is **refused**:
+  counted with its reason and logged, not dead-lettered. The ClickHouse sink
+  reads every record of the topic with the same codec and is the one that
+  parks it on the DLQ, so each bad record is dead-lettered once (the worker
+  re-reads the last window whenever it takes over a pool, which would
+  dead-letter again; see docs/OPERATIONS.md). Records are parsed by the plain
+  fast path (`tokenpools.schemas.plain`); what it does not plainly accept is
+  judged by `tokenpools.schemas.codec`, the authority on the schema;
 * a valid event stamped more than the pool's window before now is **late**,
   one stamped more than `FUTURE_SKEW_S` after now is **future** (a clock this
   far off would otherwise drag the window head forward and empty it); both
@@ -44,7 +48,8 @@ class Screened:
 
     # plainly valid event objects, by pool
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    dead: list[tuple[SourceRecord, str]] = field(default_factory=list)
+    # records the schema refuses, with the reason (the sink dead-letters them)
+    refused: list[tuple[SourceRecord, str]] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -97,7 +102,7 @@ def screen(
         try:
             event = decode_as(records[i].value, RequestEvent)
         except DecodeError as exc:
-            out.dead.append((records[i], str(exc)))
+            out.refused.append((records[i], str(exc)))
             continue
         objs.append(event.model_dump(mode="json"))
     # per pool, looked up once a batch: (earliest time kept, its id memory, its events)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenpools.output_length import reservation_output_tokens
+from tokenpools.schemas.bounds import UINT32_MAX
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -67,6 +68,14 @@ def _message_tokens(messages: Any) -> int:
     return _text_tokens(chars) + MESSAGE_OVERHEAD_TOKENS * len(messages)
 
 
+class OutOfBounds(ValueError):
+    """A request whose token count no request event can carry (`tokenpools.schemas.bounds`)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 def estimate_request(
     body: dict[str, Any], chat: bool, expected_output_tokens: int, predicted: int | None = None
 ) -> Estimate:
@@ -75,16 +84,25 @@ def estimate_request(
     Output: `min(max_tokens, predicted)` when the controller published a learned
     prediction of the entitlement's output length (`tokenpools.output_length`),
     else `max_tokens`, else `expected_output_tokens`.
+
+    Raises `OutOfBounds` when the tokens asked for exceed what a request event
+    holds (UInt32): such a request is refused with a 400 before it is charged,
+    instead of producing an event every consumer refuses (issue 11).
     """
     prompt = _message_tokens(body.get("messages")) if chat else _prompt_tokens(body.get("prompt"))
-    requested = body.get("max_completion_tokens") or body.get("max_tokens")
+    param = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
+    requested = body.get(param)
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
         requested = None
     n = body.get("n")
     choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
     cap = None if requested is None else requested * choices  # n choices each up to max_tokens
-    if predicted is not None:
-        output = reservation_output_tokens(cap, predicted)
-    else:
-        output = expected_output_tokens * choices if cap is None else cap
+    asked = expected_output_tokens * choices if cap is None else cap
+    if max(1, prompt) + asked > UINT32_MAX:  # what the client asked for, whatever is reserved
+        raise OutOfBounds(
+            param,
+            f"{param} is too large: the request would reserve {max(1, prompt) + asked} tokens, "
+            f"over the limit of {UINT32_MAX} per request.",
+        )
+    output = asked if predicted is None else reservation_output_tokens(cap, predicted)
     return Estimate(max(1, prompt), max(1, output), cap)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from tokenpools.schemas.bounds import FLOAT32_MAX, MAX_TIME_S, UINT32_MAX
 from tokenpools.schemas.config import Tier
 from tokenpools.schemas.events import SCHEMA_VERSION, Phase, RequestEvent
 
@@ -33,12 +34,16 @@ _OPTIONAL_STR = ("key_hash", "reason")
 _OPTIONAL_MS = ("ttft_ms", "latency_ms")
 
 
-def _number(x: object) -> bool:
-    """A finite non-negative float, or an int a float64 holds exactly (not a bool)."""
+def _number(x: object, most: float = FLOAT32_MAX) -> bool:
+    """A finite float in [0, most], or an int a float64 holds exactly (not a bool).
+
+    `most` is the column's bound (`tokenpools.schemas.bounds`): Float32 for the ms, the
+    time bound for `time`.
+    """
     if type(x) is float:
-        return math.isfinite(x) and x >= 0
+        return math.isfinite(x) and 0 <= x <= most
     if type(x) is int:
-        return 0 <= x < MAX_EXACT
+        return 0 <= x < MAX_EXACT and x <= most
     return False
 
 
@@ -55,7 +60,7 @@ def plainly_valid(o: object) -> bool:
     if type(o.get("pool")) is not str or type(o.get("entitlement")) is not str:
         return False
     phase = o.get("phase")
-    if not _number(o.get("time")) or type(phase) is not str or phase not in PHASES:
+    if not _number(o.get("time"), MAX_TIME_S) or type(phase) is not str or phase not in PHASES:
         return False
     if type(o.get("instance", "")) is not str or type(o.get("stream", False)) is not bool:
         return False
@@ -64,7 +69,7 @@ def plainly_valid(o: object) -> bool:
         return False
     for name in _COUNTS:
         n = o.get(name, 0)
-        if type(n) is not int or not 0 <= n < MAX_EXACT:
+        if type(n) is not int or not 0 <= n <= UINT32_MAX:
             return False
     if not _number(o.get("queue_delay_ms", 0.0)):
         return False
@@ -114,22 +119,24 @@ def all_plainly_valid(objs: list[Any]) -> bool:
             return False
     for name in _COUNTS:
         counts = col(name, 0)
-        if types(counts) != {int} or min(counts) < 0 or max(counts) >= MAX_EXACT:
+        if types(counts) != {int} or min(counts) < 0 or max(counts) > UINT32_MAX:
             return False
     status = col("status", 200)
     if types(status) != {int} or min(status) < 0 or max(status) > 999:
         return False
-    numbers = [col("time"), col("queue_delay_ms", 0.0)]
-    numbers += [[x for x in col(name) if x is not None] for name in _OPTIONAL_MS]
-    for values in numbers:
-        if values and not (types(values) <= {int, float} and _nonnegative(values)):
+    numbers = [(col("time"), MAX_TIME_S), (col("queue_delay_ms", 0.0), FLOAT32_MAX)]
+    numbers += [([x for x in col(name) if x is not None], FLOAT32_MAX) for name in _OPTIONAL_MS]
+    for values, most in numbers:
+        if values and not (types(values) <= {int, float} and _within(values, most)):
             return False
     return True
 
 
-def _nonnegative(values: list[Any]) -> bool:
+def _within(values: list[Any], most: float) -> bool:
+    """Every value finite, in [0, most], and (ints) exact in a float64."""
     arr = np.array(values, dtype=np.float64)
-    return bool(np.isfinite(arr).all() and (arr >= 0).all() and max(values) < MAX_EXACT)
+    top = max(values)
+    return bool(np.isfinite(arr).all() and (arr >= 0).all() and top < MAX_EXACT and top <= most)
 
 
 def parse_plain(values: Sequence[bytes | None]) -> tuple[list[dict[str, Any]], list[int]]:
