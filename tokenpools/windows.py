@@ -27,12 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from tokenpools.schemas.codec import RequestRecord
 from tokenpools.schemas.dims import DimIndex
-from tokenpools.schemas.events import PHASE_CODE, EngineSample, PhaseCode
+from tokenpools.schemas.events import PHASE_CODE, EngineSample, PhaseCode, RequestEvent
 
 _SERIES = (
     "arrivals",  # admitted + rejected requests
@@ -86,7 +86,7 @@ class RequestColumns:
         """Events already in the columns' units and codes, one `RequestRow` each.
 
         For a feeder that makes the events itself (the offline simulator); records
-        in their wire shape go through `request_columns`.
+        decoded from the wire go through `request_columns`.
         """
         arr = np.array(rows, dtype=np.float64).reshape(-1, len(cls.__slots__))
         return cls(
@@ -107,20 +107,20 @@ _PHASE_INT: dict[str, int] = {str(phase): code.value for phase, code in PHASE_CO
 
 
 def request_columns(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[RequestRecord | RequestEvent],
     rows: Mapping[str, int],
     instance_row: Callable[[str], int],
 ) -> tuple[RequestColumns | None, int]:
-    """Request events in their wire shape as the windows' columns; also how many were dropped.
+    """Request events as the windows' columns; also how many were dropped.
 
-    The one conversion of records (the stream worker's plainly valid objects,
-    `RequestEvent`s' fields), so no two feeders can lay the columns out
-    differently. `rows` maps entitlement names to window rows; records of other
-    entitlements are dropped and counted. `instance_row` numbers sidecar
+    The one conversion of events (the decoder's `RequestRecord`s, or validated
+    `RequestEvent`s: the same attributes), so no two feeders can lay the columns
+    out differently. `rows` maps entitlement names to window rows; records of
+    other entitlements are dropped and counted. `instance_row` numbers sidecar
     instances ('' → -1), in record order.
     """
     n = len(records)
-    ent = np.fromiter((rows.get(o["entitlement"], -1) for o in records), np.int64, n)
+    ent = np.fromiter((rows.get(o.entitlement, -1) for o in records), np.int64, n)
     known = ent >= 0
     unknown = int(n - np.count_nonzero(known))
     if unknown:
@@ -131,22 +131,17 @@ def request_columns(
         return None, unknown
     nan = math.nan
     cols = RequestColumns(
-        time=np.fromiter((o["time"] for o in records), np.float64, n),
+        time=np.fromiter((o.time for o in records), np.float64, n),
         entitlement=ent,
-        phase=np.fromiter((_PHASE_INT[o["phase"]] for o in records), np.int8, n),
-        estimate=np.fromiter((o.get("estimate_tokens", 0) for o in records), np.float64, n),
-        tokens=np.fromiter(
-            (o.get("prompt_tokens", 0) + o.get("completion_tokens", 0) for o in records),
-            np.float64,
-            n,
-        ),
-        queue_delay_s=np.fromiter((o.get("queue_delay_ms", 0.0) for o in records), np.float64, n)
-        / 1000,
+        phase=np.fromiter((_PHASE_INT[o.phase] for o in records), np.int8, n),
+        estimate=np.fromiter((o.estimate_tokens for o in records), np.float64, n),
+        tokens=np.fromiter((o.prompt_tokens + o.completion_tokens for o in records), np.float64, n),
+        queue_delay_s=np.fromiter((o.queue_delay_ms for o in records), np.float64, n) / 1000,
         latency_s=np.fromiter(
-            (nan if (x := o.get("latency_ms")) is None else x for o in records), np.float64, n
+            (nan if (x := o.latency_ms) is None else x for o in records), np.float64, n
         )
         / 1000,
-        instance=np.fromiter((instance_row(o.get("instance", "")) for o in records), np.int64, n),
+        instance=np.fromiter((instance_row(o.instance) for o in records), np.int64, n),
     )
     return cols, unknown
 
