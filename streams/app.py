@@ -44,7 +44,7 @@ from connectors.kafka.topics import STATE_MAX_MESSAGE_BYTES, TopicSpec, topic_sp
 from streams.metrics import WorkerMetrics
 from streams.ownership import owned_partitions
 from streams.pools import PoolRegistry
-from streams.publishing import publish_tick
+from streams.publishing import LimitMemory, publish_tick
 from streams.requests_reader import RequestReader
 from streams.screening import screen
 from streams.settings import RequestSource, WorkerSettings
@@ -72,6 +72,8 @@ class ControlLoop:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._events_since_tick = 0
         self._last_tick_wall: float | None = None
+        # per pool ticked last time: what its limits were published as (changed-only publishing)
+        self._published: dict[str, LimitMemory] = {}
         specs = {spec.name: spec for spec in topic_specs(self.topics, settings.partitions)}
         self.faust_topics = {name: self._topic(spec) for name, spec in specs.items()}
         self.configs = self._table("configs")
@@ -198,8 +200,12 @@ class ControlLoop:
         self.sync_ownership()
         # a pool whose last window is still being replayed waits: its windows are not whole
         ready = self.reader.caught_up() if self.reader is not None else None
+        published, self._published = self._published, {}
         for pool, result, state in self.registry.tick(now, ready):
-            counts = await publish_tick(self.send, self.topics, result, self.worker_id)
+            # a pool not ticked last time (new, taken over, caught up) publishes every limit
+            memory = published.get(pool) or LimitMemory()
+            counts = await publish_tick(self.send, self.topics, result, self.worker_id, memory)
+            self._published[pool] = memory  # only once every record of the tick was queued
             for kind, n in counts.items():
                 self.metrics.published.labels(kind).inc(n)
             self.states[pool.encode()] = state.model_dump_json().encode()

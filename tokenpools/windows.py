@@ -432,19 +432,35 @@ class DemandWindows:
         quiet = (arrivals <= 0) | (now - self.last_arrival > quiet_for)
         return quiet & (self.in_flight <= 0) & (self.queued <= 0)
 
-    def instance_shares(self, now: float) -> dict[int, list[tuple[int, float]]]:
-        """Entitlements seen through several instances in the window: (instance, tokens) each."""
+    def instance_split(self, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Entitlements seen through several instances in the window, as three arrays.
+
+        `(entitlement rows, instance rows, arrival tokens)`, one entry per live pair:
+        entitlements in the order their first pair was seen, each one's pairs in
+        the order they were seen. Vectorized: at 10k entitlements on two sidecars
+        a loop over the pairs cost a fifth of the tick.
+        """
+        empty = np.zeros(0, dtype=np.int64)
         if not self._pairs:
-            return {}
+            return empty, empty, np.zeros(0)
         self.advance(now)
-        live = self._pair_seen > now - self.window_s
-        tokens = self._pair_tokens.sum(axis=1)
+        live = np.flatnonzero(self._pair_seen > now - self.window_s)
+        ent = self._pair_ent[live]
+        _, first, inverse, counts = np.unique(
+            ent, return_index=True, return_inverse=True, return_counts=True
+        )
+        shared = (counts > 1)[inverse]
+        rank = np.argsort(np.argsort(first))[inverse]  # order of each entitlement's first pair
+        order = np.argsort(rank[shared], kind="stable")
+        pairs = live[shared][order]
+        return self._pair_ent[pairs], self._pair_inst[pairs], self._pair_tokens[pairs].sum(axis=1)
+
+    def instance_shares(self, now: float) -> dict[int, list[tuple[int, float]]]:
+        """`instance_split` as `{entitlement row: [(instance row, tokens), …]}`, for reading."""
         out: dict[int, list[tuple[int, float]]] = {}
-        for row in np.flatnonzero(live):
-            out.setdefault(int(self._pair_ent[row]), []).append(
-                (int(self._pair_inst[row]), float(tokens[row]))
-            )
-        return {e: pairs for e, pairs in out.items() if len(pairs) > 1}
+        for e, i, tokens in zip(*(a.tolist() for a in self.instance_split(now)), strict=True):
+            out.setdefault(e, []).append((i, tokens))
+        return out
 
     def nbytes(self) -> int:
         arrays = [self._data, self._totals, self._peak_data, self.in_flight, self.kv_held]

@@ -237,7 +237,7 @@ class PoolController:
         return records.limit_columns(
             arrays,
             self._table,
-            self._windows.instance_shares(arrays.now),
+            self._windows.instance_split(arrays.now),
             self._instance_names,
             pool=self.pool,
             ttl_s=self._config.controller.limit_ttl_s,
