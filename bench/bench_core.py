@@ -150,9 +150,8 @@ def full_tick_ms(
             result = ctl.tick(clock["t"])
             if changed_only:
                 cols = result.limit_columns.take(memory.due(result.limit_columns))
-                limits = list(
-                    zip(map(limit_key, cols.entitlements, cols.instances), cols.encoded())
-                )
+                keys = map(limit_key, cols.entitlements, cols.instances)
+                limits = list(zip(keys, cols.encoded(), strict=True))
             else:
                 limits = result.encoded_limits()
             sizes.append((len(limits), len(result.encoded_state())))
