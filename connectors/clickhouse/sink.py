@@ -3,7 +3,9 @@
 Per topic, one consumer (in that table's consumer group) reads decoded records (bad ones go
 to the DLQ through `connectors.kafka.consumer.decoded_batches`), buffers their
 rows and flushes when the buffer reaches `batch_rows` or is `flush_interval_s`
-old. Offsets are committed only after the insert succeeded, so a crash
+old. The insert of one batch runs while the next is fetched and decoded (one
+insert in flight at most). Offsets are committed only after the insert
+succeeded, and only up to the records of the batch inserted, so a crash
 re-delivers, never loses. A failing insert (ClickHouse down) is retried with
 exponential backoff while the consumer holds its offsets.
 
@@ -124,6 +126,7 @@ class TopicSink(ConsumerRebalanceListener):
         self._settings = settings
         self._metrics = metrics
         self._buffer = _Buffer()
+        self._in_flight: asyncio.Task[None] | None = None  # the batch being written
         self._lock = asyncio.Lock()
         self._generation = 0
         self._bootstrap = bootstrap
@@ -176,21 +179,39 @@ class TopicSink(ConsumerRebalanceListener):
                     or self._buffer.age() >= self._settings.flush_interval_s
                     or self._stopping.is_set()
                 ):
-                    await self.flush()
+                    await self.flush(wait=self._stopping.is_set())
                 if self._stopping.is_set():
                     break
         finally:
             await batches.aclose()
+            await self._landed()
 
-    async def flush(self) -> None:
-        """Insert the buffer until it succeeds, then commit the consumed offsets.
+    async def flush(self, wait: bool = True) -> None:
+        """Start writing the buffer: insert it, then commit the offsets it covers.
 
-        The consumed positions cover every record handed out so far, those sent
-        to the DLQ included, and all of them are in this batch.
+        The write runs while the next records are fetched (one in flight at
+        most: the previous one lands, and commits, before the next starts, so
+        commits stay in order). `wait`: return only once it has landed.
         """
+        await self._landed()
+        rows = self._buffer.take()
+        # Every record handed out so far, those sent to the DLQ included, is in this batch.
+        offsets = {tp: await self._consumer.position(tp) for tp in self._consumer.assignment()}
+        self._in_flight = asyncio.create_task(self._write(rows, offsets, self._generation))
+        if wait:
+            await self._landed()
+
+    async def _landed(self) -> None:
+        """Wait for the write in flight, if any (its failure, other than the store's, raises)."""
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await task
+
+    async def _write(
+        self, rows: list[Row], offsets: dict[TopicPartition, int], generation: int
+    ) -> None:
+        """Insert until it succeeds, then commit `offsets` (positions just after the batch)."""
         async with self._lock:
-            generation = self._generation
-            rows = self._buffer.take()
             table = self.mapping.table
             delay = self._settings.backoff_initial_s
             while rows:  # (empty after skipped replays: nothing to write, offsets to commit)
@@ -206,11 +227,11 @@ class TopicSink(ConsumerRebalanceListener):
                     log.warning("insert into %s failed (%s); retrying in %.1fs", table, exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._settings.backoff_max_s)
-            if generation != self._generation:
+            if generation != self._generation or not offsets:
                 return
             await self._dlq_producer.flush()
             try:
-                await self._consumer.commit()
+                await self._consumer.commit(offsets)
             except KafkaError as exc:
                 # The group moved on; whoever owns the partitions re-reads past our
                 # last commit and the replay watermark skips what we wrote.
