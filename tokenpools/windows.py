@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter
 
 import numpy as np
 
@@ -106,6 +108,22 @@ class RequestColumns:
 _PHASE_INT: dict[str, int] = {str(phase): code.value for phase, code in PHASE_CODE.items()}
 
 
+_NUMBER_FIELDS = (
+    "time",
+    "estimate_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "queue_delay_ms",
+    "latency_ms",
+)
+_NUMBERS = attrgetter(*_NUMBER_FIELDS)
+_ENTITLEMENT, _PHASE, _INSTANCE = (
+    attrgetter("entitlement"),
+    attrgetter("phase"),
+    attrgetter("instance"),
+)
+
+
 def request_columns(
     records: Sequence[RequestRecord | RequestEvent],
     rows: Mapping[str, int],
@@ -120,7 +138,7 @@ def request_columns(
     instances ('' → -1), in record order.
     """
     n = len(records)
-    ent = np.fromiter((rows.get(o.entitlement, -1) for o in records), np.int64, n)
+    ent = np.fromiter(map(rows.get, map(_ENTITLEMENT, records), repeat(-1)), np.int64, n)
     known = ent >= 0
     unknown = int(n - np.count_nonzero(known))
     if unknown:
@@ -129,19 +147,20 @@ def request_columns(
         n = len(records)
     if n == 0:
         return None, unknown
-    nan = math.nan
+    # One C-level pass for the numbers (None → NaN in a float array), no genexpr per column.
+    numbers = np.array(list(map(_NUMBERS, records)), dtype=np.float64).reshape(
+        n, len(_NUMBER_FIELDS)
+    )
+    time, estimate, prompt, completion, queue_delay_ms, latency_ms = numbers.T
     cols = RequestColumns(
-        time=np.fromiter((o.time for o in records), np.float64, n),
+        time=time.copy(),
         entitlement=ent,
-        phase=np.fromiter((_PHASE_INT[o.phase] for o in records), np.int8, n),
-        estimate=np.fromiter((o.estimate_tokens for o in records), np.float64, n),
-        tokens=np.fromiter((o.prompt_tokens + o.completion_tokens for o in records), np.float64, n),
-        queue_delay_s=np.fromiter((o.queue_delay_ms for o in records), np.float64, n) / 1000,
-        latency_s=np.fromiter(
-            (nan if (x := o.latency_ms) is None else x for o in records), np.float64, n
-        )
-        / 1000,
-        instance=np.fromiter((instance_row(o.instance) for o in records), np.int64, n),
+        phase=np.fromiter(map(_PHASE_INT.__getitem__, map(_PHASE, records)), np.int8, n),
+        estimate=estimate.copy(),
+        tokens=prompt + completion,
+        queue_delay_s=queue_delay_ms / 1000,
+        latency_s=latency_ms / 1000,
+        instance=np.fromiter(map(instance_row, map(_INSTANCE, records)), np.int64, n),
     )
     return cols, unknown
 
