@@ -191,6 +191,7 @@ def sidecar(
         *TOKENPOOLS,
         "sidecar",
         "run",
+        "--dev",  # keys hashed with key_salt(): the development salt unless one is set
         "--config",
         str(config),
         "--backend",

@@ -44,13 +44,14 @@ from connectors.kafka.topics import STATE_MAX_MESSAGE_BYTES, TopicSpec, topic_sp
 from streams.metrics import WorkerMetrics
 from streams.ownership import owned_partitions
 from streams.pools import PoolRegistry
-from streams.publishing import LimitMemory, publish_tick
+from streams.publishing import LimitMemory, publish_tick, publish_tombstones
 from streams.requests_reader import RequestReader
 from streams.screening import screen
 from streams.settings import RequestSource, WorkerSettings
 from tokenpools.controller import ControllerState
 from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord
+from tokenpools.topics import config_key
 
 log = logging.getLogger("tokenpools.worker")
 
@@ -157,10 +158,17 @@ class ControlLoop:
         for reason, n in out.dropped.items():
             if n:
                 self.metrics.dropped.labels(reason).inc(n)
-        if out.dead:
-            self.metrics.dead_lettered.labels("requests").inc(len(out.dead))
-        for record, error in out.dead:
-            await self.dead_letter(record, error)
+        if out.refused:
+            self.metrics.refused.labels("requests").inc(len(out.refused))
+            record, error = out.refused[0]  # one line a batch, not one per record
+            log.warning(
+                "refused %d request record(s), e.g. %s[%s]@%s: %s",
+                len(out.refused),
+                record.topic,
+                record.partition,
+                record.offset,
+                error,
+            )
 
     async def on_engine_records(self, records: Sequence[SourceRecord]) -> None:
         self.metrics.events.labels("engine").inc(len(records))
@@ -168,12 +176,10 @@ class ControlLoop:
         for record in records:
             try:
                 samples.append(decode_as(record.value, EngineSample))
-            except DecodeError as exc:
-                self.metrics.dead_lettered.labels("engine").inc()
-                await self.dead_letter(record, str(exc))
-        unowned = self.registry.observe_engine(samples)
-        if unowned:
-            self.metrics.dropped.labels("unowned_pool").inc(unowned)
+            except DecodeError:  # the sink dead-letters it (docs/OPERATIONS.md)
+                self.metrics.refused.labels("engine").inc()
+        for reason, n in self.registry.observe_engine(samples, time.time()).items():
+            self.metrics.dropped.labels(reason).inc(n)
 
     async def on_config_record(self, record: SourceRecord) -> None:
         self.metrics.events.labels("config").inc()
@@ -184,9 +190,17 @@ class ControlLoop:
             return
         try:
             config = decode_as(record.value, PoolConfigRecord)
-        except DecodeError as exc:
+        except DecodeError as exc:  # the checks of `config validate`; the sink dead-letters it
+            self.metrics.refused.labels("config").inc()
+            log.warning("refused config record %s: %s; keeping the last good one", record.key, exc)
+            return
+        key = config_key(config.pool.name)
+        if record.key != key:  # only the worker knows the key must name the pool: it parks it
             self.metrics.dead_lettered.labels("config").inc()
-            await self.dead_letter(record, str(exc))
+            await self.dead_letter(
+                record,
+                f"key: config of pool {config.pool.name!r} keyed {record.key!r}, not {key!r}",
+            )
             return
         self.configs[config.pool.name.encode()] = record.value
         self.registry.set_config(config)
@@ -206,6 +220,11 @@ class ControlLoop:
             memory = published.get(pool) or LimitMemory()
             counts = await publish_tick(self.send, self.topics, result, self.worker_id, memory)
             self._published[pool] = memory  # only once every record of the tick was queued
+            retired = self.registry.retired_limits(pool)
+            if retired:
+                counts["tombstone"] = await publish_tombstones(
+                    self.send, self.topics, retired, self.worker_id
+                )
             for kind, n in counts.items():
                 self.metrics.published.labels(kind).inc(n)
             self.states[pool.encode()] = state.model_dump_json().encode()
@@ -251,7 +270,7 @@ class ControlLoop:
         for topic in self.faust_topics.values():
             await topic.maybe_declare()
         if self.settings.metrics_port is not None:
-            self.metrics.serve(self.settings.metrics_port)
+            self.metrics.serve(self.settings.metrics_port, self.settings.listen_host)
         if self.settings.requests_source is RequestSource.BATCH:
             self.reader = RequestReader(
                 self.settings.kafka,
@@ -290,6 +309,7 @@ def _app_options(settings: WorkerSettings) -> dict[str, Any]:
         topic_disable_leader=True,
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
+        web_bind=settings.listen_host,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_s,

@@ -23,9 +23,15 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.refused = Counter(
+            "tokenpools_worker_refused_total",
+            "Records the schema refuses, by topic kind; the ClickHouse sink dead-letters them.",
+            ["kind"],
+            registry=r,
+        )
         self.dead_lettered = Counter(
             "tokenpools_worker_dlq_total",
-            "Records that failed to parse and were sent to the dead-letter topic.",
+            "Records only the worker refuses (a config keyed under another pool), sent to the DLQ.",
             ["kind"],
             registry=r,
         )
@@ -68,6 +74,11 @@ class WorkerMetrics:
             registry=r,
         )
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        """Expose `/metrics` on a background thread."""
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "127.0.0.1") -> tuple[str, int]:
+        """Expose `/metrics` on a background thread; loopback unless an address is configured.
+
+        Returns the address bound (port 0 picks a free one).
+        """
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        host, bound = server.server_address[:2]
+        return str(host), int(bound)

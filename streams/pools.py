@@ -8,6 +8,7 @@ them, and ticks them. All allocation, window and debt logic is the core's.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -121,19 +122,28 @@ class PoolRegistry:
             late += controller.windows.late_dropped - late_before
         return Observed(late=late, unknown_entitlement=unknown)
 
-    def observe_engine(self, samples: Iterable[EngineSample]) -> int:
-        """Feed engine samples; returns how many belonged to no owned pool."""
+    def observe_engine(self, samples: Iterable[EngineSample], now: float) -> Counter[str]:
+        """Feed engine samples; returns what was dropped, by reason (`unowned_pool`, `future`).
+
+        A sample stamped beyond `now + ENGINE_SKEW_S` is no evidence of a live
+        replica (`tokenpools.windows.EngineWindows`).
+        """
         by_pool: dict[str, list[EngineSample]] = {}
         for sample in samples:
             by_pool.setdefault(sample.pool, []).append(sample)
-        unowned = 0
+        dropped: Counter[str] = Counter()
         for pool, batch in by_pool.items():
             controller = self._controllers.get(pool)
             if controller is None:
-                unowned += len(batch)
+                dropped["unowned_pool"] += len(batch)
             else:
-                controller.observe_engine(batch)
-        return unowned
+                dropped["future"] += controller.observe_engine(batch, now)
+        return +dropped
+
+    def retired_limits(self, pool: str) -> list[tuple[str, tuple[str, ...]]]:
+        """Drained entitlements of `pool` whose limit records are to be tombstoned (once)."""
+        controller = self._controllers.get(pool)
+        return [] if controller is None else controller.retired_limits()
 
     def tick(
         self, now: float, ready: frozenset[int] | None = None

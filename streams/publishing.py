@@ -140,3 +140,21 @@ async def publish_tick(
     await send(topics.state, pool_key, result.encoded_state(), headers)
     counts["state"] = 1
     return counts
+
+
+async def publish_tombstones(
+    send: Send, topics: Topics, retired: list[tuple[str, tuple[str, ...]]], worker: str = ""
+) -> int:
+    """Delete the limit records of drained entitlements from the compacted limits topic.
+
+    One tombstone (null value) per key a limit may have been published under:
+    the entitlement's whole limit and its split per sidecar instance. Kept apart
+    from `publish_tick` so a publisher that sends only changed limits calls it as is.
+    """
+    headers: Headers = [(WORKER_HEADER, worker.encode())]
+    n = 0
+    for entitlement, instances in retired:
+        for instance in ("", *instances):
+            await send(topics.limits, limit_key(entitlement, instance), None, headers)
+            n += 1
+    return n

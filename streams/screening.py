@@ -1,11 +1,15 @@
-"""Sorting incoming request records into usable events, dead letters and drops.
+"""Sorting incoming request records into usable events, refused records and drops.
 
 Rules, applied in this order:
 
 * a record that does not decode as a `RequestEvent` (not JSON, wrong type,
-  negative token counts, unknown schema version, …) is a **dead letter**: its
-  raw bytes go to the DLQ with the error in the headers. Records are decoded
-  by `tokenpools.schemas.codec.decode_requests` (its fast decoder, with the
+  a token count no UInt32 holds, unknown schema version, …) is **refused**:
+  counted with its reason and logged, not dead-lettered. The ClickHouse sink
+  reads every record of the topic with the same codec and is the one that
+  parks it on the DLQ, so each bad record is dead-lettered once (the worker
+  re-reads the last window whenever it takes over a pool, which would
+  dead-letter again; see docs/OPERATIONS.md). Records are decoded by
+  `tokenpools.schemas.codec.decode_requests` (its fast decoder, with the
   schema's own validation as the authority on what that refuses);
 * a valid event stamped more than the pool's window before now is **late**,
   one stamped more than `FUTURE_SKEW_S` after now is **future** (a clock this
@@ -41,7 +45,8 @@ class Screened:
 
     # decoded events, by pool
     events: dict[str, list[RequestRecord]] = field(default_factory=dict)
-    dead: list[tuple[SourceRecord, str]] = field(default_factory=list)
+    # records the schema refuses, with the reason (the sink dead-letters them)
+    refused: list[tuple[SourceRecord, str]] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -90,7 +95,7 @@ def screen(
     dropped = out.dropped
     records = list(records)
     objs, refused = decode_requests([r.value for r in records])
-    out.dead.extend((records[i], str(exc)) for i, exc in refused)
+    out.refused.extend((records[i], str(exc)) for i, exc in refused)
     # per pool, looked up once a batch: (earliest time kept, its id memory, its events)
     lanes: dict[str, tuple[float, RecentIds, list[RequestRecord]] | None] = {}
     latest = now + FUTURE_SKEW_S

@@ -33,6 +33,7 @@ class WorkerSettings:
     tick_s: float = 1.0
     partitions: int = 6
     metrics_port: int | None = None
+    listen_host: str = "127.0.0.1"  # metrics and Faust web; another address only when configured
     web_port: int | None = None
     requests_source: RequestSource = RequestSource.BATCH
     batch_max_records: int = 5000
@@ -57,7 +58,7 @@ class WorkerSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
-        """Read `TOKENPOOLS_BOOTSTRAP`, `_NAMESPACE`, `_TICK_S`, `_METRICS_PORT`, …
+        """Read `TOKENPOOLS_BOOTSTRAP`, `_NAMESPACE`, `_TICK_S`, `_METRICS_PORT`, `_LISTEN_HOST`, …
 
         The connection is `KafkaSettings.from_env` (`TOKENPOOLS_KAFKA_*`,
         `TOKENPOOLS_BOOTSTRAP`, `KAFKA_BOOTSTRAP`).
@@ -80,6 +81,7 @@ class WorkerSettings:
             partitions=int(get("PARTITIONS") or defaults.partitions),
             metrics_port=port("METRICS_PORT"),
             web_port=port("WEB_PORT"),
+            listen_host=get("LISTEN_HOST") or defaults.listen_host,
             requests_source=RequestSource(get("REQUESTS_SOURCE") or defaults.requests_source),
             batch_max_records=int(get("BATCH_MAX_RECORDS") or defaults.batch_max_records),
             session_timeout_s=float(get("SESSION_TIMEOUT_S") or defaults.session_timeout_s),

@@ -486,18 +486,40 @@ class DemandWindows:
         return sum(a.nbytes for a in arrays) + self._pair_tokens.nbytes
 
 
+ENGINE_SKEW_S = 5.0
+"""How far ahead of the worker's clock an engine sample may be stamped and still count.
+
+A scraper's clock a few seconds off is normal (NTP keeps hosts within
+milliseconds; 5 s leaves room for a slow scrape). A sample stamped beyond this
+is refused as live evidence (issue 11: one sample at `time` = 1e17 counted as
+a replica for good); it is counted in `EngineWindows.future_dropped` instead.
+"""
+
+
 class EngineWindows:
-    """Per-pool engine view: live backends, queue depths, measured token throughput."""
+    """Per-pool engine view: live backends, queue depths, measured token throughput.
+
+    A backend is live while its newest sample is at most `window_s` old (stale
+    ones drop out) and at most `ENGINE_SKEW_S` ahead of now (future ones never
+    count, and never hide the real samples of the same backend).
+    """
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
         self._last: dict[str, EngineSample] = {}
         self._rates: dict[str, float] = {}  # tokens/s between a backend's last two samples
+        self.future_dropped = 0
 
-    def observe(self, sample: EngineSample) -> None:
+    def observe(self, sample: EngineSample, now: float | None = None) -> bool:
+        """Take a sample; False (and counted) if it is stamped beyond `now + ENGINE_SKEW_S`."""
+        if now is not None and sample.time > now + ENGINE_SKEW_S:
+            self.future_dropped += 1
+            return False
         prev = self._last.get(sample.backend)
+        if prev is not None and now is not None and prev.time > now + ENGINE_SKEW_S:
+            prev = None  # the kept one came from the future (observed without a clock)
         if prev is not None and sample.time < prev.time:
-            return  # out of order: the newer sample already describes the backend
+            return True  # out of order: the newer sample already describes the backend
         if prev is not None and sample.time > prev.time:
             tokens = (sample.prompt_tokens_total + sample.generation_tokens_total) - (
                 prev.prompt_tokens_total + prev.generation_tokens_total
@@ -505,9 +527,11 @@ class EngineWindows:
             if tokens >= 0:  # a negative delta is a restarted engine; skip one interval
                 self._rates[sample.backend] = tokens / (sample.time - prev.time)
         self._last[sample.backend] = sample
+        return True
 
     def _recent(self, now: float) -> list[EngineSample]:
-        return [s for s in self._last.values() if s.time > now - self.window_s]
+        oldest, newest = now - self.window_s, now + ENGINE_SKEW_S
+        return [s for s in self._last.values() if oldest < s.time <= newest]
 
     def live_backends(self, now: float) -> int | None:
         """Backends up in the last window, or None when no engine has reported recently."""

@@ -6,11 +6,17 @@ named queries only (`/query/<name>?param=value`), never SQL text, and binds to
 loopback. Its address is written next to the store (`ENDPOINT_FILE`) so a
 reader finds it; a stale file after a crash is harmless because readers
 check `/healthz` before trusting it.
+
+Loopback is not a boundary on a shared host, so the endpoint also takes a
+bearer token (`TOKENPOOLS_SINK_TOKEN`): when one is set, every route but
+`/healthz` wants `Authorization: Bearer <token>`, compared in constant time,
+and the readers in this package send it from the same variable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import threading
 from collections.abc import Mapping
@@ -26,6 +32,37 @@ from connectors.clickhouse.queries import NamedQuery, QueryError, load_queries, 
 from connectors.clickhouse.store import Target
 
 ENDPOINT_FILE = "tokenpools-sink.json"
+TOKEN_ENV = "TOKENPOOLS_SINK_TOKEN"
+_OPEN_PATHS = frozenset({"/healthz"})  # probes and readers locating the store need no token
+
+
+def endpoint_token(environ: Mapping[str, str] | None = None) -> str | None:
+    """The query endpoint's bearer token from `TOKENPOOLS_SINK_TOKEN` (None: no token)."""
+    env = os.environ if environ is None else environ
+    return env.get(TOKEN_ENV) or None
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """What a reader sends to an endpoint that wants `token`."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _bearer_guard(token: str) -> Any:
+    """Middleware: 401 unless the request carries `Bearer <token>` (constant-time compare)."""
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path not in _OPEN_PATHS:
+            given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+            if not hmac.compare_digest(given, expected):
+                body = {"error": {"message": "a valid bearer token is required", "type":
+                        "invalid_request_error", "code": "invalid_token"}}  # fmt: skip
+                return _json(body, 401)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return guard
 
 
 class QueryService:
@@ -49,9 +86,15 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def build_app(
-    service: QueryService, target: Target, registry: CollectorRegistry | None = None
+    service: QueryService,
+    target: Target,
+    registry: CollectorRegistry | None = None,
+    token: str | None = None,
 ) -> web.Application:
-    """The aiohttp application: /healthz, /queries, /query/{name}, /metrics."""
+    """The aiohttp application: /healthz, /queries, /query/{name}, /metrics.
+
+    With `token`, every route but /healthz wants it as a bearer token.
+    """
 
     async def healthz(_: web.Request) -> web.Response:
         store = target.store_path
@@ -93,7 +136,7 @@ def build_app(
         body = generate_latest(registry) if registry is not None else b""
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
-    app = web.Application()
+    app = web.Application(middlewares=[_bearer_guard(token)] if token else [])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/queries", list_queries)
     app.router.add_get("/query/{name}", query)

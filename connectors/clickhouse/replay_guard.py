@@ -37,6 +37,7 @@ class ReplayGuard:
         record_at: RecordAt,
         skipped: Counter,
         backoff: tuple[float, float],
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.topic = topic
         self.mapping = mapping
@@ -44,6 +45,7 @@ class ReplayGuard:
         self._record_at = record_at
         self._skipped = skipped.labels(mapping.table)
         self._backoff_initial_s, self._backoff_max_s = backoff
+        self._stopping = stopping or asyncio.Event()
         self._skip_through: dict[int, int] = {}
         self.due = True
         """The watermark must be read before the next record is used (a new assignment)."""
@@ -58,16 +60,19 @@ class ReplayGuard:
             self._skipped.inc(len(batch) - len(kept))
         return kept
 
-    async def load(self, consumer: AIOKafkaConsumer) -> None:
+    async def load(self, consumer: AIOKafkaConsumer) -> bool:
         """Skip what ClickHouse already holds past the group's commit (a crash, a rewind).
 
         Called by the sink before the first record of an assignment is used, with
         no insert in flight: the fetcher may hand out records before a rebalance
         listener finishes, and a seek from the listener races aiokafka's own reset
-        to the committed offset.
+        to the committed offset. False (and still due) if the sink was stopped
+        while the store did not answer.
         """
-        self.due = False
         marks = await self._watermarks()
+        if marks is None:
+            return False
+        self.due = False
         skip = {}
         for tp in consumer.assignment():
             stored = marks.get(tp.partition)
@@ -88,6 +93,7 @@ class ReplayGuard:
                     stored,
                 )
         self._skip_through = skip
+        return True
 
     async def _stored_from_this_topic(self, tp: TopicPartition, offset: int) -> bool:
         message = await self._record_at(tp, offset)
@@ -103,12 +109,16 @@ class ReplayGuard:
         stored_ms = await asyncio.to_thread(self._writer.stored_time_ms, *args)
         return bool(rows) and rows[0][0] == stored_ms
 
-    async def _watermarks(self) -> dict[int, int]:
+    async def _watermarks(self) -> dict[int, int] | None:
+        """The stored offsets, retried while the store fails; None once the sink is stopped."""
         delay = self._backoff_initial_s
         while True:
             try:
                 return await asyncio.to_thread(self._writer.watermarks, self.mapping, self.topic)
             except Exception as exc:  # any failure of the store: retry, the sink waits
                 log.warning("reading the replay watermark of %s failed (%s)", self.topic, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._backoff_max_s)
+                try:  # SIGTERM (`stop()`) ends the wait at once
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                    return None
+                except TimeoutError:
+                    delay = min(delay * 2, self._backoff_max_s)

@@ -264,6 +264,7 @@ LIMITS = TableMapping(
     ),
     limit_rows,
     "limits_queue",
+    compacted=True,  # a drained entitlement's limits are deleted by tombstones
 )
 SCALING_DECISIONS = TableMapping(
     "scaling_decisions",

@@ -12,7 +12,14 @@ import logging
 import signal
 from collections.abc import Callable
 
-from connectors.clickhouse.endpoint import QueryService, build_app, publish, serve, unpublish
+from connectors.clickhouse.endpoint import (
+    QueryService,
+    build_app,
+    endpoint_token,
+    publish,
+    serve,
+    unpublish,
+)
 from connectors.clickhouse.migrations import Migration, migrate
 from connectors.clickhouse.queues import install as install_queues
 from connectors.clickhouse.sink import ClickHouseSink, SinkMetrics, SinkSettings
@@ -44,7 +51,7 @@ async def run_sink_service(
         query_client = connect(target, create_database=False)
         metrics = SinkMetrics()
         sink = ClickHouseSink(bootstrap, topics, TableWriter(client), group_id, settings, metrics)
-        app = build_app(QueryService(query_client), target, metrics.registry)
+        app = build_app(QueryService(query_client), target, metrics.registry, endpoint_token())
         runner, url = await serve(app, query_port)
         if target.store_path is not None:
             publish(target.store_path, url)

@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
+from clickhouse_connect.driver.exceptions import DataError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from connectors.clickhouse.fetch import DeadLetters, fetcher_for, rows_of
 from connectors.clickhouse.replay_guard import ReplayGuard
 from connectors.clickhouse.rows import Row, TableMapping, mappings
 from connectors.clickhouse.writer import TableWriter
-from connectors.kafka.consumer import DeadLetterCounter, make_consumer
+from connectors.kafka.consumer import DeadLetterCounter, dead_letter, make_consumer
 from connectors.kafka.producer import make_producer
 from connectors.kafka.settings import KafkaConnection
 from tokenpools.topics import Topics, namespaced
@@ -123,6 +124,7 @@ class TopicSink(ConsumerRebalanceListener):
         self.topic = topic
         self.mapping = mapping
         self._dlq_producer, dlq_topic = dlq
+        self._dlq_topic = dlq_topic
         self._settings = settings
         self._metrics = metrics
         self._buffer = _Buffer()
@@ -150,6 +152,7 @@ class TopicSink(ConsumerRebalanceListener):
             self._record_at,
             metrics.replays_skipped,
             (settings.backoff_initial_s, settings.backoff_max_s),
+            self._stopping,
         )
 
     def stop(self) -> None:
@@ -172,7 +175,8 @@ class TopicSink(ConsumerRebalanceListener):
             async for batch in batches:
                 if batch and self._guard.due:
                     async with self._lock:  # an insert still in flight must land before we look
-                        await self._guard.load(self._consumer)
+                        if not await self._guard.load(self._consumer):
+                            break  # stopped while the store did not answer: nothing committed
                 self._buffer.add(rows_of(self._guard.fresh(batch)), len(batch))
                 if (
                     len(self._buffer.rows) >= self._settings.batch_rows
@@ -192,6 +196,11 @@ class TopicSink(ConsumerRebalanceListener):
         The write runs while the next records are fetched (one in flight at
         most: the previous one lands, and commits, before the next starts, so
         commits stay in order). `wait`: return only once it has landed.
+        A batch the store refuses for its *data* (`DataError`: a value its
+        column cannot hold) is split until the refused rows stand alone; those
+        are dead-lettered, the rest inserted, so one row never wedges a table.
+        Any other failure (the store is down) is retried with backoff, until
+        `stop()`: then the offsets stay uncommitted and a restart re-reads them.
         """
         await self._landed()
         rows = self._buffer.take()
@@ -214,18 +223,28 @@ class TopicSink(ConsumerRebalanceListener):
         async with self._lock:
             table = self.mapping.table
             delay = self._settings.backoff_initial_s
-            while rows:  # (empty after skipped replays: nothing to write, offsets to commit)
+            pending = [rows] if rows else []  # (none after skipped replays: offsets to commit)
+            while pending:
+                chunk = pending[-1]
                 try:
                     with self._metrics.insert_seconds.labels(table).time():
-                        await asyncio.to_thread(self._insert, self.mapping, rows)
-                    self._metrics.rows.labels(table).inc(len(rows))
-                    break
+                        await asyncio.to_thread(self._insert, self.mapping, chunk)
+                    self._metrics.rows.labels(table).inc(len(chunk))
+                    pending.pop()
+                except DataError as exc:  # the rows, not the store: isolate the ones at fault
+                    pending.pop()
+                    if len(chunk) == 1:
+                        await self._dead_letter_row(chunk[0], str(exc))
+                    else:
+                        half = len(chunk) // 2
+                        pending += [chunk[half:], chunk[:half]]  # first half first
                 except Exception as exc:  # any failure of the store: keep the offsets, retry
                     self._metrics.insert_failures.labels(table).inc()
                     if generation != self._generation:
                         return  # partitions were taken away; their new owner re-reads them
                     log.warning("insert into %s failed (%s); retrying in %.1fs", table, exc, delay)
-                    await asyncio.sleep(delay)
+                    if await self._stopped_within(delay):
+                        return  # SIGTERM while the store is down: exit now, re-read on restart
                     delay = min(delay * 2, self._settings.backoff_max_s)
             if generation != self._generation or not offsets:
                 return
@@ -236,6 +255,24 @@ class TopicSink(ConsumerRebalanceListener):
                 # The group moved on; whoever owns the partitions re-reads past our
                 # last commit and the replay watermark skips what we wrote.
                 log.warning("offset commit for %s failed: %s", self.topic, exc)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Wait `seconds`, or less if `stop()` is called meanwhile; True if it was."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _dead_letter_row(self, row: Row, error: str) -> None:
+        """Park the record a refused row came from (its Kafka coordinates end the row)."""
+        topic, partition, offset = row[-3:]
+        record = await self._record_at(TopicPartition(topic, partition), offset)
+        if record is None:  # retention took it: nothing to park, say so
+            log.error("ClickHouse refused %s[%s]@%s (%s); Kafka no longer has it", *row[-3:], error)
+            return
+        await dead_letter(self._dlq_producer, self._dlq_topic, record, f"ClickHouse: {error}")
+        self._metrics.dead_letters.count += 1
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Eager rebalance: every position goes back to its committed offset,

@@ -13,7 +13,12 @@ from typing import Any, Protocol
 
 import httpx
 
-from connectors.clickhouse.endpoint import QueryService, published_url
+from connectors.clickhouse.endpoint import (
+    QueryService,
+    auth_headers,
+    endpoint_token,
+    published_url,
+)
 from connectors.clickhouse.queries import QueryError, QueryResult, load_queries
 from connectors.clickhouse.store import Target, connect
 
@@ -70,7 +75,8 @@ def open_source(target: Target, timeout_s: float = 120.0) -> Iterator[QuerySourc
     """The endpoint of the running sink if there is one, else a direct connection."""
     url = live_endpoint(target) if target.is_embedded else None
     if url is not None:
-        with httpx.Client(base_url=url, timeout=timeout_s) as http:
+        headers = auth_headers(endpoint_token())
+        with httpx.Client(base_url=url, timeout=timeout_s, headers=headers) as http:
             yield EndpointSource(http, f"sink endpoint {url} ({target.describe()})")
         return
     client = connect(target, create_database=False)

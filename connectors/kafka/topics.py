@@ -15,6 +15,10 @@ DAY_MS = 24 * 3600 * 1000
 # A pool's state snapshot is one record of ~350 bytes per entitlement (3.5 MB at 10k), over
 # Kafka's default 1 MB message limit; its topic allows this much, and so must its producers.
 STATE_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# A pool's config is one record on the config topic and again in the worker's `configs`
+# table changelog, which Faust creates with the broker's default limit (1 MiB); so a config
+# record must stay under that default, and `tokenpools config validate` refuses one above it.
+CONFIG_MAX_MESSAGE_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)

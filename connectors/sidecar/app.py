@@ -21,6 +21,7 @@ from connectors.sidecar.directory import EntitlementDirectory
 from connectors.sidecar.errors import ErrorType, openai_error, unauthorized
 from connectors.sidecar.forward import Failure, Forwarder
 from connectors.sidecar.handler import CompletionsHandler
+from connectors.sidecar.http_server import openai_errors
 from connectors.sidecar.metrics import SidecarCollector, sidecar_registry
 from connectors.sidecar.outcomes import Outcome
 from connectors.sidecar.reporter import EventReporter
@@ -68,11 +69,12 @@ class Sidecar:
         self.handler = CompletionsHandler(
             settings.instance, directory, reporter, self.forwarder, self.outcomes, self.duration
         )
+        self.handler.max_json_depth = settings.max_json_depth
         self._refresher: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=_BODY_CAP)
+        app = web.Application(client_max_size=_BODY_CAP, middlewares=[openai_errors])
         app.router.add_post("/v1/chat/completions", self.handler.chat_completions)
         app.router.add_post("/v1/completions", self.handler.completions)
         app.router.add_get("/v1/models", self.models)

@@ -23,6 +23,11 @@ class ErrorCode(StrEnum):
 
     INVALID_API_KEY = "invalid_api_key"
     INVALID_JSON = "invalid_json"
+    INVALID_VALUE = "invalid_value"  # a parameter out of its range
+    UNKNOWN_URL = "unknown_url"  # OpenAI's code for a path it does not serve
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    BAD_HTTP_REQUEST = "bad_http_request"  # the request line or head could not be parsed
+    INTERNAL_ERROR = "internal_error"
     REQUEST_TOO_LARGE = "request_too_large"
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     BACKEND_UNAVAILABLE = "backend_unavailable"  # every backend is cooling down
@@ -37,9 +42,10 @@ def openai_error(
     error_type: ErrorType,
     code: ErrorCode | None = None,
     headers: Mapping[str, str] | None = None,
+    param: str | None = None,
 ) -> web.Response:
     """An error body the official OpenAI clients parse into the matching exception."""
-    body = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
     return web.Response(
         status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
     )

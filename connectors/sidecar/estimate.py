@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tokenpools.schemas.bounds import UINT32_MAX
+
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
 
@@ -60,13 +62,34 @@ def _message_tokens(messages: Any) -> int:
     return _text_tokens(chars) + MESSAGE_OVERHEAD_TOKENS * len(messages)
 
 
+class OutOfBounds(ValueError):
+    """A request whose token count no request event can carry (`tokenpools.schemas.bounds`)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 def estimate_request(body: dict[str, Any], chat: bool, expected_output_tokens: int) -> Estimate:
-    """Estimate a chat (`messages`) or completions (`prompt`) request body."""
+    """Estimate a chat (`messages`) or completions (`prompt`) request body.
+
+    Raises `OutOfBounds` when the tokens asked for exceed what a request event
+    holds (UInt32): such a request is refused with a 400 before it is charged,
+    instead of producing an event every consumer refuses (issue 11).
+    """
     prompt = _message_tokens(body.get("messages")) if chat else _prompt_tokens(body.get("prompt"))
-    output = body.get("max_completion_tokens") or body.get("max_tokens")
+    param = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
+    output = body.get(param)
     if not isinstance(output, int) or isinstance(output, bool) or output < 1:
         output = expected_output_tokens
     n = body.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n > 1:
         output *= n  # n choices each generate up to max_tokens
-    return Estimate(max(1, prompt), output)
+    estimate = Estimate(max(1, prompt), output)
+    if estimate.total > UINT32_MAX:
+        raise OutOfBounds(
+            param,
+            f"{param} is too large: the request would reserve {estimate.total} tokens, "
+            f"over the limit of {UINT32_MAX} per request.",
+        )
+    return estimate

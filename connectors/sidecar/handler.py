@@ -21,10 +21,11 @@ from aiohttp import web
 from prometheus_client import Histogram
 
 from connectors.sidecar import events
+from connectors.sidecar.bodies import parse_object
 from connectors.sidecar.directory import EntitlementDirectory
 from connectors.sidecar.entitlement_gate import EntitlementGate, Refusal
 from connectors.sidecar.errors import ErrorCode, ErrorType, openai_error, unauthorized
-from connectors.sidecar.estimate import estimate_request
+from connectors.sidecar.estimate import OutOfBounds, estimate_request
 from connectors.sidecar.exchange import Exchange
 from connectors.sidecar.forward import Failure, Forwarder
 from connectors.sidecar.outcomes import Outcome, Screened, WaitEnd
@@ -54,6 +55,7 @@ class CompletionsHandler:
         self._duration = duration
         self._ids = itertools.count(1)
         self._id_prefix = f"{instance}-{int(time.time() * 1000):x}-"
+        self.max_json_depth = 64  # SidecarSettings.max_json_depth
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "/v1/chat/completions", chat=True)
@@ -81,20 +83,18 @@ class CompletionsHandler:
                 ErrorType.INVALID_REQUEST,
                 ErrorCode.REQUEST_TOO_LARGE,
             )
+        body = parse_object(raw, self.max_json_depth)
+        if isinstance(body, str):  # not a JSON object, or nested too deep
+            outcomes[spec.name, Screened.INVALID] += 1
+            return openai_error(400, body, ErrorType.INVALID_REQUEST, ErrorCode.INVALID_JSON)
+
         try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
-        if not isinstance(body, dict):
+            estimate = estimate_request(body, chat, spec.expected_output_tokens)
+        except OutOfBounds as exc:
             outcomes[spec.name, Screened.INVALID] += 1
             return openai_error(
-                400,
-                "We could not parse the JSON body of your request: expected a JSON object.",
-                ErrorType.INVALID_REQUEST,
-                ErrorCode.INVALID_JSON,
+                400, str(exc), ErrorType.INVALID_REQUEST, ErrorCode.INVALID_VALUE, param=exc.param
             )
-
-        estimate = estimate_request(body, chat, spec.expected_output_tokens)
         stream = body.get("stream") is True
         request_id = self._id_prefix + str(next(self._ids))
         reporter = self._reporter

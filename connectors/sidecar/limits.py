@@ -7,13 +7,15 @@ replaces the record held; updates for other pools or other instances are
 ignored. Of an entitlement's unexpired records the newest epoch wins, the
 instance's own share on a tie. With none unexpired (before the controller
 speaks, or after it went quiet) the tier's fallback applies (docs/SIDECAR.md):
-static = the guarantee, open = the burst ceiling, closed = nothing.
+static = the guarantee, open = the burst ceiling, closed = nothing, each
+divided between the pool's sidecars (`replicas.SidecarPeers`).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
+from connectors.sidecar.replicas import SidecarPeers
 from tokenpools.admission import fallback_limits
 from tokenpools.schemas import (
     Dims,
@@ -35,12 +37,15 @@ class LiveLimits:
     def __init__(self, pool: str, instance: str) -> None:
         self.pool = pool
         self.instance = instance
+        self.peers = SidecarPeers(instance)  # fallback limits are divided between them
         self._records: dict[tuple[str, str], LimitUpdate] = {}
         self.applied = 0
         self.ignored = 0
 
     def apply(self, update: LimitUpdate) -> bool:
         """Keep `update` if it is for this pool and instance and newer than what is held."""
+        if update.pool == self.pool and update.instance:
+            self.peers.note(update.instance, update.epoch)
         if update.pool != self.pool or update.instance not in ("", self.instance):
             self.ignored += 1
             return False
@@ -71,4 +76,6 @@ class LiveLimits:
         record = self.live(spec.name, now)
         if record is not None:
             return record.limits, LimitSource.LIVE
-        return fallback_limits(spec, pool, mode), LimitSource.FALLBACK
+        share = 1.0 / self.peers.count
+        fallback = fallback_limits(spec, pool, mode).as_tuple()
+        return Dims.from_tuple([v * share for v in fallback]), LimitSource.FALLBACK

@@ -99,13 +99,36 @@ class SidecarCollector(Collector):
         )
         yield CounterMetricFamily(
             "tokenpools_sidecar_events_failed",
-            "Request events the producer refused.",
+            "Request events that could not be encoded (malformed; never retried).",
             value=r.failed,
         )
         yield GaugeMetricFamily(
             "tokenpools_sidecar_events_buffered",
             "Request events waiting to be sent.",
             value=r.buffered,
+        )
+        yield GaugeMetricFamily(
+            "tokenpools_sidecar_events_spooled",
+            "Request events on disk waiting for Kafka (the spool).",
+            value=r.spooled,
+        )
+        yield GaugeMetricFamily(
+            "tokenpools_sidecar_event_spool_bytes", "Bytes the spool holds.", value=r.spool_bytes
+        )
+        yield GaugeMetricFamily(
+            "tokenpools_sidecar_event_spool_max_bytes",
+            "The spool's bound.",
+            value=r.spool_max_bytes,
+        )
+        yield GaugeMetricFamily(
+            "tokenpools_sidecar_event_spool_full",
+            "1 while the spool is at its bound (new events are dropped).",
+            value=int(r.spool_full),
+        )
+        yield CounterMetricFamily(
+            "tokenpools_sidecar_events_spool_dropped",
+            "Request events dropped because the spool was at its bound.",
+            value=r.spool_dropped,
         )
 
         backend_in_flight = GaugeMetricFamily(

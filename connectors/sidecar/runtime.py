@@ -8,7 +8,10 @@ produces no events; the CLI warns about that.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -17,9 +20,10 @@ from connectors.kafka.settings import KafkaConnection
 from connectors.sidecar.app import Sidecar
 from connectors.sidecar.directory import EntitlementDirectory
 from connectors.sidecar.feeds import ControlFeeds
-from connectors.sidecar.reporter import EventReporter
+from connectors.sidecar.http_server import SidecarRunner
+from connectors.sidecar.reporter import EventReporter, SpoolSettings
 from connectors.sidecar.settings import SidecarSettings
-from tokenpools.keys import key_salt
+from tokenpools.keys import DEV_SALT, SALT_ENV, key_salt
 from tokenpools.schemas import PlatformConfig, PoolConfigRecord
 from tokenpools.topics import Topics
 
@@ -37,6 +41,28 @@ class RunningSidecar:
         await self._runner.cleanup()  # stops the server, the event sender and the producer
         if self._feeds is not None:
             await self._feeds.stop()
+
+
+class InsecureSaltError(RuntimeError):
+    """The deployment salt is missing or the public development one, and `dev` was not given."""
+
+
+def deployment_salt(dev: bool, environ: Mapping[str, str] | None = None) -> bytes:
+    """The salt keys are hashed with; the public development salt only when `dev` is set.
+
+    Anyone can hash guessed keys with the development salt (it is in the
+    source), so a production sidecar that fell back to it silently would
+    make every leaked key hash a key oracle.
+    """
+    env = os.environ if environ is None else environ
+    salt = env.get(SALT_ENV, "")
+    if not dev and salt in ("", DEV_SALT):
+        state = "is not set" if not salt else "is the public development salt"
+        raise InsecureSaltError(
+            f"{SALT_ENV} {state}: set it to the deployment's secret salt "
+            "(or pass --dev for a local development run)"
+        )
+    return key_salt(dict(env))
 
 
 def pool_record(config: PlatformConfig, pool: str) -> PoolConfigRecord:
@@ -57,12 +83,17 @@ async def start_sidecar(
     port: int = 0,
     event_buffer: int = 100_000,
     salt: bytes | None = None,
+    dev: bool = False,
 ) -> RunningSidecar:
-    """Start a sidecar: load config, follow Kafka (if given), serve HTTP on host:port."""
+    """Start a sidecar: load config, follow Kafka (if given), serve HTTP on host:port.
+
+    `salt` None reads `TOKENPOOLS_KEY_SALT`, refusing the development salt unless `dev`.
+    """
     topics = topics or Topics()
     directory = EntitlementDirectory(
-        settings.pool, settings.instance, key_salt() if salt is None else salt
+        settings.pool, settings.instance, deployment_salt(dev) if salt is None else salt
     )
+    directory.limits.peers.configured = settings.replicas
     if config is not None:
         directory.load(pool_record(config, settings.pool))
     producer = None
@@ -76,11 +107,22 @@ async def start_sidecar(
         except Exception:
             await producer.stop()
             raise
+    spool = SpoolSettings(
+        Path(settings.spool_dir) if settings.spool_dir else None, settings.spool_max_bytes
+    )
     reporter = EventReporter(
-        producer, topics.requests, settings.pool, settings.instance, capacity=event_buffer
+        producer,
+        topics.requests,
+        settings.pool,
+        settings.instance,
+        event_buffer,
+        spool,
+        producer_factory=None if bootstrap is None else lambda: make_producer(bootstrap),
     )
     sidecar = Sidecar(settings, directory, reporter)
-    runner = web.AppRunner(sidecar.app(), handler_cancellation=True, access_log=None)
+    runner = SidecarRunner(
+        sidecar.app(), settings.header_timeout_s, handler_cancellation=True, access_log=None
+    )
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port, backlog=4096)

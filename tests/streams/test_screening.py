@@ -43,16 +43,16 @@ def recent_of():
 def test_valid_events_are_grouped_by_pool() -> None:
     out = screen([event("a"), event("b")], NOW, window_of, recent_of())
     assert [e.id for e in out.events["p"]] == ["a", "b"]
-    assert out.accepted == 2 and not out.dead and not out.dropped
+    assert out.accepted == 2 and not out.refused and not out.dropped
 
 
-def test_undecodable_records_become_dead_letters_with_the_reason() -> None:
+def test_undecodable_records_are_refused_with_the_reason() -> None:
     negative = orjson.loads(event().value)
     negative["prompt_tokens"] = -3
     records = [Rec(b"\xff not json"), Rec(orjson.dumps(negative)), Rec(None), Rec(b'{"v": 1}')]
     out = screen(records, NOW, window_of, recent_of())
-    assert [r for r, _ in out.dead] == records
-    errors = [e for _, e in out.dead]
+    assert [r for r, _ in out.refused] == records
+    errors = [e for _, e in out.refused]
     assert "not JSON" in errors[0]
     assert "prompt_tokens" in errors[1]
     assert "tombstone" in errors[2]

@@ -56,7 +56,7 @@ async def test_the_faust_agent_source_feeds_the_same_windows(
             return spot.demand.conc == 10
 
         await wait_for(spot_in_flight_is_ten, 20, "spot's ten in-flight requests in the state")
-        assert worker.metric("tokenpools_worker_dlq_total", kind="requests") == 1
+        assert worker.metric("tokenpools_worker_refused_total", kind="requests") == 1
         assert worker.metric("tokenpools_worker_events_total", kind="requests") == 11
 
         for backend in ("vllm-0", "vllm-1"):
@@ -70,7 +70,7 @@ async def test_the_faust_agent_source_feeds_the_same_windows(
             return decode_as(states.records[-1].value, PoolState).replicas == 2
 
         await wait_for(two_replicas, 20, "the state to count the two live backends")
-        assert worker.metric("tokenpools_worker_dlq_total", kind="engine") == 1
+        assert worker.metric("tokenpools_worker_refused_total", kind="engine") == 1
     finally:
         await states.stop()
         await producer.stop()

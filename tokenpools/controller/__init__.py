@@ -20,8 +20,10 @@ crash; epochs stay monotonic even without it
 from tokenpools.controller.claims import SLO_HEADROOM
 from tokenpools.controller.controller import ControllerState, PoolController
 from tokenpools.controller.records import INSTANCE_EVEN_SHARE, TickArrays, TickResult
+from tokenpools.windows import ENGINE_SKEW_S
 
 __all__ = [
+    "ENGINE_SKEW_S",
     "INSTANCE_EVEN_SHARE",
     "SLO_HEADROOM",
     "ControllerState",

@@ -19,11 +19,11 @@ from tokenpools import autoscaling, debt
 from tokenpools.allocation import AllocationInput, allocate
 from tokenpools.controller import records
 from tokenpools.controller.claims import claims
-from tokenpools.controller.entitlements import EntitlementTable
+from tokenpools.controller.entitlements import Draining, EntitlementTable
 from tokenpools.controller.records import TickArrays, TickResult
 from tokenpools.schemas.codec import RequestRecord
 from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns
-from tokenpools.schemas.config import TierCode
+from tokenpools.schemas.config import EntitlementSpec, TierCode
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord, RequestEvent
 from tokenpools.windows import DemandWindows, EngineWindows, RequestColumns, request_columns
 
@@ -41,6 +41,11 @@ class ControllerState(BaseModel):
     desired_replicas: int | None = None
     last_scale_up: float | None = None
     scale_history: list[tuple[float, int]] = Field(default_factory=list)
+    # removed entitlements still draining: (last spec, drain start, sidecar instances), and
+    # drained ones whose limit tombstones may not have been published yet (republishing is
+    # harmless), so a restarted or new owner still finishes the drain and deletes the limits
+    draining: list[tuple[EntitlementSpec, float | None, list[str]]] = Field(default_factory=list)
+    retired: list[tuple[str, list[str]]] = Field(default_factory=list)
 
 
 class PoolController:
@@ -60,6 +65,7 @@ class PoolController:
         self._epoch = 0
         self._last_tick: float | None = None
         self._scaler = autoscaling.ScalerMemory(desired=config.pool.replicas)
+        self._draining = Draining()
         self.reconfigure(config)
         if state is not None:
             self._restore(state)
@@ -71,15 +77,40 @@ class PoolController:
 
     @property
     def entitlements(self) -> list[str]:
-        return list(self._table.names)
+        """The configured entitlements (draining ones, removed from the config, are not)."""
+        table = self._table
+        return [n for n, gone in zip(table.names, table.draining, strict=True) if not gone]
 
     def reconfigure(self, config: PoolConfigRecord) -> None:
-        """Apply a new config; windows and debt of entitlements that remain are kept."""
+        """Apply a new config; windows and debt of entitlements that remain are kept.
+
+        A removed entitlement with requests still running drains (`entitlements.Draining`).
+        """
         if len(self._table) and config.pool.name != self.pool:
             raise ValueError(f"controller of pool {self.pool!r} got config of {config.pool.name!r}")
+        if len(self._table):
+            specs = {e.name: e for e in self._config.entitlements} | self._draining.specs
+            kept = {e.name for e in config.entitlements}
+            self._draining.removed(
+                self._table, specs, kept, self._held_levels(), self._instance_names
+            )
+        self._apply(config)
+
+    def _held_levels(self) -> np.ndarray:
+        """Per row: (0, KV held, in flight) now, from the windows' levels."""
+        w = self._windows
+        return np.column_stack([np.zeros(w.n), w.kv_held, w.in_flight])
+
+    def retired_limits(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Entitlements gone for good (drained), each once, with the sidecar instances their
+        limits were split for: their records on the compacted limits topic get tombstones."""
+        return self._draining.retire()
+
+    def _apply(self, config: PoolConfigRecord) -> None:
         settings = config.controller
         default_delay_s = config.enforcement.default_admission_delay_ms / 1000
-        table = EntitlementTable.build(config.entitlements, default_delay_s)
+        draining = list(self._draining.specs.values())
+        table = EntitlementTable.build(config.entitlements, default_delay_s, draining)
         old_rows = table.rows_in(self._table)
         if (
             settings.window_s != self._config.controller.window_s
@@ -104,6 +135,11 @@ class PoolController:
     def _restore(self, state: ControllerState) -> None:
         if state.pool != self.pool:
             raise ValueError(f"state of pool {state.pool!r} given to controller of {self.pool!r}")
+        configured = {e.name for e in self._config.entitlements}
+        gone = [d for d in state.draining if d[0].name not in configured]
+        self._draining.restore(gone, state.retired)
+        if gone:
+            self._apply(self._config)  # their rows, after the configured ones
         table = self._table
         self._epoch = state.epoch
         self._last_tick = state.last_tick
@@ -152,23 +188,39 @@ class PoolController:
             self._instance_names.append(instance)
         return row
 
-    def observe_engine(self, samples: Sequence[EngineSample]) -> None:
+    def observe_engine(self, samples: Sequence[EngineSample], now: float | None = None) -> int:
+        """Add this pool's engine samples; returns how many were stamped too far in the future.
+
+        With `now` (the live worker's clock) a sample beyond `ENGINE_SKEW_S` is
+        refused at once; without it (replays, the simulator) it is still never
+        counted as live by the tick.
+        """
+        refused = 0
         for sample in samples:
-            if sample.pool == self.pool:
-                self._engine.observe(sample)
+            if sample.pool == self.pool and not self._engine.observe(sample, now):
+                refused += 1
+        return refused
 
     # -- the tick ---------------------------------------------------------------------------
     def compute(self, now: float) -> TickArrays:
         """The numeric tick: allocation, debt, priority, scaling — updates the controller."""
+        if self._table.draining.any() and self._draining.finished(
+            self._table, self._held_levels(), now
+        ):
+            self._apply(self._config)  # drained rows leave the table
         cfg = self._config
         settings = cfg.controller
         table = self._table
         dt = settings.tick_s if self._last_tick is None else now - self._last_tick
         dt = min(max(dt, 0.0), settings.window_s)
         live = self._engine.live_backends(now)
-        replicas = cfg.pool.replicas if live is None else live
+        # more live backends than the pool may ever have is forged or misattributed evidence
+        most = max(cfg.pool.replicas, cfg.pool.scaling.max_replicas)
+        replicas = cfg.pool.replicas if live is None else min(live, most)
         capacity = np.asarray(cfg.pool.capacity(replicas).as_tuple(), dtype=float)
         window = self._windows.demand(now)
+        if table.draining.any():  # what removed entitlements still hold is no one else's
+            capacity = np.maximum(capacity - self._draining.held(table, window.served), 0.0)
         claim, unit = claims(window, table, self._debt, settings)
         result = allocate(
             AllocationInput(
@@ -248,17 +300,22 @@ class PoolController:
 
     def state(self) -> ControllerState:
         names = self._table.names
+        kept = ~self._table.draining  # a draining entitlement has no future to persist
         return ControllerState(
             pool=self.pool,
             epoch=self._epoch,
             last_tick=self._last_tick,
-            debt={n: float(d) for n, d in zip(names, self._debt, strict=True)},
-            priority={n: float(p) for n, p in zip(names, self._priority, strict=True)},
+            debt={n: float(d) for n, d, k in zip(names, self._debt, kept, strict=True) if k},
+            priority={
+                n: float(p) for n, p, k in zip(names, self._priority, kept, strict=True) if k
+            },
             desired_replicas=self._scaler.desired,
             last_scale_up=None
             if math.isinf(self._scaler.last_scale_up)
             else self._scaler.last_scale_up,
             scale_history=list(self._scaler.history),
+            draining=self._draining.export(),
+            retired=[(name, list(inst)) for name, inst in self._draining.retired],
         )
 
     # -- introspection (simulator, tests, bench) -------------------------------------------

@@ -24,6 +24,7 @@ import msgspec
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from tokenpools.schemas.bounds import FLOAT32_MAX, MAX_TIME_S, UINT32_MAX
 from tokenpools.schemas.config import Tier
 from tokenpools.schemas.events import SCHEMA_VERSION, Phase, Record, RequestEvent
 
@@ -93,12 +94,12 @@ def _explain(exc: ValidationError) -> str:
 
 
 # -- request events: the fast decoder -------------------------------------------------------
-# Stricter than the schema where that is cheaper (no coercions, counts a float64 column
-# holds exactly, no unknown fields: msgspec would skip them unchecked), never looser: what it
-# refuses, `decode_as` judges.
-_MAX_EXACT = 2**53
-_Count = Annotated[int, msgspec.Meta(ge=0, lt=_MAX_EXACT)]
-_Seconds = Annotated[float, msgspec.Meta(ge=0)]  # also ms; ints are taken as floats
+# Stricter than the schema where that is cheaper (no coercions, no unknown fields: msgspec
+# would skip them unchecked), never looser: what it refuses, `decode_as` judges.
+# The same value bounds as the schema (`tokenpools.schemas.bounds`): what every column holds.
+_Count = Annotated[int, msgspec.Meta(ge=0, le=UINT32_MAX)]
+_UnixTime = Annotated[float, msgspec.Meta(ge=0, le=MAX_TIME_S)]  # ints are taken as floats
+_Milliseconds = Annotated[float, msgspec.Meta(ge=0, le=FLOAT32_MAX)]
 
 
 class RequestRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
@@ -111,7 +112,7 @@ class RequestRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc
 
     type: Literal["request"]
     id: Annotated[str, msgspec.Meta(min_length=1)]
-    time: _Seconds
+    time: _UnixTime
     pool: str
     entitlement: str
     phase: Phase
@@ -122,9 +123,9 @@ class RequestRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc
     prompt_tokens: _Count = 0
     completion_tokens: _Count = 0
     estimate_tokens: _Count = 0
-    queue_delay_ms: _Seconds = 0.0
-    ttft_ms: _Seconds | None = None
-    latency_ms: _Seconds | None = None
+    queue_delay_ms: _Milliseconds = 0.0
+    ttft_ms: _Milliseconds | None = None
+    latency_ms: _Milliseconds | None = None
     status: Annotated[int, msgspec.Meta(ge=0, le=999)] = 200
     reason: str | None = None
     stream: bool = False

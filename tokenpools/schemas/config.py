@@ -10,13 +10,14 @@ span objects (unknown pool, duplicate keys, guarantees over capacity) live in
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from tokenpools.schemas.bounds import UINT32_MAX, StrictFloat, StrictInt
 from tokenpools.schemas.dims import DIMENSIONS, Dims, OptionalDims
 
 
@@ -51,16 +52,18 @@ class FallbackMode(StrEnum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict numbers and finite floats: `replicas: true` is not 1 and `tps: .inf` is no
+    # capacity (it would be published as null, which every consumer refuses).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ScalingPolicy(_Strict):
     """Bounds and pacing of the autoscaler for one pool."""
 
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=16, ge=1)
-    scale_down_stabilization_s: float = Field(default=300.0, ge=0)
-    scale_up_cooldown_s: float = Field(default=0.0, ge=0)
+    min_replicas: StrictInt = Field(default=1, ge=0)
+    max_replicas: StrictInt = Field(default=16, ge=1)
+    scale_down_stabilization_s: StrictFloat = Field(default=300.0, ge=0)
+    scale_up_cooldown_s: StrictFloat = Field(default=0.0, ge=0)
     spot_allowance: Dims = Dims()
 
     @model_validator(mode="after")
@@ -75,11 +78,11 @@ class PoolSpec(_Strict):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     model: str = ""
-    replicas: int = Field(ge=0, description="committed replica count")
+    replicas: StrictInt = Field(ge=0, le=UINT32_MAX, description="committed replica count")
     per_replica: Dims = Field(
         description="tps: sustainable tokens/s; kv: num_gpu_blocks × block_size; conc: max_num_seqs"
     )
-    target_utilization: float = Field(default=0.9, gt=0, le=1)
+    target_utilization: StrictFloat = Field(default=0.9, gt=0, le=1)
     scaling: ScalingPolicy = ScalingPolicy()
 
     def capacity(self, replicas: int | None = None) -> Dims:
@@ -96,8 +99,8 @@ class PoolSpec(_Strict):
 class Slo(_Strict):
     """Service objectives; the tighter they are, the faster debt raises priority."""
 
-    max_admission_delay_ms: float | None = Field(default=None, gt=0)
-    ttft_ms: float | None = Field(default=None, gt=0)
+    max_admission_delay_ms: StrictFloat | None = Field(default=None, gt=0)
+    ttft_ms: StrictFloat | None = Field(default=None, gt=0)
 
 
 class EntitlementSpec(_Strict):
@@ -108,9 +111,9 @@ class EntitlementSpec(_Strict):
     tier: Tier
     guarantee: Dims = Dims()
     burst: OptionalDims = OptionalDims()
-    weight: float = Field(default=1.0, gt=0)
+    weight: StrictFloat = Field(default=1.0, gt=0)
     slo: Slo = Slo()
-    expected_output_tokens: int = Field(
+    expected_output_tokens: StrictInt = Field(
         default=256, ge=1, description="output length assumed when a request sets no max_tokens"
     )
     key_hashes: list[str] = Field(
@@ -132,14 +135,14 @@ class EntitlementSpec(_Strict):
 class ControllerSettings(_Strict):
     """Constants of the control loop; defaults are documented in docs/CAPACITY_MODEL.md."""
 
-    tick_s: float = Field(default=1.0, ge=0.1, le=60)
-    window_s: float = Field(default=10.0, gt=0)
-    bucket_s: float = Field(default=0.5, gt=0)
-    debt_tau_s: float = Field(default=30.0, gt=0)
-    priority_kappa: float = Field(default=1.0, ge=0)
-    headroom_fraction: float = Field(default=1.0, ge=0, le=1)
-    limit_ttl_s: float = Field(default=10.0, gt=0)
-    lend_guarantees: bool = Field(
+    tick_s: StrictFloat = Field(default=1.0, ge=0.1, le=60)
+    window_s: StrictFloat = Field(default=10.0, gt=0)
+    bucket_s: StrictFloat = Field(default=0.5, gt=0)
+    debt_tau_s: StrictFloat = Field(default=30.0, gt=0)
+    priority_kappa: StrictFloat = Field(default=1.0, ge=0)
+    headroom_fraction: StrictFloat = Field(default=1.0, ge=0, le=1)
+    limit_ttl_s: StrictFloat = Field(default=10.0, gt=0)
+    lend_guarantees: StrictBool = Field(
         default=False,
         description="lend an active guaranteed tenant's unused guarantee to others (reclaimed "
         "next tick, as spot drains); false keeps it reserved as headroom",
@@ -162,9 +165,9 @@ class EnforcementSettings(_Strict):
             Tier.SPOT: FallbackMode.STATIC,
         }
     )
-    queue_capacity: int = Field(default=1024, ge=0)
-    default_admission_delay_ms: float = Field(default=1000.0, ge=0)
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    queue_capacity: StrictInt = Field(default=1024, ge=0)
+    default_admission_delay_ms: StrictFloat = Field(default=1000.0, ge=0)
+    max_body_bytes: StrictInt = Field(default=4 * 1024 * 1024, gt=0)
 
 
 class PlatformConfig(_Strict):
@@ -201,10 +204,36 @@ def validate_platform(config: PlatformConfig) -> list[str]:
         if pool.name in pools:
             problems.append(f"pools[{i}].name: duplicate pool name {pool.name!r}")
         pools[pool.name] = pool
+    indexed = list(enumerate(config.entitlements))
+    problems += entitlement_problems(indexed, pools)
+    for i, pool in enumerate(config.pools):
+        members = [e for e in config.entitlements if e.pool == pool.name]
+        problems += capacity_problems(pool, members, f"pools[{i}]")
+    return problems
 
+
+def validate_pool(
+    pool: PoolSpec, entitlements: Sequence[EntitlementSpec], where: str = "pool"
+) -> list[str]:
+    """The rules of `validate_platform` for one pool's record on the config topic.
+
+    The same functions judge a YAML file (`tokenpools config validate`) and a
+    record arriving on the topic (`PoolConfigRecord`), so the worker never acts
+    on a config the CLI would have refused.
+    """
+    return entitlement_problems(list(enumerate(entitlements)), {pool.name: pool}) + (
+        capacity_problems(pool, entitlements, where)
+    )
+
+
+def entitlement_problems(
+    indexed: Sequence[tuple[int, EntitlementSpec]], pools: Mapping[str, PoolSpec]
+) -> list[str]:
+    """Duplicate names and keys, and entitlements of a pool not in `pools`."""
+    problems: list[str] = []
     seen_names: set[str] = set()
     seen_keys: dict[str, str] = {}
-    for i, ent in enumerate(config.entitlements):
+    for i, ent in indexed:
         where = f"entitlements[{i}]"
         if ent.name in seen_names:
             problems.append(f"{where}.name: duplicate entitlement name {ent.name!r}")
@@ -218,18 +247,21 @@ def validate_platform(config: PlatformConfig) -> list[str]:
                     f"{where}.key_hashes[{j}]: duplicate key, already used by entitlement {owner!r}"
                 )
             seen_keys[key_hash] = ent.name
+    return problems
 
-    for i, pool in enumerate(config.pools):
-        capacity = pool.capacity()
-        members = [e for e in config.entitlements if e.pool == pool.name]
-        for dim in DIMENSIONS:
-            promised = sum(getattr(e.guarantee, dim) for e in members)
-            available = getattr(capacity, dim)
-            if promised > available + 1e-9:
-                problems.append(
-                    f"pools[{i}].per_replica.{dim}: guarantees in pool {pool.name!r} sum to "
-                    f"{promised:g} {dim}, over the committed capacity {available:g} "
-                    f"({pool.replicas} replicas × {getattr(pool.per_replica, dim):g} × "
-                    f"{pool.target_utilization:g})"
-                )
+
+def capacity_problems(pool: PoolSpec, members: Sequence[EntitlementSpec], where: str) -> list[str]:
+    """Guarantees over the pool's committed capacity, per dimension."""
+    problems: list[str] = []
+    capacity = pool.capacity()
+    for dim in DIMENSIONS:
+        promised = sum(getattr(e.guarantee, dim) for e in members)
+        available = getattr(capacity, dim)
+        if promised > available + 1e-9:
+            problems.append(
+                f"{where}.per_replica.{dim}: guarantees in pool {pool.name!r} sum to "
+                f"{promised:g} {dim}, over the committed capacity {available:g} "
+                f"({pool.replicas} replicas × {getattr(pool.per_replica, dim):g} × "
+                f"{pool.target_utilization:g})"
+            )
     return problems

@@ -6,6 +6,8 @@ from enum import IntEnum, StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tokenpools.schemas.bounds import StrictFloat
+
 
 class Dimension(StrEnum):
     """Inference-native capacity units.
@@ -33,11 +35,11 @@ class DimIndex(IntEnum):
 class Dims(BaseModel):
     """One non-negative value per dimension."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    tps: float = Field(default=0.0, ge=0)
-    kv: float = Field(default=0.0, ge=0)
-    conc: float = Field(default=0.0, ge=0)
+    tps: StrictFloat = Field(default=0.0, ge=0)
+    kv: StrictFloat = Field(default=0.0, ge=0)
+    conc: StrictFloat = Field(default=0.0, ge=0)
 
     def as_tuple(self) -> tuple[float, float, float]:
         """Values in DIMENSIONS order, the layout the vectorized core uses."""
@@ -52,11 +54,11 @@ class Dims(BaseModel):
 class OptionalDims(BaseModel):
     """Per-dimension values where `None` means "no ceiling of its own" (the pool's capacity)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    tps: float | None = Field(default=None, ge=0)
-    kv: float | None = Field(default=None, ge=0)
-    conc: float | None = Field(default=None, ge=0)
+    tps: StrictFloat | None = Field(default=None, ge=0)
+    kv: StrictFloat | None = Field(default=None, ge=0)
+    conc: StrictFloat | None = Field(default=None, ge=0)
 
     def as_tuple(self) -> tuple[float | None, float | None, float | None]:
         return (self.tps, self.kv, self.conc)

@@ -12,8 +12,16 @@ from enum import IntEnum, StrEnum
 from types import MappingProxyType
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from tokenpools.schemas.bounds import (
+    Count64,
+    Gauge32,
+    Milliseconds,
+    Replicas,
+    TokenCount,
+    UnixTime,
+)
 from tokenpools.schemas.config import (
     ControllerSettings,
     EnforcementSettings,
@@ -21,6 +29,7 @@ from tokenpools.schemas.config import (
     PlatformConfig,
     PoolSpec,
     Tier,
+    validate_pool,
 )
 from tokenpools.schemas.dims import Dims
 
@@ -28,7 +37,8 @@ SCHEMA_VERSION = 1
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # finite numbers only: NaN and infinity fit no consumer (`tokenpools.schemas.bounds`)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     v: int = SCHEMA_VERSION
 
@@ -75,34 +85,34 @@ class RequestEvent(_Record):
 
     type: Literal["request"] = "request"
     id: str = Field(min_length=1)
-    time: float = Field(ge=0, description="unix seconds")
+    time: UnixTime
     pool: str
     entitlement: str
     tier: Tier | None = None
     instance: str = Field(default="", description="sidecar instance id")
     key_hash: str | None = None
     phase: Phase
-    prompt_tokens: int = Field(default=0, ge=0)
-    completion_tokens: int = Field(default=0, ge=0)
-    estimate_tokens: int = Field(default=0, ge=0, description="prompt + expected output")
-    queue_delay_ms: float = Field(default=0.0, ge=0)
-    ttft_ms: float | None = Field(default=None, ge=0)
-    latency_ms: float | None = Field(default=None, ge=0)
+    prompt_tokens: TokenCount = 0
+    completion_tokens: TokenCount = 0
+    estimate_tokens: TokenCount = Field(default=0, description="prompt + expected output")
+    queue_delay_ms: Milliseconds = 0.0
+    ttft_ms: Milliseconds | None = None
+    latency_ms: Milliseconds | None = None
     status: int = Field(default=200, ge=0, le=999)
     reason: str | None = None
-    stream: bool = False
+    stream: StrictBool = False
 
 
 class EngineSample(_Record):
     """One scrape of one engine's `/metrics`."""
 
     type: Literal["engine"] = "engine"
-    time: float = Field(ge=0)
+    time: UnixTime
     pool: str
     backend: str
-    up: bool = True
-    running: float = Field(default=0, ge=0)
-    waiting: float = Field(default=0, ge=0)
+    up: StrictBool = True  # "yes" is no answer
+    running: Gauge32 = 0
+    waiting: Gauge32 = 0
     kv_usage: float = Field(default=0.0, ge=0, le=1, description="fraction of KV blocks in use")
     kv_capacity_tokens: float = Field(default=0, ge=0)
     prompt_tokens_total: float = Field(default=0, ge=0)
@@ -119,9 +129,9 @@ class LimitUpdate(_Record):
     entitlement: str
     tier: Tier
     instance: str = Field(default="", description="'' = the entitlement's whole limit")
-    epoch: int = Field(ge=0, description="monotonic per pool; sidecars apply only newer epochs")
-    issued_at: float = Field(ge=0)
-    expires_at: float = Field(ge=0)
+    epoch: Count64 = Field(description="monotonic per pool; sidecars apply only newer epochs")
+    issued_at: UnixTime
+    expires_at: UnixTime
     limits: Dims
 
 
@@ -130,9 +140,9 @@ class ScalingDecision(_Record):
 
     type: Literal["scaling"] = "scaling"
     pool: str
-    time: float = Field(ge=0)
-    current_replicas: int = Field(ge=0)
-    desired_replicas: int = Field(ge=0)
+    time: UnixTime
+    current_replicas: Replicas
+    desired_replicas: Replicas
     reason: str
     demand: Dims
     capacity: Dims
@@ -141,7 +151,7 @@ class ScalingDecision(_Record):
 class EntitlementState(BaseModel):
     """One entitlement's row in a pool-state snapshot."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     entitlement: str
     tier: Tier
@@ -158,9 +168,9 @@ class PoolState(_Record):
 
     type: Literal["state"] = "state"
     pool: str
-    time: float = Field(ge=0)
-    epoch: int = Field(ge=0)
-    replicas: int = Field(ge=0)
+    time: UnixTime
+    epoch: Count64
+    replicas: Replicas
     capacity: Dims
     entitlements: list[EntitlementState]
 
@@ -179,6 +189,14 @@ class PoolConfigRecord(_Record):
     entitlements: list[EntitlementSpec]
     controller: ControllerSettings = ControllerSettings()
     enforcement: EnforcementSettings = EnforcementSettings()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PoolConfigRecord:
+        """The checks `tokenpools config validate` applies, for a record that skipped it."""
+        problems = validate_pool(self.pool, self.entitlements)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @classmethod
     def from_platform(cls, config: PlatformConfig) -> list[PoolConfigRecord]:

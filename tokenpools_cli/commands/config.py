@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 
 from connectors.kafka.settings import KafkaSettings
+from connectors.kafka.topics import CONFIG_MAX_MESSAGE_BYTES
 from tokenpools.config_file import ConfigError, load_config
-from tokenpools.schemas import PlatformConfig, PoolConfigRecord
+from tokenpools.schemas import PlatformConfig, PoolConfigRecord, encode
 from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, kafka_settings
 
@@ -23,12 +24,33 @@ FILE = typer.Argument(..., exists=False, help="YAML config file (see deploy/exam
 
 def _load_or_exit(path: Path) -> PlatformConfig:
     try:
-        return load_config(path)
+        config = load_config(path)
+        oversized = record_size_problems(config)
+        if oversized:
+            raise ConfigError(str(path), oversized)
+        return config
     except ConfigError as exc:
         err.print(f"[red]invalid config[/red] {exc.source}:")
         for problem in exc.problems:
             err.print(f"  - {problem}", markup=False, highlight=False)
         raise typer.Exit(2) from None
+
+
+def record_size_problems(
+    config: PlatformConfig, limit: int = CONFIG_MAX_MESSAGE_BYTES
+) -> list[str]:
+    """Pools whose config record is too big to publish: refused here, not by the broker later."""
+    problems = []
+    for i, record in enumerate(PoolConfigRecord.from_platform(config)):
+        size = len(encode(record))
+        if size > limit:
+            problems.append(
+                f"pools[{i}]: the config record of pool {record.pool.name!r} would be {size:,} "
+                f"bytes, over the config topic's limit of {limit:,} bytes "
+                f"(CONFIG_MAX_MESSAGE_BYTES); split its {len(record.entitlements):,} "
+                "entitlements across pools"
+            )
+    return problems
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import socket
 from pathlib import Path
@@ -38,11 +39,38 @@ def run(
         "", help="Environment variable holding the key vLLM expects (--api-key), if any."
     ),
     event_buffer: int = typer.Option(100_000, min=1, help="Request events buffered for Kafka."),
+    replicas: int = typer.Option(
+        1,
+        min=1,
+        envvar="TOKENPOOLS_SIDECAR_REPLICAS",
+        help="Sidecars serving this pool: while the worker is silent each enforces 1/replicas "
+        "of the fallback limits (the limits topic can raise it).",
+    ),
+    spool_dir: Path = typer.Option(
+        None,
+        help="Where request events wait while Kafka is down (default: a temporary directory "
+        "per instance under the system's; give a persistent one to survive restarts).",
+    ),
+    spool_max_bytes: int = typer.Option(
+        1 << 30, min=1024, help="Bound of the event spool on disk (bytes)."
+    ),
+    header_timeout: float = typer.Option(
+        15.0, min=0.1, help="Seconds a connection gets to send a complete request head."
+    ),
+    dev: bool = typer.Option(
+        False, "--dev", help="Local development: allow the public development key salt."
+    ),
 ) -> None:
     """Admit, proxy and report every request; exit 2 on bad options or config."""
     require(Extra.SIDECAR)
     from connectors.sidecar.backends import Strategy
-    from connectors.sidecar.runtime import pool_record, start_sidecar
+    from connectors.sidecar.log_limit import limit_log_rate
+    from connectors.sidecar.runtime import (
+        InsecureSaltError,
+        deployment_salt,
+        pool_record,
+        start_sidecar,
+    )
     from connectors.sidecar.settings import SidecarSettings
     from tokenpools.config_file import ConfigError, load_config
     from tokenpools.topics import Topics
@@ -51,6 +79,10 @@ def run(
         typer.echo(message, err=True)
         return typer.Exit(2)
 
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    limit_log_rate(10.0)  # a Kafka outage is a few lines per interval, not one per retry
     if config is None and not bootstrap:
         raise bad("give --config, --kafka (or KAFKA_BOOTSTRAP), or both")
     platform = None
@@ -69,6 +101,10 @@ def run(
             raise bad(str(exc.args[0])) from None
     if not pool:
         raise bad("--pool is needed when the config comes from Kafka")
+    try:
+        salt = deployment_salt(dev)
+    except InsecureSaltError as exc:
+        raise bad(str(exc)) from None
     kafka = kafka_settings(bootstrap) if bootstrap else None
     try:
         settings = SidecarSettings(
@@ -80,6 +116,10 @@ def run(
             read_timeout_s=read_timeout,
             backend_cooldown_s=backend_cooldown,
             backend_api_key=os.environ.get(backend_api_key_env) if backend_api_key_env else None,
+            header_timeout_s=header_timeout,
+            replicas=replicas,
+            spool_dir=str(spool_dir) if spool_dir else None,
+            spool_max_bytes=spool_max_bytes,
         )
     except ValueError as exc:
         raise bad(f"bad option: {exc}") from None
@@ -94,6 +134,7 @@ def run(
                 host=host,
                 port=port,
                 event_buffer=event_buffer,
+                salt=salt,
             )
         except Exception as exc:  # Kafka unreachable, port taken, ...
             typer.echo(f"sidecar failed to start: {type(exc).__name__}: {exc}", err=True)

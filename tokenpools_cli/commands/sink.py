@@ -40,7 +40,11 @@ def run(
         "to the kafka_dead_letters table instead of the DLQ topic.",
     ),
     query_port: int = typer.Option(
-        0, min=0, max=65535, help="Query endpoint port on 127.0.0.1 (0 = any)."
+        0,
+        min=0,
+        max=65535,
+        help="Query endpoint port on 127.0.0.1 (0 = any); with TOKENPOOLS_SINK_TOKEN set, "
+        "every route but /healthz wants it as a bearer token.",
     ),
 ) -> None:
     """Consume every topic into its table; serve named queries on 127.0.0.1 until SIGTERM/Ctrl-C.

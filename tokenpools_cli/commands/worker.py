@@ -21,6 +21,9 @@ def run(
     metrics_port: int | None = typer.Option(
         None, help="Serve Prometheus metrics on this port (off when not given)."
     ),
+    metrics_host: str = typer.Option(
+        "127.0.0.1", help="Address the metrics listen on (loopback unless set; 0.0.0.0 = all)."
+    ),
     requests_source: str = typer.Option(
         "batch", help="batch (fast aiokafka reader) or agent (a Faust take() agent)."
     ),
@@ -38,6 +41,7 @@ def run(
             tick_s=tick,
             partitions=partitions,
             metrics_port=metrics_port,
+            listen_host=metrics_host,
             requests_source=RequestSource(requests_source),
             session_timeout_s=session_timeout,
         )

@@ -159,7 +159,7 @@ class LocalStack:
         return self.start(
             instance, "sidecar", "run", "--pool", pool, "--config", str(config),
             "--backend", backend, "--bootstrap", self.bootstrap, "--namespace", self.namespace,
-            "--instance", instance, serve=("--port", "/health"),
+            "--instance", instance, "--dev", serve=("--port", "/health"),
         )  # fmt: skip  # flag and value pairs on a line, as typed at a shell
 
     def worker(

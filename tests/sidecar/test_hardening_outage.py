@@ -1,0 +1,131 @@
+"""Issue 11, items 2 and 7: a broker outage longer than the producer's request timeout loses no
+request event (they wait in the spool and arrive in order), the sidecar serves throughout, and
+the log stays bounded (one line per kind of message per interval).
+
+The broker here is this test's own `LocalKafka`, stopped and started again on the same port
+and data; the shared broker of the other tests is never touched."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import Counter
+
+import aiohttp
+import pytest
+
+import connectors.sidecar.runtime as runtime
+from connectors.kafka.admin import ensure_topics
+from connectors.kafka.broker import BrokerError, LocalKafka
+from connectors.kafka.producer import make_producer
+from connectors.kafka.topic_reader import read_to_end
+from tests.helpers.sidecar_stack import KEYS, MODEL, platform, stack
+from tokenpools.schemas import Phase, RequestEvent, decode_as
+from tokenpools.topics import Topics
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+REQUEST_TIMEOUT_MS = 2_000  # the producer gives a batch up after this: the outage is 4x longer
+OUTAGE_S = 8.0
+
+
+class _Count(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines += 1
+
+
+@pytest.fixture
+def broker():
+    kafka = LocalKafka()
+    try:
+        kafka.start()
+    except BrokerError as exc:
+        pytest.skip(f"no local broker can start here: {exc}")
+    try:
+        yield kafka
+    finally:
+        kafka.cleanup()
+
+
+async def _ask(http: aiohttp.ClientSession, url: str) -> int:
+    body = {"model": MODEL, "prompt": "outage", "max_tokens": 2}
+    headers = {"Authorization": f"Bearer {KEYS['gold']}"}
+    async with http.post(url + "/v1/completions", json=body, headers=headers) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def test_an_outage_longer_than_the_request_timeout_loses_no_event(
+    broker: LocalKafka, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connectors.sidecar.log_limit import RateLimitFilter
+
+    monkeypatch.setattr(
+        runtime,
+        "make_producer",
+        functools.partial(make_producer, request_timeout_ms=REQUEST_TIMEOUT_MS),
+    )
+    topics = Topics(namespace="outage")
+    await ensure_topics(broker.bootstrap, topics, partitions=1)
+    raw, limited = _Count(), _Count()
+    limited.addFilter(RateLimitFilter(interval_s=10.0))
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    root.addHandler(raw)
+    root.addHandler(limited)
+    loop = asyncio.get_running_loop()
+    statuses: Counter[int] = Counter()
+    try:
+        async with (
+            stack(platform(), bootstrap=broker.bootstrap, topics=topics) as s,
+            aiohttp.ClientSession() as http,
+        ):
+            reporter = s.sidecar.sidecar.reporter
+            for _ in range(20):
+                statuses[await _ask(http, s.url)] += 1
+            raw.lines = limited.lines = 0  # count what the outage logs
+            await asyncio.to_thread(broker.stop)
+            down_until = loop.time() + OUTAGE_S
+            while loop.time() < down_until:  # the sidecar keeps serving on its limits
+                statuses[await _ask(http, s.url)] += 1
+                await asyncio.sleep(0.05)
+            outage_lines = (raw.lines, limited.lines)
+            spooled_during_outage = reporter.spooled
+            await asyncio.to_thread(broker.start)
+            for _ in range(20):
+                statuses[await _ask(http, s.url)] += 1
+            deadline = loop.time() + 60
+            while (reporter.buffered or reporter.spooled) and loop.time() < deadline:
+                await asyncio.sleep(0.1)
+            sent, dropped, spool_dropped = reporter.sent, reporter.dropped, reporter.spool_dropped
+    finally:
+        root.removeHandler(raw)
+        root.removeHandler(limited)
+        root.setLevel(old_level)
+    records = await read_to_end(broker.bootstrap, topics.requests)
+    events = [decode_as(r.value, RequestEvent) for r in records]
+    served = sum(statuses.values())
+    print(
+        f"\nrequests {served} (statuses {dict(statuses)}), events on the topic {len(events)}, "
+        f"spooled at the end of the outage {spooled_during_outage}, sent {sent}, "
+        f"dropped {dropped}+{spool_dropped}; log lines during the {OUTAGE_S:g} s outage: "
+        f"{outage_lines[0]} raw, {outage_lines[1]} rate-limited"
+    )
+    assert statuses == {200: served}
+    assert spooled_during_outage > 0  # the outage did outlast the producer's timeout
+    per_request = Counter(e.id for e in events)
+    phases = Counter((e.id, e.phase) for e in events)
+    assert len(per_request) == served  # every request is there ...
+    assert all(phases[i, Phase.ADMITTED] == 1 for i in per_request)  # ... admitted once
+    assert all(phases[i, Phase.COMPLETED] == 1 for i in per_request)  # ... and completed once
+    assert len(events) == 2 * served  # no duplicates
+    order = {i: n for n, i in enumerate(dict.fromkeys(e.id for e in events))}
+    issued = sorted(order, key=lambda i: int(i.rsplit("-", 1)[1]))
+    assert list(order) == issued  # in the order the requests came
+    assert outage_lines[1] <= 40, outage_lines
