@@ -1,4 +1,4 @@
-"""Request events become the windows' columns one way, whether parsed plainly or validated.
+"""Request events become the windows' columns one way, whether fast-decoded or validated.
 
 (What the fast decoder accepts is specified in `tests/core/test_codec_requests.py`.)
 """
