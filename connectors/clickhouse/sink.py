@@ -128,7 +128,7 @@ class TopicSink(ConsumerRebalanceListener):
         self._settings = settings
         self._metrics = metrics
         self._buffer = _Buffer()
-        self._in_flight: asyncio.Task[None] | None = None  # the batch being written
+        self._in_flight: asyncio.Task[bool] | None = None  # the batch being written
         self._lock = asyncio.Lock()
         self._generation = 0
         self._bootstrap = bootstrap
@@ -202,7 +202,8 @@ class TopicSink(ConsumerRebalanceListener):
         Any other failure (the store is down) is retried with backoff, until
         `stop()`: then the offsets stay uncommitted and a restart re-reads them.
         """
-        await self._landed()
+        if not await self._landed():
+            return  # the write before gave up (stopped): nothing after it may be committed
         rows = self._buffer.take()
         # Every record handed out so far, those sent to the DLQ included, is in this batch.
         offsets = {tp: await self._consumer.position(tp) for tp in self._consumer.assignment()}
@@ -210,16 +211,22 @@ class TopicSink(ConsumerRebalanceListener):
         if wait:
             await self._landed()
 
-    async def _landed(self) -> None:
-        """Wait for the write in flight, if any (its failure, other than the store's, raises)."""
+    async def _landed(self) -> bool:
+        """Wait for the write in flight, if any; False if it gave up uncommitted on `stop()`.
+
+        (Its failure, other than the store's, raises.)
+        """
         task, self._in_flight = self._in_flight, None
-        if task is not None:
-            await task
+        return True if task is None else await task
 
     async def _write(
         self, rows: list[Row], offsets: dict[TopicPartition, int], generation: int
-    ) -> None:
-        """Insert until it succeeds, then commit `offsets` (positions just after the batch)."""
+    ) -> bool:
+        """Insert until it succeeds, then commit `offsets` (positions just after the batch).
+
+        False if `stop()` came while the store was failing: nothing was committed, and
+        no later write may commit either (its offsets would cover this batch's records).
+        """
         async with self._lock:
             table = self.mapping.table
             delay = self._settings.backoff_initial_s
@@ -241,13 +248,13 @@ class TopicSink(ConsumerRebalanceListener):
                 except Exception as exc:  # any failure of the store: keep the offsets, retry
                     self._metrics.insert_failures.labels(table).inc()
                     if generation != self._generation:
-                        return  # partitions were taken away; their new owner re-reads them
+                        return True  # partitions were taken away; their new owner re-reads them
                     log.warning("insert into %s failed (%s); retrying in %.1fs", table, exc, delay)
                     if await self._stopped_within(delay):
-                        return  # SIGTERM while the store is down: exit now, re-read on restart
+                        return False  # SIGTERM while the store is down: exit, re-read on restart
                     delay = min(delay * 2, self._settings.backoff_max_s)
             if generation != self._generation or not offsets:
-                return
+                return True
             await self._dlq_producer.flush()
             try:
                 await self._consumer.commit(offsets)
@@ -255,6 +262,7 @@ class TopicSink(ConsumerRebalanceListener):
                 # The group moved on; whoever owns the partitions re-reads past our
                 # last commit and the replay watermark skips what we wrote.
                 log.warning("offset commit for %s failed: %s", self.topic, exc)
+            return True
 
     async def _stopped_within(self, seconds: float) -> bool:
         """Wait `seconds`, or less if `stop()` is called meanwhile; True if it was."""
