@@ -5,8 +5,10 @@ Prints, measured in this run on this machine:
      numeric part every caller runs) for 1k entitlements in 10 pools and for
      10k entitlements in one pool — median ms over repeated ticks — their
      growth ratio (10× the entitlements); then the full tick up to the bytes
-     the worker publishes (`tick()` + `encoded_limits()` + `encoded_state()`)
-     for both, and for the 10k pool seen through two sidecars (instance splits);
+     the worker publishes (`tick()` + encoded limits + `encoded_state()`)
+     for both, and for the 10k pool seen through two sidecars (instance splits):
+     every limit every tick (before) next to only the limits that changed or are
+     due for their refresh (`streams.publishing.LimitMemory`, what the worker sends);
   2. the offline simulator's speed on the Azure code trace (the whole file,
      about an hour, assigned to the overload config's entitlements by row
      hash): simulated seconds per wall second;
@@ -32,12 +34,14 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streams.publishing import LimitMemory
 from tokenpools.config_file import load_config
 from tokenpools.controller import PoolController
 from tokenpools.schemas.config import ControllerSettings, EntitlementSpec, PoolSpec, Tier
 from tokenpools.schemas.dims import Dims, OptionalDims
 from tokenpools.schemas.events import PhaseCode, PoolConfigRecord
 from tokenpools.simulation import Simulator, read_azure_trace, trace_scenario
+from tokenpools.topics import limit_key
 from tokenpools.windows import RequestColumns
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,35 +130,54 @@ def bench_ticks(repeats: int) -> tuple[float, float]:
     return median_ms(tick_small, repeats), median_ms(tick_big, repeats)
 
 
-def full_tick_ms(ctls: list[PoolController], repeats: int) -> tuple[float, int, int]:
-    """Median ms of ticks up to the bytes the worker sends; (ms, limit records, state bytes)."""
+def full_tick_ms(
+    ctls: list[PoolController], repeats: int, changed_only: bool
+) -> tuple[float, int, int]:
+    """Median ms of ticks up to the bytes the worker sends; (ms, limit records, state bytes).
+
+    `changed_only`: as the worker publishes (`streams.publishing.LimitMemory`): only the
+    limits that changed or are due for a refresh are encoded; the first tick (everything,
+    a fresh memory) is the warm-up. Otherwise every limit of every tick, as before.
+    """
     clock = {"t": 100.0}
     sizes: list[tuple[int, int]] = []
+    memories = [LimitMemory() for _ in ctls]
 
     def full_tick() -> None:
         clock["t"] += 0.05  # the events stay in the window: every tick splits as much
         sizes.clear()
-        for ctl in ctls:
+        for ctl, memory in zip(ctls, memories, strict=True):
             result = ctl.tick(clock["t"])
-            sizes.append((len(result.encoded_limits()), len(result.encoded_state())))
+            if changed_only:
+                cols = result.limit_columns.take(memory.due(result.limit_columns))
+                keys = map(limit_key, cols.entitlements, cols.instances)
+                limits = list(zip(keys, cols.encoded(), strict=True))
+            else:
+                limits = result.encoded_limits()
+            sizes.append((len(limits), len(result.encoded_state())))
 
     full_tick()  # warm-up
     ms = median_ms(full_tick, repeats)
     return ms, sum(n for n, _ in sizes), sum(b for _, b in sizes)
 
 
-def bench_full_ticks(repeats: int) -> list[tuple[str, float, int, int]]:
+def bench_full_ticks(repeats: int) -> list[tuple[str, float, int, float, int, int]]:
+    """Per pool shape: every limit (ms, records) and changed-only (ms, records), state bytes."""
     rows = []
     for label, pools, n, sidecars in (
         ("1k entitlements in 10 pools", 10, 100, 0),
         ("10k entitlements in 1 pool ", 1, 10_000, 0),
         ("10k in 1 pool, 2 sidecars  ", 1, 10_000, 2),
     ):
-        rng = np.random.default_rng(1)
-        ctls = [PoolController(pool_record(f"p{i}", n)) for i in range(pools)]
-        for ctl in ctls:
-            feed(ctl, n, 100.0, rng, sidecars)
-        rows.append((label, *full_tick_ms(ctls, repeats)))
+        measured = []
+        for changed_only in (False, True):  # same pools, fed the same, side by side
+            rng = np.random.default_rng(1)
+            ctls = [PoolController(pool_record(f"p{i}", n)) for i in range(pools)]
+            for ctl in ctls:
+                feed(ctl, n, 100.0, rng, sidecars)
+            measured.append(full_tick_ms(ctls, repeats, changed_only))
+        (every_ms, every_n, state), (changed_ms, changed_n, _) = measured
+        rows.append((label, every_ms, every_n, changed_ms, changed_n, state))
     return rows
 
 
@@ -199,10 +222,12 @@ def main() -> None:
     print(f"  10k entitlements in 1 pool  : {big_ms:8.2f} ms median   (target < 20 ms)")
     print(f"  growth 10k/1k               : {big_ms / small_ms:8.2f}x for 10x the entitlements")
     print("full tick up to the published bytes (tick + encoded limits + encoded state)")
-    for label, ms, n_limits, state_bytes in full:
+    print("  every limit each tick (before) | only changed or due limits (streams.publishing)")
+    for label, every_ms, every_n, changed_ms, changed_n, state_bytes in full:
         print(
-            f"  {label} : {ms:8.2f} ms median   ({n_limits} limit records, "
-            f"state {state_bytes / 2**20:.1f} MiB; target < 150 ms)"
+            f"  {label} : {every_ms:8.2f} ms ({every_n} limits) | {changed_ms:8.2f} ms "
+            f"({changed_n} limits)  ratio {changed_ms / every_ms:.2f}; "
+            f"state {state_bytes / 2**20:.1f} MiB; target < 50 ms"
         )
     if args.trace.exists():
         simulated, wall, n = bench_simulator(args.trace)

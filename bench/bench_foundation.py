@@ -1,7 +1,9 @@
 """Baselines later stream benchmarks are divided by: codec cost and raw aiokafka rates.
 
 Prints, measured in this run on this machine:
-  - encode+decode cost per request event (µs), through the project codec;
+  - encode+decode cost per request event (µs), through the project codec; and
+    decoding through the codec's fast request decoder (`decode_requests`, msgspec
+    structs) next to the reference path (`decode_as`, pydantic), same payloads, same run;
   - raw aiokafka produce rate (events/s, idempotent producer, acks=all);
   - raw aiokafka consume rate of the same topic (events/s, getmany, no decoding).
 Starts its own local broker unless KAFKA_BOOTSTRAP is set.
@@ -23,6 +25,7 @@ from connectors.kafka.broker import LocalKafka
 from connectors.kafka.consumer import make_consumer
 from connectors.kafka.producer import make_producer
 from tokenpools.schemas import Phase, RequestEvent, Tier, decode_as, encode
+from tokenpools.schemas.codec import decode_requests
 from tokenpools.topics import Topics
 
 
@@ -46,9 +49,10 @@ def sample_event(i: int) -> RequestEvent:
     )
 
 
-def codec_cost_us(n: int = 20_000, repeats: int = 5) -> tuple[float, float]:
+def codec_cost_us(n: int = 20_000, repeats: int = 5) -> tuple[float, float, float]:
+    """Median µs per event: encode, decode (reference path), decode (fast request decoder)."""
     events = [sample_event(i) for i in range(n)]
-    encode_runs, decode_runs = [], []
+    encode_runs, decode_runs, fast_runs = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         payloads = [encode(e) for e in events]
@@ -56,9 +60,17 @@ def codec_cost_us(n: int = 20_000, repeats: int = 5) -> tuple[float, float]:
         for p in payloads:
             decode_as(p, RequestEvent)
         t2 = time.perf_counter()
+        decoded, refused = decode_requests(payloads)
+        t3 = time.perf_counter()
+        assert len(decoded) == n and not refused
         encode_runs.append((t1 - t0) / n * 1e6)
         decode_runs.append((t2 - t1) / n * 1e6)
-    return statistics.median(encode_runs), statistics.median(decode_runs)
+        fast_runs.append((t3 - t2) / n * 1e6)
+    return (
+        statistics.median(encode_runs),
+        statistics.median(decode_runs),
+        statistics.median(fast_runs),
+    )
 
 
 async def kafka_rates(bootstrap: str, count: int) -> tuple[float, float]:
@@ -103,10 +115,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
 
-    enc, dec = codec_cost_us()
+    enc, dec, fast = codec_cost_us()
     print(
         f"codec: encode {enc:.2f} µs/event, decode {dec:.2f} µs/event, "
         f"encode+decode {enc + dec:.2f} µs/event"
+    )
+    print(
+        f"codec: fast request decoder {fast:.2f} µs/event = {fast / dec:.2f} of decode_as "
+        "(same payloads, same run)"
     )
 
     broker = None

@@ -45,7 +45,7 @@ from streams.metrics import WorkerMetrics
 from streams.output_lengths import OutputLengths
 from streams.ownership import owned_partitions
 from streams.pools import PoolRegistry
-from streams.publishing import publish_tick, publish_tombstones
+from streams.publishing import LimitMemory, publish_tick, publish_tombstones
 from streams.requests_reader import RequestReader
 from streams.screening import screen
 from streams.settings import RequestSource, WorkerSettings
@@ -75,6 +75,8 @@ class ControlLoop:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._events_since_tick = 0
         self._last_tick_wall: float | None = None
+        # per pool ticked last time: what its limits were published as (changed-only publishing)
+        self._published: dict[str, LimitMemory] = {}
         specs = {spec.name: spec for spec in topic_specs(self.topics, settings.partitions)}
         self.faust_topics = {name: self._topic(spec) for name, spec in specs.items()}
         self.configs = self._table("configs")
@@ -216,9 +218,13 @@ class ControlLoop:
         self.sync_ownership()
         # a pool whose last window is still being replayed waits: its windows are not whole
         ready = self.reader.caught_up() if self.reader is not None else None
+        published, self._published = self._published, {}
         for pool, result, state in self.registry.tick(now, ready):
             self.output_lengths.annotate(result, self.registry.config(pool))
-            counts = await publish_tick(self.send, self.topics, result, self.worker_id)
+            # a pool not ticked last time (new, taken over, caught up) publishes every limit
+            memory = published.get(pool) or LimitMemory()
+            counts = await publish_tick(self.send, self.topics, result, self.worker_id, memory)
+            self._published[pool] = memory  # only once every record of the tick was queued
             retired = self.registry.retired_limits(pool)
             if retired:
                 counts["tombstone"] = await publish_tombstones(

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from connectors.kafka.partitioner import partition_of
 from streams.screening import DEDUPE_HORIZON_S, RecentIds
 from tokenpools.controller import ControllerState, PoolController, TickResult
 from tokenpools.schemas import DecodeError, decode_as
+from tokenpools.schemas.codec import RequestRecord
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord
 
 
@@ -113,8 +113,8 @@ class PoolRegistry:
         return added, removed
 
     # -- inputs and the tick ----------------------------------------------------------------
-    def observe_requests(self, events: Mapping[str, list[dict[str, Any]]]) -> Observed:
-        """Feed plainly valid event objects (`tokenpools.schemas.plain`), grouped by pool."""
+    def observe_requests(self, events: Mapping[str, list[RequestRecord]]) -> Observed:
+        """Feed decoded request events (`codec.decode_requests`), grouped by pool."""
         late = unknown = 0
         for pool, batch in events.items():
             controller = self._controllers.get(pool)

@@ -4,32 +4,135 @@ Keys: limits by `limit_key(entitlement, instance)` on the
 compacted limits topic (the latest record per key is the live limit),
 scaling decisions and state snapshots by pool. Values are the one codec's
 JSON: limits and the state snapshot come encoded from the tick's columns
-(`TickResult.encoded_limits`/`encoded_state`, no model per row). `send` is
-any coroutine with the shape of Faust's `Producer.send`.
+(`LimitColumns.encoded`, `TickResult.encoded_state`, no model per row). `send`
+is any coroutine with the shape of Faust's `Producer.send`.
+
+**Only limits that changed.** At 10k entitlements on two sidecars a tick
+decides ~30k limit records, and encoding and sending all of them was most of
+the tick. A `LimitMemory` per pool remembers what was last published per key
+and when it must be refreshed; a tick publishes an entitlement's limit records
+only if one of their values or tiers changed, one is new or gone, or their
+refresh is due (an entitlement's records always go out together, under one
+epoch: see `LimitMemory`). Unchanged limits are sent
+again every `REFRESH_EVERY` of their TTL, so a sidecar's copy never expires
+while the worker is alive (it keeps at least half its TTL of margin for a
+delayed or lost send); each key's first refresh comes at its own share of
+that period, so the refreshes spread evenly over the ticks instead of
+bursting together. A new owner of a pool starts with an empty memory and
+publishes everything once.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
 
 from connectors.kafka.dead_letter import Headers, Send
 from tokenpools.controller import TickResult
 from tokenpools.schemas import encode
+from tokenpools.schemas.columnar import LimitColumns
 from tokenpools.topics import Topics, limit_key
 
 WORKER_HEADER = "tokenpools.worker"  # which worker published a tick's records (for operators)
+# A published limit is sent again, unchanged, this share of its TTL after it was last sent.
+REFRESH_EVERY = 0.5
+_GOLDEN = (5**0.5 - 1) / 2  # row i's phase is frac(i · φ): evenly spread for any count
+
+
+class LimitMemory:
+    """One pool's last published limits, so a tick publishes only what changed or is due.
+
+    Rows are identified by (entitlement, instance, tier) and sent per entitlement:
+    when any of an entitlement's records (its whole limit, its instance shares)
+    changed, is new, is due, or one of them disappeared, all of them are sent
+    with the tick's epoch. A sidecar takes the newest epoch among an
+    entitlement's records, so they must never carry different epochs, or an
+    unchanged whole limit refreshed later would outrank the instance's share.
+    When a tick's rows are the previous tick's (the usual case) this is a few
+    numpy passes.
+    """
+
+    def __init__(self) -> None:
+        self._ids: tuple[list[str], list[str], list[str]] = ([], [], [])
+        self._group = np.zeros(0, dtype=np.int64)  # row -> its entitlement's group
+        self._limits = np.zeros((0, 3))
+        self._refresh_at = np.zeros(0)
+
+    def due(self, cols: LimitColumns) -> np.ndarray:
+        """Rows of `cols` to publish now, and remember them as published (by `cols.issued_at`)."""
+        now = cols.issued_at
+        ids = (cols.entitlements, cols.instances, cols.tiers)
+        lost = np.zeros(0, dtype=np.int64)
+        if _same(ids, self._ids):
+            group, old_limits, old_refresh = self._group, self._limits, self._refresh_at
+        else:
+            group, old_limits, old_refresh, lost = self._carried(ids)
+        n_groups = int(group.max()) + 1 if len(group) else 0
+        due_row = (now >= old_refresh) & np.isfinite(old_refresh)  # a new key is "changed"
+        changed_row = (cols.limits != old_limits).any(axis=1)
+        changed = np.bincount(group, weights=changed_row, minlength=n_groups) > 0
+        changed[lost] = True
+        sent = changed | (np.bincount(group, weights=due_row, minlength=n_groups) > 0)
+        rows = np.flatnonzero(sent[group])
+        # a group sent only because it was due keeps its phase; a changed one takes its own
+        phase = np.where(changed, 1.0 - (np.arange(n_groups) * _GOLDEN) % 1.0, 1.0)  # (0, 1]
+        period = REFRESH_EVERY * (cols.expires_at - cols.issued_at)
+        refresh_at = old_refresh.copy()
+        refresh_at[rows] = now + period * phase[group[rows]]
+        self._ids = (list(ids[0]), list(ids[1]), list(ids[2]))
+        self._group = group
+        self._limits = cols.limits.copy()
+        self._refresh_at = refresh_at
+        return rows
+
+    def _carried(
+        self, ids: tuple[Sequence[str], Sequence[str], Sequence[str]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For new rows: groups, remembered limits and refresh times (NaN / −∞: new key), and
+        the groups of entitlements that lost a key since the last tick."""
+        names = ids[0]
+        index: dict[str, int] = {}
+        group = np.fromiter((index.setdefault(n, len(index)) for n in names), np.int64, len(names))
+        before = {key: i for i, key in enumerate(zip(*self._ids, strict=True))}
+        keys = list(zip(*ids, strict=True))
+        at = np.fromiter((before.get(key, -1) for key in keys), np.int64, len(keys))
+        known = at >= 0
+        limits = np.full((len(at), 3), np.nan)
+        limits[known] = self._limits[at[known]]
+        refresh = np.full(len(at), -np.inf)
+        refresh[known] = self._refresh_at[at[known]]
+        gone = before.keys() - set(keys)
+        lost = np.array(sorted({index[n] for n, _, _ in gone if n in index}), dtype=np.int64)
+        return group, limits, refresh, lost
+
+
+def _same(a: tuple[Sequence[str], ...], b: tuple[Sequence[str], ...]) -> bool:
+    return all(len(x) == len(y) and list(x) == list(y) for x, y in zip(a, b, strict=True))
 
 
 async def publish_tick(
-    send: Send, topics: Topics, result: TickResult, worker: str = ""
+    send: Send,
+    topics: Topics,
+    result: TickResult,
+    worker: str = "",
+    memory: LimitMemory | None = None,
 ) -> Counter[str]:
-    """Queue a tick's limits, scaling decision and state snapshot; returns counts by kind."""
+    """Queue a tick's limits (with `memory`, only those due), scaling decision and state snapshot.
+
+    Returns counts by kind.
+    """
     counts: Counter[str] = Counter()
     headers: Headers = [(WORKER_HEADER, worker.encode())]
-    limits = result.encoded_limits()
-    for key, value in limits:
+    cols = result.limit_columns
+    if memory is not None:
+        cols = cols.take(memory.due(cols))
+    keys = map(limit_key, cols.entitlements, cols.instances)
+    values = cols.encoded()
+    for key, value in zip(keys, values, strict=True):
         await send(topics.limits, key, value, headers)
-    counts["limit"] = len(limits)
+    counts["limit"] = len(values)
     pool_key = result.state_columns.pool.encode()
     if result.scaling is not None:
         await send(topics.scaling, pool_key, encode(result.scaling), headers)

@@ -8,9 +8,9 @@ Rules, applied in this order:
   reads every record of the topic with the same codec and is the one that
   parks it on the DLQ, so each bad record is dead-lettered once (the worker
   re-reads the last window whenever it takes over a pool, which would
-  dead-letter again; see docs/OPERATIONS.md). Records are parsed by the plain
-  fast path (`tokenpools.schemas.plain`); what it does not plainly accept is
-  judged by `tokenpools.schemas.codec`, the authority on the schema;
+  dead-letter again; see docs/OPERATIONS.md). Records are decoded by
+  `tokenpools.schemas.codec.decode_requests` (its fast decoder, with the
+  schema's own validation as the authority on what that refuses);
 * a valid event stamped more than the pool's window before now is **late**,
   one stamped more than `FUTURE_SKEW_S` after now is **future** (a clock this
   far off would otherwise drag the window head forward and empty it); both
@@ -31,12 +31,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from connectors.kafka.dead_letter import SourceRecord
-from tokenpools.schemas import DecodeError, decode_as
-from tokenpools.schemas.events import RequestEvent
-from tokenpools.schemas.plain import parse_plain
+from tokenpools.schemas.codec import RequestRecord, decode_requests
 
 FUTURE_SKEW_S = 5.0
 DEDUPE_HORIZON_S = 10.0  # retried sends arrive within seconds; memory grows with rate × horizon
@@ -46,8 +43,8 @@ DEDUPE_HORIZON_S = 10.0  # retried sends arrive within seconds; memory grows wit
 class Screened:
     """One batch, sorted."""
 
-    # plainly valid event objects, by pool
-    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # decoded events, by pool
+    events: dict[str, list[RequestRecord]] = field(default_factory=dict)
     # records the schema refuses, with the reason (the sink dead-letters them)
     refused: list[tuple[SourceRecord, str]] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
@@ -97,19 +94,13 @@ def screen(
     out = Screened()
     dropped = out.dropped
     records = list(records)
-    objs, slow = parse_plain([r.value for r in records])
-    for i in slow:
-        try:
-            event = decode_as(records[i].value, RequestEvent)
-        except DecodeError as exc:
-            out.refused.append((records[i], str(exc)))
-            continue
-        objs.append(event.model_dump(mode="json"))
+    objs, refused = decode_requests([r.value for r in records])
+    out.refused.extend((records[i], str(exc)) for i, exc in refused)
     # per pool, looked up once a batch: (earliest time kept, its id memory, its events)
-    lanes: dict[str, tuple[float, RecentIds, list[dict[str, Any]]] | None] = {}
+    lanes: dict[str, tuple[float, RecentIds, list[RequestRecord]] | None] = {}
     latest = now + FUTURE_SKEW_S
     for o in objs:
-        pool = o["pool"]
+        pool = o.pool
         try:
             lane = lanes[pool]
         except KeyError:
@@ -118,12 +109,12 @@ def screen(
             dropped["unowned_pool"] += 1
             continue
         earliest, recent, bucket = lane
-        t = o["time"]
+        t = o.time
         if t < earliest:
             dropped["late"] += 1
         elif t > latest:
             dropped["future"] += 1
-        elif recent.seen(o["id"], o["phase"]):
+        elif recent.seen(o.id, o.phase):
             dropped["duplicate"] += 1
         else:
             bucket.append(o)
@@ -136,7 +127,7 @@ def _lane(
     now: float,
     window_of: Callable[[str], float | None],
     recent_of: Callable[[str], RecentIds],
-) -> tuple[float, RecentIds, list[dict[str, Any]]] | None:
+) -> tuple[float, RecentIds, list[RequestRecord]] | None:
     window = window_of(pool)
     if window is None:
         return None

@@ -7,8 +7,8 @@ appended once the replay guard has dropped what the table already holds
 
 - `UndecodedFetcher` hands records as received to ClickHouse's parsing views
   (`SinkSettings.parse_in_clickhouse`, `queues.py`);
-- `PlainFirstFetcher` keeps plainly valid records as the dicts orjson parsed
-  (`tokenpools.schemas.plain`) and decodes only the others (requests);
+- `RequestFetcher` decodes requests with the codec's fast decoder
+  (`codec.decode_requests`: structs, no model per record);
 - `DecodedFetcher` decodes every record into its model.
 
 The decoding ones send records that fail to decode to the DLQ. A compacted
@@ -28,8 +28,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from connectors.clickhouse.rows import Row, TableMapping
 from connectors.clickhouse.writer import TableWriter
-from connectors.kafka.consumer import DeadLetterCounter, decode_or_dead_letter, decoded_batches
-from tokenpools.schemas.plain import parse_plain
+from connectors.kafka.consumer import DeadLetterCounter, dead_letter, decoded_batches
+from tokenpools.schemas.codec import decode_requests
+from tokenpools.schemas.events import RequestEvent
 
 Fetched = tuple[ConsumerRecord, Sequence[Row]]
 """A Kafka record and the rows it makes, without the Kafka coordinates (`rows_of` adds them)."""
@@ -126,46 +127,30 @@ class DecodedFetcher(Fetcher):
                 yield [(message, build(record, message.timestamp)) for message, record in batch]
 
 
-class PlainFirstFetcher(DecodedFetcher):
-    """Like `DecodedFetcher`, but plainly valid records stay the dicts orjson parsed.
+class RequestFetcher(DecodedFetcher):
+    """Like `DecodedFetcher`, through the codec's fast request decoder (`decode_requests`).
 
-    Only the others are decoded into models (`tokenpools.schemas.plain`): the
-    codec judges them and sends what it rejects to the DLQ, as before.
+    It gives what `decode_as` would, without a model per record; what it
+    refuses goes to the DLQ with the codec's error, as before.
     """
 
-    def __init__(
-        self, consumer: AIOKafkaConsumer, mapping: TableMapping, dead_letters: DeadLetters
-    ) -> None:
-        super().__init__(consumer, mapping, dead_letters)
-        assert mapping.plain_rows is not None, "fetcher_for picks this only with plain_rows"
-        self._plain_rows = mapping.plain_rows
-
     async def batches(self, timeout_ms: int, max_records: int) -> Batches:
-        """Rows of plain dicts by `plain_rows`, of the records the codec decoded by `rows`."""
+        """Rows by the mapping's `rows` of each decoded record, in order."""
         dlq = self._dead_letters
-        build, build_plain = self.mapping.rows, self._plain_rows
+        build = self.mapping.rows
         while True:
             got = await self._source.getmany(timeout_ms=timeout_ms, max_records=max_records)
             messages = [m for ms in got.values() for m in ms]
-            objs, slow = parse_plain([m.value for m in messages])
-            if not slow:
-                yield [
-                    (m, build_plain(o, m.timestamp)) for m, o in zip(messages, objs, strict=True)
-                ]
+            records, refused = decode_requests([m.value for m in messages])
+            if not refused:
+                yield [(m, build(r, m.timestamp)) for m, r in zip(messages, records, strict=True)]
                 continue
-            out: list[Fetched] = []
-            plain = iter(objs)
-            judged = set(slow)
-            for i, message in enumerate(messages):
-                if i not in judged:
-                    out.append((message, build_plain(next(plain), message.timestamp)))
-                    continue
-                record = await decode_or_dead_letter(
-                    message, self.mapping.model, dlq.producer, dlq.topic, dlq.counter
-                )
-                if record is not None:
-                    out.append((message, build(record, message.timestamp)))
-            yield out
+            for i, error in refused:
+                await dead_letter(dlq.producer, dlq.topic, messages[i], str(error))
+                dlq.counter.count += 1
+            bad = {i for i, _ in refused}
+            kept = [m for i, m in enumerate(messages) if i not in bad]
+            yield [(m, build(r, m.timestamp)) for m, r in zip(kept, records, strict=True)]
 
 
 def rows_of(batch: list[Fetched]) -> list[Row]:
@@ -186,6 +171,6 @@ def fetcher_for(
     """The one strategy for `mapping`'s topic, chosen before the first record is read."""
     if parse_in_clickhouse and mapping.queue is not None:
         return UndecodedFetcher(consumer, mapping)
-    if mapping.plain_rows is not None:
-        return PlainFirstFetcher(consumer, mapping, dead_letters)
+    if mapping.model is RequestEvent:
+        return RequestFetcher(consumer, mapping, dead_letters)
     return DecodedFetcher(consumer, mapping, dead_letters)

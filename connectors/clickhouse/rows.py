@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tokenpools.schemas.codec import RequestRecord
 from tokenpools.schemas.dims import Dims
 from tokenpools.schemas.events import (
     EngineSample,
@@ -41,8 +42,6 @@ class TableMapping:
     rows: Callable[[Any, int], Sequence[Row]]
     queue: str | None = None
     """The Kafka-engine queue table (sql/kafka_engine) whose views fill `table`, if any."""
-    plain_rows: Callable[[dict[str, Any], int], Sequence[Row]] | None = None
-    """`rows` for a plainly valid parsed request record, which skips the model (requests only)."""
     compacted: bool = False
     """Its topic is compacted: a null value deletes a key (a tombstone), it is not a bad record."""
 
@@ -60,7 +59,8 @@ def _dims(d: Dims) -> Row:
     return (d.tps, d.kv, d.conc)
 
 
-def request_rows(r: RequestEvent, _ts: int) -> Sequence[Row]:
+def request_rows(r: RequestEvent | RequestRecord, _ts: int) -> Sequence[Row]:
+    """One row; a decoded `RequestRecord` (`codec.decode_requests`) has the model's attributes."""
     return (
         (
             ms(r.time),
@@ -80,38 +80,6 @@ def request_rows(r: RequestEvent, _ts: int) -> Sequence[Row]:
             r.status,
             r.reason or "",
             r.stream,
-        ),
-    )
-
-
-def plain_request_rows(o: dict[str, Any], _ts: int) -> Sequence[Row]:
-    """`request_rows` straight from a *plainly valid* parsed record (`tokenpools.schemas.plain`).
-
-    Skips building the model, which dominates the sink's time; gives the same
-    values and types as the model would (floats for the float fields, the
-    schema's defaults for absent ones).
-    """
-    get = o.get
-    ttft, latency = get("ttft_ms"), get("latency_ms")
-    return (
-        (
-            ms(float(o["time"])),
-            o["pool"],
-            o["entitlement"],
-            get("tier") or "",
-            get("instance", ""),
-            o["id"],
-            o["phase"],
-            get("key_hash") or "",
-            get("prompt_tokens", 0),
-            get("completion_tokens", 0),
-            get("estimate_tokens", 0),
-            float(get("queue_delay_ms", 0.0)),
-            None if ttft is None else float(ttft),
-            None if latency is None else float(latency),
-            get("status", 200),
-            get("reason") or "",
-            get("stream", False),
         ),
     )
 
@@ -228,7 +196,6 @@ REQUESTS = TableMapping(
     ),
     request_rows,
     "requests_queue",
-    plain_request_rows,
 )
 ENGINE_SAMPLES = TableMapping(
     "engine_samples",

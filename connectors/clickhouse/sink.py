@@ -3,7 +3,9 @@
 Per topic, one consumer (in that table's consumer group) reads decoded records (bad ones go
 to the DLQ through `connectors.kafka.consumer.decoded_batches`), buffers their
 rows and flushes when the buffer reaches `batch_rows` or is `flush_interval_s`
-old. Offsets are committed only after the insert succeeded, so a crash
+old. The insert of one batch runs while the next is fetched and decoded (one
+insert in flight at most). Offsets are committed only after the insert
+succeeded, and only up to the records of the batch inserted, so a crash
 re-delivers, never loses. A failing insert (ClickHouse down) is retried with
 exponential backoff while the consumer holds its offsets.
 
@@ -126,6 +128,7 @@ class TopicSink(ConsumerRebalanceListener):
         self._settings = settings
         self._metrics = metrics
         self._buffer = _Buffer()
+        self._in_flight: asyncio.Task[bool] | None = None  # the batch being written
         self._lock = asyncio.Lock()
         self._generation = 0
         self._bootstrap = bootstrap
@@ -180,26 +183,51 @@ class TopicSink(ConsumerRebalanceListener):
                     or self._buffer.age() >= self._settings.flush_interval_s
                     or self._stopping.is_set()
                 ):
-                    await self.flush()
+                    await self.flush(wait=self._stopping.is_set())
                 if self._stopping.is_set():
                     break
         finally:
             await batches.aclose()
+            await self._landed()
 
-    async def flush(self) -> None:
-        """Insert the buffer until it succeeds, then commit the consumed offsets.
+    async def flush(self, wait: bool = True) -> None:
+        """Start writing the buffer: insert it, then commit the offsets it covers.
 
-        The consumed positions cover every record handed out so far, those sent
-        to the DLQ included, and all of them are in this batch. A batch the
-        store refuses for its *data* (`DataError`: a value its column cannot
-        hold) is split until the refused rows stand alone; those are
-        dead-lettered, the rest inserted, so one row never wedges a table.
+        The write runs while the next records are fetched (one in flight at
+        most: the previous one lands, and commits, before the next starts, so
+        commits stay in order). `wait`: return only once it has landed.
+        A batch the store refuses for its *data* (`DataError`: a value its
+        column cannot hold) is split until the refused rows stand alone; those
+        are dead-lettered, the rest inserted, so one row never wedges a table.
         Any other failure (the store is down) is retried with backoff, until
         `stop()`: then the offsets stay uncommitted and a restart re-reads them.
         """
+        if not await self._landed():
+            return  # the write before gave up (stopped): nothing after it may be committed
+        rows = self._buffer.take()
+        # Every record handed out so far, those sent to the DLQ included, is in this batch.
+        offsets = {tp: await self._consumer.position(tp) for tp in self._consumer.assignment()}
+        self._in_flight = asyncio.create_task(self._write(rows, offsets, self._generation))
+        if wait:
+            await self._landed()
+
+    async def _landed(self) -> bool:
+        """Wait for the write in flight, if any; False if it gave up uncommitted on `stop()`.
+
+        (Its failure, other than the store's, raises.)
+        """
+        task, self._in_flight = self._in_flight, None
+        return True if task is None else await task
+
+    async def _write(
+        self, rows: list[Row], offsets: dict[TopicPartition, int], generation: int
+    ) -> bool:
+        """Insert until it succeeds, then commit `offsets` (positions just after the batch).
+
+        False if `stop()` came while the store was failing: nothing was committed, and
+        no later write may commit either (its offsets would cover this batch's records).
+        """
         async with self._lock:
-            generation = self._generation
-            rows = self._buffer.take()
             table = self.mapping.table
             delay = self._settings.backoff_initial_s
             pending = [rows] if rows else []  # (none after skipped replays: offsets to commit)
@@ -220,20 +248,21 @@ class TopicSink(ConsumerRebalanceListener):
                 except Exception as exc:  # any failure of the store: keep the offsets, retry
                     self._metrics.insert_failures.labels(table).inc()
                     if generation != self._generation:
-                        return  # partitions were taken away; their new owner re-reads them
+                        return True  # partitions were taken away; their new owner re-reads them
                     log.warning("insert into %s failed (%s); retrying in %.1fs", table, exc, delay)
                     if await self._stopped_within(delay):
-                        return  # SIGTERM while the store is down: exit now, re-read on restart
+                        return False  # SIGTERM while the store is down: exit, re-read on restart
                     delay = min(delay * 2, self._settings.backoff_max_s)
-            if generation != self._generation:
-                return
+            if generation != self._generation or not offsets:
+                return True
             await self._dlq_producer.flush()
             try:
-                await self._consumer.commit()
+                await self._consumer.commit(offsets)
             except KafkaError as exc:
                 # The group moved on; whoever owns the partitions re-reads past our
                 # last commit and the replay watermark skips what we wrote.
                 log.warning("offset commit for %s failed: %s", self.topic, exc)
+            return True
 
     async def _stopped_within(self, seconds: float) -> bool:
         """Wait `seconds`, or less if `stop()` is called meanwhile; True if it was."""

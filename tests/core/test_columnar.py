@@ -234,3 +234,21 @@ def test_tick_gives_the_same_records_as_compute_then_columns() -> None:
     again = TickResult(second.limit_columns(arrays), None, second.state_columns(arrays))
     assert result.encoded_limits() == again.encoded_limits()
     assert result.encoded_state() == again.encoded_state()
+
+
+def test_taking_rows_keeps_each_rows_learned_output_length() -> None:
+    """A tick that publishes only some limits must not shift predictions onto other rows."""
+    cols = LimitColumns(
+        "p",
+        1,
+        0.0,
+        10.0,
+        ["a", "b", "c"],
+        ["spot"] * 3,
+        [""] * 3,
+        np.array([[1.0, 2.0, 1.0], [3.0, 4.0, 1.0], [5.0, 6.0, 1.0]]),
+        predicted_output_tokens=[100, None, 300],
+    )
+    taken = cols.take(np.array([2, 1]))
+    assert [m.entitlement for m in taken.models()] == ["c", "b"]
+    assert [m.predicted_output_tokens for m in taken.models()] == [300, None]

@@ -1,19 +1,20 @@
-"""Request events become the windows' columns one way, whether parsed plainly or validated.
+"""Request events become the windows' columns one way, whether fast-decoded or validated.
 
-(Which records are plainly valid is specified in `tests/core/test_plain.py`.)
+(What the fast decoder accepts is specified in `tests/core/test_codec_requests.py`.)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.request_records import valid_events
+from tokenpools.schemas import encode
+from tokenpools.schemas.codec import RequestRecord, decode_request
 from tokenpools.schemas.events import Phase, RequestEvent
 from tokenpools.windows import RequestColumns, RequestRow, request_columns
 
@@ -68,18 +69,18 @@ def numbering() -> Callable[[str], int]:
     return lambda name: -1 if not name else seen.setdefault(name, len(seen))
 
 
-def wire(e: RequestEvent) -> Mapping[str, Any]:
-    return e.model_dump(mode="json")  # what the worker's plain fast path parses
+def wire(e: RequestEvent) -> RequestRecord:
+    return decode_request(encode(e))  # what the worker's decoder gives
 
 
-def fields(e: RequestEvent) -> Mapping[str, Any]:
-    return dict(e)  # what `PoolController.observe_requests` passes on
+def model(e: RequestEvent) -> RequestEvent:
+    return e  # what `PoolController.observe_requests` passes on
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(valid_events, min_size=1, max_size=30), st.sampled_from([wire, fields]))
+@given(st.lists(valid_events, min_size=1, max_size=30), st.sampled_from([wire, model]))
 def test_columns_hold_each_known_event_in_order_and_unknown_ones_are_counted(
-    events: list[RequestEvent], shape: Callable[[RequestEvent], Mapping[str, Any]]
+    events: list[RequestEvent], shape: Callable[[RequestEvent], RequestRecord | RequestEvent]
 ) -> None:
     cols, unknown = request_columns([shape(e) for e in events], ROWS, numbering())
     rows, dropped = expected(events)

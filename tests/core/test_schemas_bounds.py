@@ -3,20 +3,21 @@
 Issue 11, item 1: `"max_tokens": 1000000000000` made a request event whose
 `estimate_tokens` no UInt32 column holds; the schema accepted it, the sink's
 insert failed for good. The bounds (`tokenpools.schemas.bounds`) are checked
-here on both paths that judge a record: the codec and the plain fast path.
+here on both paths that judge a record: the codec and its fast request decoder.
 """
 
 from __future__ import annotations
 
+import msgspec
 import orjson
 import pytest
 
 from tests.helpers.core import ent, pool_config
 from tokenpools.schemas import DecodeError, decode_as, encode
+from tokenpools.schemas.codec import _decode_request, decode_requests
 from tokenpools.schemas.config import Tier
 from tokenpools.schemas.dims import Dims
 from tokenpools.schemas.events import EngineSample, LimitUpdate, PoolConfigRecord, RequestEvent
-from tokenpools.schemas.plain import parse_plain, plainly_valid
 
 GOOD = {
     "type": "request",
@@ -45,8 +46,10 @@ def test_a_request_value_no_column_holds_is_refused_by_the_codec_and_the_fast_pa
     field: str, value: object
 ) -> None:
     raw = orjson.dumps({**GOOD, field: value})
-    assert not plainly_valid(orjson.loads(raw))
-    assert parse_plain([raw]) == ([], [0])
+    with pytest.raises(msgspec.ValidationError, match=field):
+        _decode_request(raw)  # the fast path refuses it ...
+    records, refused = decode_requests([raw])  # ... and so does the codec behind it
+    assert records == [] and [i for i, _ in refused] == [0]
     with pytest.raises(DecodeError, match=field):
         decode_as(raw, RequestEvent)
 
@@ -61,15 +64,15 @@ def test_a_request_value_no_column_holds_is_refused_by_the_codec_and_the_fast_pa
 )
 def test_values_at_the_bound_are_accepted_on_both_paths(field: str, value: object) -> None:
     raw = orjson.dumps({**GOOD, field: value})
-    assert plainly_valid(orjson.loads(raw))
+    assert getattr(_decode_request(raw), field) == value  # the fast path takes it
     assert getattr(decode_as(raw, RequestEvent), field) == value
 
 
 def test_a_batch_with_one_out_of_bounds_record_is_judged_record_by_record() -> None:
     values = [orjson.dumps({**GOOD, "id": str(i)}) for i in range(5)]
     values[3] = orjson.dumps({**GOOD, "estimate_tokens": 10**12})
-    good, slow = parse_plain(values)
-    assert slow == [3] and len(good) == 4
+    good, refused = decode_requests(values)
+    assert [i for i, _ in refused] == [3] and len(good) == 4
 
 
 @pytest.mark.parametrize(

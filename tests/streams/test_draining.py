@@ -19,6 +19,7 @@ from streams.pools import PoolRegistry
 from streams.publishing import publish_tick, publish_tombstones
 from tokenpools.controller import ControllerState
 from tokenpools.controller.entitlements import DRAIN_TIMEOUT_S
+from tokenpools.schemas.codec import RequestRecord
 from tokenpools.schemas.config import EntitlementSpec, PoolSpec, Tier
 from tokenpools.schemas.dims import Dims, OptionalDims
 from tokenpools.schemas.events import Phase, PoolConfigRecord, RequestEvent
@@ -44,19 +45,22 @@ def config(*entitlements: EntitlementSpec) -> PoolConfigRecord:
     )
 
 
-def events(ent: str, phase: Phase, n: int, t: float, first: int = 0) -> list[dict]:
+def events(ent: str, phase: Phase, n: int, t: float, first: int = 0) -> list[RequestRecord]:
+    """As the worker's decoder gives them (`codec.decode_requests`)."""
     return [
-        RequestEvent(
-            id=f"{ent}-{i}",
-            time=t,
-            pool=POOL,
-            entitlement=ent,
-            phase=phase,
-            estimate_tokens=1000,
-            prompt_tokens=900 if phase is Phase.COMPLETED else 0,
-            completion_tokens=100 if phase is Phase.COMPLETED else 0,
-            instance="sc-1",
-        ).model_dump(mode="json")
+        RequestRecord.of(
+            RequestEvent(
+                id=f"{ent}-{i}",
+                time=t,
+                pool=POOL,
+                entitlement=ent,
+                phase=phase,
+                estimate_tokens=1000,
+                prompt_tokens=900 if phase is Phase.COMPLETED else 0,
+                completion_tokens=100 if phase is Phase.COMPLETED else 0,
+                instance="sc-1",
+            )
+        )
         for i in range(first, first + n)
     ]
 

@@ -42,7 +42,7 @@ def recent_of():
 
 def test_valid_events_are_grouped_by_pool() -> None:
     out = screen([event("a"), event("b")], NOW, window_of, recent_of())
-    assert [e["id"] for e in out.events["p"]] == ["a", "b"]
+    assert [e.id for e in out.events["p"]] == ["a", "b"]
     assert out.accepted == 2 and not out.refused and not out.dropped
 
 
@@ -71,7 +71,7 @@ def test_late_future_duplicate_and_unowned_events_are_dropped_by_rule() -> None:
     ]
     out = screen(records, NOW, window_of, recent_of())
     assert out.dropped == {"late": 1, "future": 1, "duplicate": 1, "unowned_pool": 1}
-    assert [(e["id"], e["phase"]) for e in out.events["p"]] == [
+    assert [(e.id, e.phase) for e in out.events["p"]] == [
         ("dup", Phase.ADMITTED),
         ("dup", Phase.COMPLETED),
     ]

@@ -280,25 +280,40 @@ def test_overload_throttles_spot_and_holds_the_guarantees(run: Run) -> None:
     assert max(_limit(s, "spot")[2] for s in departed) > squeezed, "spot recovers when c departs"
 
 
-def test_every_tick_publishes_each_entitlements_limit_under_the_ticks_epoch(run: Run) -> None:
-    by_epoch: dict[int, dict[str, LimitUpdate]] = {}
+def _held_at(run: Run, epoch: int) -> dict[tuple[str, str], LimitUpdate]:
+    """What a sidecar holds after a tick: per key, the newest limit published up to `epoch`."""
+    held: dict[tuple[str, str], LimitUpdate] = {}
     for limit in run.limits:
-        if limit.instance == "":
-            by_epoch.setdefault(limit.epoch, {})[limit.entitlement] = limit
+        key = (limit.entitlement, limit.instance)
+        if limit.epoch <= epoch and (key not in held or limit.epoch > held[key].epoch):
+            held[key] = limit
+    return held
+
+
+def test_after_every_tick_a_sidecar_holds_each_entitlements_limit_unexpired(run: Run) -> None:
+    """Ticks publish only the limits that changed (or are due for a refresh, `streams.publishing`):
+    what a sidecar holds after any tick is still exactly that tick's limits, none expired."""
+    ttl = run.config.controller.limit_ttl_s
     for state in run.states:
-        published = by_epoch[state.epoch]
-        assert set(published) == {"spot", *GUARANTEED}
-        for ent, limit in published.items():
+        held = {e: u for (e, inst), u in _held_at(run, state.epoch).items() if inst == ""}
+        assert set(held) == {"spot", *GUARANTEED}
+        for ent, limit in held.items():
             assert limit.limits.as_tuple() == pytest.approx(_limit(state, ent))
-            ttl = run.config.controller.limit_ttl_s
             assert limit.expires_at == pytest.approx(limit.issued_at + ttl)
+            assert limit.expires_at - state.time >= ttl / 2 - 1.0  # refreshed before its TTL
     epochs = [s.epoch for s in run.states]
     assert epochs == sorted(set(epochs)), "epochs must strictly increase"
+    published = [x.epoch for x in run.limits if x.instance == ""]
+    assert len(published) < len(run.states) * (1 + len(GUARANTEED)), "only changes are sent"
 
 
 def test_limits_are_split_between_the_sidecar_instances_that_reported(run: Run) -> None:
     last = run.states[-1]
-    split = [x for x in run.limits if x.instance and x.epoch == last.epoch]
+    held = _held_at(run, last.epoch)
+    newest: dict[str, int] = {}  # a sidecar takes an entitlement's newest records
+    for (ent, _), x in held.items():
+        newest[ent] = max(newest.get(ent, 0), x.epoch)
+    split = [x for (ent, inst), x in held.items() if inst and x.epoch == newest[ent]]
     assert {x.instance for x in split} == {"sc-1", "sc-2"}, "requests came through two sidecars"
     for ent in {x.entitlement for x in split}:
         shares = [x.limits.as_tuple() for x in split if x.entitlement == ent]

@@ -10,8 +10,7 @@ then the records (`records`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +21,7 @@ from tokenpools.controller import records
 from tokenpools.controller.claims import claims
 from tokenpools.controller.entitlements import Draining, EntitlementTable
 from tokenpools.controller.records import TickArrays, TickResult
+from tokenpools.schemas.codec import RequestRecord
 from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns
 from tokenpools.schemas.config import EntitlementSpec, TierCode
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord, RequestEvent
@@ -157,10 +157,10 @@ class PoolController:
     # -- inputs -----------------------------------------------------------------------------
     def observe_requests(self, events: Sequence[RequestEvent]) -> None:
         """Add request events of this pool; other pools' and unknown entitlements' are dropped."""
-        self.observe_records([dict(ev) for ev in events if ev.pool == self.pool])
+        self.observe_records([ev for ev in events if ev.pool == self.pool])
 
-    def observe_records(self, events: Sequence[Mapping[str, Any]]) -> int:
-        """Add this pool's request events in their wire shape (e.g. plainly valid JSON objects).
+    def observe_records(self, events: Sequence[RequestRecord | RequestEvent]) -> int:
+        """Add this pool's request events (as `codec.decode_requests` gives them, or models).
 
         Returns how many were of entitlements the pool does not have (dropped).
         """
@@ -289,7 +289,7 @@ class PoolController:
         return records.limit_columns(
             arrays,
             self._table,
-            self._windows.instance_shares(arrays.now),
+            self._windows.instance_split(arrays.now),
             self._instance_names,
             pool=self.pool,
             ttl_s=self._config.controller.limit_ttl_s,

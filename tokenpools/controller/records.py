@@ -6,7 +6,7 @@ without a model per row); models are built only when a caller asks for them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -87,7 +87,7 @@ class TickResult:
 def limit_columns(
     arrays: TickArrays,
     table: EntitlementTable,
-    instance_shares: Mapping[int, Sequence[tuple[int, float]]],
+    instance_split: tuple[np.ndarray, np.ndarray, np.ndarray],
     instance_names: Sequence[str],
     *,
     pool: str,
@@ -95,32 +95,28 @@ def limit_columns(
 ) -> LimitColumns:
     """One LimitUpdate per entitlement, plus one per instance where limits are split.
 
-    `instance_shares`: entitlement row -> (instance row, its arrival tokens) for
-    entitlements seen through several sidecar instances (`DemandWindows.instance_shares`).
+    `instance_split`: (entitlement rows, instance rows, arrival tokens) of the
+    entitlements seen through several sidecar instances, grouped by entitlement
+    (`DemandWindows.instance_split`). The shares are computed for all of them at once.
     """
     limit = arrays.allocation.limit
-    names, tiers, instances = list(table.names), list(table.tiers), [""] * len(limit)
-    rows: list[int] = []
-    shares: list[float] = []
-    for row, pairs in instance_shares.items():
-        total = sum(tokens for _, tokens in pairs)
-        n = len(pairs)
-        for inst, tokens in pairs:
-            demand_share = tokens / total if total > 0 else 1.0 / n
-            rows.append(row)
-            shares.append((1 - INSTANCE_EVEN_SHARE) * demand_share + INSTANCE_EVEN_SHARE / n)
-            names.append(table.names[row])
-            tiers.append(table.tiers[row])
-            instances.append(instance_names[inst])
-    split = limit[np.asarray(rows, dtype=np.int64)] * np.asarray(shares)[:, None]
+    ent, inst, tokens = instance_split
+    e = len(limit)
+    total = np.bincount(ent, weights=tokens, minlength=e)[ent]
+    n = np.bincount(ent, minlength=e)[ent]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        demand_share = np.where(total > 0, tokens / total, 1.0 / n)
+    shares = (1 - INSTANCE_EVEN_SHARE) * demand_share + INSTANCE_EVEN_SHARE / n
+    rows = ent.tolist()
+    split = limit[ent] * shares[:, None]
     return LimitColumns(
         pool=pool,
         epoch=arrays.epoch,
         issued_at=float(arrays.now),
         expires_at=float(arrays.now + ttl_s),
-        entitlements=names,
-        tiers=tiers,
-        instances=instances,
+        entitlements=[*table.names, *(table.names[r] for r in rows)],
+        tiers=[*table.tiers, *(table.tiers[r] for r in rows)],
+        instances=[*([""] * e), *(instance_names[i] for i in inst.tolist())],
         limits=np.maximum(np.concatenate([limit, split.reshape(-1, 3)]), 0.0),
     )
 

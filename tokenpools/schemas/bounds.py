@@ -5,7 +5,7 @@ raw tables (`sql/migrations`) keep token counts as UInt32, latencies as
 Float32 and times as DateTime64(3); a value the schema accepted but a column
 cannot hold used to make the sink's insert fail for good (issue 11). So the
 bounds live here, once, and the schemas (`events`, `config`, `dims`), the
-plain fast path (`plain`) and the sidecar's estimate all use them: a record
+fast request decoder (`codec.RequestRecord`) and the sidecar's estimate all use them: a record
 inside them fits every consumer, one outside is refused by all of them alike.
 """
 

@@ -16,7 +16,7 @@ callers that want objects.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import orjson
@@ -101,6 +101,22 @@ class LimitColumns:
 
     def models(self) -> list[LimitUpdate]:
         return [LimitUpdate.model_validate_json(value) for value in self.encoded()]
+
+    def take(self, rows: np.ndarray) -> LimitColumns:
+        """The records at `rows`, in that order (a tick publishes only those that changed)."""
+        picked = rows.tolist()
+        return replace(
+            self,
+            entitlements=[self.entitlements[i] for i in picked],
+            tiers=[self.tiers[i] for i in picked],
+            instances=[self.instances[i] for i in picked],
+            limits=self.limits[rows].reshape(-1, 3),
+            predicted_output_tokens=(
+                None
+                if self.predicted_output_tokens is None
+                else [self.predicted_output_tokens[i] for i in picked]
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)
