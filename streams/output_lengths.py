@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import numpy as np
 
 from tokenpools.controller import TickResult
 from tokenpools.output_length import OutputLengthPredictor
 from tokenpools.schemas import Phase, PoolConfigRecord
+from tokenpools.schemas.codec import RequestRecord
 
 ConfigOf = Callable[[str], PoolConfigRecord | None]
 
@@ -48,7 +48,7 @@ class OutputLengths:
     def forget(self, pool: str) -> None:
         self._predictors.pop(pool, None)
 
-    def observe(self, events: Mapping[str, list[dict[str, Any]]], config_of: ConfigOf) -> int:
+    def observe(self, events: Mapping[str, list[RequestRecord]], config_of: ConfigOf) -> int:
         """Learn the completed events of a screened batch (grouped by pool); returns how many."""
         learned = 0
         for pool, batch in events.items():
@@ -60,11 +60,11 @@ class OutputLengths:
             rows: list[int] = []
             tokens: list[int] = []
             for event in batch:
-                if event.get("phase") != Phase.COMPLETED:
+                if event.phase != Phase.COMPLETED:
                     continue
-                n = event.get("completion_tokens")
-                row = index.get(event.get("entitlement", ""))
-                if row is None or type(n) is not int or n <= 0:
+                n = event.completion_tokens
+                row = index.get(event.entitlement)
+                if row is None or n <= 0:
                     continue
                 rows.append(row)
                 tokens.append(n)

@@ -7,7 +7,16 @@ import numpy as np
 
 from streams.output_lengths import OutputLengths
 from tokenpools.controller import PoolController
-from tokenpools.schemas import Dims, EntitlementSpec, LimitUpdate, PoolConfigRecord, PoolSpec, Tier
+from tokenpools.schemas import (
+    Dims,
+    EntitlementSpec,
+    LimitUpdate,
+    Phase,
+    PoolConfigRecord,
+    PoolSpec,
+    Tier,
+)
+from tokenpools.schemas.codec import RequestRecord
 
 
 def config(*names: str) -> PoolConfigRecord:
@@ -26,8 +35,17 @@ def config(*names: str) -> PoolConfigRecord:
     )
 
 
-def event(entitlement: str, phase: str, completion_tokens: int) -> dict[str, object]:
-    return {"entitlement": entitlement, "phase": phase, "completion_tokens": completion_tokens}
+def event(entitlement: str, phase: str, completion_tokens: int) -> RequestRecord:
+    """A screened request event, as the worker's decoder gives it."""
+    return RequestRecord(
+        type="request",
+        id=f"{entitlement}-{phase}",
+        time=100.0,
+        pool="p",
+        entitlement=entitlement,
+        phase=Phase(phase),
+        completion_tokens=completion_tokens,
+    )
 
 
 def published(lengths: OutputLengths, cfg: PoolConfigRecord) -> dict[str, int | None]:
