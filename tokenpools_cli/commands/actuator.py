@@ -18,11 +18,16 @@ app = typer.Typer(help="Apply scaling decisions to Kubernetes workloads.", no_ar
 @app.command()
 def run(
     target: list[str] = typer.Option(
-        ..., help="pool=deployment/<ns>/<name> or pool=dgd/<ns>/<name>/<service>; repeatable."
+        ...,
+        help="pool=deployment/<ns>/<name>, pool=statefulset/<ns>/<name> or "
+        "pool=dgd/<ns>/<graph>/<component>; repeatable.",
     ),
     bootstrap: str | None = BOOTSTRAP,
     namespace: str = NAMESPACE,
     dry_run: bool = typer.Option(False, "--dry-run", help="Log what would scale; touch nothing."),
+    min_interval: float = typer.Option(
+        10.0, min=0, help="Seconds between two writes to one workload (newer decisions wait)."
+    ),
 ) -> None:
     """Scale each pool's workload to the newest desired replica count on the scaling topic."""
     require(Extra.KAFKA if dry_run else Extra.KUBERNETES)
@@ -38,7 +43,7 @@ def run(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     try:
-        scaler = DryRunScaler() if dry_run else KubernetesScaler()
+        scaler = DryRunScaler() if dry_run else KubernetesScaler(min_interval_s=min_interval)
     except Exception as exc:  # no kubeconfig, not in a cluster
         typer.echo(f"cannot reach the Kubernetes API: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -271,7 +271,9 @@ class LocalKubernetes:
         return url
 
     def _start_apiserver(self, bins: Path, pki: Pki, etcd: str, timeout: float) -> None:
-        admission = [] if self.controller_manager else ["--disable-admission-plugins=ServiceAccount"]
+        admission = (
+            [] if self.controller_manager else ["--disable-admission-plugins=ServiceAccount"]
+        )
         self._launch(
             "kube-apiserver",
             [
