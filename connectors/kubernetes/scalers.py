@@ -79,7 +79,7 @@ class KubernetesScaler:
     ) -> None:
         from kubernetes import client
 
-        self._api = api_client or _default_client()
+        self._api = api_client or default_api_client()
         self._apps = client.AppsV1Api(self._api)
         self._custom = client.CustomObjectsApi(self._api)
         self._events = client.EventsV1Api(self._api)
@@ -110,7 +110,8 @@ class KubernetesScaler:
             read = self._apps.read_namespaced_stateful_set_scale
             patch = self._apps.patch_namespaced_stateful_set_scale
             api_version, kind = "apps/v1", "StatefulSet"
-        current = read(target.name, target.namespace).spec.replicas
+        spec = read(target.name, target.namespace).spec
+        current = spec.replicas if spec is not None else None
         if current == replicas:
             return ScaleOutcome.UNCHANGED
         if limited:
@@ -228,18 +229,14 @@ class KubernetesScaler:
         self, group: str, version: str, namespace: str, plural: str, name: str, ops: list[Any]
     ) -> None:
         # The client sends a merge patch for custom objects unless told otherwise.
-        self._api.call_api(
-            f"/apis/{group}/{version}/namespaces/{{namespace}}/{plural}/{{name}}",
-            "PATCH",
-            path_params={"namespace": namespace, "name": name},
-            header_params={
-                "Content-Type": "application/json-patch+json",
-                "Accept": "application/json",
-            },
-            body=ops,
-            auth_settings=["BearerToken"],
-            response_type="object",
-            _return_http_data_only=True,
+        self._custom.patch_namespaced_custom_object(
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            ops,
+            _content_type="application/json-patch+json",
         )
 
     def _record(
@@ -275,7 +272,11 @@ class KubernetesScaler:
             },
         }
         try:
-            self._events.create_namespaced_event(target.namespace, body)
+            from kubernetes.client import EventsV1Event
+
+            self._events.create_namespaced_event(
+                target.namespace, EventsV1Event.model_validate(body)
+            )
         except Exception as exc:  # an Event is a record, never a reason to fail a scale
             log.warning("could not record the scaling Event for %s: %s", target.describe(), exc)
 
@@ -297,7 +298,7 @@ def _absent_is_none(call: Callable[[], Any]) -> Any:
         raise
 
 
-def _default_client() -> ApiClient:
+def default_api_client() -> ApiClient:
     from kubernetes import client, config
 
     if "KUBERNETES_SERVICE_HOST" in os.environ:

@@ -12,7 +12,10 @@ from tokenpools.topics import Topics
 from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, kafka_settings
 
-app = typer.Typer(help="Apply scaling decisions to Kubernetes workloads.", no_args_is_help=True)
+app = typer.Typer(
+    help="The Kubernetes side: scaling decisions to workloads, pool capacity to virtual nodes.",
+    no_args_is_help=True,
+)
 
 
 @app.command()
@@ -49,3 +52,35 @@ def run(
         raise typer.Exit(1) from None
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(Actuator(targets, scaler).run(kafka, Topics(namespace)))
+
+
+@app.command("virtual-nodes")
+def virtual_nodes(
+    bootstrap: str | None = BOOTSTRAP,
+    namespace: str = NAMESPACE,
+    pool: list[str] = typer.Option(
+        None, help="Only these pools (repeatable); default: every pool on the state topic."
+    ),
+    heartbeat: float = typer.Option(10.0, min=1, help="Seconds between node/Lease heartbeats."),
+    stale_after: float = typer.Option(
+        15.0, min=1, help="Seconds without pool state before a node turns NotReady."
+    ),
+) -> None:
+    """Run the Virtual Node Provider: one tainted Node per pool carrying its live capacity as
+    the extended resources tokenpools.io/tps, tokenpools.io/kv-tokens, tokenpools.io/concurrency."""
+    require(Extra.KUBERNETES)
+    from connectors.kubernetes.provider import VirtualNodeProvider
+    from connectors.kubernetes.scalers import default_api_client
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    kafka = kafka_settings(bootstrap)
+    try:
+        api = default_api_client()
+    except Exception as exc:  # no kubeconfig, not in a cluster
+        typer.echo(f"cannot reach the Kubernetes API: {exc}", err=True)
+        raise typer.Exit(1) from None
+    provider = VirtualNodeProvider(
+        api, heartbeat_s=heartbeat, stale_after_s=stale_after, pools=set(pool) if pool else None
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(provider.run(kafka, Topics(namespace)))

@@ -75,7 +75,7 @@ def build(version: str = K8S_VERSION, log: Path | None = None) -> Path:
         )
     env = {**os.environ, "K8S_VERSION": version}
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(open(log, "ab")) if log else None  # noqa: SIM115
+        out = stack.enter_context(open(log, "ab")) if log else None
         result = subprocess.run(
             ["bash", str(BUILD_SCRIPT), str(cache_dir(version))],
             env=env,

@@ -1,0 +1,53 @@
+"""Small helpers the Kubernetes integration tests share: apply YAML, wait on objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, utils
+from kubernetes.client.rest import ApiException
+
+from tokenpools_cli.local.waiting import wait_until
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def install_crds(api: client.ApiClient, path: Path) -> list[str]:
+    """Create (or keep) every CRD in a YAML file and wait until each is served."""
+    ext = client.ApiextensionsV1Api(api)
+    names = []
+    for doc in yaml.safe_load_all(path.read_text()):
+        if not doc:
+            continue
+        try:
+            ext.create_custom_resource_definition(doc)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        names.append(doc["metadata"]["name"])
+    for name in names:
+        wait_until(lambda n=name: _established(ext, n), 30, f"CRD {name} established")
+    return names
+
+
+def _established(ext: client.ApiextensionsV1Api, name: str) -> bool:
+    crd = ext.read_custom_resource_definition(name)
+    conditions = (crd.status and crd.status.conditions) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
+def create_from_dict(api: client.ApiClient, body: dict[str, Any], namespace: str) -> None:
+    utils.create_from_dict(api, body, namespace=namespace)
+
+
+def running_pods(api: client.ApiClient, namespace: str, selector: str) -> int:
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items
+    return sum(1 for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp)
+
+
+def events_for(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
+    """events.k8s.io/v1 Events whose `regarding` object is `name`."""
+    events = client.EventsV1Api(api).list_namespaced_event(namespace).items
+    return [e for e in events if e.regarding and e.regarding.name == name]
