@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 import typer
 
@@ -84,3 +85,30 @@ def virtual_nodes(
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(provider.run(kafka, Topics(namespace)))
+
+
+@app.command()
+def entitlements(
+    bootstrap: str | None = BOOTSTRAP,
+    namespace: str = NAMESPACE,
+    interval: float = typer.Option(2.0, min=0.2, help="Seconds between reconcile rounds."),
+) -> None:
+    """Reconcile TokenPool and Entitlement objects into the config topic (the rules of `config
+    validate`, verdicts in their status) and issue each entitlement's key as a Secret."""
+    require(Extra.KUBERNETES)
+    from connectors.kubernetes.reconciler import EntitlementReconciler
+    from connectors.kubernetes.scalers import default_api_client
+    from tokenpools.keys import SALT_ENV, key_salt
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    kafka = kafka_settings(bootstrap)
+    if SALT_ENV not in os.environ:
+        typer.echo(f"warning: {SALT_ENV} is unset; using the public development salt", err=True)
+    try:
+        api = default_api_client()
+    except Exception as exc:  # no kubeconfig, not in a cluster
+        typer.echo(f"cannot reach the Kubernetes API: {exc}", err=True)
+        raise typer.Exit(1) from None
+    reconciler = EntitlementReconciler(api, key_salt())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(reconciler.run(kafka, Topics(namespace), interval_s=interval))
