@@ -6,8 +6,9 @@
 # in integration tests), and released binaries are not fetchable from the
 # package registries this project may use; the Go module proxy is.
 #
-# Output: $DEST/bin/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kwok}
-# and $DEST/bin/.complete (the build marker the test fixture waits for).
+# Output: $DEST/bin/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kwok,kustomize}
+# and $DEST/bin/.complete (the build marker the test fixture waits for), or
+# $DEST/bin/.failed saying where it stopped.
 # DEST defaults to ${TOKENPOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenpools}/kubernetes/<version>.
 # Binaries are built one at a time: the linker peaks near 3 GB per binary.
 set -euo pipefail
@@ -25,11 +26,15 @@ MARKER="$BIN/.complete"
 export GOFLAGS="-mod=mod -buildvcs=false"
 export CGO_ENABLED=0
 
-if [[ -f "$MARKER" ]]; then
+ALL=(etcd kube-apiserver kwok kube-scheduler kube-controller-manager kustomize)
+built() { local b; for b in "${ALL[@]}"; do [[ -x "$BIN/$b" ]] || return 1; done; }
+if [[ -f "$MARKER" ]] && built; then
   echo "already built: $BIN"
   exit 0
 fi
 mkdir -p "$BIN" "$SRC"
+rm -f "$MARKER" "$BIN/.failed"
+trap 'echo "build.sh failed (line $LINENO); see its output" >"$BIN/.failed"' ERR
 command -v go >/dev/null || { echo "go toolchain not found on PATH (needed to build the control plane)" >&2; exit 2; }
 
 stamp() { date -u +%H:%M:%S; }
@@ -77,6 +82,15 @@ kube_module() {
   echo "$dir"
 }
 
+# kustomize renders deploy/k8s for the manifest test; k8s.io/kubernetes already pins it.
+build_kustomize() {
+  [[ -x "$BIN/kustomize" ]] && return 0
+  echo "$(stamp) kustomize"
+  local dir; dir=$(kube_module)
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN/kustomize.tmp" \
+     sigs.k8s.io/kustomize/kustomize/v5 && mv "$BIN/kustomize.tmp" "$BIN/kustomize")
+}
+
 build_kube() {
   local name="$1"
   [[ -x "$BIN/$name" ]] && return 0
@@ -95,5 +109,6 @@ build_kube kube-apiserver
 build_kwok
 build_kube kube-scheduler
 build_kube kube-controller-manager
+build_kustomize
 printf 'kubernetes=%s etcd=%s kwok=%s seconds=%s\n' "$K8S_VERSION" "$ETCD_VERSION" "$KWOK_VERSION" "$(( $(date +%s) - start ))" >"$MARKER"
 echo "$(stamp) done in $(( $(date +%s) - start ))s: $BIN"
