@@ -51,3 +51,34 @@ def events_for(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
     """events.k8s.io/v1 Events whose `regarding` object is `name`."""
     events = client.EventsV1Api(api).list_namespaced_event(namespace).items
     return [e for e in events if e.regarding and e.regarding.name == name]
+
+
+def workload(kind: str, name: str, replicas: int) -> dict[str, Any]:
+    """A Deployment or StatefulSet whose pods kwok runs on its fake node."""
+    labels = {"app": name}
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "selector": {"matchLabels": labels},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "nodeSelector": {"type": "kwok"},
+                "automountServiceAccountToken": False,
+                "containers": [{"name": "engine", "image": "registry.invalid/vllm:fake"}],
+            },
+        },
+    }
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+def create_workload(
+    api: client.ApiClient, namespace: str, kind: str, name: str, replicas: int
+) -> None:
+    apps = client.AppsV1Api(api)
+    body = workload(kind, name, replicas)
+    if kind == "Deployment":
+        apps.create_namespaced_deployment(namespace, body)
+    else:
+        apps.create_namespaced_stateful_set(namespace, body)

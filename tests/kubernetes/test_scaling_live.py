@@ -27,7 +27,13 @@ from connectors.kubernetes.scalers import (
 )
 from connectors.kubernetes.targets import ScaleTarget, TargetKind, parse_targets
 from tests.kubernetes.conftest import Kube
-from tests.kubernetes.helpers import FIXTURES, events_for, install_crds, running_pods
+from tests.kubernetes.helpers import (
+    FIXTURES,
+    create_workload,
+    events_for,
+    install_crds,
+    running_pods,
+)
 from tokenpools.schemas import Dims, ScalingDecision
 from tokenpools.topics import Topics
 from tokenpools_cli.local.waiting import wait_until
@@ -47,41 +53,12 @@ def decision(
     )
 
 
-def workload(kind: str, name: str, replicas: int) -> dict[str, Any]:
-    """A Deployment or StatefulSet whose pods kwok runs on its fake node."""
-    labels = {"app": name}
-    spec: dict[str, Any] = {
-        "replicas": replicas,
-        "selector": {"matchLabels": labels},
-        "template": {
-            "metadata": {"labels": labels},
-            "spec": {
-                "nodeSelector": {"type": "kwok"},
-                "automountServiceAccountToken": False,
-                "containers": [{"name": "engine", "image": "registry.invalid/vllm:fake"}],
-            },
-        },
-    }
-    if kind == "StatefulSet":
-        spec["serviceName"] = name
-    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
-
-
-def create_workload(kube: Kube, namespace: str, kind: str, name: str, replicas: int) -> None:
-    apps = client.AppsV1Api(kube.api)
-    body = workload(kind, name, replicas)
-    if kind == "Deployment":
-        apps.create_namespaced_deployment(namespace, body)
-    else:
-        apps.create_namespaced_stateful_set(namespace, body)
-
-
 @pytest.mark.kafka
 @pytest.mark.slow
 async def test_a_scaling_decision_on_kafka_scales_a_deployment_and_its_pods_run(
     kube: Kube, kube_namespace: str, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    create_workload(kube, kube_namespace, "Deployment", "vllm-a", 1)
+    create_workload(kube.api, kube_namespace, "Deployment", "vllm-a", 1)
     await ensure_topics(kafka_bootstrap, topics, partitions=1)
     producer = make_producer(kafka_bootstrap)
     await producer.start()
@@ -111,7 +88,7 @@ async def test_a_scaling_decision_on_kafka_scales_a_deployment_and_its_pods_run(
 
 @pytest.mark.slow
 def test_repeated_and_stale_decisions_change_nothing(kube: Kube, kube_namespace: str) -> None:
-    create_workload(kube, kube_namespace, "Deployment", "vllm-b", 1)
+    create_workload(kube.api, kube_namespace, "Deployment", "vllm-b", 1)
     apps = client.AppsV1Api(kube.api)
     target = parse_targets([f"b=deployment/{kube_namespace}/vllm-b"])
     actuator = Actuator(target, KubernetesScaler(kube.api, min_interval_s=0))
@@ -138,7 +115,7 @@ def test_repeated_and_stale_decisions_change_nothing(kube: Kube, kube_namespace:
 def test_writes_are_rate_limited_per_workload_and_the_newest_waits(
     kube: Kube, kube_namespace: str
 ) -> None:
-    create_workload(kube, kube_namespace, "StatefulSet", "engine", 1)
+    create_workload(kube.api, kube_namespace, "StatefulSet", "engine", 1)
     now = [0.0]
     scaler = KubernetesScaler(kube.api, min_interval_s=30, clock=lambda: now[0])
     actuator = Actuator(parse_targets([f"s=statefulset/{kube_namespace}/engine"]), scaler)
