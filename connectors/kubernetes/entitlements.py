@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.utils import parse_quantity
 from pydantic import ValidationError
 
+from connectors.kubernetes.virtual_node import RESOURCES
 from tokenpools.config_file import format_validation_error
 from tokenpools.schemas import EntitlementSpec, PlatformConfig, PoolSpec
 
@@ -25,6 +27,8 @@ GROUP = "tokenpools.io"
 VERSION = "v1alpha1"
 POOL_PLURAL = "tokenpools"
 ENTITLEMENT_PLURAL = "entitlements"
+# The virtual node's extended resources → the dimensions they carry.
+RESOURCE_DIMS = {resource: dim for dim, resource in RESOURCES.items()}
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,39 @@ class Admission:
 def object_key(obj: dict[str, Any]) -> str:
     meta = obj["metadata"]
     return f"{meta.get('namespace', '')}/{meta['name']}"
+
+
+def pod_entitlement(pod: dict[str, Any], pool: str) -> dict[str, Any] | None:
+    """A pod the scheduler placed on a pool's virtual node, as the Entitlement it amounts to:
+    guaranteed, with a guarantee of what its containers request of the extended resources.
+    None for a pod that is finished or going away (its departure)."""
+    meta, spec = pod["metadata"], pod.get("spec") or {}
+    if meta.get("deletionTimestamp") or (pod.get("status") or {}).get("phase") in (
+        "Succeeded",
+        "Failed",
+    ):
+        return None
+    guarantee = dict.fromkeys(RESOURCE_DIMS.values(), 0.0)
+    for container in spec.get("containers") or []:
+        resources = container.get("resources") or {}
+        asked = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+        for resource, dim in RESOURCE_DIMS.items():
+            if resource in asked:
+                guarantee[dim] += float(parse_quantity(asked[resource]))
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"pod-{meta['name']}",
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid", ""),
+            "creationTimestamp": meta.get("creationTimestamp", ""),
+            "annotations": meta.get("annotations") or {},
+            "pod": meta["name"],
+            "podPhase": (pod.get("status") or {}).get("phase", ""),
+        },
+        "spec": {"pool": pool, "tier": "guaranteed", "guarantee": guarantee},
+    }
 
 
 def config_name(obj: dict[str, Any]) -> str:

@@ -9,6 +9,13 @@ gone). Only a key's salted hash is published; the key stays in the Secret.
 An Entitlement deleted between two rounds is absent from its pool's next
 record: the worker sees the departure and re-divides the pool.
 
+The paper's path for workloads goes through the same rules: a pod the scheduler
+placed on a pool's virtual node (so its requests of `tokenpools.io/*` fitted the
+free capacity) is an Entitlement too (`entitlements.pod_entitlement`); once
+admitted, its key is issued as a Secret owned by the pod (named by its
+`tokenpools.io/key-secret` annotation, else `<pod>-inference-key`) and the pod
+is marked Running, as a kubelet would. Deleting the pod is its departure.
+
 Rounds poll (one list per kind per `interval_s`) rather than watch: the object
 counts are small, and a poll cannot miss an event.
 """
@@ -33,7 +40,9 @@ from connectors.kubernetes.entitlements import (
     Verdict,
     admit,
     object_key,
+    pod_entitlement,
 )
+from connectors.kubernetes.virtual_node import node_name
 from tokenpools.keys import hash_key
 from tokenpools.schemas import PoolConfigRecord, encode
 from tokenpools.topics import Topics
@@ -44,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEY_FIELD = "api-key"
+KEY_SECRET_ANNOTATION = "tokenpools.io/key-secret"
 KEY_PREFIX = "tp-"
 
 
@@ -57,6 +67,7 @@ class EntitlementReconciler:
     def __init__(self, api_client: ApiClient, salt: bytes) -> None:
         from kubernetes import client
 
+        self._api = api_client
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
         self._salt = salt
@@ -66,7 +77,9 @@ class EntitlementReconciler:
         """One round against the API server; returns the admission, records to publish
         (changed pools) and pools to remove."""
         pools = self._list(POOL_PLURAL)
-        ents = self._list(ENTITLEMENT_PLURAL)
+        objects = self._list(ENTITLEMENT_PLURAL)
+        placed = self._placed(pools)
+        ents = [*objects, *placed]
         first = admit(pools, ents)
         hashes = {
             object_key(e): [self._key_hash(e)]
@@ -76,8 +89,11 @@ class EntitlementReconciler:
         admission = admit(pools, ents, lambda e: hashes.get(object_key(e), []))
         for obj in pools:
             self._pool_status(obj, admission)
-        for obj in ents:
+        for obj in objects:
             self._entitlement_status(obj, admission)
+        for obj in placed:
+            if admission.verdicts[object_key(obj)].accepted:
+                self._run_pod(obj)
         records = PoolConfigRecord.from_platform(admission.config) if admission.config else []
         changed = [r for r in records if self.published.get(r.pool.name) != encode(r)]
         removed = sorted(set(self.published) - {r.pool.name for r in records})
@@ -113,13 +129,46 @@ class EntitlementReconciler:
         listed: Any = self._custom.list_cluster_custom_object(GROUP, VERSION, plural)
         return list(listed["items"])
 
+    def _placed(self, pools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The pods on each pool's virtual node, as entitlements."""
+        out = []
+        for pool in pools:
+            name = pool["metadata"]["name"]
+            listed = self._core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node_name(name)}"
+            )
+            for pod in listed.items:
+                ent = pod_entitlement(self._api.sanitize_for_serialization(pod), name)
+                if ent is not None:
+                    out.append(ent)
+        return out
+
+    def _run_pod(self, obj: dict[str, Any]) -> None:
+        """Admitted: the pod runs, as far as Kubernetes can tell (the virtual node's kubelet)."""
+        meta = obj["metadata"]
+        if meta["podPhase"] == "Running":
+            return
+        status = {
+            "status": {
+                "phase": "Running",
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "Entitled"},
+                    {"type": "ContainersReady", "status": "True", "reason": "Entitled"},
+                    {"type": "Initialized", "status": "True"},
+                ],
+            }
+        }
+        self._core.patch_namespaced_pod_status(meta["pod"], meta["namespace"], status)
+
     def _key_hash(self, obj: dict[str, Any]) -> str:
         """The salted hash of the entitlement's key, issuing the key (a Secret) first if needed."""
         from kubernetes.client import V1Secret
         from kubernetes.client.rest import ApiException
 
         meta = obj["metadata"]
-        name, namespace = key_secret_name(meta["name"]), meta["namespace"]
+        owner = meta.get("pod", meta["name"])
+        name = (meta.get("annotations") or {}).get(KEY_SECRET_ANNOTATION) or key_secret_name(owner)
+        namespace = meta["namespace"]
         try:
             secret = self._core.read_namespaced_secret(name, namespace)
             key = base64.b64decode((secret.data or {})[KEY_FIELD]).decode()
@@ -137,9 +186,9 @@ class EntitlementReconciler:
                     "labels": {"tokenpools.io/entitlement": meta["name"]},
                     "ownerReferences": [
                         {
-                            "apiVersion": f"{GROUP}/{VERSION}",
-                            "kind": "Entitlement",
-                            "name": meta["name"],
+                            "apiVersion": obj.get("apiVersion", f"{GROUP}/{VERSION}"),
+                            "kind": obj.get("kind", "Entitlement"),
+                            "name": owner,
                             "uid": meta["uid"],
                             "controller": True,
                         }

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from connectors.kubernetes.entitlements import admit
+from connectors.kubernetes.entitlements import admit, pod_entitlement
 
 POOL = {
     "metadata": {"name": "llama", "creationTimestamp": "2026-01-01T00:00:00Z"},
@@ -85,3 +85,36 @@ def test_an_entitlement_of_an_unknown_or_refused_pool_is_refused() -> None:
     assert admission.verdicts["/broken"].message.startswith("spec.replicas: ")
     assert admission.verdicts["team-a/x"].message.startswith("spec.pool: no accepted TokenPool")
     assert admission.config is None
+
+
+def pod(name: str, limits: dict[str, str], **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "team-a",
+            "uid": "u1",
+            "creationTimestamp": "2026-01-05T00:00:00Z",
+        },
+        "spec": {"containers": [{"name": "c", "resources": {"limits": limits}}]},
+        "status": status,
+    }
+
+
+def test_a_pod_placed_on_the_virtual_node_is_a_guaranteed_entitlement_of_its_requests() -> None:
+    placed = pod_entitlement(
+        pod("agent", {"tokenpools.io/tps": "1k", "tokenpools.io/concurrency": "2", "cpu": "1"}),
+        "llama",
+    )
+    assert placed is not None
+    admission = admit([POOL], [placed])
+    (only,) = admission.config.entitlements if admission.config else ()
+    assert (only.name, only.tier, only.guarantee.tps, only.guarantee.conc) == (
+        "team-a.pod-agent",
+        "guaranteed",
+        1000,
+        2,
+    )
+
+
+def test_a_finished_pod_is_no_entitlement() -> None:
+    assert pod_entitlement(pod("done", {"tokenpools.io/tps": "1"}, phase="Succeeded"), "x") is None
