@@ -161,7 +161,6 @@ class LocalKubernetes:
                         "--use-service-account-credentials=false",
                         # A virtual node that misses its Lease is NotReady within seconds.
                         "--node-monitor-grace-period=20s",
-                        "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle",
                     ],
                 )
             if self.scheduler:
