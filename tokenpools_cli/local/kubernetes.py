@@ -134,7 +134,10 @@ class LocalKubernetes:
     def start(self, timeout: float = 60.0) -> Path:
         """Start every component in order and wait until each answers; returns the kubeconfig."""
         bins = bin_dir(self.version)
-        missing = [c for c in COMPONENTS if not (bins / c).exists()]
+        wanted = ["etcd", "kube-apiserver"]
+        wanted += ["kube-controller-manager"] * self.controller_manager
+        wanted += ["kube-scheduler"] * self.scheduler + ["kwok"] * self.kwok
+        missing = [c for c in wanted if not (bins / c).exists()]
         if missing:
             raise ControlPlaneError(
                 f"not built: {', '.join(missing)} in {bins}; run `tokenpools dev kubernetes "
