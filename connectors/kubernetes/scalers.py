@@ -256,7 +256,8 @@ class KubernetesScaler:
         body = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": target.namespace},
+            # Named as kubectl and the kubelet name theirs: `<object>.<nanoseconds, hex>`.
+            "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": target.namespace},
             "eventTime": now,
             "type": "Normal",
             "reason": EVENT_REASON,
