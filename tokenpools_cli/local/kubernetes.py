@@ -136,7 +136,8 @@ class LocalKubernetes:
         bins = bin_dir(self.version)
         wanted = ["etcd", "kube-apiserver"]
         wanted += ["kube-controller-manager"] * self.controller_manager
-        wanted += ["kube-scheduler"] * self.scheduler + ["kwok"] * self.kwok
+        wanted += ["kube-scheduler"] * self.scheduler
+        wanted += ["kwok", "kwok-stages.yaml"] * self.kwok
         missing = [c for c in wanted if not (bins / c).exists()]
         if missing:
             raise ControlPlaneError(
@@ -184,8 +185,8 @@ class LocalKubernetes:
                     "kwok",
                     [
                         str(bins / "kwok"),
+                        f"--config={bins / 'kwok-stages.yaml'}",
                         f"--kubeconfig={self.kubeconfig}",
-                        "--manage-all-nodes=false",
                         f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
                         f"--server-address=127.0.0.1:{free_port()}",
                         "--cidr=10.244.0.0/16",

@@ -26,8 +26,8 @@ MARKER="$BIN/.complete"
 export GOFLAGS="-mod=mod -buildvcs=false"
 export CGO_ENABLED=0
 
-ALL=(etcd kube-apiserver kwok kube-scheduler kube-controller-manager kustomize)
-built() { local b; for b in "${ALL[@]}"; do [[ -x "$BIN/$b" ]] || return 1; done; }
+ALL=(etcd kube-apiserver kwok kwok-stages.yaml kube-scheduler kube-controller-manager kustomize)
+built() { local b; for b in "${ALL[@]}"; do [[ -s "$BIN/$b" ]] || return 1; done; }
 if [[ -f "$MARKER" ]] && built; then
   echo "already built: $BIN"
   exit 0
@@ -63,6 +63,22 @@ build_kwok() {
   (cd "$dir" && go get "sigs.k8s.io/kwok@$KWOK_VERSION" \
      && go build -trimpath -ldflags "-s -w" -o "$BIN/kwok.tmp" sigs.k8s.io/kwok/cmd/kwok \
      && mv "$BIN/kwok.tmp" "$BIN/kwok")
+}
+
+# kwok needs its "stages" (how fake nodes and pods progress) as config; its module ships the
+# standard fast ones (node init, heartbeat through a Lease, pod ready/complete/delete).
+kwok_stages() {
+  [[ -s "$BIN/kwok-stages.yaml" ]] && return 0
+  local mod
+  mod=$(cd "$SRC" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
+        sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  local f out="$BIN/kwok-stages.yaml.tmp"
+  : >"$out"
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    printf -- '---\n' >>"$out"; cat "$mod/kustomize/stage/$f" >>"$out"
+  done
+  mv "$out" "$BIN/kwok-stages.yaml"
 }
 
 kube_module() {
@@ -107,6 +123,7 @@ start=$(date +%s)
 build_etcd
 build_kube kube-apiserver
 build_kwok
+kwok_stages
 build_kube kube-scheduler
 build_kube kube-controller-manager
 build_kustomize
