@@ -21,8 +21,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from tokenpools_cli.local.waiting import wait_until
+
+if TYPE_CHECKING:
+    from tokenpools_cli.local.kubernetes import LocalKubernetes
 
 HERE = Path(__file__).parent
 
@@ -41,7 +47,7 @@ class Kube:
 
     kubeconfig: Path
     api: object  # kubernetes.client.ApiClient
-    local: object | None  # the LocalKubernetes, when the suite started it
+    local: LocalKubernetes | None  # when the suite started it
 
 
 def _wait_for_build(marker: Path, failed: Path) -> None:
@@ -136,6 +142,18 @@ def kube_namespace(kube: Kube) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": name}})
     try:
+        if kube.local is None or kube.local.controller_manager:
+            # The controller-manager creates the namespace's `default` ServiceAccount; pods
+            # created before it exists are refused by the ServiceAccount admission plugin.
+            wait_until(
+                lambda: (
+                    core.list_namespaced_service_account(
+                        name, field_selector="metadata.name=default"
+                    ).items
+                ),
+                30,
+                f"the default ServiceAccount in {name}",
+            )
         yield name
     finally:
         core.delete_namespace(name)
