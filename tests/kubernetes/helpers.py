@@ -48,9 +48,12 @@ def running_pods(api: client.ApiClient, namespace: str, selector: str) -> int:
 
 
 def events_for(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
-    """events.k8s.io/v1 Events whose `regarding` object is `name`."""
-    events = client.EventsV1Api(api).list_namespaced_event(namespace).items
-    return [e for e in events if e.regarding and e.regarding.name == name]
+    """Events about the object `name`, read through core/v1 (the same objects the actuator
+    writes as events.k8s.io/v1: `note` is `message`, `regarding` is `involvedObject`). The
+    client cannot list them as events.k8s.io/v1 once controllers have written core/v1 Events
+    without an eventTime: its model then refuses the whole list."""
+    events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+    return [e for e in events if e.involved_object and e.involved_object.name == name]
 
 
 def workload(kind: str, name: str, replicas: int) -> dict[str, Any]:

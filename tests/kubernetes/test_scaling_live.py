@@ -81,7 +81,9 @@ async def test_a_scaling_decision_on_kafka_scales_a_deployment_and_its_pods_run(
         "kwok to run the 3 pods of vllm-a",
     )
     notes = [
-        e.note for e in events_for(kube.api, kube_namespace, "vllm-a") if e.reason == EVENT_REASON
+        e.message
+        for e in events_for(kube.api, kube_namespace, "vllm-a")
+        if e.reason == EVENT_REASON
     ]
     assert notes == ["replicas 1 -> 3: demand 900 tps over capacity 500 tps"]
 
@@ -162,7 +164,7 @@ def test_a_dynamo_scaling_adapter_is_scaled_through_its_scale_subresource(
     got = read_custom(kube, kube_namespace, "v1beta1", DGDSA_PLURAL, "graph-decode")
     assert got["spec"]["replicas"] == 4
     assert scaler.scale(target, 4, "again") is ScaleOutcome.UNCHANGED
-    kinds = {e.regarding.kind for e in events_for(kube.api, kube_namespace, "graph-decode")}
+    kinds = {e.involved_object.kind for e in events_for(kube.api, kube_namespace, "graph-decode")}
     assert kinds == {"DynamoGraphDeploymentScalingAdapter"}
 
 

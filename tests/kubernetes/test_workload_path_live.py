@@ -132,6 +132,8 @@ async def test_a_placed_workload_is_an_entitlement_whose_key_the_sidecar_admits(
             lambda: pod_state(core, kube_namespace, "too-big")[1] == "False", 30, "refused"
         )
         assert f"Insufficient {TPS}" in pod_state(core, kube_namespace, "too-big")[2]
+        # Gone before "fits" leaves, or the scheduler would rightly place it in the freed room.
+        core.delete_namespaced_pod("too-big", kube_namespace, grace_period_seconds=0)
 
         await reconciler.run(kafka_bootstrap, topics, rounds=1)
         assert pod_state(core, kube_namespace, "fits")[0] == "Running"
