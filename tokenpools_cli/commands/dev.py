@@ -57,7 +57,7 @@ def kubernetes(
 ) -> None:
     """Run a real local control plane (etcd, apiserver, scheduler, controllers, kwok) until Ctrl-C.
 
-    The first run builds the binaries from the Go module proxy (10-15 min on 2 cores);
+    The first run builds the binaries from the Go module proxy (15 min on 2 idle cores, over an hour on a busy one);
     later runs start in seconds. Prints `export KUBECONFIG=…` once the apiserver is ready.
     """
     import time
@@ -72,7 +72,9 @@ def kubernetes(
 
     try:
         if not is_built():
-            typer.echo(f"building the control plane into {bin_dir()} (first time: 10-15 min)…")
+            typer.echo(
+                f"building the control plane into {bin_dir()} (first time: 15 min to over an hour)…"
+            )
         build()
         if build_only:
             typer.echo(f"control plane binaries in {bin_dir()}")
