@@ -6,7 +6,8 @@ cluster whose kubeconfig `TOKENPOOLS_TEST_KUBECONFIG` names. (Deliberately not
 plain `KUBECONFIG`: that often points at a real cluster, and these tests
 install CRDs and create namespaces.)
 
-The binaries are built once from the Go module proxy (15 min on 2 idle cores, over an hour on a busy one).
+The binaries are built once from the Go module proxy (15 min on 2 idle cores, over an
+hour on a busy one).
 When they are missing, the tests skip saying so, unless
 `TOKENPOOLS_K8S_BUILD_WAIT` is set (CI starts the build in the background
 first): then the fixture waits up to that many seconds for the build marker.
@@ -57,7 +58,8 @@ def _wait_for_build(marker: Path, failed: Path) -> None:
     if not wait:
         pytest.skip(
             f"the local Kubernetes control plane is not built ({marker} is missing); build it "
-            "once with `tokenpools dev kubernetes --build-only` (15 min on 2 idle cores, over an hour on a busy one), or set "
+            "once with `tokenpools dev kubernetes --build-only` (15 min on 2 idle cores, over an "
+            "hour on a busy one), or set "
             "TOKENPOOLS_TEST_KUBECONFIG to a test cluster"
         )
     limit = float(wait) if wait.replace(".", "", 1).isdigit() and float(wait) > 1 else 1800.0

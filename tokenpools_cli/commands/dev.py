@@ -57,7 +57,8 @@ def kubernetes(
 ) -> None:
     """Run a real local control plane (etcd, apiserver, scheduler, controllers, kwok) until Ctrl-C.
 
-    The first run builds the binaries from the Go module proxy (15 min on 2 idle cores, over an hour on a busy one);
+    The first run builds the binaries from the Go module proxy (15 min on 2 idle cores, over
+    an hour on a busy one);
     later runs start in seconds. Prints `export KUBECONFIG=…` once the apiserver is ready.
     """
     import time

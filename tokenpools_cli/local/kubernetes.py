@@ -142,7 +142,8 @@ class LocalKubernetes:
         if missing:
             raise ControlPlaneError(
                 f"not built: {', '.join(missing)} in {bins}; run `tokenpools dev kubernetes "
-                "--build-only` (the first build takes 15 min on 2 idle cores, over an hour on a busy one)"
+                "--build-only` (the first build takes 15 min on 2 idle cores, over an hour on a "
+                "busy one)"
             )
         pki = ensure_pki(self.dir / "pki")
         self._write_kubeconfig(pki)
