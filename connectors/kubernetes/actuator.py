@@ -3,7 +3,9 @@
 Decisions are coalesced per pool within a batch (only the newest matters),
 older-than-applied decisions are ignored (a replayed or reordered record must
 not scale back), and offsets are committed only after the scale call
-succeeded, so a crash re-applies rather than loses a decision.
+succeeded, so a crash re-applies rather than loses a decision. A decision the
+scaler rate-limits is kept as the pool's pending one and tried again on the
+next batch (an empty poll included), unless a newer decision replaces it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterable
 from connectors.kafka.consumer import DeadLetterCounter, decoded_batches, make_consumer
 from connectors.kafka.producer import make_producer
 from connectors.kafka.settings import KafkaConnection
-from connectors.kubernetes.scalers import Scaler
+from connectors.kubernetes.scalers import ScaleOutcome, Scaler
 from connectors.kubernetes.targets import ScaleTarget
 from tokenpools.schemas import ScalingDecision
 from tokenpools.topics import Topics
@@ -43,19 +45,25 @@ class Actuator:
         self.targets = targets
         self.scaler = scaler
         self.applied_at: dict[str, float] = {}
+        self.pending: dict[str, ScalingDecision] = {}
         self.unmapped: set[str] = set()
 
     def apply(self, decisions: Iterable[ScalingDecision]) -> list[ScalingDecision]:
         """Scale each mapped pool to its newest decision; returns what was applied."""
         done = []
-        for pool, decision in newest_per_pool(decisions, self.applied_at).items():
+        candidates = [*self.pending.values(), *decisions]
+        self.pending = {}
+        for pool, decision in newest_per_pool(candidates, self.applied_at).items():
             target = self.targets.get(pool)
             if target is None:
                 if pool not in self.unmapped:
                     log.warning("no --target for pool %r; its scaling decisions are ignored", pool)
                     self.unmapped.add(pool)
                 continue
-            self.scaler.scale(target, decision.desired_replicas)
+            outcome = self.scaler.scale(target, decision.desired_replicas, decision.reason)
+            if outcome is ScaleOutcome.RATE_LIMITED:
+                self.pending[pool] = decision
+                continue
             self.applied_at[pool] = decision.time
             done.append(decision)
         return done
@@ -85,6 +93,8 @@ class Actuator:
             )
             async for batch in batches:
                 if not batch:
+                    if self.pending:
+                        self.apply(())
                     continue
                 self.apply(record for _, record in batch)
                 await consumer.commit()

@@ -1,19 +1,29 @@
-"""Which workload scales for which pool: `pool=deployment/<namespace>/<name>`.
+"""Which workload scales for which pool: `pool=<kind>/<namespace>/<name>[/<component>]`.
 
-A DynamoGraphDeployment service is named `pool=dgd/<namespace>/<name>/<service>`.
+`deployment/<ns>/<name>` and `statefulset/<ns>/<name>` scale through the scale
+subresource; `dgd/<ns>/<graph>/<component>` names one component (a service, in
+Dynamo's legacy v1alpha1 words) of an NVIDIA Dynamo DynamoGraphDeployment.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from enum import StrEnum
+
+
+class TargetKind(StrEnum):
+    """The workload kinds the actuator can scale."""
+
+    DEPLOYMENT = "deployment"
+    STATEFULSET = "statefulset"
+    DGD = "dgd"
 
 
 @dataclass(frozen=True)
 class ScaleTarget:
     """One workload whose replica count follows a pool's desired replicas."""
 
-    kind: Literal["deployment", "dgd"]
+    kind: TargetKind
     namespace: str
     name: str
     service: str = ""
@@ -31,12 +41,13 @@ def parse_targets(specs: list[str]) -> dict[str, ScaleTarget]:
         parts = path.split("/")
         if not sep or not pool:
             raise ValueError(f"--target {spec!r}: expected pool=kind/namespace/name")
-        if parts[0] == "deployment" and len(parts) == 3 and all(parts):
-            targets[pool] = ScaleTarget("deployment", parts[1], parts[2])
+        if parts[0] in ("deployment", "statefulset") and len(parts) == 3 and all(parts):
+            targets[pool] = ScaleTarget(TargetKind(parts[0]), parts[1], parts[2])
         elif parts[0] == "dgd" and len(parts) == 4 and all(parts):
-            targets[pool] = ScaleTarget("dgd", parts[1], parts[2], parts[3])
+            targets[pool] = ScaleTarget(TargetKind.DGD, parts[1], parts[2], parts[3])
         else:
             raise ValueError(
-                f"--target {spec!r}: expected deployment/<ns>/<name> or dgd/<ns>/<name>/<service>"
+                f"--target {spec!r}: expected deployment/<ns>/<name>, statefulset/<ns>/<name> "
+                "or dgd/<ns>/<name>/<component>"
             )
     return targets

@@ -32,7 +32,9 @@ def test_every_kafka_command_shares_one_bootstrap_option() -> None:
             if param.name == "bootstrap":
                 with_kafka[path] = param
     expected = {
+        "actuator entitlements",
         "actuator run",
+        "actuator virtual-nodes",
         "config apply",
         "demo events",
         "demo loop",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 import typer
 
@@ -12,17 +13,25 @@ from tokenpools.topics import Topics
 from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.options import BOOTSTRAP, NAMESPACE, kafka_settings
 
-app = typer.Typer(help="Apply scaling decisions to Kubernetes workloads.", no_args_is_help=True)
+app = typer.Typer(
+    help="The Kubernetes side: scaling decisions to workloads, pool capacity to virtual nodes.",
+    no_args_is_help=True,
+)
 
 
 @app.command()
 def run(
     target: list[str] = typer.Option(
-        ..., help="pool=deployment/<ns>/<name> or pool=dgd/<ns>/<name>/<service>; repeatable."
+        ...,
+        help="pool=deployment/<ns>/<name>, pool=statefulset/<ns>/<name> or "
+        "pool=dgd/<ns>/<graph>/<component>; repeatable.",
     ),
     bootstrap: str | None = BOOTSTRAP,
     namespace: str = NAMESPACE,
     dry_run: bool = typer.Option(False, "--dry-run", help="Log what would scale; touch nothing."),
+    min_interval: float = typer.Option(
+        10.0, min=0, help="Seconds between two writes to one workload (newer decisions wait)."
+    ),
 ) -> None:
     """Scale each pool's workload to the newest desired replica count on the scaling topic."""
     require(Extra.KAFKA if dry_run else Extra.KUBERNETES)
@@ -38,9 +47,68 @@ def run(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     try:
-        scaler = DryRunScaler() if dry_run else KubernetesScaler()
+        scaler = DryRunScaler() if dry_run else KubernetesScaler(min_interval_s=min_interval)
     except Exception as exc:  # no kubeconfig, not in a cluster
         typer.echo(f"cannot reach the Kubernetes API: {exc}", err=True)
         raise typer.Exit(1) from None
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(Actuator(targets, scaler).run(kafka, Topics(namespace)))
+
+
+@app.command("virtual-nodes")
+def virtual_nodes(
+    bootstrap: str | None = BOOTSTRAP,
+    namespace: str = NAMESPACE,
+    pool: list[str] = typer.Option(
+        None, help="Only these pools (repeatable); default: every pool on the state topic."
+    ),
+    heartbeat: float = typer.Option(10.0, min=1, help="Seconds between node/Lease heartbeats."),
+    stale_after: float = typer.Option(
+        15.0, min=1, help="Seconds without pool state before a node turns NotReady."
+    ),
+) -> None:
+    """Run the Virtual Node Provider: one tainted Node per pool carrying its live capacity as
+    the extended resources tokenpools.io/tps, tokenpools.io/kv-tokens, tokenpools.io/concurrency."""
+    require(Extra.KUBERNETES)
+    from connectors.kubernetes.provider import VirtualNodeProvider
+    from connectors.kubernetes.scalers import default_api_client
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    kafka = kafka_settings(bootstrap)
+    try:
+        api = default_api_client()
+    except Exception as exc:  # no kubeconfig, not in a cluster
+        typer.echo(f"cannot reach the Kubernetes API: {exc}", err=True)
+        raise typer.Exit(1) from None
+    provider = VirtualNodeProvider(
+        api, heartbeat_s=heartbeat, stale_after_s=stale_after, pools=set(pool) if pool else None
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(provider.run(kafka, Topics(namespace)))
+
+
+@app.command()
+def entitlements(
+    bootstrap: str | None = BOOTSTRAP,
+    namespace: str = NAMESPACE,
+    interval: float = typer.Option(2.0, min=0.2, help="Seconds between reconcile rounds."),
+) -> None:
+    """Reconcile TokenPool and Entitlement objects into the config topic (the rules of `config
+    validate`, verdicts in their status) and issue each entitlement's key as a Secret."""
+    require(Extra.KUBERNETES)
+    from connectors.kubernetes.reconciler import EntitlementReconciler
+    from connectors.kubernetes.scalers import default_api_client
+    from tokenpools.keys import SALT_ENV, key_salt
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    kafka = kafka_settings(bootstrap)
+    if SALT_ENV not in os.environ:
+        typer.echo(f"warning: {SALT_ENV} is unset; using the public development salt", err=True)
+    try:
+        api = default_api_client()
+    except Exception as exc:  # no kubeconfig, not in a cluster
+        typer.echo(f"cannot reach the Kubernetes API: {exc}", err=True)
+        raise typer.Exit(1) from None
+    reconciler = EntitlementReconciler(api, key_salt())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(reconciler.run(kafka, Topics(namespace), interval_s=interval))

@@ -1,0 +1,150 @@
+"""TokenPools and Entitlements on the real API server, reconciled into the config topic."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from connectors.kafka.topic_reader import read_to_end
+from connectors.kubernetes.entitlements import ENTITLEMENT_PLURAL, GROUP, POOL_PLURAL, VERSION
+from connectors.kubernetes.reconciler import KEY_FIELD, EntitlementReconciler
+from tests.helpers.paths import REPO
+from tests.kubernetes.conftest import Kube
+from tests.kubernetes.helpers import install_crds
+from tokenpools.keys import hash_key
+from tokenpools.schemas import PoolConfigRecord, decode_as
+from tokenpools.topics import Topics
+
+SALT = b"test-salt"
+CRDS = REPO / "deploy" / "k8s" / "crds"
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def tokenpool_crds(kube: Kube) -> None:
+    for path in sorted(CRDS.glob("tokenpools.io_*.yaml")):
+        install_crds(kube.api, path)
+
+
+def create_pool(kube: Kube, name: str) -> None:
+    client.CustomObjectsApi(kube.api).create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        POOL_PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TokenPool",
+            "metadata": {"name": name},
+            "spec": {
+                "model": "llama",
+                "replicas": 2,
+                "targetUtilization": 0.9,
+                "perReplica": {"tps": 6000, "kv": 200000, "conc": 32},
+            },
+        },
+    )
+
+
+def create_entitlement(kube: Kube, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    client.CustomObjectsApi(kube.api).create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        ENTITLEMENT_PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Entitlement",
+            "metadata": {"name": name},
+            "spec": spec,
+        },
+    )
+
+
+def status(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    obj: Any = client.CustomObjectsApi(kube.api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, ENTITLEMENT_PLURAL, name
+    )
+    return dict(obj.get("status") or {})
+
+
+async def newest_record(kafka: str, topics: Topics, pool: str) -> PoolConfigRecord | None:
+    records = [r for r in await read_to_end(kafka, topics.config) if r.key == pool.encode()]
+    last = records[-1].value if records else None
+    return None if last is None else decode_as(last, PoolConfigRecord)
+
+
+def test_the_api_server_refuses_an_entitlement_outside_the_schema_naming_the_field(
+    kube: Kube, kube_namespace: str, tokenpool_crds: None
+) -> None:
+    with pytest.raises(client.ApiException) as refused:
+        create_entitlement(kube, kube_namespace, "gold", {"pool": "p", "tier": "gold"})
+    assert refused.value.status == 422
+    assert "spec.tier" in str(refused.value.body)
+
+
+async def test_entitlements_become_the_pools_record_with_only_their_keys_hash(
+    kube: Kube, kube_namespace: str, tokenpool_crds: None, kafka_bootstrap: str, topics: Topics
+) -> None:
+    pool = f"p-{topics.namespace}"
+    create_pool(kube, pool)
+    try:
+        create_entitlement(
+            kube,
+            kube_namespace,
+            "search",
+            {"pool": pool, "tier": "guaranteed", "guarantee": {"tps": 8000}},
+        )
+        reconciler = EntitlementReconciler(kube.api, SALT)
+        await reconciler.run(kafka_bootstrap, topics, rounds=1)
+        # Created after: each breaks a rule of `config validate`.
+        create_entitlement(
+            kube,
+            kube_namespace,
+            "greedy",
+            {"pool": pool, "tier": "guaranteed", "guarantee": {"tps": 4000}},
+        )
+        create_entitlement(
+            kube,
+            kube_namespace,
+            "upside-down",
+            {"pool": pool, "tier": "elastic", "guarantee": {"tps": 1000}, "burst": {"tps": 500}},
+        )
+        await reconciler.run(kafka_bootstrap, topics, rounds=1)
+
+        good = status(kube, kube_namespace, "search")
+        assert good["accepted"] is True and good["configName"] == f"{kube_namespace}.search"
+        greedy = status(kube, kube_namespace, "greedy")["conditions"][0]
+        assert (greedy["status"], greedy["reason"]) == ("False", "Invalid")
+        assert greedy["message"].startswith(f"spec.guarantee.tps: guarantees in pool '{pool}'")
+        upside = status(kube, kube_namespace, "upside-down")["conditions"][0]["message"]
+        assert upside == "spec.burst.tps: burst.tps (500) is below guarantee.tps (1000)"
+
+        secret = client.CoreV1Api(kube.api).read_namespaced_secret(
+            good["keySecret"], kube_namespace
+        )
+        key = base64.b64decode(secret.data[KEY_FIELD]).decode()
+        assert secret.metadata.owner_references[0].kind == "Entitlement"
+        record = await newest_record(kafka_bootstrap, topics, pool)
+        assert record is not None
+        assert [(e.name, e.key_hashes) for e in record.entitlements] == [
+            (f"{kube_namespace}.search", [hash_key(key, SALT)])
+        ]
+        raw = b"".join(r.value or b"" for r in await read_to_end(kafka_bootstrap, topics.config))
+        assert key.encode() not in raw, "the key itself never leaves the cluster"
+
+        # Deleting it is a departure: the pool's next record no longer holds it.
+        client.CustomObjectsApi(kube.api).delete_namespaced_custom_object(
+            GROUP, VERSION, kube_namespace, ENTITLEMENT_PLURAL, "search"
+        )
+        await reconciler.run(kafka_bootstrap, topics, rounds=1)
+        record = await newest_record(kafka_bootstrap, topics, pool)
+        assert record is not None
+        # The greedy one fits once the older guarantee is gone.
+        assert [e.name for e in record.entitlements] == [f"{kube_namespace}.greedy"]
+    finally:
+        client.CustomObjectsApi(kube.api).delete_cluster_custom_object(
+            GROUP, VERSION, POOL_PLURAL, pool
+        )
