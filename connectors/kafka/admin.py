@@ -9,14 +9,23 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from connectors.kafka.connect_errors import ExplainsConnectFailure, explained
 from connectors.kafka.settings import KafkaConnection, KafkaSettings
 from connectors.kafka.topics import TopicSpec, topic_specs
 from tokenpools.topics import Topics
 
 
+class _Admin(ExplainsConnectFailure, AIOKafkaAdminClient):
+    """aiokafka's admin client whose failed start says why (see `connect_errors`)."""
+
+
 def make_admin(kafka: KafkaConnection, **options: Any) -> AIOKafkaAdminClient:
     """An admin client connected as `kafka` says; `options` are aiokafka's (timeouts)."""
-    return AIOKafkaAdminClient(**{**KafkaSettings.of(kafka).aiokafka_kwargs(), **options})
+    settings = KafkaSettings.of(kafka)
+    admin: AIOKafkaAdminClient = explained(
+        _Admin(**{**settings.aiokafka_kwargs(), **options}), settings
+    )
+    return admin
 
 
 async def ensure_topics(

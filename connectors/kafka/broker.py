@@ -210,7 +210,7 @@ class LocalKafka:
             security_protocol=self.security,
             sasl_mechanism=mechanism,
             sasl_username=CLIENT_USER,
-            sasl_password=password or self.client_password(),  # type: ignore[arg-type]  # pydantic coerces str to SecretStr
+            sasl_password=password or self.client_password(),
             ssl_ca_file=self.tls.ca_file,
         )
 

@@ -90,6 +90,11 @@ class KafkaSettings(BaseSettings):
     ssl_cert_file: Path | None = Field(None, validation_alias=_env("ssl_cert_file"))
     ssl_key_file: Path | None = Field(None, validation_alias=_env("ssl_key_file"))
     ssl_key_password: SecretStr | None = Field(None, validation_alias=_env("ssl_key_password"))
+    ssl_check_hostname: bool = Field(
+        True,
+        validation_alias=_env("ssl_check_hostname"),
+        description="check the broker certificate's name against the address dialled",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> KafkaSettings:
@@ -143,6 +148,9 @@ class KafkaSettings(BaseSettings):
             keyfile=self.ssl_key_file,
             password=None if key_password is None else key_password.get_secret_value(),
         )
+        # The chain is always verified; only the name check can be turned off (a broker
+        # reached through an address its certificate does not name).
+        context.check_hostname = self.ssl_check_hostname
         return context
 
     def aiokafka_kwargs(self) -> dict[str, Any]:

@@ -221,3 +221,14 @@ async def test_the_factories_configure_each_client_from_the_settings() -> None:
         await consumer.stop()
         await producer.stop()
         await admin.close()
+
+
+def test_the_hostname_check_is_on_unless_turned_off(client_cert: tuple[Path, Path]) -> None:
+    cert, _ = client_cert
+    env = {"TOKENPOOLS_KAFKA_SECURITY_PROTOCOL": "SSL", "TOKENPOOLS_KAFKA_SSL_CA_FILE": str(cert)}
+    checked = KafkaSettings.from_env(env).ssl_context()
+    unchecked = KafkaSettings.from_env({**env, "TOKENPOOLS_KAFKA_SSL_CHECK_HOSTNAME": "false"})
+    assert checked is not None and checked.check_hostname
+    context = unchecked.ssl_context()
+    assert context is not None and not context.check_hostname
+    assert context.verify_mode is ssl.CERT_REQUIRED, "the chain is still verified"
