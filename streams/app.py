@@ -72,7 +72,11 @@ class ControlLoop:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._events_since_tick = 0
         self._last_tick_wall: float | None = None
-        specs = {spec.name: spec for spec in topic_specs(self.topics, settings.partitions)}
+        kafka = settings.kafka
+        declared = topic_specs(
+            self.topics, settings.partitions, kafka.replication_factor, kafka.min_insync_replicas
+        )
+        specs = {spec.name: spec for spec in declared}
         self.faust_topics = {name: self._topic(spec) for name, spec in specs.items()}
         self.configs = self._table("configs")
         self.states = self._table("controller-state")

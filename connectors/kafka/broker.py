@@ -214,6 +214,13 @@ class LocalKafka:
             ssl_ca_file=self.tls.ca_file,
         )
 
+    def write_client_env(self, mechanism: SaslMechanism = SaslMechanism.SCRAM_SHA_512) -> Path:
+        """`client_env` as a shell file only its owner can read (it may hold the password)."""
+        path = self.data_dir / "client.env"
+        path.touch(mode=0o600)
+        path.write_text("".join(f"export {k}={v}\n" for k, v in self.client_env(mechanism).items()))
+        return path
+
     def client_env(self, mechanism: SaslMechanism = SaslMechanism.SCRAM_SHA_512) -> dict[str, str]:
         """The same as `TOKENPOOLS_KAFKA_*` variables, for child processes and shells."""
         env = {"TOKENPOOLS_KAFKA_BOOTSTRAP": self.bootstrap}
@@ -334,6 +341,8 @@ class LocalKafka:
             start_new_session=True,
         )
         out.close()
+        # so an operator (or a test) can stop one node of a running cluster by hand
+        (node.data_dir / "broker.pid").write_text(f"{node.proc.pid}\n")
 
     def _write_properties(self, node: _Node) -> Path:
         n = len(self.nodes)

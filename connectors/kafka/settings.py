@@ -96,8 +96,26 @@ class KafkaSettings(BaseSettings):
         description="check the broker certificate's name against the address dialled",
     )
 
+    replication_factor: int = Field(
+        1,
+        ge=1,
+        validation_alias=_env("replication_factor"),
+        description="copies of each partition of the topics this deployment creates",
+    )
+    min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        validation_alias=_env("min_insync_replicas"),
+        description="copies that must hold a record before an acks=all send succeeds",
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> KafkaSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) cannot exceed "
+                f"replication_factor ({self.replication_factor}): no send could succeed"
+            )
         if self.security_protocol.uses_sasl and not (self.sasl_username and self.sasl_password):
             raise ValueError(
                 f"security_protocol {self.security_protocol} needs a SASL username and password "
@@ -173,7 +191,11 @@ class KafkaSettings(BaseSettings):
 
     def faust_kwargs(self) -> dict[str, Any]:
         """Connection keywords of `faust.App`: the broker URL list and `broker_credentials`."""
-        kwargs: dict[str, Any] = {"broker": [f"kafka://{host}" for host in self.hosts]}
+        kwargs: dict[str, Any] = {
+            "broker": [f"kafka://{host}" for host in self.hosts],
+            # the worker declares its topics and its tables' changelogs with these copies
+            "topic_replication_factor": self.replication_factor,
+        }
         if self.client_id is not None:
             kwargs["broker_client_id"] = self.client_id
         if self.security_protocol is SecurityProtocol.PLAINTEXT:

@@ -80,7 +80,10 @@ def test_the_defaults_are_a_plaintext_local_broker(clean_env: pytest.MonkeyPatch
     assert settings.security_protocol is SecurityProtocol.PLAINTEXT
     # exactly what the clients were given before the settings model: nothing else changes
     assert settings.aiokafka_kwargs() == {"bootstrap_servers": "127.0.0.1:9092"}
-    assert settings.faust_kwargs() == {"broker": ["kafka://127.0.0.1:9092"]}
+    assert settings.faust_kwargs() == {
+        "broker": ["kafka://127.0.0.1:9092"],
+        "topic_replication_factor": 1,
+    }
 
 
 def test_bootstrap_comes_from_kafka_bootstrap_or_the_tokenpools_name(
