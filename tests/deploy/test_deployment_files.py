@@ -1,7 +1,7 @@
 """The deployment files run: every command line in docker-compose.yml and deploy/k8s is parsed
 by the real CLI (the parser of the click that typer ships and runs: the options exist and
-their values convert; nothing is executed), every environment variable they set is one the code reads, and what a Service
-targets is not bound to loopback.
+their values convert; nothing is executed), every environment variable they set is one the
+code reads, and what a Service targets is not bound to loopback.
 
 The parser sees each container's own environment (literals and ConfigMap literals, with
 placeholders for Secret and downward-API values), as the process would at start.
@@ -10,6 +10,7 @@ placeholders for Secret and downward-API values), as the process would at start.
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -160,9 +161,9 @@ def _read_by_the_code() -> set[str]:
             if "environ" not in text and "getenv" not in text:
                 continue
             for node in ast.walk(ast.parse(text)):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                    if re.fullmatch(r"[A-Z][A-Z0-9_]{3,}", node.value):
-                        names.add(node.value)
+                constant = isinstance(node, ast.Constant) and isinstance(node.value, str)
+                if constant and re.fullmatch(r"[A-Z][A-Z0-9_]{3,}", node.value):
+                    names.add(node.value)
     return names
 
 
@@ -192,10 +193,10 @@ def test_every_command_line_parses_with_the_real_cli(container: Container, conta
         pytest.fail(f"{container.where}: {path} rejects {args}: {message}")
     for name, value in context.params.items():
         given = context.get_parameter_source(name).name == "COMMANDLINE"
-        if given and isinstance(value, Path) and container.where.startswith("docker-compose"):
-            if not value.is_absolute():
-                # the image is the repository (Dockerfile: COPY deploy ...), cwd /app
-                assert (REPO / value).exists(), f"{container.where}: {value} is not in the image"
+        relative = isinstance(value, Path) and not value.is_absolute()
+        if given and relative and container.where.startswith("docker-compose"):
+            # the image is the repository (Dockerfile: COPY deploy ...), cwd /app
+            assert (REPO / value).exists(), f"{container.where}: {value} is not in the image"
 
 
 @pytest.mark.parametrize("container", _tokenpools_containers(), ids=lambda c: c.where)
@@ -216,7 +217,7 @@ def test_every_variable_set_is_read_by_the_code(container: Container) -> None:
 
 
 def _loopback_host(argv: list[str]) -> str | None:
-    for flag, value in zip(argv, argv[1:], strict=False):
+    for flag, value in itertools.pairwise(argv):
         if flag in ("--host", "--bind") and value in ("127.0.0.1", "localhost", "::1"):
             return value
     return None
