@@ -9,6 +9,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
@@ -16,11 +17,18 @@ from typer.testing import CliRunner
 
 from connectors.kafka.admin import ensure_topics, make_admin
 from connectors.kafka.broker import BrokerError, LocalKafka
+from connectors.kafka.config_publisher import publish_config
 from connectors.kafka.consumer import make_consumer
 from connectors.kafka.producer import make_producer
 from connectors.kafka.settings import KafkaSettings, SaslMechanism, SecurityProtocol
+from connectors.kafka.topic_reader import read_to_end
 from connectors.kafka.topics import topic_specs
+from tests.helpers.paths import EXAMPLES
+from tokenpools.config_file import load_config
+from tokenpools.schemas import LimitUpdate, PoolConfigRecord, decode
 from tokenpools.topics import Topics
+from tokenpools_cli.local.supervisor import LocalStack
+from tokenpools_cli.local.waiting import wait_until
 from tokenpools_cli.main import app
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -142,3 +150,32 @@ def test_topics_create_reads_the_secure_settings_from_the_environment(
     assert secure_broker.client_password() not in result.output
     again = asyncio.run(ensure_topics(secure_broker.client_settings(), Topics(namespace)))
     assert set(again.values()) == {"exists"}
+
+
+def test_the_faust_worker_runs_the_loop_over_sasl_ssl(
+    secure_broker: LocalKafka, tmp_path: Path
+) -> None:
+    """The worker gets the same settings through Faust's credentials: it reads the config
+    and publishes live limits on the secure broker."""
+    settings = secure_broker.client_settings(SaslMechanism.SCRAM_SHA_256)
+    topics = Topics(f"secw{uuid.uuid4().hex[:8]}")
+    platform = load_config(EXAMPLES / "overload.yaml")
+    asyncio.run(ensure_topics(settings, topics, partitions=2))
+    asyncio.run(publish_config(settings, topics, PoolConfigRecord.from_platform(platform)))
+    env = secure_broker.client_env(SaslMechanism.SCRAM_SHA_256)
+    with LocalStack(secure_broker.bootstrap, topics.namespace, tmp_path) as stack:
+        stack.start(
+            "worker",
+            *("worker", "run", "--tick", "0.5", "--partitions", "2"),
+            serve=("--metrics-port", "/metrics"),
+            env=env,
+            timeout=120,
+        )
+
+        def limits_published() -> bool:
+            records = asyncio.run(read_to_end(settings, topics.limits))
+            return any(isinstance(decode(m.value), LimitUpdate) for m in records if m.value)
+
+        wait_until(limits_published, 90, "the worker's limits on the SASL_SSL broker", 1.0)
+        stack.check_alive()
+    assert secure_broker.client_password() not in (tmp_path / "worker.log").read_text()
