@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import signal
 import threading
+from enum import StrEnum
 from pathlib import Path
 
 import typer
+
+
+class BrokerSecurity(StrEnum):
+    """What a local broker's client listener speaks (one of `SUPPORTED_SECURITY`)."""
+
+    PLAINTEXT = "plaintext"
+    SASL_SSL = "sasl_ssl"
+
 
 app = typer.Typer(help="Local development services.", no_args_is_help=True)
 
@@ -21,9 +30,10 @@ def kafka(
     brokers: int = typer.Option(
         1, "--brokers", min=1, max=9, help="Nodes (broker+controller each); 3 survives one loss."
     ),
-    security: str = typer.Option(
-        "plaintext",
+    security: BrokerSecurity = typer.Option(
+        BrokerSecurity.PLAINTEXT,
         "--security",
+        case_sensitive=False,
         help="plaintext, or sasl_ssl: TLS with a CA made for this data directory, and SASL "
         "(PLAIN, SCRAM-SHA-256/512) for user 'tokenpools'; client settings go to client.env.",
     ),
@@ -34,20 +44,10 @@ def kafka(
 
     Exit 2 on a bad option, 1 when a broker cannot start or every broker has exited.
     """
-    from connectors.kafka.broker import (
-        SUPPORTED_SECURITY,
-        BrokerError,
-        LocalKafka,
-        ensure_jars,
-        kafka_version,
-    )
+    from connectors.kafka.broker import BrokerError, LocalKafka, ensure_jars, kafka_version
     from connectors.kafka.settings import SecurityProtocol
 
-    protocols = {p.value.lower(): p for p in SUPPORTED_SECURITY}
-    if security.lower() not in protocols:
-        typer.echo(f"--security must be one of {', '.join(protocols)}", err=True)
-        raise typer.Exit(2)
-    protocol = protocols[security.lower()]
+    protocol = SecurityProtocol(security.value.upper())
     try:
         if fetch_only:
             typer.echo(f"Kafka {kafka_version()} jars in {ensure_jars()}")
