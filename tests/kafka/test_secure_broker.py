@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from connectors.kafka.producer import make_producer
 from connectors.kafka.settings import KafkaSettings, SaslMechanism, SecurityProtocol
 from connectors.kafka.topic_reader import read_to_end
 from connectors.kafka.topics import topic_specs
-from tests.helpers.paths import EXAMPLES
+from tests.helpers.paths import EXAMPLES, REPO
 from tokenpools.config_file import load_config
 from tokenpools.schemas import LimitUpdate, PoolConfigRecord, decode
 from tokenpools.topics import Topics
@@ -179,3 +181,24 @@ def test_the_faust_worker_runs_the_loop_over_sasl_ssl(
         wait_until(limits_published, 90, "the worker's limits on the SASL_SSL broker", 1.0)
         stack.check_alive()
     assert secure_broker.client_password() not in (tmp_path / "worker.log").read_text()
+
+
+def test_the_worker_with_a_wrong_password_exits_1_naming_the_reason(
+    secure_broker: LocalKafka,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENPOOLS_KAFKA_")}
+    env.pop("KAFKA_BOOTSTRAP", None)
+    env |= {**secure_broker.client_env(), "TOKENPOOLS_KAFKA_SASL_PASSWORD": "wrong-pw"}
+    env["PYTHONPATH"] = str(REPO)
+    began = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenpools_cli.main", "worker", "run", "--namespace", "w"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert time.monotonic() - began < 60
+    assert "SASL authentication failed for user 'tokenpools'" in result.stderr
+    assert "wrong-pw" not in result.stdout + result.stderr

@@ -48,6 +48,16 @@ def run(
         typer.echo(f"bad option: --loglevel {loglevel!r}", err=True)
         raise typer.Exit(2)
 
+    import asyncio
+
+    from connectors.kafka.connect_errors import connect_failure_reasons
+
+    # Faust would say only "Unable to bootstrap"; a wrong password or CA is named here instead
+    refused = asyncio.run(connect_failure_reasons(settings.kafka))
+    if len(refused) == len(settings.kafka.hosts):
+        typer.echo(f"Kafka refuses the worker: {'; '.join(refused)}", err=True)
+        raise typer.Exit(1)
+
     from faust import Worker
 
     from streams.app import create_app
