@@ -53,8 +53,10 @@ def run(
     from connectors.kafka.connect_errors import connect_failure_reasons
 
     # Faust would say only "Unable to bootstrap"; a wrong password or CA is named here instead
-    refused = asyncio.run(connect_failure_reasons(settings.kafka))
-    if len(refused) == len(settings.kafka.hosts):
+    kafka = settings.kafka
+    secured = kafka.security_protocol.uses_tls or kafka.security_protocol.uses_sasl
+    refused = asyncio.run(connect_failure_reasons(kafka)) if secured else []
+    if refused and len(refused) == len(kafka.hosts):
         typer.echo(f"Kafka refuses the worker: {'; '.join(refused)}", err=True)
         raise typer.Exit(1)
 
