@@ -25,7 +25,8 @@ from tests.helpers.paths import REPO
 from tokenpools.topics import Topics
 from tokenpools_cli.main import app
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+# a cluster of JVMs starting on a shared two-core machine can take minutes
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 class DevCluster:

@@ -33,7 +33,8 @@ from tokenpools_cli.local.supervisor import LocalStack
 from tokenpools_cli.local.waiting import wait_until
 from tokenpools_cli.main import app
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+# a cluster of JVMs starting on a shared two-core machine can take minutes
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
