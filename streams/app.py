@@ -77,7 +77,11 @@ class ControlLoop:
         self._last_tick_wall: float | None = None
         # per pool ticked last time: what its limits were published as (changed-only publishing)
         self._published: dict[str, LimitMemory] = {}
-        specs = {spec.name: spec for spec in topic_specs(self.topics, settings.partitions)}
+        kafka = settings.kafka
+        declared = topic_specs(
+            self.topics, settings.partitions, kafka.replication_factor, kafka.min_insync_replicas
+        )
+        specs = {spec.name: spec for spec in declared}
         self.faust_topics = {name: self._topic(spec) for name, spec in specs.items()}
         self.configs = self._table("configs")
         self.states = self._table("controller-state")

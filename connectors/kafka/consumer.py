@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import BaseModel
 
+from connectors.kafka.connect_errors import ExplainsConnectFailure, explained
 from connectors.kafka.dead_letter import send_dead_letter
 from connectors.kafka.settings import KafkaConnection, KafkaSettings
 from tokenpools.schemas import DecodeError, decode_as
@@ -16,9 +17,16 @@ from tokenpools.schemas import DecodeError, decode_as
 T = TypeVar("T", bound=BaseModel)
 
 
+class _Consumer(ExplainsConnectFailure, AIOKafkaConsumer):
+    """aiokafka's consumer whose failed start says why (see `connect_errors`)."""
+
+
 def make_consumer(kafka: KafkaConnection, *topics: str, **options: Any) -> AIOKafkaConsumer:
     """A consumer connected as `kafka` says; `options` are aiokafka's (group, offsets, fetching)."""
-    return AIOKafkaConsumer(*topics, **{**KafkaSettings.of(kafka).aiokafka_kwargs(), **options})
+    settings = KafkaSettings.of(kafka)
+    consumer = _Consumer(*topics, **{**settings.aiokafka_kwargs(), **options})
+    made: AIOKafkaConsumer = explained(consumer, settings)
+    return made
 
 
 @dataclass

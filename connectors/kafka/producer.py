@@ -5,16 +5,22 @@ from __future__ import annotations
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
+from connectors.kafka.connect_errors import ExplainsConnectFailure, explained
 from connectors.kafka.settings import KafkaConnection, KafkaSettings
 from tokenpools.schemas import encode
+
+
+class _Producer(ExplainsConnectFailure, AIOKafkaProducer):
+    """aiokafka's producer whose failed start says why (see `connect_errors`)."""
 
 
 def make_producer(
     kafka: KafkaConnection, linger_ms: int = 5, **overrides: object
 ) -> AIOKafkaProducer:
     """An idempotent producer (acks=all, ordered per partition, no duplicates on retry)."""
+    settings = KafkaSettings.of(kafka)
     options: dict[str, object] = {
-        **KafkaSettings.of(kafka).aiokafka_kwargs(),
+        **settings.aiokafka_kwargs(),
         "enable_idempotence": True,
         "acks": "all",
         "linger_ms": linger_ms,
@@ -22,7 +28,8 @@ def make_producer(
         "compression_type": None,
     }
     options.update(overrides)
-    return AIOKafkaProducer(**options)
+    producer: AIOKafkaProducer = explained(_Producer(**options), settings)
+    return producer
 
 
 async def send_record(

@@ -90,9 +90,32 @@ class KafkaSettings(BaseSettings):
     ssl_cert_file: Path | None = Field(None, validation_alias=_env("ssl_cert_file"))
     ssl_key_file: Path | None = Field(None, validation_alias=_env("ssl_key_file"))
     ssl_key_password: SecretStr | None = Field(None, validation_alias=_env("ssl_key_password"))
+    ssl_check_hostname: bool = Field(
+        True,
+        validation_alias=_env("ssl_check_hostname"),
+        description="check the broker certificate's name against the address dialled",
+    )
+
+    replication_factor: int = Field(
+        1,
+        ge=1,
+        validation_alias=_env("replication_factor"),
+        description="copies of each partition of the topics this deployment creates",
+    )
+    min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        validation_alias=_env("min_insync_replicas"),
+        description="copies that must hold a record before an acks=all send succeeds",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> KafkaSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) cannot exceed "
+                f"replication_factor ({self.replication_factor}): no send could succeed"
+            )
         if self.security_protocol.uses_sasl and not (self.sasl_username and self.sasl_password):
             raise ValueError(
                 f"security_protocol {self.security_protocol} needs a SASL username and password "
@@ -143,6 +166,9 @@ class KafkaSettings(BaseSettings):
             keyfile=self.ssl_key_file,
             password=None if key_password is None else key_password.get_secret_value(),
         )
+        # The chain is always verified; only the name check can be turned off (a broker
+        # reached through an address its certificate does not name).
+        context.check_hostname = self.ssl_check_hostname
         return context
 
     def aiokafka_kwargs(self) -> dict[str, Any]:
@@ -165,7 +191,11 @@ class KafkaSettings(BaseSettings):
 
     def faust_kwargs(self) -> dict[str, Any]:
         """Connection keywords of `faust.App`: the broker URL list and `broker_credentials`."""
-        kwargs: dict[str, Any] = {"broker": [f"kafka://{host}" for host in self.hosts]}
+        kwargs: dict[str, Any] = {
+            "broker": [f"kafka://{host}" for host in self.hosts],
+            # the worker declares its topics and its tables' changelogs with these copies
+            "topic_replication_factor": self.replication_factor,
+        }
         if self.client_id is not None:
             kwargs["broker_client_id"] = self.client_id
         if self.security_protocol is SecurityProtocol.PLAINTEXT:

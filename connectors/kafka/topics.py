@@ -1,4 +1,4 @@
-"""How each topic is created on the broker: partitions, cleanup policy, retention, record size.
+"""How each topic is created on the broker: partitions, replicas, cleanup policy, retention, size.
 
 The topic *names* are the core's (`tokenpools.topics.Topics`, pure data shared
 with the simulator and the replay); the broker configs here are Kafka wire
@@ -7,7 +7,7 @@ details, so they live with the rest of the Kafka plumbing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tokenpools.topics import Topics
 
@@ -29,20 +29,32 @@ class TopicSpec:
     partitions: int
     configs: dict[str, str] = field(default_factory=dict)
     doc: str = ""
+    replication: int = 1
 
 
-def topic_specs(topics: Topics, partitions: int = 6) -> list[TopicSpec]:
-    """All topics; `partitions` applies to the pool-keyed ones (one worker owns a pool)."""
+def topic_specs(
+    topics: Topics, partitions: int = 6, replication: int = 1, min_insync: int = 1
+) -> list[TopicSpec]:
+    """All topics; `partitions` applies to the pool-keyed ones (one worker owns a pool).
+
+    `replication` copies of every partition, of which `min_insync` must hold a record
+    before an acks=all send succeeds (the deployment's choice: 1/1 on one broker, 3/2
+    in production, so one broker can be lost without losing or refusing a record).
+    """
+    if not 1 <= min_insync <= replication:
+        raise ValueError(f"need 1 <= min_insync ({min_insync}) <= replication ({replication})")
+    durable = {"min.insync.replicas": str(min_insync)}
     compacted = {
+        **durable,
         "cleanup.policy": "compact",
         "min.compaction.lag.ms": "0",
         "segment.ms": "3600000",
     }
 
     def kept(days: int) -> dict[str, str]:
-        return {"retention.ms": str(days * DAY_MS)}
+        return {**durable, "retention.ms": str(days * DAY_MS)}
 
-    return [
+    specs = [
         TopicSpec(topics.requests, partitions, kept(7), "request events, keyed by pool"),
         TopicSpec(topics.engine, partitions, kept(7), "engine samples, keyed by pool"),
         TopicSpec(topics.config, partitions, compacted, "pool and entitlement specs"),
@@ -56,3 +68,4 @@ def topic_specs(topics: Topics, partitions: int = 6) -> list[TopicSpec]:
         ),
         TopicSpec(topics.dlq, 1, kept(30), "records that failed to parse, with the error"),
     ]
+    return [replace(spec, replication=replication) for spec in specs]

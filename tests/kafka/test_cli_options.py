@@ -79,3 +79,11 @@ def test_bad_kafka_settings_exit_2_without_showing_secrets(
     assert result.exit_code == 2, result.output
     assert "SASL username and password" in result.output
     assert "s3cret-pw" not in result.output
+
+
+def test_dev_kafka_refuses_an_unknown_security_or_broker_count_with_exit_2() -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["dev", "kafka", "--security", "tls"]).exit_code == 2
+    assert runner.invoke(app, ["dev", "kafka", "--brokers", "0"]).exit_code == 2
+    help_ = runner.invoke(app, ["dev", "kafka", "--help"], env={"COLUMNS": "200"})
+    assert "sasl_ssl" in help_.output and "--brokers" in help_.output

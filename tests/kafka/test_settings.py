@@ -80,7 +80,10 @@ def test_the_defaults_are_a_plaintext_local_broker(clean_env: pytest.MonkeyPatch
     assert settings.security_protocol is SecurityProtocol.PLAINTEXT
     # exactly what the clients were given before the settings model: nothing else changes
     assert settings.aiokafka_kwargs() == {"bootstrap_servers": "127.0.0.1:9092"}
-    assert settings.faust_kwargs() == {"broker": ["kafka://127.0.0.1:9092"]}
+    assert settings.faust_kwargs() == {
+        "broker": ["kafka://127.0.0.1:9092"],
+        "topic_replication_factor": 1,
+    }
 
 
 def test_bootstrap_comes_from_kafka_bootstrap_or_the_tokenpools_name(
@@ -221,3 +224,14 @@ async def test_the_factories_configure_each_client_from_the_settings() -> None:
         await consumer.stop()
         await producer.stop()
         await admin.close()
+
+
+def test_the_hostname_check_is_on_unless_turned_off(client_cert: tuple[Path, Path]) -> None:
+    cert, _ = client_cert
+    env = {"TOKENPOOLS_KAFKA_SECURITY_PROTOCOL": "SSL", "TOKENPOOLS_KAFKA_SSL_CA_FILE": str(cert)}
+    checked = KafkaSettings.from_env(env).ssl_context()
+    unchecked = KafkaSettings.from_env({**env, "TOKENPOOLS_KAFKA_SSL_CHECK_HOSTNAME": "false"})
+    assert checked is not None and checked.check_hostname
+    context = unchecked.ssl_context()
+    assert context is not None and not context.check_hostname
+    assert context.verify_mode is ssl.CERT_REQUIRED, "the chain is still verified"

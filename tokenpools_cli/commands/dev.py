@@ -1,12 +1,21 @@
-"""`tokenpools dev kafka`: a real single-node Kafka broker for local work and tests."""
+"""`tokenpools dev kafka`: a real Kafka (one broker or a KRaft cluster) for local work and tests."""
 
 from __future__ import annotations
 
 import signal
 import threading
+from enum import StrEnum
 from pathlib import Path
 
 import typer
+
+
+class BrokerSecurity(StrEnum):
+    """What a local broker's client listener speaks (one of `SUPPORTED_SECURITY`)."""
+
+    PLAINTEXT = "plaintext"
+    SASL_SSL = "sasl_ssl"
+
 
 app = typer.Typer(help="Local development services.", no_args_is_help=True)
 
@@ -14,34 +23,71 @@ app = typer.Typer(help="Local development services.", no_args_is_help=True)
 @app.command()
 def kafka(
     data_dir: Path = typer.Option(None, help="Data directory (kept); default: a removed temp dir."),
-    port: int = typer.Option(9092, help="PLAINTEXT port on 127.0.0.1 (0 = any free port)."),
-    controller_port: int = typer.Option(0, help="KRaft controller port (0 = any free port)."),
-    heap: str = typer.Option("768m", help="Broker JVM heap (-Xmx)."),
+    port: int = typer.Option(
+        9092, help="First broker's port on 127.0.0.1; the next brokers take +2, +4 (0 = free)."
+    ),
+    controller_port: int = typer.Option(0, help="First KRaft controller port (0 = free ports)."),
+    brokers: int = typer.Option(
+        1, "--brokers", min=1, max=9, help="Nodes (broker+controller each); 3 survives one loss."
+    ),
+    security: BrokerSecurity = typer.Option(
+        BrokerSecurity.PLAINTEXT,
+        "--security",
+        case_sensitive=False,
+        help="plaintext, or sasl_ssl: TLS with a CA made for this data directory, and SASL "
+        "(PLAIN, SCRAM-SHA-256/512) for user 'tokenpools'; client settings go to client.env.",
+    ),
+    heap: str = typer.Option("768m", help="JVM heap (-Xmx) of each broker."),
     fetch_only: bool = typer.Option(False, "--fetch-only", help="Resolve the jars, then exit."),
 ) -> None:
-    """Resolve Kafka's jars from Maven, format KRaft storage and run a broker until Ctrl-C."""
-    from connectors.kafka.broker import BrokerError, LocalKafka, ensure_jars, kafka_version
+    """Resolve Kafka's jars from Maven, format KRaft storage and run brokers until Ctrl-C.
 
+    Exit 2 on a bad option, 1 when a broker cannot start or every broker has exited.
+    """
+    from connectors.kafka.broker import BrokerError, LocalKafka, ensure_jars, kafka_version
+    from connectors.kafka.settings import SecurityProtocol
+
+    protocol = SecurityProtocol(security.value.upper())
     try:
         if fetch_only:
             typer.echo(f"Kafka {kafka_version()} jars in {ensure_jars()}")
             return
-        broker = LocalKafka(data_dir, port or None, controller_port or None, heap=heap)
+        broker = LocalKafka(
+            data_dir,
+            port or None,
+            controller_port or None,
+            heap=heap,
+            brokers=brokers,
+            security=protocol,
+        )
         broker.start()
     except BrokerError as exc:
         typer.echo(f"Kafka broker failed: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"Kafka {kafka_version()} ready at {broker.bootstrap} (data: {broker.data_dir})")
-    typer.echo(f"export KAFKA_BOOTSTRAP={broker.bootstrap}")
+    typer.echo(
+        f"Kafka {kafka_version()} ready at {broker.bootstrap} "
+        f"({brokers} broker{'s' if brokers > 1 else ''}, {protocol.value}; data: {broker.data_dir})"
+    )
+    if protocol is SecurityProtocol.PLAINTEXT:
+        typer.echo(f"export KAFKA_BOOTSTRAP={broker.bootstrap}")
+    else:
+        typer.echo(f"client settings (with the password): source {broker.write_client_env()}")
+    for node in broker.nodes:
+        typer.echo(f"broker {node.node_id}: port {node.port}, pid file {node.data_dir}/broker.pid")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    reported: set[int] = set()
     while not stop.wait(1.0):
-        if not broker.running:
-            typer.echo(f"broker exited; see {broker.log_file}", err=True)
+        down = {node.node_id for node in broker.nodes if not node.running}
+        for node_id in sorted(down - reported):
+            typer.echo(f"broker {node_id} exited; see its broker.log", err=True)
+        reported = down
+        if len(down) == len(broker.nodes):
+            broker.cleanup()
             raise typer.Exit(1)
     broker.cleanup()
-    typer.echo("broker stopped")
+    typer.echo("brokers stopped")
 
 
 @app.command()

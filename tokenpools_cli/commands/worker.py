@@ -52,6 +52,18 @@ def run(
         typer.echo(f"bad option: --loglevel {loglevel!r}", err=True)
         raise typer.Exit(2)
 
+    import asyncio
+
+    from connectors.kafka.connect_errors import connect_failure_reasons
+
+    # Faust would say only "Unable to bootstrap"; a wrong password or CA is named here instead
+    kafka = settings.kafka
+    secured = kafka.security_protocol.uses_tls or kafka.security_protocol.uses_sasl
+    refused = asyncio.run(connect_failure_reasons(kafka)) if secured else []
+    if refused and len(refused) == len(kafka.hosts):
+        typer.echo(f"Kafka refuses the worker: {'; '.join(refused)}", err=True)
+        raise typer.Exit(1)
+
     from faust import Worker
 
     from streams.app import create_app
