@@ -151,8 +151,11 @@ def trace_scenario(
     else:
         owners = assign_mapping(trace, rule, entitlements)
         described = f"mapping file {rule}"
+    # The client of a recorded row asked for exactly what it got (max_tokens = output): the
+    # live replay must send a max_tokens for a real engine to stop there, and the offline
+    # simulator's estimate must be what the sidecar would charge for that request.
     requests = [
-        SimRequest(float(t), owner, int(p), max(1, int(o)))
+        SimRequest(float(t), owner, int(p), max(1, int(o)), max(1, int(o)))
         for t, owner, p, o in zip(
             trace.time, owners, trace.prompt_tokens, trace.output_tokens, strict=True
         )
