@@ -15,6 +15,7 @@ from tokenpools_cli.commands import (
     engine_sim,
     experiment,
     keys,
+    record,
     replay,
     report,
     scraper,
@@ -51,6 +52,7 @@ app.add_typer(scraper.app, name="scraper")
 app.add_typer(engine_sim.app, name="engine-sim")
 app.add_typer(baseline.app, name="baseline")
 app.add_typer(experiment.app, name="experiment")
+app.command("record")(record.record)
 
 
 @app.callback()

@@ -1,1 +1,1 @@
-"""Baselines token pools is measured against (issue 12): conventional limiters, as gateways ship them."""
+"""Baselines token pools is measured against: conventional limiters, as gateways ship them."""

@@ -1,4 +1,5 @@
-"""`tokenpools baseline rate-limit`: the conventional per-key limiter token pools is compared with."""
+"""`tokenpools baseline rate-limit`: the conventional per-key limiter token pools is
+compared with."""
 
 from __future__ import annotations
 

@@ -85,5 +85,5 @@ def scarcity(
     ),
     bootstrap: str | None = bootstrap_option("start a local broker"),
 ) -> None:
-    """copilot (tight SLO) and synth (loose SLO); a replica fails and returns (the paper's Fig. 5)."""
+    """copilot (tight SLO) and synth (loose SLO); a replica fails and returns (Fig. 5)."""
     _run("scarcity", duration, seed, arms, out, bootstrap)

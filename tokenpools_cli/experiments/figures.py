@@ -97,7 +97,7 @@ def write_figures(
         ax.plot(s.time, s.capacity_conc, "k--", lw=0.8, label="slots")
         ax.set_title(arm.value)
         ax.set_xlabel("seconds")
-    axes[0][0].set_ylabel("admitted, in flight (client view)")
+    axes[0][0].set_ylabel("running (first → last token)")
     axes[0][0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, 0.92))
     fig.suptitle(f"{plan.name}: slot utilization stacked by entitlement (Fig. 4)")
     written.append(_save(fig, out / "fig4_slot_utilization.png"))

@@ -35,7 +35,7 @@ from tokenpools_cli.local.supervisor import LocalStack
 
 @dataclass
 class ArmRun:
-    """What one arm measured: per-request results, engine polls, and (tokenpools) the loop's records."""
+    """What one arm measured: request results, engine polls, (tokenpools) the loop's records."""
 
     arm: Arm
     start: float  # unix time of scenario t = 0

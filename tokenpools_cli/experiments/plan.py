@@ -68,7 +68,7 @@ class Plan:
 def make_plan(
     name: str, workdir: Path, duration_s: float, seed: int, spot_rate: float | None = None
 ) -> Plan:
-    """The packaged example config (copied into `workdir`) and its scenario, scaled to `duration_s`."""
+    """The packaged example config (copied into `workdir`), its scenario scaled to `duration_s`."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r} (known: {', '.join(EXPERIMENTS)})")
     workdir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,10 @@ def _s(x: float, unit: str = "s", scale: float = 1.0, digits: int = 2) -> str:
 
 
 def tenant_table(rows: list[TenantRow], delay: bool = True) -> list[str]:
-    head = "| tenant | sent | admitted | 429 | other | latency P50 | latency P99 | TTFT P50 | TTFT P99 | admission delay P99 | share of slots |"
+    head = (
+        "| tenant | sent | admitted | 429 | other | latency P50 | latency P99 | TTFT P50 "
+        "| TTFT P99 | admission delay P99 | share of slots |"
+    )
     lines = [head, "|---|" + "---:|" * 10]
     for r in rows:
         lines.append(
@@ -96,18 +99,21 @@ def write_report(
         lines += [
             "## Live against the offline simulator (same scenario, same step model)",
             "",
-            "| arm | tenant | admitted live | admitted sim | Δ | latency P99 live | latency P99 sim |",
+            "| arm | tenant | admitted live | admitted sim | Δ "
+            "| latency P99 live | latency P99 sim |",
             "|---|---|---:|---:|---:|---:|---:|",
         ]
-        for arm, rows in versus.items():
-            for r in rows:
+        for arm, sim_rows in versus.items():
+            for r in sim_rows:
                 lines.append(
                     f"| {arm.value} | {r.tenant} | {r.live_admitted} | {r.sim_admitted} "
-                    f"| {r.live_admitted - r.sim_admitted:+d} | {_s(r.live_p99_s)} | {_s(r.sim_p99_s)} |"
+                    f"| {r.live_admitted - r.sim_admitted:+d} "
+                    f"| {_s(r.live_p99_s)} | {_s(r.sim_p99_s)} |"
                 )
         lines += [
             "",
-            "The rate-limit arm has no offline counterpart (the simulator models token pools and no admission).",
+            "The rate-limit arm has no offline counterpart (the simulator models token pools "
+            "and no admission).",
             "",
         ]
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from tokenpools_cli.experiments.analysis import (
     tenant_rows,
     versus_simulator,
 )
-from tokenpools_cli.experiments.live import ArmRun, run_arm
+from tokenpools_cli.experiments.live import ArmRun, Ticker, run_arm
 from tokenpools_cli.experiments.plan import Arm, Plan, make_plan
 from tokenpools_cli.experiments.report import write_report
 from tokenpools_cli.local.broker import kafka_broker, quiet_kafka_client_logs
@@ -78,16 +79,19 @@ def run_experiment(
         for arm in arms:
             with _phase_bars(plan, arm, console) as on_time:
                 runs[arm] = run_arm(plan, arm, broker, out, on_time)
+            with open(out / f"{arm.value}.pkl", "wb") as fh:  # raw measurements, to re-analyse
+                pickle.dump(runs[arm], fh)
             ok = sum(r.status == 200 for r in runs[arm].results)
             console.print(f"  {arm.value}: {ok}/{len(runs[arm].results)} requests served")
     return analyse(plan, runs, out, console, figures)
 
 
 @contextmanager
-def _phase_bars(plan: Plan, arm: Arm, console: Console) -> Iterator[object]:
+def _phase_bars(plan: Plan, arm: Arm, console: Console) -> Iterator[Ticker]:
     """One rich progress bar per phase of this arm, advanced by scenario time."""
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+        TextColumn("{task.description}"), BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
         TimeElapsedColumn(), console=console, transient=False,
     ) as progress:  # fmt: skip
         tasks = [
@@ -123,9 +127,12 @@ def analyse(
     else:
         claims = scarcity_claims(plan, data, runs.get(Arm.TOKENPOOLS))
     versus: dict[Arm, list[SimRow]] = {}
+    # the live replay waits for every answer; the simulator runs on until its queues drain
+    drain = max((r.latency_s for run in runs.values() for r in run.results), default=0.0)
+    drained = replace(plan.scenario, duration_s=plan.scenario.duration_s + drain + 5.0)
     for arm, admission in ((Arm.TOKENPOOLS, True), (Arm.NO_ADMISSION, False)):
         if arm in runs:
-            sim = Simulator(plan.platform, plan.scenario, admission=admission).run()
+            sim = Simulator(plan.platform, drained, admission=admission).run()
             versus[arm] = versus_simulator(plan, data[arm][0], sim)
     written: list[Path] = []
     if figures:
