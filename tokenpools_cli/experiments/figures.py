@@ -148,12 +148,19 @@ def _scarcity(
                     label=f"{name} admitted/s")  # fmt: skip
             ax.plot(bins[:-1], np.histogram(req.offset[denied], bins)[0] / 2.0, color=color,
                     lw=1, ls="--", label=f"{name} denied/s")  # fmt: skip
-        ax = axes[3][col]
+        ax = axes[3][col]  # the wait before service starts, wherever it is spent
         for name, color in colors.items():
             ok = req.ok(req.where([name]))
-            ax.scatter(req.offset[ok], req.delay[ok] * 1000, s=3, color=color, label=name)
+            ax.scatter(req.offset[ok], req.ttft[ok], s=3, color=color, label=name)
+        ax.set_yscale("log")
         axes[3][col].set_xlabel("seconds")
-    for row, label in enumerate(("requests", "debt (s) / π", "per second", "admission delay (ms)")):
+    labels = (
+        "requests",
+        "debt (s) / π",
+        "per second",
+        "effective admission delay:\nsend → first token (s)",
+    )
+    for row, label in enumerate(labels):
         axes[row][0].set_ylabel(label)
         axes[row][0].legend(fontsize=6, ncol=2, loc="upper right")
     fig.suptitle(
