@@ -68,7 +68,7 @@ def run_arm(
         engines = Engines.start(stack, plan.pool, plan.scenario.step)
         if arm is Arm.TOKENPOOLS:
             assert kafka is not None, "the tokenpools arm needs a broker"
-            url = _start_loop(stack, plan, kafka, namespace, engines.urls)
+            url = start_loop(stack, plan, kafka, namespace, engines.urls)
         else:
             url = _start_baseline(stack, plan, arm, engines.urls)
         with EngineWatch(engines.urls) as watch:
@@ -80,9 +80,10 @@ def run_arm(
     return run
 
 
-def _start_loop(
+def start_loop(
     stack: LocalStack, plan: Plan, kafka: KafkaSettings, namespace: str, backends: list[str]
 ) -> str:
+    """Topics, the plan's config, sidecar, worker and scraper on `namespace`; the sidecar's URL."""
     topics = Topics(namespace)
     asyncio.run(ensure_topics(kafka, topics))
     asyncio.run(publish_config(kafka, topics, PoolConfigRecord.from_platform(plan.platform)))
