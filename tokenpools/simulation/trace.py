@@ -256,9 +256,11 @@ class RecordedRow:
 def recorded_rows(events: Iterable[RequestEvent]) -> list[RecordedRow]:
     """Request events (one request has several: queued, admitted, completed …) → trace rows.
 
-    A request's arrival is its final event's time less its queue delay and latency;
-    `max_tokens` is the estimate the sidecar charged less the prompt. Requests whose
-    final event is missing (still running when recording stopped) are left out.
+    A request's arrival is its final event's time less its latency (or, refused, less
+    its wait); `max_tokens` is the estimate the sidecar charged less the prompt. A refused
+    request's event carries no prompt count, so its row has prompt_tokens 0 and the whole
+    charge in max_tokens (replayed, it is charged the same). Requests whose final event
+    is missing (still running when recording stopped) are left out.
     """
     last: dict[str, RequestEvent] = {}
     for event in events:
@@ -266,10 +268,10 @@ def recorded_rows(events: Iterable[RequestEvent]) -> list[RecordedRow]:
             last[event.id] = event
     arrivals = []
     for e in last.values():
-        waited = e.queue_delay_ms / 1000
-        if e.phase is not Phase.REJECTED:
-            waited += (e.latency_ms or 0.0) / 1000
-        arrivals.append((e.time - waited, e))
+        # an ended request's latency runs from its arrival (queueing included); a refused
+        # one carries how long it waited before the refusal
+        waited = e.latency_ms if e.latency_ms is not None else e.queue_delay_ms
+        arrivals.append((e.time - waited / 1000, e))
     arrivals.sort(key=lambda pair: pair[0])
     t0 = arrivals[0][0] if arrivals else 0.0
     return [
