@@ -41,11 +41,12 @@ def test_overload_three_arms(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert _passed(claims, Arm.TOKENPOOLS, "end-to-end P99")
     assert _passed(claims, Arm.TOKENPOOLS, "waiting queue near 0")
     assert _passed(claims, Arm.TOKENPOOLS, "spot refused with 429")
+    assert _passed(claims, Arm.TOKENPOOLS, "spot backfills")
     # the baselines show what token pools buy
     assert _passed(claims, Arm.NO_ADMISSION, "waiting queue grows")
     assert _passed(claims, Arm.NO_ADMISSION, "latency grows")
     assert _passed(claims, Arm.RATE_LIMIT, "refused, or capacity sits idle")
-    # measured and reported, not asserted (docs/EXPERIMENTS.md): TTFT ≤ 1.2×, spot backfill
+    # measured and reported, not asserted (docs/EXPERIMENTS.md): TTFT ≤ 1.2× unloaded
     assert "×" in dict(claims)[next(k for k in claims if "TTFT" in k)][1]
     # the report: a table per arm, live against simulated, the figures
     text = outcome.report.read_text()
@@ -69,7 +70,7 @@ def test_scarcity_a_replica_fails_and_returns(kafka_bootstrap: str, tmp_path: Pa
     claims = _claims(outcome)
     print("\n".join(f"{k}: {'PASS' if p else 'FAIL'} {m}" for k, (p, m) in claims.items()))
     assert _passed(claims, Arm.TOKENPOOLS, "copilot's admission delay")
-    assert _passed(claims, Arm.TOKENPOOLS, "synth absorbs most denials")
+    assert _passed(claims, Arm.TOKENPOOLS, "synth absorbs most of the throttling")
     # the replica really went away and came back: the engine polls saw it down, then up
     engines = outcome.runs[Arm.TOKENPOOLS].engines
     t = outcome.runs[Arm.TOKENPOOLS].engine_time()

@@ -350,19 +350,23 @@ def scarcity_claims(
             f"{delay * 1000:.0f} ms over {int(ok.sum())} admitted",
         )
     )
-    denied = {
-        n: int(np.count_nonzero(req.where([n]) & (req.status == 429))) for n in ("copilot", "synth")
-    }
-    total = sum(denied.values())
-    share = denied["synth"] / total if total else math.nan
+    # throttling is a refusal (429) or a wait at the gate; synth should carry most of both
+    names = ("copilot", "synth")
+    denied = {n: int(np.count_nonzero(req.where([n]) & (req.status == 429))) for n in names}
+    waited = {n: float(req.delay[req.ok(req.where([n]))].sum()) for n in names}
+    total_denied, total_waited = sum(denied.values()), sum(waited.values())
+    denial_share = denied["synth"] / total_denied if total_denied else math.nan
+    wait_share = waited["synth"] / total_waited if total_waited else math.nan
+    throttled = total_denied + total_waited > 0
     claims.append(
         Claim(
             Arm.TOKENPOOLS,
-            "synth absorbs most denials (> 50 % of all 429)",
-            total > 0 and share > 0.5,
-            f"synth {denied['synth']}, copilot {denied['copilot']} ({100 * share:.0f} %)"
-            if total
-            else "no 429 at all",
+            "synth absorbs most of the throttling (> 50 % of the 429s and of the gate's waiting)",
+            throttled
+            and (not total_denied or denial_share > 0.5)
+            and (not total_waited or wait_share > 0.5),
+            f"429: synth {denied['synth']}, copilot {denied['copilot']}; waiting at the gate: "
+            f"synth {waited['synth']:.0f} s, copilot {waited['copilot']:.1f} s",
         )
     )
     if run is not None and run.states:
