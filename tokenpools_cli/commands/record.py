@@ -24,9 +24,9 @@ def record(
     out: Path = typer.Option(..., "--out", "-o", help="Trace file to write (.jsonl)."),
     namespace: str = typer.Option("", help="Topic namespace the sidecars published under."),
     since: float = typer.Option(
-        None, help="Only requests that arrived at or after this unix time."
+        None, help="Only requests whose events are at or after this unix time."
     ),
-    until: float = typer.Option(None, help="Only requests that arrived before this unix time."),
+    until: float = typer.Option(None, help="Only requests whose events are before this unix time."),
     bootstrap: str | None = bootstrap_option(),
 ) -> None:
     """Read the requests topic from the beginning and write one trace row per finished request."""
