@@ -109,7 +109,11 @@ def make_app(
     session: dict[str, aiohttp.ClientSession] = {}
 
     async def on_startup(_: web.Application) -> None:
-        session["s"] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        # no connection cap: a hop that held requests back would hide the engines' queue
+        connector = aiohttp.TCPConnector(limit=0)
+        session["s"] = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None), connector=connector
+        )
 
     async def on_cleanup(_: web.Application) -> None:
         await session["s"].close()

@@ -247,6 +247,15 @@ def overload_claims(plan: Plan, runs: dict[Arm, tuple[Requests, Series]]) -> lis
                 f"mean {wait_mean:.2f}, P95 {wait_p95:.1f} requests",
             )
         )
+        used = float(np.mean(s.running[fw] / np.maximum(s.capacity_conc[fw], 1)))
+        claims.append(
+            Claim(
+                Arm.TOKENPOOLS,
+                "the pool stays full while spot floods (slot utilization ≥ 95 %)",
+                used >= 0.95,
+                f"{100 * used:.0f} % of slots running from the flood on",
+            )
+        )
         spot = req.where(["spot"], flood)
         spot_429 = int(np.count_nonzero(spot & (req.status == 429)))
         g = req.where(guaranteed, flood)
@@ -319,12 +328,14 @@ def overload_claims(plan: Plan, runs: dict[Arm, tuple[Requests, Series]]) -> lis
             which.append(f"slots idle {100 * idle:.0f}% while {any_429} requests got 429")
         if e2e > 1.6:
             which.append(f"guaranteed end-to-end P99 {e2e:.1f}× unloaded (not protected)")
+        failed_guarantees = bool(which)
+        which.append(f"{any_429} requests got 429 during the flood, {100 * idle:.0f} % slots idle")
         claims.append(
             Claim(
                 Arm.RATE_LIMIT,
                 "guaranteed tenants are refused, or capacity sits idle, or guarantees fail",
-                bool(which),
-                "; ".join(which) or f"none: guaranteed P99 {e2e:.2f}×, idle {100 * idle:.0f}%",
+                failed_guarantees,
+                "; ".join(which),
             )
         )
     return claims
