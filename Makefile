@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   — the whole control loop on one machine: Kafka, engine simulator, sidecar,
-#                 Faust worker, scraper, ClickHouse sink; the overload experiment replayed live
+#   make demo   — the paper's overload experiment live on one machine (Kafka, engine simulator,
+#                 sidecar, Faust worker, scraper), against no admission and a rate limiter;
+#                 writes var/demo/report.md with the paper's figures
 #   make test   — run the test suite (unit, property, and integration on a real broker)
 # Both create .venv and fetch what they need (PyPI packages, Kafka jars from Maven Central).
 
@@ -19,7 +20,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tokenpools demo loop --plot var/demo-plots
+	$(BIN)/tokenpools experiment overload --out var/demo
+	@echo "report: var/demo/report.md (figures beside it)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)

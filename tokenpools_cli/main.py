@@ -7,12 +7,15 @@ import typer
 from tokenpools import __version__
 from tokenpools_cli.commands import (
     actuator,
+    baseline,
     config,
     db,
     demo,
     dev,
     engine_sim,
+    experiment,
     keys,
+    record,
     replay,
     report,
     scraper,
@@ -47,6 +50,9 @@ app.add_typer(worker.app, name="worker")
 app.add_typer(sidecar.app, name="sidecar")
 app.add_typer(scraper.app, name="scraper")
 app.add_typer(engine_sim.app, name="engine-sim")
+app.add_typer(baseline.app, name="baseline")
+app.add_typer(experiment.app, name="experiment")
+app.command("record")(record.record)
 
 
 @app.callback()

@@ -158,6 +158,11 @@ class EngineSimulatorServer:
                 f"Got priority {priority} but Priority scheduling is not enabled.",
                 ErrorType.BAD_REQUEST,
             )
+        # The stand-in's own extension: where this answer's "EOS" falls, so a replayed or
+        # generated request produces its recorded length under a larger max_tokens.
+        eos = body.get("sim_output_tokens")
+        if isinstance(eos, int) and 0 < eos < max_tokens:
+            max_tokens, requested = eos, None
         finish_reason = FinishReason.LENGTH if requested else FinishReason.STOP
         prefix = "chatcmpl" if chat else "cmpl"
         request_id = f"{prefix}-sim{next(self._ids)}"

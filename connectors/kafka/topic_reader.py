@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -12,9 +13,15 @@ from connectors.kafka.settings import KafkaConnection
 
 
 async def read_to_end(
-    kafka: KafkaConnection, topic: str, timeout_s: float = 30.0
+    kafka: KafkaConnection,
+    topic: str,
+    timeout_s: float = 30.0,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[ConsumerRecord]:
-    """Every record now on `topic`, without joining a consumer group."""
+    """Every record now on `topic`, without joining a consumer group.
+
+    `on_progress(read, total)` after each batch, for a progress bar.
+    """
     consumer = make_consumer(kafka, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -34,6 +41,8 @@ async def read_to_end(
                 records.extend(messages)
                 if messages and messages[-1].offset + 1 >= end[tp]:
                     remaining.discard(tp)
+            if on_progress is not None:
+                on_progress(len(records), sum(end.values()))
         if remaining:
             unread = sorted(t.partition for t in remaining)
             raise TimeoutError(f"{topic}: partitions {unread} not read to end")

@@ -1,9 +1,12 @@
 """Replay recorded requests against an OpenAI-compatible endpoint (the sidecar, or vLLM directly).
 
 Requests leave at their recorded offsets divided by `speed`; each carries
-exactly `prompt_tokens` (as token ids, which the completions API accepts) and
-asks for `output_tokens`, with the key of the entitlement the assignment rule
-chose. Results say what the platform did with each one.
+exactly `prompt_tokens` (as token ids, which the completions API accepts),
+asks for the `max_tokens` the scenario states, and tells the engine simulator
+where its answer ends (`sim_output_tokens`, the stand-in's "EOS"; a real
+vLLM ignores unknown fields), so the live run and the offline simulator play
+the same requests. With `stream` the time to first token is measured too.
+Results say what the platform did with each one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import numpy as np
+import orjson
 
 from tokenpools.simulation.workload import SimRequest
 
@@ -30,6 +34,9 @@ class ReplayResult:
     lateness_s: float  # how far behind its scheduled send time it left
     completion_tokens: int = 0
     retry_after_s: float | None = None
+    ttft_s: float | None = None  # streamed requests: send → first token
+    sent_at: float = 0.0  # unix seconds it left
+    request_id: str = ""  # the sidecar's x-request-id, to join its request events
 
 
 async def replay(
@@ -41,6 +48,7 @@ async def replay(
     model: str | None = None,
     timeout_s: float = 120.0,
     max_in_flight: int = 1024,
+    stream: bool = False,
     on_result: Callable[[ReplayResult], None] | None = None,
 ) -> list[ReplayResult]:
     """Send every request at its (compressed) recorded time; returns results in send order."""
@@ -58,7 +66,7 @@ async def replay(
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             async with gate:
                 sent = time.monotonic()
-                result = await _send(session, endpoint, request, keys, model, sent - due)
+                result = await _send(session, endpoint, request, keys, model, sent - due, stream)
             if on_result is not None:
                 on_result(result)
             return result
@@ -74,6 +82,21 @@ async def served_model(session: aiohttp.ClientSession, url: str, key: str) -> st
         return (await response.json())["data"][0]["id"]
 
 
+def request_body(request: SimRequest, model: str, stream: bool = False) -> dict[str, object]:
+    """The completions body one scenario request becomes (the same for every arm)."""
+    body: dict[str, object] = {
+        "model": model,
+        "prompt": [1] * max(1, request.prompt_tokens),
+        "sim_output_tokens": max(1, request.output_tokens),
+    }
+    if request.max_tokens is not None:
+        body["max_tokens"] = max(1, request.max_tokens)
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
 async def _send(
     session: aiohttp.ClientSession,
     endpoint: str,
@@ -81,30 +104,52 @@ async def _send(
     keys: dict[str, str],
     model: str,
     lateness: float,
+    stream: bool = False,
 ) -> ReplayResult:
-    body = {
-        "model": model,
-        "prompt": [1] * max(1, request.prompt_tokens),
-        "max_tokens": max(1, request.max_tokens or request.output_tokens),
-    }
+    body = request_body(request, model, stream or request.stream)
     headers = {"Authorization": f"Bearer {keys[request.entitlement]}"}
     t0 = time.monotonic()
+    sent_at = time.time()
     try:
         async with session.post(endpoint, json=body, headers=headers) as response:
-            payload = await response.json(content_type=None) if response.status == 200 else None
+            ttft = None
+            tokens = 0
+            if response.status == 200 and body.get("stream"):
+                async for line in response.content:
+                    if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
+                        continue
+                    chunk = orjson.loads(line[6:])
+                    if ttft is None and chunk.get("choices"):
+                        ttft = time.monotonic() - t0
+                    usage = chunk.get("usage") or {}
+                    tokens = int(usage.get("completion_tokens", tokens))
+            elif response.status == 200:
+                payload = await response.json(content_type=None)
+                tokens = int(((payload or {}).get("usage") or {}).get("completion_tokens", 0))
+            else:
+                await response.read()
             retry = response.headers.get("Retry-After")
-            usage = (payload or {}).get("usage") or {}
             return ReplayResult(
                 entitlement=request.entitlement,
                 offset_s=request.time,
                 status=response.status,
                 latency_s=time.monotonic() - t0,
                 lateness_s=lateness,
-                completion_tokens=int(usage.get("completion_tokens", 0)),
+                completion_tokens=tokens,
                 retry_after_s=float(retry) if retry else None,
+                ttft_s=ttft,
+                sent_at=sent_at,
+                request_id=response.headers.get("x-request-id", ""),
             )
     except (aiohttp.ClientError, TimeoutError):
-        return ReplayResult(request.entitlement, request.time, 0, time.monotonic() - t0, lateness)
+        return ReplayResult(
+            request.entitlement,
+            request.time,
+            0,
+            time.monotonic() - t0,
+            lateness,
+            sent_at=sent_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)

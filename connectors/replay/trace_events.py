@@ -33,6 +33,7 @@ def completed_events(
             phase=Phase.COMPLETED,
             prompt_tokens=request.prompt_tokens,
             completion_tokens=request.output_tokens,
-            estimate_tokens=request.prompt_tokens + ent.expected_output_tokens,
+            estimate_tokens=request.estimate_tokens(ent.expected_output_tokens),
+            stream=request.stream,
             status=200,
         )

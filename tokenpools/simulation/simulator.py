@@ -566,8 +566,7 @@ class Simulator:
         reqs: list[_Req] = []
         for i, spec in enumerate(requests):
             e = self.index[spec.entitlement]
-            out = spec.max_tokens if spec.max_tokens is not None else self.expected_output[e]
-            reqs.append(_Req(i, spec, e, spec.prompt_tokens + out))  # re-estimated on arrival
+            reqs.append(_Req(i, spec, e, spec.estimate_tokens(self.expected_output[e])))  # re-estimated on arrival
         for change in scenario.changes:
             pool = next(p for p in self.pools if p.name == change.pool)
             self._push(

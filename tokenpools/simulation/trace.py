@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import orjson
 import yaml
 
+from tokenpools.schemas.events import Phase, RequestEvent
 from tokenpools.simulation.workload import Scenario, SimRequest
+
+_FINAL = (Phase.COMPLETED, Phase.REJECTED, Phase.FAILED)
 
 
 class TraceError(ValueError):
@@ -143,7 +148,7 @@ def trace_scenario(
     """Turn trace rows into simulator requests; `rule` is 'hash', 'slices' or a mapping path.
 
     `max_tokens`: what every client asks for (the trace records only what was
-    generated, which it caps); None: clients set none.
+    generated, which it caps); None: each client asked for exactly what it got.
     """
     if duration_s is not None:
         trace = trace.head(duration_s)
@@ -156,13 +161,16 @@ def trace_scenario(
     else:
         owners = assign_mapping(trace, rule, entitlements)
         described = f"mapping file {rule}"
+    # The client of a recorded row asked for exactly what it got (max_tokens = output): the
+    # live replay must send a max_tokens for a real engine to stop there, and the offline
+    # simulator's estimate must be what the sidecar would charge for that request.
     requests = [
         SimRequest(
             float(t),
             owner,
             int(p),
             max(1, int(o) if max_tokens is None else min(int(o), max_tokens)),
-            max_tokens,
+            max(1, int(o)) if max_tokens is None else max_tokens,
         )
         for t, owner, p, o in zip(
             trace.time, owners, trace.prompt_tokens, trace.output_tokens, strict=True
@@ -176,3 +184,136 @@ def trace_scenario(
         description=f"{len(requests)} recorded requests",
         assignment=described,
     )
+
+
+# -- the recorded-trace format (`tokenpools record`) --------------------------------------------
+#
+# JSON Lines, one request per line, sorted by `time`:
+#   {"time": 12.345,            seconds since the first request arrived
+#    "entitlement": "spot",      whose request it was (no assignment rule needed)
+#    "prompt_tokens": 300, "completion_tokens": 150,
+#    "max_tokens": 200,          what the sidecar charged beyond the prompt: the client's
+#                                max_tokens, or the entitlement's expected output when none
+#    "stream": true, "outcome": "completed"}   completed | rejected | failed
+RECORDED_FIELDS = ("time", "entitlement", "prompt_tokens", "completion_tokens", "max_tokens")
+
+
+def is_recorded_trace(path: str | Path) -> bool:
+    """A `tokenpools record` file (JSON Lines) rather than an Azure-format CSV."""
+    return Path(path).suffix in (".jsonl", ".ndjson")
+
+
+def read_recorded_trace(path: str | Path, known: list[str] | None = None) -> Scenario:
+    """A recorded trace as a scenario: every row replays, refused ones included (that is
+    what the clients sent); a row's output is what it really generated, or, for a row
+    that never ran, its max_tokens."""
+    path = Path(path)
+    requests: list[SimRequest] = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+            missing = [f for f in RECORDED_FIELDS if f not in row]
+            if missing:
+                raise TraceError(f"{path}:{number}: missing {', '.join(missing)}")
+            ent = str(row["entitlement"])
+            if known is not None and ent not in known:
+                raise TraceError(f"{path}:{number}: unknown entitlement {ent!r} (known: {known})")
+            max_tokens = None if row["max_tokens"] is None else max(1, int(row["max_tokens"]))
+            done = int(row["completion_tokens"])
+            output = done if done > 0 else (max_tokens or 1)
+            requests.append(
+                SimRequest(
+                    float(row["time"]), ent, max(1, int(row["prompt_tokens"])), max(1, output),
+                    max_tokens, bool(row.get("stream", False)),
+                )
+            )  # fmt: skip
+        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            if isinstance(exc, TraceError):
+                raise
+            raise TraceError(f"{path}:{number}: bad row: {exc}") from None
+    requests.sort(key=lambda r: r.time)
+    end = requests[-1].time + 1.0 if requests else 0.0
+    return Scenario(
+        name="recorded",
+        requests=requests,
+        duration_s=end,
+        description=f"{len(requests)} recorded requests from {path.name}",
+        assignment="recorded entitlements",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRow:
+    """One line of a recorded trace (the format above)."""
+
+    time: float
+    entitlement: str
+    prompt_tokens: int
+    completion_tokens: int
+    max_tokens: int | None
+    stream: bool
+    outcome: str
+
+    def json(self) -> bytes:
+        return orjson.dumps({f: getattr(self, f) for f in self.__slots__})
+
+
+def recorded_rows(events: Iterable[RequestEvent]) -> list[RecordedRow]:
+    """Request events (one request has several: queued, admitted, completed …) → trace rows.
+
+    A request's arrival is its final event's time less its latency (or, refused, less
+    its wait); `max_tokens` is the estimate the sidecar charged less the prompt. A refused
+    request's event carries no prompt count, so its row has prompt_tokens 0 and the whole
+    charge in max_tokens (replayed, it is charged the same). Requests whose final event
+    is missing (still running when recording stopped) are left out.
+    """
+    last: dict[str, RequestEvent] = {}
+    for event in events:
+        if event.phase in _FINAL:
+            last[event.id] = event
+    arrivals = []
+    for e in last.values():
+        # an ended request's latency runs from its arrival (queueing included); a refused
+        # one carries how long it waited before the refusal
+        waited = e.latency_ms if e.latency_ms is not None else e.queue_delay_ms
+        arrivals.append((e.time - waited / 1000, e))
+    arrivals.sort(key=lambda pair: pair[0])
+    t0 = arrivals[0][0] if arrivals else 0.0
+    return [
+        RecordedRow(
+            time=round(t - t0, 6),
+            entitlement=e.entitlement,
+            prompt_tokens=e.prompt_tokens,
+            completion_tokens=e.completion_tokens,
+            max_tokens=(e.estimate_tokens - e.prompt_tokens) or None,
+            stream=e.stream,
+            outcome=e.phase.value,
+        )
+        for t, e in arrivals
+    ]
+
+
+def load_trace(
+    path: str | Path,
+    entitlements: list[str],
+    rule: str = "hash",
+    *,
+    slice_s: float = 60.0,
+    duration_s: float | None = None,
+) -> Scenario:
+    """Either format as a scenario: a recorded trace keeps its entitlements; an Azure CSV
+    is assigned by `rule` (see `trace_scenario`)."""
+    if not is_recorded_trace(path):
+        trace = read_azure_trace(path)
+        return trace_scenario(trace, entitlements, rule, slice_s=slice_s, duration_s=duration_s)
+    scenario = read_recorded_trace(path, entitlements)
+    if duration_s is not None:
+        scenario.requests = [r for r in scenario.requests if r.time < duration_s]
+        scenario.duration_s = min(scenario.duration_s, duration_s)
+    return scenario

@@ -21,6 +21,15 @@ class SimRequest:
     prompt_tokens: int
     output_tokens: int
     max_tokens: int | None = None
+    stream: bool = False
+
+    def estimate_tokens(self, expected_output_tokens: int) -> int:
+        """What the admission gate charges up front: prompt + max_tokens, or + the
+        entitlement's expected output when the client set none — the sidecar's rule
+        (`connectors/sidecar/estimate.py`), used by the offline simulator, the live
+        replay and the trace events alike."""
+        out = self.max_tokens if self.max_tokens is not None else expected_output_tokens
+        return self.prompt_tokens + out
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +44,8 @@ class ReplicaChange:
 
 # The simulator's engines: a replica's KV blocks and max_num_seqs come from the pool's
 # config; this step model makes its sustainable throughput match the example configs'
-# per_replica.tps (docs/CAPACITY_MODEL.md, "Offline simulator").
+# per_replica.tps (docs/CAPACITY_MODEL.md, "Offline simulator"). A live experiment starts
+# its engine simulators with the same values (`Scenario.step`; tokenpools_cli/experiments/stack.py).
 SIM_STEP = EngineParams(step_base_s=0.010, step_per_seq_s=0.0002, prefill_per_token_s=0.00002)
 
 

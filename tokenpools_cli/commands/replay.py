@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Replay recorded traffic against a sidecar or engine.", no_args_is_help=True)
 console = Console()
 TRACE_HELP = (
-    "Azure-LLM-style CSV trace; default: the packaged 300-request sample "
-    "(pass the full trace, e.g. shared/traces/azure_llm_2023_code.csv)."
+    "Azure-LLM-style CSV trace, or a `tokenpools record` trace (.jsonl); default: the packaged "
+    "300-request sample (pass the full trace, e.g. shared/traces/azure_llm_2023_code.csv)."
 )
 
 
@@ -45,14 +45,13 @@ def run(
     """Replay the trace at its recorded pace (÷ speed), then print per-entitlement outcomes."""
     require(Extra.SIDECAR)  # the HTTP client (aiohttp) the replay sends with
     from connectors.replay.http_replay import replay
-    from tokenpools.simulation.trace import TraceError, read_azure_trace, trace_scenario
+    from tokenpools.simulation.trace import TraceError, load_trace
 
     try:
         platform = load_config(config)
         names = [e.name for e in platform.entitlements]
         with given_or_packaged(trace, sample_trace()) as trace_path:
-            requests = read_azure_trace(trace_path)
-        scenario = trace_scenario(requests, names, assign, duration_s=duration)
+            scenario = load_trace(trace_path, names, assign, duration_s=duration)
     except (ConfigError, TraceError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -86,9 +85,17 @@ def run(
         )
     span = max((r.offset_s for r in results), default=0.0) + 1e-9
     console.print(outcome_table("replay outcome per entitlement", [("all", 0.0, span)], results))
+    console.print(f"arrival-time error: p99 {1000 * arrival_error_p99(results):.1f} ms")
     if all(r.status == 0 for r in results):
         console.print(f"[red]no request reached {url}[/red]")
         raise typer.Exit(1)
+
+
+def arrival_error_p99(results: list[ReplayResult]) -> float:
+    """How late requests left against their (compressed) recorded times, P99, in seconds."""
+    import numpy as np
+
+    return float(np.percentile([r.lateness_s for r in results], 99)) if results else 0.0
 
 
 def outcome_table(

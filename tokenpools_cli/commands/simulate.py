@@ -26,9 +26,8 @@ from tokenpools.simulation import (
     Simulator,
     TraceError,
     build,
-    read_azure_trace,
-    trace_scenario,
 )
+from tokenpools.simulation.trace import load_trace
 from tokenpools_cli.extras import Extra, require
 from tokenpools_cli.simulation_figures import plot_run
 
@@ -53,9 +52,7 @@ def _scenario(
 ) -> Scenario:
     if trace is not None:
         names = [e.name for e in config.entitlements]
-        return trace_scenario(
-            read_azure_trace(trace), names, assign, slice_s=slice_s, duration_s=duration
-        )
+        return load_trace(trace, names, assign, slice_s=slice_s, duration_s=duration)
     if scenario is None:
         raise _fail("give --scenario (overload, scarcity) or --trace FILE")
     built = build(scenario, seed)
@@ -72,7 +69,9 @@ def run(
         None, "--scenario", "-s", help=f"Generated workload: {', '.join(SCENARIOS)}."
     ),
     trace: Path | None = typer.Option(
-        None, "--trace", help="Azure-format trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens)."
+        None,
+        "--trace",
+        help="Azure-format CSV (TIMESTAMP,ContextTokens,GeneratedTokens) or a recorded .jsonl.",
     ),
     assign: str = typer.Option(
         "hash", "--assign", help="Trace rows → entitlements: hash, slices, or a mapping YAML path."

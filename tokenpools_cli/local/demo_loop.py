@@ -28,6 +28,7 @@ from tokenpools.schemas import PoolConfigRecord
 from tokenpools.simulation.scenarios import overload
 from tokenpools.topics import Topics
 from tokenpools_cli.commands.replay import outcome_table
+from tokenpools_cli.experiments.stack import Engines
 from tokenpools_cli.local.broker import kafka_broker, quiet_kafka_client_logs
 from tokenpools_cli.local.supervisor import TOKENPOOLS, LocalStack
 from tokenpools_cli.resources import example
@@ -69,18 +70,12 @@ def run_loop(
         asyncio.run(publish_config(kafka, topics, PoolConfigRecord.from_platform(platform)))
         with LocalStack(kafka.bootstrap_servers, namespace, workdir) as stack:
             console.print("starting engine simulator, sidecar, worker, sink and scraper…")
-            engine = stack.engine_simulator(
-                "--max-num-seqs",
-                str(int(pool.per_replica.conc)),
-                "--num-gpu-blocks",
-                str(int(pool.per_replica.kv) // 16),
-                "--block-size",
-                "16",
-            )
-            sidecar = stack.sidecar(pool.name, config_path, engine.url)
+            # the offline simulator's engine: its step model, the pool's slots and KV blocks
+            engine = Engines.start(stack, pool, scenario.step).urls[0]
+            sidecar = stack.sidecar(pool.name, config_path, engine)
             stack.worker(tick_s=platform.controller.tick_s)
             stack.sink(workdir / "store", flush_interval_s=SINK_FLUSH_S)
-            stack.scraper(pool.name, engine.url)
+            stack.scraper(pool.name, engine)
             console.print(f"replaying {len(scenario.requests)} requests: {scenario.description}")
             keys = {e.name: f"sk-demo-{e.name}" for e in platform.entitlements}
             with Progress(console=console, transient=True) as progress:

@@ -1,0 +1,1 @@
+"""Baselines token pools is measured against: conventional limiters, as gateways ship them."""
