@@ -566,7 +566,8 @@ class Simulator:
         reqs: list[_Req] = []
         for i, spec in enumerate(requests):
             e = self.index[spec.entitlement]
-            reqs.append(_Req(i, spec, e, spec.estimate_tokens(self.expected_output[e])))  # re-estimated on arrival
+            # the sidecar's charge; re-estimated on arrival from the learned output length
+            reqs.append(_Req(i, spec, e, spec.estimate_tokens(self.expected_output[e])))
         for change in scenario.changes:
             pool = next(p for p in self.pools if p.name == change.pool)
             self._push(
