@@ -183,7 +183,7 @@ class PoolRoom:
             rank = engine_priority(spec.tier)
             if spec.tier is not Tier.SPOT and held.within_guarantee(kv):
                 if not fits and mode is ReclaimMode.PREEMPTION:  # any listed borrower yields
-                    victims = self._victims(kv, above=rank - 1)
+                    victims = self._victims(kv, above=-1)
             elif not fits or self._waiters:  # borrowers never overtake those waiting for room
                 if not self._outranks(spec, kv, rank):
                     self.refused += 1
