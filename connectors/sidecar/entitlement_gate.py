@@ -97,7 +97,10 @@ class EntitlementGate:
         self.admission: Admission[_Waiter] = Admission(
             limits, self._loop.time(), max_wait_s=max_wait, queue_capacity=queue_capacity
         )
-        self._timer: asyncio.TimerHandle | None = None
+        # the pending wake-up and when it is due: uvloop answers `call_at` for a time already
+        # past with a plain Handle, which has no `when()`, so the time is kept beside it
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
         self.predicted_output_tokens: int | None = None  # learned by the controller, if any
         # KV reserved (peak) and used (prompt + completion) by finished requests: the
         # over-reservation ratio is their quotient (docs/SIDECAR.md, "Reclaim")
@@ -201,12 +204,13 @@ class EntitlementGate:
         wake = self.admission.next_wake(self._loop.time())
         timer = self._timer
         if timer is not None:
-            if wake is not None and abs(timer.when() - wake - _WAKE_SLACK_S) < 1e-6:
+            if wake is not None and abs(self._timer_at - wake - _WAKE_SLACK_S) < 1e-6:
                 return
             timer.cancel()
             self._timer = None
         if wake is not None:
-            self._timer = self._loop.call_at(wake + _WAKE_SLACK_S, self._pump)
+            self._timer_at = wake + _WAKE_SLACK_S
+            self._timer = self._loop.call_at(self._timer_at, self._pump)
 
     # -- observation ------------------------------------------------------------------------
     @property
