@@ -92,7 +92,7 @@ def start_loop(
     sidecar = stack.start(
         "sidecar", "sidecar", "run", "--pool", pool, "--config", str(plan.config_path),
         *options, "--bootstrap", kafka.bootstrap_servers, "--namespace", namespace,
-        "--instance", "sidecar-0", serve=("--port", "/health"),
+        "--instance", "sidecar-0", "--dev", serve=("--port", "/health"),
     )  # fmt: skip  # flag and value pairs on a line, as typed at a shell
     stack.worker(tick_s=plan.platform.controller.tick_s)
     targets = [f"--target={pool}={b}" for b in backends]
