@@ -4,9 +4,9 @@ Pure: from the objects as the API server returns them (dicts) to the config the
 pools' records are made of, plus a verdict per object. The rules are the core's
 (`PlatformConfig` and its models, the same that check a YAML file); only the
 paths are rewritten to the object's own (`entitlements[3].burst.tps` →
-`spec.burst.tps`). Entitlements are admitted oldest first, each against the
-pools and the ones admitted before it, so a newcomer can never push an existing
-tenant's guarantee out of capacity.
+`spec.burst.tps`). Entitlements are admitted those already accepted first, then
+oldest first, each against the pools and the ones admitted before it, so a
+newcomer can never push an existing tenant's guarantee out of capacity.
 """
 
 from __future__ import annotations
@@ -157,6 +157,17 @@ def _age(obj: dict[str, Any]) -> tuple[str, str]:
     return (meta.get("creationTimestamp") or "", object_key(obj))
 
 
+def _seniority(obj: dict[str, Any]) -> tuple[bool, str, str]:
+    """Admission order: those already accepted keep their place, then oldest first.
+
+    `creationTimestamp` has one-second resolution, so age alone cannot tell apart
+    two objects created in the same second; a tenant already admitted must never
+    be pushed out by such a newcomer.
+    """
+    accepted = (obj.get("status") or {}).get("accepted") is True
+    return (not accepted, *_age(obj))
+
+
 def admit(
     pools: Iterable[dict[str, Any]],
     entitlements: Iterable[dict[str, Any]],
@@ -173,7 +184,7 @@ def admit(
             admission.verdicts[object_key(obj)] = Verdict(False, tuple(_problems(exc, "spec")))
     accepted: list[EntitlementSpec] = []
     known = {p.name for p in specs}
-    for obj in sorted(entitlements, key=_age):
+    for obj in sorted(entitlements, key=_seniority):
         key = object_key(obj)
         pool = (obj.get("spec") or {}).get("pool")
         if pool not in known:

@@ -118,3 +118,14 @@ def test_a_pod_placed_on_the_virtual_node_is_a_guaranteed_entitlement_of_its_req
 
 def test_a_finished_pod_is_no_entitlement() -> None:
     assert pod_entitlement(pod("done", {"tokenpools.io/tps": "1"}, phase="Succeeded"), "x") is None
+
+
+def test_an_accepted_entitlement_keeps_its_place_against_one_created_the_same_second() -> None:
+    """creationTimestamp has one-second resolution: a newcomer created in the same second
+    (and sorting first by name) must not push out the tenant already admitted."""
+    incumbent = ent("search", 2, tier="guaranteed", guarantee={"tps": 8000})
+    incumbent["status"] = {"accepted": True}
+    newcomer = ent("greedy", 2, tier="guaranteed", guarantee={"tps": 4000})
+    admission = admit([POOL], [newcomer, incumbent])
+    assert admission.verdicts["team-a/search"].accepted
+    assert not admission.verdicts["team-a/greedy"].accepted
