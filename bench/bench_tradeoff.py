@@ -15,6 +15,14 @@ guaranteed end-to-end P99 and TTFT P99 ÷ the same tenants unloaded (no spot),
 mean utilization of the binding dimension (max of tps, kv, conc), spot goodput
 (completed spot prompt + output tokens per second) and spot preemptions.
 
+Then it splits the guaranteed TTFT P99 into what admission controls and what a
+fuller batch costs: the admission delay P99 (arrival → admitted by the gate),
+the engine part P99 (admitted → first token: the engine's waiting queue, the
+step in progress and the prefill step) and the step time the engine model gives
+at the mean running batch (`step_base_s + step_per_seq_s · running`), each
+against the unloaded run. A TTFT ratio close to the step ratio with an
+admission delay near zero means the excess is decode slowdown, not queueing.
+
     .venv/bin/python bench/bench_tradeoff.py [--duration 120] [--seed 7]
 """
 
@@ -30,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tokenpools.config_file import load_config
+from tokenpools.engine_model import EngineParams
 from tokenpools.schemas.config import PlatformConfig, ReclaimMode
 from tokenpools.simulation import Outcome, SimResult, Simulator, overload
 
@@ -63,6 +72,20 @@ def guaranteed_p99(run: SimResult) -> tuple[float, float]:
     return p99(run.finished_at[m] - run.arrival[m]), p99(run.first_token_at[m] - run.arrival[m])
 
 
+def ttft_parts(run: SimResult) -> tuple[float, float]:
+    """(admission delay P99, engine part P99) of guaranteed requests during the flood, in s."""
+    g = np.isin(run.ent, [run.names.index(n) for n in GUARANTEED])
+    m = g & (run.arrival >= FLOOD_S) & (run.outcome == Outcome.COMPLETED)
+    return p99(run.admitted_at[m] - run.arrival[m]), p99(run.first_token_at[m] - run.admitted_at[m])
+
+
+def mean_step_s(run: SimResult, engine: EngineParams, duration: float) -> float:
+    """The engine model's decode step at the mean running batch over the flood."""
+    pool = run.timeline.pool(0)
+    m = (pool["time"] >= FLOOD_S) & (pool["time"] < duration)
+    return engine.step_base_s + engine.step_per_seq_s * float(pool["running"][m].mean())
+
+
 def spot_goodput(run: SimResult, tokens: np.ndarray, duration: float) -> float:
     m = (run.ent == run.names.index("spot")) & (run.outcome == Outcome.COMPLETED)
     return float(tokens[m].sum()) / (duration - FLOOD_S)
@@ -85,6 +108,9 @@ def main() -> None:
     quiet = overload(args.seed, duration_s=args.duration, departure_s=args.duration + 1)
     unloaded = Simulator(modes["reserve"], quiet.without("spot")).run()
     ref_e2e, ref_ttft = guaranteed_p99(unloaded)
+    engine = quiet.step  # the scenario's step-time model, as the simulator runs it
+    ref_parts, ref_step = ttft_parts(unloaded), mean_step_s(unloaded, engine, args.duration)
+    splits: list[str] = []
     print(
         f"capacity {capacity:g} tok/s; unloaded guaranteed P99 e2e {ref_e2e:.3f} s, "
         f"TTFT {ref_ttft:.3f} s; {args.duration:g} s runs, flood from t = {FLOOD_S:g} s"
@@ -118,11 +144,26 @@ def main() -> None:
             assert usage is not None
             util = usage.binding_utilization(0, FLOOD_S, args.duration)
             preempted = int(usage.preemptions.sum())
+            admit, eng = ttft_parts(run)
+            step = mean_step_s(run, engine, args.duration)
+            splits.append(
+                f"{load:>4.1f}× {name:<13} {ttft / ref_ttft:>6.2f} {1000 * admit:>8.1f} "
+                f"{1000 * eng:>8.1f} {eng / ref_parts[1]:>6.2f} {step / ref_step:>6.2f}"
+            )
             print(
                 f"{load:>4.1f}× {name:<13} {e2e / ref_e2e:>9.2f} {ttft / ref_ttft:>10.2f} "
                 f"{100 * util:>5.1f}% {spot_goodput(run, tokens, args.duration):>10.0f} "
                 f"{preempted:>7d}"
             )
+    print(
+        f"\nguaranteed TTFT P99 split (unloaded: admission {1000 * ref_parts[0]:.1f} ms, "
+        f"engine {1000 * ref_parts[1]:.1f} ms, step {1000 * ref_step:.1f} ms)"
+    )
+    print(
+        f"{'load':>5} {'mode':<13} {'TTFT ×':>6} {'admit ms':>8} {'engine ms':>8} "
+        f"{'eng ×':>6} {'step ×':>6}"
+    )
+    print("\n".join(splits))
     print(f"({time.perf_counter() - started:.0f} s wall)")
 
 
