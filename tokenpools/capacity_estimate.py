@@ -22,6 +22,9 @@ Estimator (docs/CAPACITY_MODEL.md, "Capacity from measurement"):
   few half-lives saturated it follows the measurement.
 * Floor: never below the decayed mean of the highest unsaturated rates
   seen (an engine that served r without saturating can serve r).
+* Implausible rates — above `max_ratio` × the prior, e.g. a forged or
+  misattributed sample whose counters jump — are discarded, so no sample can
+  raise the pool's capacity beyond that bound.
 
 Pure: time comes from the samples; O(1) per sample.
 """
@@ -51,9 +54,13 @@ class ThroughputEstimator:
         prior_weight_s: float = 60.0,
         half_life_s: float = 300.0,
         saturated_fraction: float = 0.95,
+        max_ratio: float = 4.0,
     ) -> None:
-        if prior_tps < 0 or prior_weight_s <= 0 or half_life_s <= 0:
-            raise ValueError("need prior_tps >= 0, prior_weight_s > 0, half_life_s > 0")
+        if prior_tps < 0 or prior_weight_s <= 0 or half_life_s <= 0 or max_ratio <= 1:
+            raise ValueError(
+                "need prior_tps >= 0, prior_weight_s > 0, half_life_s > 0, max_ratio > 1"
+            )
+        self.max_rate = max_ratio * prior_tps
         self.prior_tps = prior_tps
         self.max_num_seqs = max_num_seqs
         self.prior_weight_s = prior_weight_s
@@ -93,6 +100,8 @@ class ThroughputEstimator:
             return
         dt = sample.time - last.time
         rate = (tokens - last.tokens) / dt
+        if rate > self.max_rate:
+            return
         self._decay_to(sample.time)
         if self.saturated(sample):
             self._weight += dt

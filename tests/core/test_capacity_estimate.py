@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tokenpools.capacity_estimate import ThroughputEstimator
+from tokenpools.config_file import load_config
 from tokenpools.engine_model import EngineModel, EngineParams
+from tokenpools.schemas.config import PlatformConfig, TpsEstimate, TpsSource
 from tokenpools.schemas.events import EngineSample
+from tokenpools.simulation import Simulator, overload
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def sample(t: float, tokens: float, running: float, waiting: float = 0) -> EngineSample:
@@ -62,3 +69,36 @@ def test_it_learns_what_the_engine_model_sustains_when_flooded() -> None:
     assert first is not None
     measured = (served - first) / 800
     assert est.estimate() == pytest.approx(measured, rel=0.05)
+
+
+def test_an_implausible_rate_is_discarded_so_no_sample_can_inflate_capacity() -> None:
+    est = ThroughputEstimator(6000, max_num_seqs=32, max_ratio=4.0)
+    est.observe(sample(0, 0.0, running=8))
+    est.observe(sample(1, 1e12, running=8))  # forged counters: 1e12 tokens in one second
+    est.observe(sample(2, 1e12 + 5000, running=8))
+    assert est.estimate() == pytest.approx(6000)
+
+
+def _overload(source: TpsSource, tps: float) -> PlatformConfig:
+    config = load_config(REPO / "deploy" / "examples" / "overload.yaml")
+    pool = config.pools[0]
+    pool = pool.model_copy(
+        update={
+            "per_replica": pool.per_replica.model_copy(update={"tps": tps}),
+            "tps_estimate": TpsEstimate(source=source, prior_weight_s=10, half_life_s=60),
+        }
+    )
+    return config.model_copy(update={"pools": [pool]})
+
+
+def test_a_measuring_pool_follows_what_its_engine_sustains_and_a_configured_one_does_not() -> None:
+    """The simulator's controller (the one core) learns c_tps from the engine model's samples."""
+    scenario = overload(7, duration_s=90.0, departure_s=91.0)
+    ends = {}
+    for source in TpsSource:
+        run = Simulator(_overload(source, 3000.0), scenario).run()
+        pool = run.timeline.pool(0)
+        ends[source] = float(pool["capacity_tps"][pool["time"] >= 80].mean())
+    u = load_config(REPO / "deploy" / "examples" / "overload.yaml").pools[0].target_utilization
+    assert ends[TpsSource.CONFIGURED] == pytest.approx(3000 * u)
+    assert ends[TpsSource.MEASURED] > 1.3 * ends[TpsSource.CONFIGURED], ends

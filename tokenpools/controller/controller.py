@@ -17,13 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tokenpools import autoscaling, debt
 from tokenpools.allocation import AllocationInput, allocate
+from tokenpools.capacity_estimate import ThroughputEstimator
 from tokenpools.controller import records
 from tokenpools.controller.claims import claims
 from tokenpools.controller.entitlements import Draining, EntitlementTable
 from tokenpools.controller.records import TickArrays, TickResult
 from tokenpools.schemas.codec import RequestRecord
 from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns
-from tokenpools.schemas.config import EntitlementSpec, TierCode
+from tokenpools.schemas.config import EntitlementSpec, PoolSpec, TierCode, TpsSource
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord, RequestEvent
 from tokenpools.windows import DemandWindows, EngineWindows, RequestColumns, request_columns
 
@@ -48,6 +49,25 @@ class ControllerState(BaseModel):
     retired: list[tuple[str, list[str]]] = Field(default_factory=list)
 
 
+def _tps_estimator(
+    pool: PoolSpec, previous: PoolSpec, current: ThroughputEstimator | None
+) -> ThroughputEstimator | None:
+    """The pool's tps estimator: kept across reconfigurations that leave its inputs alone."""
+    learn = pool.tps_estimate
+    if learn.source is TpsSource.CONFIGURED:
+        return None
+    same = (pool.per_replica, learn) == (previous.per_replica, previous.tps_estimate)
+    if current is not None and same:
+        return current
+    return ThroughputEstimator(
+        pool.per_replica.tps,
+        max_num_seqs=pool.per_replica.conc,
+        prior_weight_s=learn.prior_weight_s,
+        half_life_s=learn.half_life_s,
+        max_ratio=learn.max_ratio,
+    )
+
+
 class PoolController:
     """Owns one pool's windows, debt and scaler memory; see the package docstring."""
 
@@ -66,6 +86,7 @@ class PoolController:
         self._last_tick: float | None = None
         self._scaler = autoscaling.ScalerMemory(desired=config.pool.replicas)
         self._draining = Draining()
+        self._tps: ThroughputEstimator | None = None  # `reconfigure` makes it when measured
         self.reconfigure(config)
         if state is not None:
             self._restore(state)
@@ -94,6 +115,7 @@ class PoolController:
             self._draining.removed(
                 self._table, specs, kept, self._held_levels(), self._instance_names
             )
+        self._tps = _tps_estimator(config.pool, self._config.pool, self._tps)
         self._apply(config)
 
     def _held_levels(self) -> np.ndarray:
@@ -197,9 +219,19 @@ class PoolController:
         """
         refused = 0
         for sample in samples:
-            if sample.pool == self.pool and not self._engine.observe(sample, now):
+            if sample.pool != self.pool:
+                continue
+            if not self._engine.observe(sample, now):
                 refused += 1
+            elif self._tps is not None:
+                self._tps.observe(sample)
         return refused
+
+    def per_replica_tps(self) -> float:
+        """c_tps the tick uses: configured, or the estimate when the pool measures it."""
+        if self._tps is None:
+            return self._config.pool.per_replica.tps
+        return self._tps.estimate()
 
     # -- the tick ---------------------------------------------------------------------------
     def compute(self, now: float) -> TickArrays:
@@ -217,7 +249,9 @@ class PoolController:
         # more live backends than the pool may ever have is forged or misattributed evidence
         most = max(cfg.pool.replicas, cfg.pool.scaling.max_replicas)
         replicas = cfg.pool.replicas if live is None else min(live, most)
-        capacity = np.asarray(cfg.pool.capacity(replicas).as_tuple(), dtype=float)
+        capacity = np.asarray(
+            cfg.pool.capacity(replicas, self.per_replica_tps()).as_tuple(), dtype=float
+        )
         window = self._windows.demand(now)
         if table.draining.any():  # what removed entitlements still hold is no one else's
             capacity = np.maximum(capacity - self._draining.held(table, window.served), 0.0)

@@ -91,6 +91,28 @@ class ReclaimPolicy(_Strict):
         return self
 
 
+class TpsSource(StrEnum):
+    """Where a pool's per-replica token throughput comes from."""
+
+    CONFIGURED = "configured"  # `per_replica.tps` as written
+    MEASURED = "measured"  # learned from engine samples, `per_replica.tps` as the prior
+
+
+class TpsEstimate(_Strict):
+    """How per-replica tps is learned (`tokenpools.capacity_estimate`, docs/CAPACITY_MODEL.md).
+
+    Only the live capacity follows the measurement; guarantees stay checked
+    against the configured (committed) capacity, which is what was sold.
+    """
+
+    source: TpsSource = TpsSource.CONFIGURED
+    prior_weight_s: StrictFloat = Field(default=60.0, gt=0)
+    half_life_s: StrictFloat = Field(default=300.0, gt=0)
+    max_ratio: StrictFloat = Field(
+        default=4.0, gt=1, description="rates above max_ratio × per_replica.tps are discarded"
+    )
+
+
 class ScalingPolicy(_Strict):
     """Bounds and pacing of the autoscaler for one pool."""
 
@@ -119,13 +141,18 @@ class PoolSpec(_Strict):
     target_utilization: StrictFloat = Field(default=0.9, gt=0, le=1)
     scaling: ScalingPolicy = ScalingPolicy()
     reclaim: ReclaimPolicy = ReclaimPolicy()
+    tps_estimate: TpsEstimate = TpsEstimate()
 
-    def capacity(self, replicas: int | None = None) -> Dims:
-        """C_d = n · c_d · u for the committed (or given) replica count."""
+    def capacity(self, replicas: int | None = None, per_replica_tps: float | None = None) -> Dims:
+        """C_d = n · c_d · u for the committed (or given) replica count.
+
+        `per_replica_tps` replaces the configured c_tps (a measured estimate).
+        """
         n = self.replicas if replicas is None else replicas
         u = self.target_utilization
+        c_tps = self.per_replica.tps if per_replica_tps is None else per_replica_tps
         return Dims(
-            tps=n * self.per_replica.tps * u,
+            tps=n * c_tps * u,
             kv=n * self.per_replica.kv * u,
             conc=math.floor(n * self.per_replica.conc * u + 1e-9),
         )
