@@ -40,6 +40,7 @@ def test_overload_three_arms(kafka_bootstrap: str, tmp_path: Path) -> None:
     print("\n".join(f"{k}: {'PASS' if p else 'FAIL'} {m}" for k, (p, m) in claims.items()))
     # token pools
     assert _passed(claims, Arm.TOKENPOOLS, "end-to-end P99")
+    assert _passed(claims, Arm.TOKENPOOLS, "admission delay P99")
     assert _passed(claims, Arm.TOKENPOOLS, "waiting queue near 0")
     assert _passed(claims, Arm.TOKENPOOLS, "spot refused with 429")
     # the baselines show what token pools buy
