@@ -11,9 +11,10 @@ is any coroutine with the shape of Faust's `Producer.send`.
 decides ~30k limit records, and encoding and sending all of them was most of
 the tick. A `LimitMemory` per pool remembers what was last published per key
 and when it must be refreshed; a tick publishes an entitlement's limit records
-only if one of their values or tiers changed, one is new or gone, or their
-refresh is due (an entitlement's records always go out together, under one
-epoch: see `LimitMemory`). Unchanged limits are sent
+only if one of their values, tiers or learned output lengths
+(`predicted_output_tokens`) changed, one is new or gone, or their refresh is
+due (an entitlement's records always go out together, under one epoch: see
+`LimitMemory`). Unchanged limits are sent
 again every `REFRESH_EVERY` of their TTL, so a sidecar's copy never expires
 while the worker is alive (it keeps at least half its TTL of margin for a
 delayed or lost send); each key's first refresh comes at its own share of
@@ -39,6 +40,8 @@ WORKER_HEADER = "tokenpools.worker"  # which worker published a tick's records (
 # A published limit is sent again, unchanged, this share of its TTL after it was last sent.
 REFRESH_EVERY = 0.5
 _GOLDEN = (5**0.5 - 1) / 2  # row i's phase is frac(i · φ): evenly spread for any count
+_NO_PREDICTION = -1  # a row without a learned output length (lengths are positive)
+_UNSEEN = -2  # a key not published before: differs from every prediction
 
 
 class LimitMemory:
@@ -58,6 +61,7 @@ class LimitMemory:
         self._ids: tuple[list[str], list[str], list[str]] = ([], [], [])
         self._group = np.zeros(0, dtype=np.int64)  # row -> its entitlement's group
         self._limits = np.zeros((0, 3))
+        self._predicted = np.zeros(0, dtype=np.int64)
         self._refresh_at = np.zeros(0)
 
     def due(self, cols: LimitColumns) -> np.ndarray:
@@ -65,13 +69,16 @@ class LimitMemory:
         now = cols.issued_at
         ids = (cols.entitlements, cols.instances, cols.tiers)
         lost = np.zeros(0, dtype=np.int64)
+        predicted = _predictions(cols)
         if _same(ids, self._ids):
-            group, old_limits, old_refresh = self._group, self._limits, self._refresh_at
+            group, old_limits, old_predicted = self._group, self._limits, self._predicted
+            old_refresh = self._refresh_at
         else:
-            group, old_limits, old_refresh, lost = self._carried(ids)
+            group, old_limits, old_predicted, old_refresh, lost = self._carried(ids)
         n_groups = int(group.max()) + 1 if len(group) else 0
         due_row = (now >= old_refresh) & np.isfinite(old_refresh)  # a new key is "changed"
-        changed_row = (cols.limits != old_limits).any(axis=1)
+        # the prediction rides on the same records: a new one must not wait for the refresh
+        changed_row = (cols.limits != old_limits).any(axis=1) | (predicted != old_predicted)
         changed = np.bincount(group, weights=changed_row, minlength=n_groups) > 0
         changed[lost] = True
         sent = changed | (np.bincount(group, weights=due_row, minlength=n_groups) > 0)
@@ -84,14 +91,16 @@ class LimitMemory:
         self._ids = (list(ids[0]), list(ids[1]), list(ids[2]))
         self._group = group
         self._limits = cols.limits.copy()
+        self._predicted = predicted
         self._refresh_at = refresh_at
         return rows
 
     def _carried(
         self, ids: tuple[Sequence[str], Sequence[str], Sequence[str]]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """For new rows: groups, remembered limits and refresh times (NaN / −∞: new key), and
-        the groups of entitlements that lost a key since the last tick."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For new rows: groups, remembered limits, predictions and refresh times (NaN,
+        `_UNSEEN`, −∞: new key), and the groups of entitlements that lost a key since the
+        last tick."""
         names = ids[0]
         index: dict[str, int] = {}
         group = np.fromiter((index.setdefault(n, len(index)) for n in names), np.int64, len(names))
@@ -101,11 +110,24 @@ class LimitMemory:
         known = at >= 0
         limits = np.full((len(at), 3), np.nan)
         limits[known] = self._limits[at[known]]
+        predicted = np.full(len(at), _UNSEEN, dtype=np.int64)
+        predicted[known] = self._predicted[at[known]]
         refresh = np.full(len(at), -np.inf)
         refresh[known] = self._refresh_at[at[known]]
         gone = before.keys() - set(keys)
         lost = np.array(sorted({index[n] for n, _, _ in gone if n in index}), dtype=np.int64)
-        return group, limits, refresh, lost
+        return group, limits, predicted, refresh, lost
+
+
+def _predictions(cols: LimitColumns) -> np.ndarray:
+    """Each row's learned output length, `_NO_PREDICTION` where it has none."""
+    if cols.predicted_output_tokens is None:
+        return np.full(len(cols), _NO_PREDICTION, dtype=np.int64)
+    return np.fromiter(
+        (_NO_PREDICTION if p is None else p for p in cols.predicted_output_tokens),
+        np.int64,
+        len(cols),
+    )
 
 
 def _same(a: tuple[Sequence[str], ...], b: tuple[Sequence[str], ...]) -> bool:

@@ -12,12 +12,24 @@ from dataclasses import dataclass, field, replace
 from tokenpools.topics import Topics
 
 DAY_MS = 24 * 3600 * 1000
-# A pool's state snapshot is one record of ~350 bytes per entitlement (3.5 MB at 10k), over
-# Kafka's default 1 MB message limit; its topic allows this much, and so must its producers.
+
+# Two record-size bounds, for two different records; they are not one setting and must not
+# be merged (docs/KAFKA.md, "Record sizes"). Every topic but the state topic keeps the
+# broker's default limit (`message.max.bytes`, 1,048,588 bytes) and aiokafka's default
+# producer request size (`max_request_size`, 1,048,576 bytes).
+#
+# A limit *raised*, on one topic and one producer: a pool's state snapshot is one record of
+# ~350 bytes per entitlement (3.5 MB at 10k), over the default. The state topic is created
+# with `max.message.bytes` = this, and the worker's producer (streams.app,
+# `producer_max_request_size`) sends up to it. Only the worker writes the state topic.
 STATE_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-# A pool's config is one record on the config topic and again in the worker's `configs`
-# table changelog, which Faust creates with the broker's default limit (1 MiB); so a config
-# record must stay under that default, and `tokenpools config validate` refuses one above it.
+# A limit *kept*, checked before publishing: a pool's config is one record on the config
+# topic and again in the worker's `configs` table changelog, which Faust creates with the
+# broker's default limit, and it is published by `make_producer` at aiokafka's default
+# request size. Raising the config topic alone would not help, so a config record must stay
+# under both defaults (with room for the batch header, key and headers): no topic is
+# configured with this number; `tokenpools config validate` and `config apply` refuse a
+# pool whose record is larger.
 CONFIG_MAX_MESSAGE_BYTES = 1_000_000
 
 

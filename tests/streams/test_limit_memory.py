@@ -145,3 +145,25 @@ async def test_publish_tick_sends_the_due_limits_under_their_keys_as_the_codec_w
     counts = await publish_tick(send, topics, ctl.tick(1.0 + 0.1), "w", memory)
     assert counts["limit"] == 0 and counts["state"] == 1  # nothing changed, nothing due yet
     assert [topic for topic, _, _ in sent] == [topics.state]
+
+
+def test_a_changed_prediction_alone_makes_the_entitlements_records_due() -> None:
+    """The learned output length travels on the limit records: when only it changes (the
+    limits stay), the entitlement's records go out at once, not at their next refresh."""
+    memory = LimitMemory()
+    names, instances = ["a", "a", "b"], ["", "sc-1", ""]
+
+    def tick(now: float, predicted: list[int | None] | None) -> list[int]:
+        ttl = 1000.0  # no refresh falls due during the test
+        cols = LimitColumns(
+            "p", 1, now, now + ttl, names, ["spot"] * 3, instances, np.ones((3, 3)), predicted
+        )
+        return memory.due(cols).tolist()
+
+    assert tick(0.0, [None, None, None]) == [0, 1, 2]  # first tick: everything
+    assert tick(1.0, [None, None, None]) == []  # nothing changed, nothing due yet
+    assert tick(2.0, [300, 300, None]) == [0, 1]  # "a" learned a length: both its records
+    assert tick(3.0, [300, 300, None]) == []
+    assert tick(4.0, [310, 310, None]) == [0, 1]  # its prediction moved
+    assert tick(5.0, None) == [0, 1]  # and was dropped (no predictions this tick at all)
+    assert tick(6.0, [None, None, None]) == []  # absent either way: the same

@@ -21,7 +21,13 @@ from tokenpools_cli.options import bootstrap_option, kafka_settings
 console = Console()
 app = typer.Typer(help="The paper's experiments, live, against baselines.", no_args_is_help=True)
 
-ARMS_HELP = "Arms to run, comma-separated: tokenpools, no-admission, rate-limit."
+# the options every experiment takes (each command adds its seed and its own knobs)
+DURATION = typer.Option(60.0, min=20, help="Seconds of traffic per arm.")
+ARMS = typer.Option(
+    "tokenpools,no-admission,rate-limit",
+    help="Arms to run, comma-separated: tokenpools, no-admission, rate-limit.",
+)
+LOCAL_BOOTSTRAP = bootstrap_option("start a local broker")
 
 
 def _run(
@@ -62,14 +68,14 @@ def _run(
 
 @app.command("overload")
 def overload(
-    duration: float = typer.Option(60.0, min=20, help="Seconds of traffic per arm."),
+    duration: float = DURATION,
     spot_rate: float = typer.Option(20.0, min=0, help="Spot flood, requests/s."),
     seed: int = typer.Option(7, help="Seed of the generated workload (the same for every arm)."),
-    arms: str = typer.Option("tokenpools,no-admission,rate-limit", help=ARMS_HELP),
+    arms: str = ARMS,
     out: Path = typer.Option(
         None, help="Report directory (default var/experiments/overload-<time>)."
     ),
-    bootstrap: str | None = bootstrap_option("start a local broker"),
+    bootstrap: str | None = LOCAL_BOOTSTRAP,
 ) -> None:
     """Three guaranteed tenants, a spot flood, guaranteed-c departs (the paper's Fig. 2–4)."""
     _run("overload", duration, seed, arms, out, bootstrap, spot_rate)
@@ -77,13 +83,13 @@ def overload(
 
 @app.command("scarcity")
 def scarcity(
-    duration: float = typer.Option(60.0, min=20, help="Seconds of traffic per arm."),
+    duration: float = DURATION,
     seed: int = typer.Option(11, help="Seed of the generated workload (the same for every arm)."),
-    arms: str = typer.Option("tokenpools,no-admission,rate-limit", help=ARMS_HELP),
+    arms: str = ARMS,
     out: Path = typer.Option(
         None, help="Report directory (default var/experiments/scarcity-<time>)."
     ),
-    bootstrap: str | None = bootstrap_option("start a local broker"),
+    bootstrap: str | None = LOCAL_BOOTSTRAP,
 ) -> None:
     """copilot (tight SLO) and synth (loose SLO); a replica fails and returns (Fig. 5)."""
     _run("scarcity", duration, seed, arms, out, bootstrap)

@@ -8,6 +8,7 @@ denial rates, effective admission delay.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,29 +51,17 @@ def write_figures(
     out: Path,
 ) -> list[Path]:
     """Write every figure of this experiment under `out`; returns the paths."""
-    plt = _plt()
     arms = list(data)
     colors = _colors(plan)
-    written = []
 
-    fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 3.6), sharey=True, squeeze=False)
-    for ax, arm in zip(axes[0], arms, strict=True):
+    def engine_queue(ax: Any, arm: Arm) -> None:
         _, s = data[arm]
-        _shade(ax, plan)
         ax.plot(s.time, s.running, "k-", lw=1, label="engine: running")
         ax.plot(s.time, s.waiting, "r-", lw=1, label="engine: waiting")
         ax.plot(s.time, s.capacity_conc, "k--", lw=0.8, label="slots (max_num_seqs × replicas up)")
-        ax.set_title(arm.value)
-        ax.set_xlabel("seconds")
-    axes[0][0].set_ylabel("requests")
-    axes[0][0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, 0.92))
-    fig.suptitle(f"{plan.name}: engine running vs waiting queue (Fig. 2 a/b)")
-    written.append(_save(fig, out / "fig2_engine_queue.png"))
 
-    fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 3.6), sharey=True, squeeze=False)
-    for ax, arm in zip(axes[0], arms, strict=True):
+    def latency(ax: Any, arm: Arm) -> None:
         req, _ = data[arm]
-        _shade(ax, plan)
         for name, color in colors.items():
             m = req.ok(req.where([name]))
             ax.scatter(req.offset[m], req.latency[m], s=3, color=color, label=name)
@@ -80,31 +69,66 @@ def write_figures(
             ax.scatter(req.offset[bad], np.full(int(bad.sum()), 0.02), s=6, marker="x",
                        color=color, alpha=0.4)  # fmt: skip
         ax.set_yscale("log")
-        ax.set_title(arm.value)
-        ax.set_xlabel("arrival (s)")
-    axes[0][0].set_ylabel("end-to-end latency (s); × = refused")
-    axes[0][0].legend(fontsize=7, markerscale=3)
-    fig.suptitle(f"{plan.name}: end-to-end latency over time per tenant (Fig. 3)")
-    written.append(_save(fig, out / "fig3_latency.png"))
 
-    fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 3.6), sharey=True, squeeze=False)
-    for ax, arm in zip(axes[0], arms, strict=True):
+    def slot_utilization(ax: Any, arm: Arm) -> None:
         _, s = data[arm]
-        _shade(ax, plan)
         names = list(s.in_flight)
         ax.stackplot(s.time, *[s.in_flight[n] for n in names], labels=names,
                      colors=[colors[n] for n in names], alpha=0.8)  # fmt: skip
         ax.plot(s.time, s.capacity_conc, "k--", lw=0.8, label="slots")
-        ax.set_title(arm.value)
-        ax.set_xlabel("seconds")
-    axes[0][0].set_ylabel("running (first → last token)")
-    axes[0][0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, 0.92))
-    fig.suptitle(f"{plan.name}: slot utilization stacked by entitlement (Fig. 4)")
-    written.append(_save(fig, out / "fig4_slot_utilization.png"))
 
+    upper_left = {"fontsize": 7, "loc": "upper left", "bbox_to_anchor": (0, 0.92)}
+    written = [
+        _per_arm(
+            plan, arms, engine_queue, out / "fig2_engine_queue.png",
+            title="engine running vs waiting queue (Fig. 2 a/b)",
+            xlabel="seconds", ylabel="requests", legend=upper_left,
+        ),
+        _per_arm(
+            plan, arms, latency, out / "fig3_latency.png",
+            title="end-to-end latency over time per tenant (Fig. 3)",
+            xlabel="arrival (s)", ylabel="end-to-end latency (s); × = refused",
+            legend={"fontsize": 7, "markerscale": 3},
+        ),
+        _per_arm(
+            plan, arms, slot_utilization, out / "fig4_slot_utilization.png",
+            title="slot utilization stacked by entitlement (Fig. 4)",
+            xlabel="seconds", ylabel="running (first → last token)", legend=upper_left,
+        ),
+    ]  # fmt: skip  # keyword and value pairs on a line
     if plan.name == "scarcity":
         written.append(_scarcity(plan, runs, data, out / "fig5_scarcity.png"))
     return written
+
+
+Panel = Callable[[Any, Arm], None]  # draws one arm's data on its axes
+
+
+def _per_arm(
+    plan: Plan,
+    arms: list[Arm],
+    draw: Panel,
+    path: Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    legend: dict[str, Any],
+) -> Path:
+    """One figure of a panel per arm, side by side on a shared y axis, phases shaded: the
+    arms of an experiment are compared by eye, so every per-arm figure is framed alike."""
+    fig, axes = _plt().subplots(
+        1, len(arms), figsize=(5 * len(arms), 3.6), sharey=True, squeeze=False
+    )
+    for ax, arm in zip(axes[0], arms, strict=True):
+        _shade(ax, plan)
+        draw(ax, arm)
+        ax.set_title(arm.value)
+        ax.set_xlabel(xlabel)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].legend(**legend)
+    fig.suptitle(f"{plan.name}: {title}")
+    return _save(fig, path)
 
 
 def _scarcity(

@@ -83,23 +83,22 @@ def run_arm(
 def start_loop(
     stack: LocalStack, plan: Plan, kafka: KafkaSettings, namespace: str, backends: list[str]
 ) -> str:
-    """Topics, the plan's config, sidecar, worker and scraper on `namespace`; the sidecar's URL."""
+    """Topics, the plan's config, sidecar, worker and scraper on `namespace`; the sidecar's URL.
+
+    The services are the stack's (`LocalStack.sidecar`, `.scraper`), so they take its
+    bootstrap and namespace: those must be the ones the topics and config go to.
+    """
+    if (stack.bootstrap, stack.namespace) != (kafka.bootstrap_servers, namespace):
+        raise ValueError(
+            f"the stack runs on {stack.bootstrap}/{stack.namespace}, "
+            f"not {kafka.bootstrap_servers}/{namespace}"
+        )
     topics = Topics(namespace)
     asyncio.run(ensure_topics(kafka, topics))
     asyncio.run(publish_config(kafka, topics, PoolConfigRecord.from_platform(plan.platform)))
-    pool = plan.pool.name
-    options = [f"--backend={b}" for b in backends]
-    sidecar = stack.start(
-        "sidecar", "sidecar", "run", "--pool", pool, "--config", str(plan.config_path),
-        *options, "--bootstrap", kafka.bootstrap_servers, "--namespace", namespace,
-        "--instance", "sidecar-0", "--dev", serve=("--port", "/health"),
-    )  # fmt: skip  # flag and value pairs on a line, as typed at a shell
+    sidecar = stack.sidecar(plan.pool.name, plan.config_path, *backends)
     stack.worker(tick_s=plan.platform.controller.tick_s)
-    targets = [f"--target={pool}={b}" for b in backends]
-    stack.start(
-        "scraper", "scraper", "run", *targets, "--bootstrap", kafka.bootstrap_servers,
-        "--namespace", namespace, "--interval", "0.5",
-    )  # fmt: skip  # flag and value pairs on a line, as typed at a shell
+    stack.scraper(plan.pool.name, *backends, interval_s=0.5)
     time.sleep(2 * plan.platform.controller.tick_s)  # the worker's first limits reach the sidecar
     return sidecar.url
 

@@ -151,36 +151,16 @@ class LocalKubernetes:
             etcd = self._start_etcd(bins)
             self._start_apiserver(bins, pki, etcd, timeout)
             if self.controller_manager:
-                self._launch(
-                    "kube-controller-manager",
-                    [
-                        str(bins / "kube-controller-manager"),
-                        f"--kubeconfig={self.kubeconfig}",
-                        f"--authentication-kubeconfig={self.kubeconfig}",
-                        f"--authorization-kubeconfig={self.kubeconfig}",
-                        "--bind-address=127.0.0.1",
-                        f"--secure-port={free_port()}",
-                        "--leader-elect=false",
-                        f"--service-account-private-key-file={pki.sa_key}",
-                        f"--root-ca-file={pki.ca_cert}",
-                        "--use-service-account-credentials=false",
-                        # A virtual node that misses its Lease is NotReady within seconds.
-                        "--node-monitor-grace-period=20s",
-                    ],
+                self._start_controller(
+                    bins / "kube-controller-manager",
+                    f"--service-account-private-key-file={pki.sa_key}",
+                    f"--root-ca-file={pki.ca_cert}",
+                    "--use-service-account-credentials=false",
+                    # A virtual node that misses its Lease is NotReady within seconds.
+                    "--node-monitor-grace-period=20s",
                 )
             if self.scheduler:
-                self._launch(
-                    "kube-scheduler",
-                    [
-                        str(bins / "kube-scheduler"),
-                        f"--kubeconfig={self.kubeconfig}",
-                        f"--authentication-kubeconfig={self.kubeconfig}",
-                        f"--authorization-kubeconfig={self.kubeconfig}",
-                        "--bind-address=127.0.0.1",
-                        f"--secure-port={free_port()}",
-                        "--leader-elect=false",
-                    ],
-                )
+                self._start_controller(bins / "kube-scheduler")
             if self.kwok:
                 self._launch(
                     "kwok",
@@ -231,6 +211,24 @@ class LocalKubernetes:
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-tail:])
+
+    def _start_controller(self, binary: Path, *flags: str) -> _Proc:
+        """The scheduler or the controller-manager: a client of the apiserver through the admin
+        kubeconfig (for delegated authentication and authorization too), serving on its own
+        loopback port, the only instance (no leader election); then its own `flags`."""
+        return self._launch(
+            binary.name,
+            [
+                str(binary),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--leader-elect=false",
+                *flags,
+            ],
+        )
 
     def _launch(self, name: str, cmd: list[str]) -> _Proc:
         logs = self.dir / "logs"

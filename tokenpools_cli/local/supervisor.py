@@ -154,11 +154,13 @@ class LocalStack:
         return self.start("engine-sim", "engine-sim", "run", *options, serve=("--port", "/health"))
 
     def sidecar(
-        self, pool: str, config: Path, backend: str, instance: str = "sidecar-0"
+        self, pool: str, config: Path, *backends: str, instance: str = "sidecar-0"
     ) -> Service:
+        """`tokenpools sidecar run` in front of every replica in `backends`, named `instance`."""
+        options = [f"--backend={backend}" for backend in backends]
         return self.start(
-            instance, "sidecar", "run", "--pool", pool, "--config", str(config),
-            "--backend", backend, "--bootstrap", self.bootstrap, "--namespace", self.namespace,
+            instance, "sidecar", "run", "--pool", pool, "--config", str(config), *options,
+            "--bootstrap", self.bootstrap, "--namespace", self.namespace,
             "--instance", instance, "--dev", serve=("--port", "/health"),
         )  # fmt: skip  # flag and value pairs on a line, as typed at a shell
 
@@ -199,9 +201,11 @@ class LocalStack:
             serve=("--query-port", "/healthz"), timeout=90,
         )  # fmt: skip  # flag and value pairs on a line, as typed at a shell
 
-    def scraper(self, pool: str, backend: str, interval_s: float = 1.0) -> Service:
+    def scraper(self, pool: str, *backends: str, interval_s: float = 1.0) -> Service:
+        """`tokenpools scraper run` over every replica in `backends`, all serving `pool`."""
+        targets = [f"--target={pool}={backend}" for backend in backends]
         return self.start(
-            "scraper", "scraper", "run", "--target", f"{pool}={backend}",
+            "scraper", "scraper", "run", *targets,
             "--bootstrap", self.bootstrap, "--namespace", self.namespace,
             "--interval", str(interval_s),
         )  # fmt: skip  # flag and value pairs on a line, as typed at a shell

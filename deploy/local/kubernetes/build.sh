@@ -47,22 +47,20 @@ wrapper() {
   echo "$dir"
 }
 
-build_etcd() {
-  [[ -x "$BIN/etcd" ]] && return 0
-  echo "$(stamp) etcd $ETCD_VERSION"
-  local dir; dir=$(wrapper etcd)
-  (cd "$dir" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" \
-     && go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3 \
-     && mv "$BIN/etcd.tmp" "$BIN/etcd")
+# go_install NAME PACKAGE [LDFLAGS]: build PACKAGE of the module in the current directory,
+# stripped, into $BIN/NAME; the binary appears only once whole (an interrupted build leaves
+# no half-written file that the `-x` checks would take for done).
+go_install() {
+  go build -trimpath -ldflags "-s -w${3:+ $3}" -o "$BIN/$1.tmp" "$2" && mv "$BIN/$1.tmp" "$BIN/$1"
 }
 
-build_kwok() {
-  [[ -x "$BIN/kwok" ]] && return 0
-  echo "$(stamp) kwok $KWOK_VERSION"
-  local dir; dir=$(wrapper kwok)
-  (cd "$dir" && go get "sigs.k8s.io/kwok@$KWOK_VERSION" \
-     && go build -trimpath -ldflags "-s -w" -o "$BIN/kwok.tmp" sigs.k8s.io/kwok/cmd/kwok \
-     && mv "$BIN/kwok.tmp" "$BIN/kwok")
+# build_module NAME MODULE VERSION PACKAGE: NAME from PACKAGE of MODULE@VERSION, once.
+build_module() {
+  local name="$1" module="$2" version="$3" package="$4"
+  [[ -x "$BIN/$name" ]] && return 0
+  echo "$(stamp) $name $version"
+  local dir; dir=$(wrapper "$name")
+  (cd "$dir" && go get "$module@$version" && go_install "$name" "$package")
 }
 
 # kwok needs its "stages" (how fake nodes and pods progress) as config; its module ships the
@@ -103,8 +101,7 @@ build_kustomize() {
   [[ -x "$BIN/kustomize" ]] && return 0
   echo "$(stamp) kustomize"
   local dir; dir=$(kube_module)
-  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN/kustomize.tmp" \
-     sigs.k8s.io/kustomize/kustomize/v5 && mv "$BIN/kustomize.tmp" "$BIN/kustomize")
+  (cd "$dir" && go_install kustomize sigs.k8s.io/kustomize/kustomize/v5)
 }
 
 build_kube() {
@@ -114,15 +111,14 @@ build_kube() {
   local dir; dir=$(kube_module)
   local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
   local pkg=k8s.io/component-base/version
-  (cd "$dir" && go build -trimpath \
-     -ldflags "-s -w -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
-     -o "$BIN/$name.tmp" "k8s.io/kubernetes/cmd/$name" && mv "$BIN/$name.tmp" "$BIN/$name")
+  (cd "$dir" && go_install "$name" "k8s.io/kubernetes/cmd/$name" \
+     "-X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean")
 }
 
 start=$(date +%s)
-build_etcd
+build_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3
 build_kube kube-apiserver
-build_kwok
+build_module kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 kwok_stages
 build_kube kube-scheduler
 build_kube kube-controller-manager
