@@ -7,9 +7,15 @@ script measures an older checkout for a before/after):
   2. resident memory (psutil RSS) added by the per-entitlement timeline over
      `--ticks` ticks at the largest count (3600 = a simulated hour at 1 s ticks),
      fed the series the simulator records each tick.
-Targets (issue 14): summary linear, < 1 s at 10k; timeline < 200 MB for an hour at 10k.
+  3. the whole simulator's speed at each `--sim-entitlements` count (pools of
+     1,000 entitlements as `bench_core.pool_record` builds them, one replica
+     each, 0.01 req/s per entitlement, `--sim-seconds` simulated): wall ms per
+     simulated second, and a simulated hour extrapolated from it.
+Targets (issue 14): summary linear, < 1 s at 10k; timeline < 200 MB for an hour at 10k;
+an hour at 50k entitlements < 5 min.
 
     .venv/bin/python bench/bench_simresult.py [--entitlements 1000 10000] [--ticks 3600]
+        [--sim-entitlements 10000 50000] [--sim-seconds 20]
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tokenpools.schemas.config import Tier
+from bench_core import pool_record  # this script's folder is on sys.path
+
+from tokenpools.schemas.config import PlatformConfig, Tier
+from tokenpools.simulation import Scenario, SimRequest, Simulator
 from tokenpools.simulation.result import Outcome, SimResult, Timeline
 
 DIMENSIONED = ("demand", "allocation", "limit")
@@ -81,12 +90,36 @@ def timeline_mb(n: int, ticks: int) -> float:
     return (process.memory_info().rss - before) / 2**20
 
 
+def simulator_ms_per_second(n: int, seconds: float, per_pool: int = 1000) -> float:
+    """Wall ms per simulated second for n entitlements in pools of `per_pool`."""
+    records = [pool_record(f"p{k}", per_pool) for k in range(max(1, n // per_pool))]
+    config = PlatformConfig(
+        pools=[r.pool for r in records],
+        entitlements=[e for r in records for e in r.entitlements],
+        controller=records[0].controller,
+    )
+    names = [e.name for e in config.entitlements]
+    rng = np.random.default_rng(3)
+    count = rng.poisson(0.01 * len(names) * seconds)
+    times = np.sort(rng.uniform(0, seconds, count))
+    who = rng.integers(0, len(names), count)
+    requests = [
+        SimRequest(float(t), names[i], 200, 100, 200) for t, i in zip(times, who, strict=True)
+    ]
+    scenario = Scenario("many-entitlements", requests, seconds)
+    started = time.perf_counter()
+    Simulator(config, scenario).run()
+    return 1000 * (time.perf_counter() - started) / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entitlements", type=int, nargs="*", default=[1000, 3000, 10_000])
     parser.add_argument("--ticks", type=int, default=3600)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-summary", action="store_true")
+    parser.add_argument("--sim-entitlements", type=int, nargs="*", default=[10_000, 50_000])
+    parser.add_argument("--sim-seconds", type=float, default=20.0)
     args = parser.parse_args()
     print("SimResult.summary() after 30 ticks, 10 requests per entitlement")
     times = []
@@ -102,6 +135,14 @@ def main() -> None:
         mb = timeline_mb(n, args.ticks)
         print(f"timeline of {n} entitlements over {args.ticks} ticks")
         print(f"  resident (psutil RSS delta) : {mb:8.1f} MB   (target < 200 MB)")
+    if args.sim_entitlements:
+        print(f"simulator, {args.sim_seconds:g} simulated s, pools of 1,000, 0.01 req/s each")
+    for n in args.sim_entitlements:
+        ms = simulator_ms_per_second(n, args.sim_seconds)
+        print(
+            f"  {n:6d} entitlements : {ms:8.1f} ms per simulated s; an hour ≈ "
+            f"{ms * 3.6 / 60:.1f} min (target < 5 min at 50k)"
+        )
 
 
 if __name__ == "__main__":

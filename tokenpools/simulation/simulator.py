@@ -482,22 +482,25 @@ class Simulator:
                 pool.events = []
             arrays = ctl.compute(now)
             limit = arrays.allocation.limit
+            rows = [self.row_of[e] for e in pool.ents]
             if self.admission:
-                for e in pool.ents:
-                    row = self.row_of[e]
-                    own = limit[row]
-                    if self._reclaims(pool):
-                        own = entitled_limits(own, self.guarantee[e])
-                    tps, kv, conc = own
-                    self.gates[e].apply_limits(Dims.model_construct(tps=tps, kv=kv, conc=conc), now)
-                    self._release(e, now)
+                own = limit[rows]
+                if self._reclaims(pool):
+                    own = entitled_limits(own, self.guarantee[pool.ents])
+                for e, (tps, kv, conc) in zip(pool.ents, own.tolist(), strict=True):
+                    gate = self.gates[e]
+                    held = gate.limits  # a row that did not change keeps its Dims object
+                    if (held.tps, held.kv, held.conc) != (tps, kv, conc):
+                        held = Dims.model_construct(tps=tps, kv=kv, conc=conc)
+                    gate.apply_limits(held, now)  # refills the bucket to now either way
+                    if gate.queued:  # an empty queue has nothing to release or expire
+                        self._release(e, now)
             running = waiting = 0
             for engine in pool.engines:
                 if engine is not None:
                     running += engine.running
                     waiting += engine.waiting
             self._record_usage(p_idx, pool, now, running)
-            rows = [self.row_of[e] for e in pool.ents]
             self.timeline.record_pool(
                 p_idx, now, arrays.capacity, arrays.replicas, running, waiting
             )
