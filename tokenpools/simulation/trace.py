@@ -31,7 +31,8 @@ import yaml
 from tokenpools.schemas.events import Phase, RequestEvent
 from tokenpools.simulation.workload import Scenario, SimRequest
 
-_FINAL = (Phase.COMPLETED, Phase.REJECTED, Phase.FAILED)
+FINAL_PHASES = (Phase.COMPLETED, Phase.REJECTED, Phase.FAILED)
+"""The phases that end a request: the events a recorded trace row is made from."""
 
 
 class TraceError(ValueError):
@@ -275,7 +276,7 @@ def recorded_rows(events: Iterable[RequestEvent]) -> list[RecordedRow]:
     """
     last: dict[str, RequestEvent] = {}
     for event in events:
-        if event.phase in _FINAL:
+        if event.phase in FINAL_PHASES:
             last[event.id] = event
     arrivals = []
     for e in last.values():
