@@ -22,7 +22,13 @@ console = Console()
 app = typer.Typer(help="The paper's experiments, live, against baselines.", no_args_is_help=True)
 
 # the options every experiment takes (each command adds its seed and its own knobs)
-DURATION = typer.Option(60.0, min=20, help="Seconds of traffic per arm.")
+DURATION = typer.Option(60.0, min=20, help="Seconds of traffic per arm (at 1×).")
+SPEED = typer.Option(
+    1.0,
+    min=0.01,
+    help="Time compression: 4 plays --duration seconds of the scenario (arrivals, phases, "
+    "replica changes) in a quarter of the time, at four times the rate; live and offline alike.",
+)
 ARMS = typer.Option(
     "tokenpools,no-admission,rate-limit",
     help="Arms to run, comma-separated: tokenpools, no-admission, rate-limit.",
@@ -38,6 +44,7 @@ def _run(
     out: Path | None,
     bootstrap: str | None,
     spot_rate: float | None = None,
+    speed: float = 1.0,
 ) -> None:
     require(Extra.KAFKA, Extra.SIDECAR, Extra.WORKER, Extra.PLOTS)
     from connectors.kafka.broker import BrokerError
@@ -55,7 +62,7 @@ def _run(
     try:
         outcome = run_experiment(
             name, out, duration_s=duration, seed=seed, arms=chosen, kafka=kafka,
-            console=console, spot_rate=spot_rate,
+            console=console, spot_rate=spot_rate, speed=speed,
         )  # fmt: skip
     except (BrokerError, StackError) as exc:
         console.print(f"[red]{exc}[/red]")
@@ -69,7 +76,8 @@ def _run(
 @app.command("overload")
 def overload(
     duration: float = DURATION,
-    spot_rate: float = typer.Option(20.0, min=0, help="Spot flood, requests/s."),
+    spot_rate: float = typer.Option(20.0, min=0, help="Spot flood, requests/s (at 1×)."),
+    speed: float = SPEED,
     seed: int = typer.Option(7, help="Seed of the generated workload (the same for every arm)."),
     arms: str = ARMS,
     out: Path = typer.Option(
@@ -78,12 +86,13 @@ def overload(
     bootstrap: str | None = LOCAL_BOOTSTRAP,
 ) -> None:
     """Three guaranteed tenants, a spot flood, guaranteed-c departs (the paper's Fig. 2–4)."""
-    _run("overload", duration, seed, arms, out, bootstrap, spot_rate)
+    _run("overload", duration, seed, arms, out, bootstrap, spot_rate, speed)
 
 
 @app.command("scarcity")
 def scarcity(
     duration: float = DURATION,
+    speed: float = SPEED,
     seed: int = typer.Option(11, help="Seed of the generated workload (the same for every arm)."),
     arms: str = ARMS,
     out: Path = typer.Option(
@@ -92,4 +101,4 @@ def scarcity(
     bootstrap: str | None = LOCAL_BOOTSTRAP,
 ) -> None:
     """copilot (tight SLO) and synth (loose SLO); a replica fails and returns (Fig. 5)."""
-    _run("scarcity", duration, seed, arms, out, bootstrap)
+    _run("scarcity", duration, seed, arms, out, bootstrap, speed=speed)

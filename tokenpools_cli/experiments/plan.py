@@ -47,6 +47,7 @@ class Plan:
     scenario: Scenario
     phases: list[Phase]
     seed: int
+    speed: float = 1.0  # time compression of the scenario and its phases (`Scenario.at_speed`)
 
     @property
     def pool(self) -> PoolSpec:
@@ -66,9 +67,20 @@ class Plan:
 
 
 def make_plan(
-    name: str, workdir: Path, duration_s: float, seed: int, spot_rate: float | None = None
+    name: str,
+    workdir: Path,
+    duration_s: float,
+    seed: int,
+    spot_rate: float | None = None,
+    speed: float = 1.0,
 ) -> Plan:
-    """The packaged example config (copied into `workdir`), its scenario scaled to `duration_s`."""
+    """The packaged example config (copied into `workdir`), its scenario scaled to `duration_s`.
+
+    `speed` compresses the scenario's arrivals, replica changes and phases
+    (`Scenario.at_speed`): it plays in `duration_s / speed` seconds, live and offline alike.
+    """
+    if not speed > 0:
+        raise ValueError(f"speed must be > 0, got {speed}")
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r} (known: {', '.join(EXPERIMENTS)})")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -95,4 +107,5 @@ def make_plan(
             Phase("replica 1 down", drop, back),
             Phase("recovered", back, duration_s),
         ]
-    return Plan(name, config_path, platform, scenario, phases, seed)
+    compressed = [Phase(p.label, p.start_s / speed, p.end_s / speed) for p in phases]
+    return Plan(name, config_path, platform, scenario.at_speed(speed), compressed, seed, speed)

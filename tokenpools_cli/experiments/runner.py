@@ -59,6 +59,7 @@ def run_experiment(
     console: Console,
     spot_rate: float | None = None,
     figures: bool = True,
+    speed: float = 1.0,
 ) -> Outcome:
     """Run `arms` one after another on the same generated workload; write `out`/report.md.
 
@@ -67,7 +68,7 @@ def run_experiment(
     """
     quiet_kafka_client_logs()
     out.mkdir(parents=True, exist_ok=True)
-    plan = make_plan(name, out, duration_s, seed, spot_rate)
+    plan = make_plan(name, out, duration_s, seed, spot_rate, speed)
     console.print(f"[bold]{name}[/bold]: {plan.scenario.description}")
     console.print(
         f"{len(plan.scenario.requests)} requests per arm; arms: {', '.join(a.value for a in arms)}"
