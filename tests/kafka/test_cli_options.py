@@ -41,6 +41,7 @@ def test_every_kafka_command_shares_one_bootstrap_option() -> None:
         "experiment overload",
         "experiment scarcity",
         "record",
+        "replay live",
         "scraper run",
         "sidecar run",
         "sink run",
