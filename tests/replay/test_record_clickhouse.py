@@ -25,7 +25,7 @@ from connectors.clickhouse.store import Target, connect
 from connectors.clickhouse.writer import TableWriter
 from connectors.kafka.producer import make_producer, send_record
 from tokenpools.schemas import Phase, RequestEvent
-from tokenpools.simulation.trace import recorded_rows
+from tokenpools.simulation.trace import FINAL_PHASES, recorded_rows
 from tokenpools.topics import Topics
 from tokenpools_cli.main import app
 
@@ -34,6 +34,8 @@ POOL = "llama-8b"
 # hours ago, off the millisecond grid (as a sidecar's clock is), well inside the table's TTL
 T0 = (int(time.time()) // 3600 - 3) * 3600 + 0.1234567
 ENTITLEMENTS = ("guaranteed-a", "guaranteed-b", "spot")
+ENDINGS = {0: (Phase.FAILED, 500), 1: (Phase.PREEMPTED, 503), 2: (Phase.CANCELLED, 499)}
+"""How some admitted requests end (by i mod 13); the others complete."""
 
 
 def traffic() -> list[RequestEvent]:
@@ -61,12 +63,12 @@ def traffic() -> list[RequestEvent]:
             continue  # still running when recording stops: no row
         latency = 1000.0 + 3.0 * (i % 4)  # requests 4 apart end in one millisecond
         end = T0 + 40 + (i // 4) * 0.5
+        phase, status = ENDINGS.get(i % 13, (Phase.COMPLETED, 200))
         events.append(
             RequestEvent(
-                **common, time=end, phase=Phase.FAILED if i % 13 == 0 else Phase.COMPLETED,
-                prompt_tokens=100 + i, completion_tokens=20 + i, estimate_tokens=300 + i,
-                queue_delay_ms=delay, latency_ms=latency, ttft_ms=80.0, stream=i % 2 == 0,
-                status=500 if i % 13 == 0 else 200,
+                **common, time=end, phase=phase, prompt_tokens=100 + i, completion_tokens=20 + i,
+                estimate_tokens=300 + i, queue_delay_ms=delay, latency_ms=latency, ttft_ms=80.0,
+                stream=i % 2 == 0, status=status,
             )
         )  # fmt: skip
     return sorted(events, key=lambda e: e.time)
@@ -128,9 +130,9 @@ def test_the_stored_requests_record_to_the_topics_trace(kafka_bootstrap: str, tm
 
     topic_rows = record("--out", str(tmp_path / "topic.jsonl"), *from_topic)
     store_rows = record("--out", str(tmp_path / "store.jsonl"), *from_store)
-    finished = {e.id for e in events if e.phase in (Phase.COMPLETED, Phase.REJECTED, Phase.FAILED)}
+    finished = {e.id for e in events if e.phase in FINAL_PHASES}
     assert len(topic_rows) == len(finished) == 12 + 48 - 4  # refused + the admitted that ended
-    assert {r["outcome"] for r in topic_rows} == {"completed", "rejected", "failed"}
+    assert {r["outcome"] for r in topic_rows} == {p.value for p in FINAL_PHASES}
     assert_same_trace(store_rows, topic_rows)
 
     # a range: the same unix-time bounds select the same requests from either source
@@ -155,9 +157,7 @@ def test_pages_resume_after_ties_without_losing_or_repeating_a_request(tmp_path:
         client.close()
     got = [e for page in pages for e in page]
     assert len(pages) == -(-total // 3)
-    assert sorted(e.id for e in got) == sorted(
-        e.id for e in events if e.phase in (Phase.COMPLETED, Phase.REJECTED, Phase.FAILED)
-    )
+    assert sorted(e.id for e in got) == sorted(e.id for e in events if e.phase in FINAL_PHASES)
     assert [r.entitlement for r in recorded_rows(got)] == [
         r.entitlement for r in recorded_rows(events)
     ]

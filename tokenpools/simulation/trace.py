@@ -31,7 +31,7 @@ import yaml
 from tokenpools.schemas.events import Phase, RequestEvent
 from tokenpools.simulation.workload import Scenario, SimRequest
 
-FINAL_PHASES = (Phase.COMPLETED, Phase.REJECTED, Phase.FAILED)
+FINAL_PHASES = (Phase.COMPLETED, Phase.REJECTED, Phase.FAILED, Phase.CANCELLED, Phase.PREEMPTED)
 """The phases that end a request: the events a recorded trace row is made from."""
 
 
@@ -195,7 +195,8 @@ def trace_scenario(
 #    "prompt_tokens": 300, "completion_tokens": 150,
 #    "max_tokens": 200,          what the sidecar charged beyond the prompt: the client's
 #                                max_tokens, or the entitlement's expected output when none
-#    "stream": true, "outcome": "completed"}   completed | rejected | failed
+#    "stream": true, "outcome": "completed"}   completed | rejected | failed | cancelled |
+#                                               preempted (a phase of `FINAL_PHASES`)
 RECORDED_FIELDS = ("time", "entitlement", "prompt_tokens", "completion_tokens", "max_tokens")
 
 
@@ -206,8 +207,8 @@ def is_recorded_trace(path: str | Path) -> bool:
 
 def read_recorded_trace(path: str | Path, known: list[str] | None = None) -> Scenario:
     """A recorded trace as a scenario: every row replays, refused ones included (that is
-    what the clients sent); a row's output is what it really generated, or, for a row
-    that never ran, its max_tokens."""
+    what the clients sent); a completed row's output is what it really generated, any
+    other row's (never ran, or cut short: failed, cancelled, preempted) its max_tokens."""
     path = Path(path)
     requests: list[SimRequest] = []
     try:
@@ -227,7 +228,8 @@ def read_recorded_trace(path: str | Path, known: list[str] | None = None) -> Sce
                 raise TraceError(f"{path}:{number}: unknown entitlement {ent!r} (known: {known})")
             max_tokens = None if row["max_tokens"] is None else max(1, int(row["max_tokens"]))
             done = int(row["completion_tokens"])
-            output = done if done > 0 else (max_tokens or 1)
+            ended = row.get("outcome", Phase.COMPLETED.value) == Phase.COMPLETED.value
+            output = done if ended and done > 0 else (max_tokens or done)
             requests.append(
                 SimRequest(
                     float(row["time"]), ent, max(1, int(row["prompt_tokens"])), max(1, output),
