@@ -39,6 +39,7 @@ from connectors.kubernetes.entitlements import (
     Admission,
     Verdict,
     admit,
+    judge,
     object_key,
     pod_entitlement,
 )
@@ -76,9 +77,7 @@ class EntitlementReconciler:
     def reconcile(self) -> tuple[Admission, list[PoolConfigRecord], list[str]]:
         """One round against the API server; returns the admission, records to publish
         (changed pools) and pools to remove."""
-        pools = self._list(POOL_PLURAL)
-        objects = self._list(ENTITLEMENT_PLURAL)
-        placed = self._placed(pools)
+        pools, objects, placed = self.listed()
         ents = [*objects, *placed]
         first = admit(pools, ents)
         hashes = {
@@ -98,6 +97,18 @@ class EntitlementReconciler:
         changed = [r for r in records if self.published.get(r.pool.name) != encode(r)]
         removed = sorted(set(self.published) - {r.pool.name for r in records})
         return admission, changed, removed
+
+    def listed(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """What a round judges: the TokenPools, the Entitlement objects, and the pods placed on
+        the pools' virtual nodes as entitlements."""
+        pools = self._list(POOL_PLURAL)
+        return pools, self._list(ENTITLEMENT_PLURAL), self._placed(pools)
+
+    def judge(self, candidate: dict[str, Any]) -> Verdict:
+        """`candidate` (an Entitlement being created or changed) judged as this round would
+        judge it once it is the newest: the admission webhook's answer."""
+        pools, objects, placed = self.listed()
+        return judge(pools, [*objects, *placed], candidate)
 
     async def run(
         self,

@@ -12,23 +12,14 @@ from kubernetes import client
 from connectors.kafka.topic_reader import read_to_end
 from connectors.kubernetes.entitlements import ENTITLEMENT_PLURAL, GROUP, POOL_PLURAL, VERSION
 from connectors.kubernetes.reconciler import KEY_FIELD, EntitlementReconciler
-from tests.helpers.paths import REPO
 from tests.kubernetes.conftest import Kube
-from tests.kubernetes.helpers import install_crds
 from tests.kubernetes.test_entitlements import BROKEN
 from tokenpools.keys import hash_key
 from tokenpools.schemas import PoolConfigRecord, decode_as
 from tokenpools.topics import Topics
 
 SALT = b"test-salt"
-CRDS = REPO / "deploy" / "k8s" / "crds"
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def tokenpool_crds(kube: Kube) -> None:
-    for path in sorted(CRDS.glob("tokenpools.io_*.yaml")):
-        install_crds(kube.api, path)
 
 
 def create_pool(kube: Kube, name: str) -> None:
