@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,12 +25,14 @@ import pytest
 import yaml
 from kubernetes import client
 
+from connectors.kafka.broker import free_port
 from connectors.kubernetes.admission_webhook import PATH, AdmissionWebhook
 from connectors.kubernetes.entitlements import ENTITLEMENT_PLURAL, GROUP, POOL_PLURAL, VERSION
 from connectors.kubernetes.reconciler import EntitlementReconciler
 from tests.helpers.paths import REPO
 from tests.kubernetes.conftest import Kube
 from tests.kubernetes.test_entitlements_live import create_entitlement, create_pool
+from tokenpools.topics import Topics
 from tokenpools_cli.local.kubernetes_pki import ensure_serving_pki
 from tokenpools_cli.local.waiting import wait_for
 
@@ -68,21 +77,13 @@ async def refusal(kube: Kube, namespace: str, name: str, spec: dict[str, Any]) -
     return {"code": refused.value.status, **json.loads(refused.value.body)}
 
 
-@pytest.fixture
-async def registered(
-    kube: Kube, kube_namespace: str, tokenpool_crds: None, tmp_path: Path
-) -> AsyncIterator[Registered]:
-    pki = ensure_serving_pki(tmp_path / "pki", "tokenpools-entitlements-webhook")
-    pool = f"p-{kube_namespace}"
-    create_pool(kube, pool)
-    webhook = AdmissionWebhook(EntitlementReconciler(kube.api, b"salt").judge, pki.cert, pki.key)
-    port = await webhook.start("127.0.0.1", 0)
+@contextlib.asynccontextmanager
+async def registration(kube: Kube, namespace: str, url: str, ca: bytes) -> AsyncIterator[None]:
+    """The webhook at `url` registered for `namespace`, in force on return; removed after."""
     admission = client.AdmissionregistrationV1Api(kube.api)
-    name = f"tokenpools-test-{kube_namespace}-{uuid.uuid4().hex[:4]}"
+    name = f"tokenpools-test-{namespace}-{uuid.uuid4().hex[:4]}"
     admission.create_validating_webhook_configuration(
-        webhook_configuration(
-            name, f"https://127.0.0.1:{port}{PATH}", pki.ca_cert.read_bytes(), kube_namespace
-        )
+        webhook_configuration(name, url, ca, namespace)
     )
     try:
         # The API server picks up a new configuration within a moment; a dry run of an
@@ -92,7 +93,7 @@ async def registered(
                 client.CustomObjectsApi(kube.api).create_namespaced_custom_object(
                     GROUP,
                     VERSION,
-                    kube_namespace,
+                    namespace,
                     ENTITLEMENT_PLURAL,
                     {
                         "apiVersion": f"{GROUP}/{VERSION}",
@@ -107,9 +108,25 @@ async def registered(
             return False
 
         await wait_for(lambda: asyncio.to_thread(in_force), 30, "the webhook to be in force")
-        yield Registered(webhook, kube_namespace, pool)
+        yield
     finally:
         admission.delete_validating_webhook_configuration(name)
+
+
+@pytest.fixture
+async def registered(
+    kube: Kube, kube_namespace: str, tokenpool_crds: None, tmp_path: Path
+) -> AsyncIterator[Registered]:
+    pki = ensure_serving_pki(tmp_path / "pki", "tokenpools-entitlements-webhook")
+    pool = f"p-{kube_namespace}"
+    create_pool(kube, pool)
+    webhook = AdmissionWebhook(EntitlementReconciler(kube.api, b"salt").judge, pki.cert, pki.key)
+    try:
+        port = await webhook.start("127.0.0.1", 0)
+        url = f"https://127.0.0.1:{port}{PATH}"
+        async with registration(kube, kube_namespace, url, pki.ca_cert.read_bytes()):
+            yield Registered(webhook, kube_namespace, pool)
+    finally:
         await webhook.stop()
         client.CustomObjectsApi(kube.api).delete_cluster_custom_object(
             GROUP, VERSION, POOL_PLURAL, pool
@@ -172,3 +189,60 @@ async def test_with_the_webhook_down_a_create_fails(kube: Kube, registered: Regi
             GROUP, VERSION, registered.namespace, ENTITLEMENT_PLURAL, "unjudged"
         )
     assert missing.value.status == 404
+
+
+@pytest.mark.kafka
+async def test_the_reconciler_command_serves_the_webhook_with_a_certificate_it_made(
+    kube: Kube,
+    kube_namespace: str,
+    tokenpool_crds: None,
+    kafka_bootstrap: str,
+    topics: Topics,
+    tmp_path: Path,
+) -> None:
+    """`tokenpools actuator entitlements --webhook-port`, as a user runs it locally: a CA and a
+    loopback serving certificate made under --webhook-cert-dir, its ca.crt the caBundle."""
+    port, pki = free_port(), tmp_path / "pki"
+    log = tmp_path / "reconciler.log"
+    command = [sys.executable, "-m", "tokenpools_cli.main", "actuator", "entitlements"]
+    options = ["--bootstrap", kafka_bootstrap, "--namespace", topics.namespace]
+    options += ["--webhook-port", str(port), "--webhook-cert-dir", str(pki)]
+    pool = f"p-{kube_namespace}"
+    create_pool(kube, pool)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*command, *options],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(kube.kubeconfig), "PYTHONPATH": str(REPO)},
+        )
+    try:
+        url = f"https://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            if not (pki / "ca.crt").exists():
+                return False
+            trust = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", context=trust, timeout=2) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        await wait_for(lambda: asyncio.to_thread(healthy), 60, f"the webhook ({log.read_text()})")
+        async with registration(kube, kube_namespace, url + PATH, (pki / "ca.crt").read_bytes()):
+            await create(
+                kube,
+                kube_namespace,
+                "search",
+                {"pool": pool, "tier": "guaranteed", "guarantee": {"tps": 8000}},
+            )
+            greedy = {"pool": pool, "tier": "guaranteed", "guarantee": {"tps": 4000}}
+            status = await refusal(kube, kube_namespace, "greedy", greedy)
+            assert status["code"] == 422 and "spec.guarantee.tps: " in status["message"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        client.CustomObjectsApi(kube.api).delete_cluster_custom_object(
+            GROUP, VERSION, POOL_PLURAL, pool
+        )
