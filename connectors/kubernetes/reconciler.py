@@ -8,6 +8,10 @@ record on `tokenpools.config` when it changed (a tombstone when its TokenPool is
 gone). Only a key's salted hash is published; the key stays in the Secret.
 An Entitlement deleted between two rounds is absent from its pool's next
 record: the worker sees the departure and re-divides the pool.
+The same judgement, asked for one Entitlement being created or changed
+(`judge`), is what the admission webhook answers
+(`connectors.kubernetes.admission_webhook`), so the API server refuses at
+create time what a round would refuse.
 
 The paper's path for workloads goes through the same rules: a pod the scheduler
 placed on a pool's virtual node (so its requests of `tokenpools.io/*` fitted the
