@@ -8,11 +8,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+import typer
+import yaml
 
 from connectors.kubernetes.admission_webhook import PATH, AdmissionWebhook, review_response
 from connectors.kubernetes.entitlements import Verdict, judge
+from tests.helpers.paths import REPO
 from tests.kubernetes.test_entitlements import POOL, ent
 from tokenpools_cli.local.kubernetes_pki import ensure_serving_pki
+from tokenpools_cli.main import app
 
 
 def accepted(obj: dict[str, Any]) -> dict[str, Any]:
@@ -134,3 +138,22 @@ async def test_the_webhook_answers_over_https_with_a_certificate_its_ca_verifies
     finally:
         await webhook.stop()
         await webhook.stop()  # stopping twice is harmless (the CLI's and a test's finally)
+
+
+def test_the_reconciler_deployment_runs_the_webhook_with_flags_the_command_has() -> None:
+    """deploy/k8s starts the webhook with its Secret-mounted certificate: those flags parse,
+    and the files they name are where the Secret is mounted."""
+    docs = list(yaml.safe_load_all((REPO / "deploy/k8s/base/entitlements.yaml").read_text()))
+    (deployment,) = [d for d in docs if d and d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    argv = container["args"]
+    assert argv[:3] == ["tokenpools", "actuator", "entitlements"]
+    group = typer.main.get_command(app).commands["actuator"]
+    params = group.commands["entitlements"].make_context("entitlements", argv[3:]).params
+    assert params["webhook_port"] == 8443 and params["webhook_host"] == "0.0.0.0"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    secrets = {v["name"]: v.get("secret", {}).get("secretName") for v in pod["volumes"]}
+    assert secrets["webhook-tls"] == "tokenpools-entitlements-webhook-tls"
+    assert str(params["webhook_cert"]) == f"{mounts['webhook-tls']}/tls.crt"
+    assert str(params["webhook_key"]) == f"{mounts['webhook-tls']}/tls.key"
