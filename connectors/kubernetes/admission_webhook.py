@@ -12,12 +12,14 @@ naming the field (`spec.guarantee.tps: guarantees in pool … sum to …`), a ca
 per field.
 
 AdmissionReview v1 over HTTPS (the API server calls webhooks only so), served
-by the reconciler process. The certificate is read from files at start.
+by the reconciler process. The certificate is read from files, and again when
+they change (a renewed Secret).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -131,20 +133,71 @@ def server_ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
 
 
 class AdmissionWebhook:
-    """The webhook's HTTPS listener; `start` returns the port (pass 0 for a free one)."""
+    """The webhook's HTTPS listener; `start` returns the port (pass 0 for a free one).
 
-    def __init__(self, judge: Judge, cert_file: Path, key_file: Path) -> None:
+    The certificate files are checked every `reload_s` seconds and loaded again when they
+    changed: a Secret-mounted certificate renewed by cert-manager is served from the next
+    handshake on, before the old one expires (with failurePolicy Fail, an expired one would
+    stop every Entitlement create)."""
+
+    def __init__(
+        self, judge: Judge, cert_file: Path, key_file: Path, reload_s: float = 60.0
+    ) -> None:
         self._runner = web.AppRunner(webhook_app(judge))
+        self._files = (cert_file, key_file)
+        self._loaded = self._stamp()
         self._ssl = server_ssl_context(cert_file, key_file)
+        self._reload_s = reload_s
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port, ssl_context=self._ssl).start()
         bound = int(self._runner.addresses[0][1])
         log.info("entitlement admission webhook on https://%s:%d%s", host, bound, PATH)
+        self._watch = asyncio.create_task(self._watch_files())
         return bound
 
     async def stop(self) -> None:
         """Close the listener (again: a no-op)."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         if self._runner.server is not None:
             await self._runner.cleanup()
+
+    def reload_if_changed(self) -> bool:
+        """Load the certificate and key again if either file changed; True when it did.
+
+        A pair that does not load (caught between the two files' updates) keeps the one
+        served now, and is tried again at the next check."""
+        stamp = self._stamp()
+        if stamp == self._loaded:
+            return False
+        try:
+            self._ssl.load_cert_chain(*self._files)
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("webhook certificate not reloaded (kept the current one): %s", exc)
+            return False
+        self._loaded = stamp
+        log.info("webhook certificate reloaded from %s", self._files[0])
+        return True
+
+    def _stamp(self) -> tuple[tuple[int, int], ...]:
+        """Identity and age of each file, through the symlinks a Secret volume swaps."""
+        out = []
+        for path in self._files:
+            try:
+                st = path.stat()
+            except OSError:
+                out.append((0, 0))
+            else:
+                out.append((st.st_ino, st.st_mtime_ns))
+        return tuple(out)
+
+    async def _watch_files(self) -> None:
+        while True:
+            await asyncio.sleep(self._reload_s)
+            self.reload_if_changed()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import ssl
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from connectors.kubernetes.entitlements import Verdict, judge
 from tests.helpers.paths import REPO
 from tests.kubernetes.test_entitlements import POOL, ent
 from tokenpools_cli.local.kubernetes_pki import ensure_serving_pki
+from tokenpools_cli.local.waiting import wait_for
 from tokenpools_cli.main import app
 
 
@@ -157,3 +159,38 @@ def test_the_reconciler_deployment_runs_the_webhook_with_flags_the_command_has()
     assert secrets["webhook-tls"] == "tokenpools-entitlements-webhook-tls"
     assert str(params["webhook_cert"]) == f"{mounts['webhook-tls']}/tls.crt"
     assert str(params["webhook_key"]) == f"{mounts['webhook-tls']}/tls.key"
+
+
+async def served_by(port: int, ca: Path) -> bool:
+    """Whether a fresh TLS handshake with the webhook verifies against `ca`."""
+    trust = ssl.create_default_context(cafile=str(ca))
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.get(f"https://127.0.0.1:{port}/healthz", ssl=trust) as answer:
+                return answer.status == 200
+        except aiohttp.ClientConnectorCertificateError:
+            return False
+
+
+async def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    """As when cert-manager renews the Secret and the kubelet swaps the mounted files."""
+    old = ensure_serving_pki(tmp_path / "old", "tokenpools-entitlements-webhook")
+    new = ensure_serving_pki(tmp_path / "new", "tokenpools-entitlements-webhook")
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    for src, name in ((old.cert, "tls.crt"), (old.key, "tls.key")):
+        shutil.copy(src, mounted / name)
+    webhook = AdmissionWebhook(
+        lambda _: Verdict(True), mounted / "tls.crt", mounted / "tls.key", reload_s=0.1
+    )
+    port = await webhook.start("127.0.0.1", 0)
+    try:
+        assert await served_by(port, old.ca_cert)
+        assert not webhook.reload_if_changed()  # nothing changed yet
+        for src, name in ((new.cert, "tls.crt"), (new.key, "tls.key")):
+            shutil.copy(src, mounted / f".{name}")
+            (mounted / f".{name}").replace(mounted / name)
+        await wait_for(lambda: served_by(port, new.ca_cert), 10, "the renewed certificate")
+        assert not await served_by(port, old.ca_cert)
+    finally:
+        await webhook.stop()
