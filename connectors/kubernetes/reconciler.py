@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import logging
 import secrets
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from connectors.kafka.config_publisher import publish_config
@@ -173,7 +175,8 @@ class EntitlementReconciler:
                 ],
             }
         }
-        self._core.patch_namespaced_pod_status(meta["pod"], meta["namespace"], status)
+        with _unless_gone():
+            self._core.patch_namespaced_pod_status(meta["pod"], meta["namespace"], status)
 
     def _key_hash(self, obj: dict[str, Any]) -> str:
         """The salted hash of the entitlement's key, issuing the key (a Secret) first if needed."""
@@ -241,14 +244,29 @@ class EntitlementReconciler:
             return
         meta = obj["metadata"]
         body = {"status": status}
-        if "namespace" in meta:
-            self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, meta["namespace"], plural, meta["name"], body
-            )
-        else:
-            self._custom.patch_cluster_custom_object_status(
-                GROUP, VERSION, plural, meta["name"], body
-            )
+        with _unless_gone():
+            if "namespace" in meta:
+                self._custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, meta["namespace"], plural, meta["name"], body
+                )
+            else:
+                self._custom.patch_cluster_custom_object_status(
+                    GROUP, VERSION, plural, meta["name"], body
+                )
+
+
+@contextlib.contextmanager
+def _unless_gone() -> Iterator[None]:
+    """A write to an object deleted since the round listed it: nothing to do (its departure
+    is in the next round), where it used to end the process, and with it the webhook."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        log.info("gone before its write: %s", (exc.body or "")[:200])
 
 
 def _verdict_status(obj: dict[str, Any], verdict: Verdict) -> dict[str, Any]:

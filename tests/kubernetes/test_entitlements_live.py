@@ -158,3 +158,30 @@ async def test_entitlements_become_the_pools_record_with_only_their_keys_hash(
         client.CustomObjectsApi(kube.api).delete_cluster_custom_object(
             GROUP, VERSION, POOL_PLURAL, pool
         )
+
+
+def test_an_entitlement_deleted_during_a_round_does_not_end_the_reconciler(
+    kube: Kube, kube_namespace: str, tokenpool_crds: None
+) -> None:
+    """Deleted between the round's list and its status write (404): the round goes on. The
+    reconciler process used to die of it, taking the admission webhook it serves down."""
+    pool = f"p-{kube_namespace}"
+    create_pool(kube, pool)
+    custom = client.CustomObjectsApi(kube.api)
+
+    class DeletedMidRound(EntitlementReconciler):
+        def listed(self) -> tuple[list[dict[str, Any]], ...]:  # type: ignore[override]
+            listed = super().listed()
+            custom.delete_namespaced_custom_object(
+                GROUP, VERSION, kube_namespace, ENTITLEMENT_PLURAL, "leaving"
+            )
+            return listed
+
+    try:
+        for name in ("leaving", "staying"):
+            create_entitlement(kube, kube_namespace, name, {"pool": pool, "tier": "spot"})
+        admission, _, _ = DeletedMidRound(kube.api, SALT).reconcile()
+        assert admission.verdicts[f"{kube_namespace}/leaving"].accepted
+        assert status(kube, kube_namespace, "staying")["accepted"] is True
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, POOL_PLURAL, pool)
