@@ -123,10 +123,21 @@ class EntitlementReconciler:
         interval_s: float = 2.0,
         rounds: int | None = None,
     ) -> None:
-        """Reconcile every `interval_s` until cancelled (or `rounds` times, for tests)."""
+        """Reconcile every `interval_s` until cancelled (or `rounds` times, for tests).
+
+        A round the API server fails (a conflict, a namespace being terminated, a
+        5xx) is logged and tried again at the next one: rounds are idempotent, and the
+        process also serves the admission webhook, which must not go down with it.
+        """
+        from kubernetes.client.rest import ApiException
+
         done = 0
         while rounds is None or done < rounds:
-            _, changed, removed = await asyncio.to_thread(self.reconcile)
+            try:
+                _, changed, removed = await asyncio.to_thread(self.reconcile)
+            except ApiException as exc:
+                log.warning("reconcile round failed (%s %s); retrying", exc.status, exc.reason)
+                changed, removed = [], []
             if changed or removed:
                 await publish_config(kafka, topics, changed, removed)
                 for record in changed:

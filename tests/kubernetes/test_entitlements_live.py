@@ -185,3 +185,17 @@ def test_an_entitlement_deleted_during_a_round_does_not_end_the_reconciler(
         assert status(kube, kube_namespace, "staying")["accepted"] is True
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, POOL_PLURAL, pool)
+
+
+async def test_a_round_the_api_server_refuses_is_retried_not_fatal(
+    kube: Kube, kube_namespace: str, tokenpool_crds: None, topics: Topics
+) -> None:
+    """A failed round (here 403: an identity with no permissions) is logged and retried at the
+    next one instead of ending the process, which also serves the admission webhook."""
+    nobody = client.ApiClient(kube.api.configuration)
+    nobody.set_default_header("Impersonate-User", f"system:serviceaccount:{kube_namespace}:none")
+    with pytest.raises(client.ApiException) as forbidden:
+        EntitlementReconciler(nobody, SALT).reconcile()
+    assert forbidden.value.status == 403
+    # No round gets as far as Kafka, so no broker is needed.
+    await EntitlementReconciler(nobody, SALT).run("127.0.0.1:9", topics, interval_s=0.01, rounds=3)
