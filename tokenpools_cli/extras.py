@@ -39,7 +39,7 @@ MODULES: dict[Extra, tuple[str, ...]] = {
         "httpx",
         "prometheus_client",
     ),
-    Extra.KUBERNETES: ("aiokafka", "kubernetes"),
+    Extra.KUBERNETES: ("aiokafka", "aiohttp", "kubernetes"),
     Extra.PLOTS: ("matplotlib",),
 }
 

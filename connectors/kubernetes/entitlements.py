@@ -172,8 +172,13 @@ def admit(
     pools: Iterable[dict[str, Any]],
     entitlements: Iterable[dict[str, Any]],
     key_hashes: Callable[[dict[str, Any]], list[str]] = lambda _: [],
+    newcomer: dict[str, Any] | None = None,
 ) -> Admission:
-    """Validate every object by the core's rules; the config holds the accepted ones."""
+    """Validate every object by the core's rules; the config holds the accepted ones.
+
+    `newcomer`, when given, is judged after all of `entitlements` whatever its age:
+    the object an admission request is about (`judge`).
+    """
     admission = Admission(config=None)
     specs: list[PoolSpec] = []
     for obj in sorted(pools, key=_age):
@@ -184,7 +189,8 @@ def admit(
             admission.verdicts[object_key(obj)] = Verdict(False, tuple(_problems(exc, "spec")))
     accepted: list[EntitlementSpec] = []
     known = {p.name for p in specs}
-    for obj in sorted(entitlements, key=_seniority):
+    ordered = sorted(entitlements, key=_seniority) + ([newcomer] if newcomer else [])
+    for obj in ordered:
         key = object_key(obj)
         pool = (obj.get("spec") or {}).get("pool")
         if pool not in known:
@@ -205,6 +211,19 @@ def admit(
     if specs:
         admission.config = PlatformConfig(pools=specs, entitlements=accepted)
     return admission
+
+
+def judge(
+    pools: Iterable[dict[str, Any]],
+    entitlements: Iterable[dict[str, Any]],
+    candidate: dict[str, Any],
+) -> Verdict:
+    """The verdict `admit` gives `candidate` as the newest entitlement: after every other one
+    (its own stored version, on an update, left out). What the admission webhook answers, so
+    the API server refuses exactly what the reconciler would."""
+    key = object_key(candidate)
+    others = [e for e in entitlements if object_key(e) != key]
+    return admit(pools, others, newcomer=candidate).verdicts[key]
 
 
 def _guarantee_path(problem: str) -> str:

@@ -8,6 +8,10 @@ record on `tokenpools.config` when it changed (a tombstone when its TokenPool is
 gone). Only a key's salted hash is published; the key stays in the Secret.
 An Entitlement deleted between two rounds is absent from its pool's next
 record: the worker sees the departure and re-divides the pool.
+The same judgement, asked for one Entitlement being created or changed
+(`judge`), is what the admission webhook answers
+(`connectors.kubernetes.admission_webhook`), so the API server refuses at
+create time what a round would refuse.
 
 The paper's path for workloads goes through the same rules: a pod the scheduler
 placed on a pool's virtual node (so its requests of `tokenpools.io/*` fitted the
@@ -24,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import logging
 import secrets
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from connectors.kafka.config_publisher import publish_config
@@ -39,6 +45,7 @@ from connectors.kubernetes.entitlements import (
     Admission,
     Verdict,
     admit,
+    judge,
     object_key,
     pod_entitlement,
 )
@@ -76,9 +83,7 @@ class EntitlementReconciler:
     def reconcile(self) -> tuple[Admission, list[PoolConfigRecord], list[str]]:
         """One round against the API server; returns the admission, records to publish
         (changed pools) and pools to remove."""
-        pools = self._list(POOL_PLURAL)
-        objects = self._list(ENTITLEMENT_PLURAL)
-        placed = self._placed(pools)
+        pools, objects, placed = self.listed()
         ents = [*objects, *placed]
         first = admit(pools, ents)
         hashes = {
@@ -99,6 +104,18 @@ class EntitlementReconciler:
         removed = sorted(set(self.published) - {r.pool.name for r in records})
         return admission, changed, removed
 
+    def listed(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """What a round judges: the TokenPools, the Entitlement objects, and the pods placed on
+        the pools' virtual nodes as entitlements."""
+        pools = self._list(POOL_PLURAL)
+        return pools, self._list(ENTITLEMENT_PLURAL), self._placed(pools)
+
+    def judge(self, candidate: dict[str, Any]) -> Verdict:
+        """`candidate` (an Entitlement being created or changed) judged as this round would
+        judge it once it is the newest: the admission webhook's answer."""
+        pools, objects, placed = self.listed()
+        return judge(pools, [*objects, *placed], candidate)
+
     async def run(
         self,
         kafka: KafkaConnection,
@@ -106,10 +123,21 @@ class EntitlementReconciler:
         interval_s: float = 2.0,
         rounds: int | None = None,
     ) -> None:
-        """Reconcile every `interval_s` until cancelled (or `rounds` times, for tests)."""
+        """Reconcile every `interval_s` until cancelled (or `rounds` times, for tests).
+
+        A round the API server fails (a conflict, a namespace being terminated, a
+        5xx) is logged and tried again at the next one: rounds are idempotent, and the
+        process also serves the admission webhook, which must not go down with it.
+        """
+        from kubernetes.client.rest import ApiException
+
         done = 0
         while rounds is None or done < rounds:
-            _, changed, removed = await asyncio.to_thread(self.reconcile)
+            try:
+                _, changed, removed = await asyncio.to_thread(self.reconcile)
+            except ApiException as exc:
+                log.warning("reconcile round failed (%s %s); retrying", exc.status, exc.reason)
+                changed, removed = [], []
             if changed or removed:
                 await publish_config(kafka, topics, changed, removed)
                 for record in changed:
@@ -158,7 +186,8 @@ class EntitlementReconciler:
                 ],
             }
         }
-        self._core.patch_namespaced_pod_status(meta["pod"], meta["namespace"], status)
+        with _unless_gone():
+            self._core.patch_namespaced_pod_status(meta["pod"], meta["namespace"], status)
 
     def _key_hash(self, obj: dict[str, Any]) -> str:
         """The salted hash of the entitlement's key, issuing the key (a Secret) first if needed."""
@@ -226,14 +255,29 @@ class EntitlementReconciler:
             return
         meta = obj["metadata"]
         body = {"status": status}
-        if "namespace" in meta:
-            self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, meta["namespace"], plural, meta["name"], body
-            )
-        else:
-            self._custom.patch_cluster_custom_object_status(
-                GROUP, VERSION, plural, meta["name"], body
-            )
+        with _unless_gone():
+            if "namespace" in meta:
+                self._custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, meta["namespace"], plural, meta["name"], body
+                )
+            else:
+                self._custom.patch_cluster_custom_object_status(
+                    GROUP, VERSION, plural, meta["name"], body
+                )
+
+
+@contextlib.contextmanager
+def _unless_gone() -> Iterator[None]:
+    """A write to an object deleted since the round listed it: nothing to do (its departure
+    is in the next round), where it used to end the process, and with it the webhook."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        log.info("gone before its write: %s", (exc.body or "")[:200])
 
 
 def _verdict_status(obj: dict[str, Any], verdict: Verdict) -> dict[str, Any]:

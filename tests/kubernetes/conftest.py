@@ -161,3 +161,13 @@ def kube_namespace(kube: Kube) -> Iterator[str]:
         yield name
     finally:
         core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def tokenpool_crds(kube: Kube) -> None:
+    """The TokenPool and Entitlement CRDs of deploy/k8s/crds, installed and served."""
+    from tests.helpers.paths import REPO
+    from tests.kubernetes.helpers import install_crds
+
+    for path in sorted((REPO / "deploy" / "k8s" / "crds").glob("tokenpools.io_*.yaml")):
+        install_crds(kube.api, path)

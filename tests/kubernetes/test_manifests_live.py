@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -62,8 +63,11 @@ def operator_stand_in(group: str, version: str, kind: str, plural: str) -> dict[
 
 
 @pytest.fixture(scope="module")
-def applied(kube: Kube) -> list[dict[str, Any]]:
-    """Every object of `kustomize build deploy/k8s/base`, applied server-side (CRDs first)."""
+def applied(kube: Kube) -> Iterator[list[dict[str, Any]]]:
+    """Every object of `kustomize build deploy/k8s/base`, applied server-side (CRDs first).
+
+    Webhook configurations are removed afterwards: their webhook (a Service no process
+    serves here) would fail every later Entitlement create in the session's shared cluster."""
     kustomize = bin_dir() / "kustomize"
     if not kustomize.exists():
         pytest.skip(f"{kustomize} is not built; `deploy/local/kubernetes/build.sh` builds it")
@@ -95,7 +99,13 @@ def applied(kube: Kube) -> list[dict[str, Any]]:
             wait_until(
                 lambda o=obj: _established(kube, o["metadata"]["name"]), 30, "CRD established"
             )
-    return objects  # what the repository ships (the stand-ins are not among them)
+    try:
+        yield objects  # what the repository ships (the stand-ins are not among them)
+    finally:
+        admission = client.AdmissionregistrationV1Api(kube.api)
+        for obj in objects:
+            if obj["kind"] == "ValidatingWebhookConfiguration":
+                admission.delete_validating_webhook_configuration(obj["metadata"]["name"])
 
 
 def _established(kube: Kube, name: str) -> bool:

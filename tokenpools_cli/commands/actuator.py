@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from pathlib import Path
 
 import typer
 
@@ -92,9 +93,28 @@ def entitlements(
     bootstrap: str | None = BOOTSTRAP,
     namespace: str = NAMESPACE,
     interval: float = typer.Option(2.0, min=0.2, help="Seconds between reconcile rounds."),
+    webhook_port: int = typer.Option(
+        0,
+        min=0,
+        max=65535,
+        help="Serve the Entitlement admission webhook (HTTPS) on this port; 0: no webhook.",
+    ),
+    webhook_host: str = typer.Option(
+        "127.0.0.1", help="The webhook's listen address (0.0.0.0 in a cluster, behind a Service)."
+    ),
+    webhook_cert: Path | None = typer.Option(
+        None, help="The webhook's serving certificate (PEM); with --webhook-key."
+    ),
+    webhook_key: Path | None = typer.Option(None, help="Its private key (PEM)."),
+    webhook_cert_dir: Path = typer.Option(
+        Path(".tokenpools/entitlements-webhook"),
+        help="Without --webhook-cert: where a local CA and a loopback serving certificate are "
+        "made once (ca.crt is the caBundle of the webhook configuration).",
+    ),
 ) -> None:
     """Reconcile TokenPool and Entitlement objects into the config topic (the rules of `config
-    validate`, verdicts in their status) and issue each entitlement's key as a Secret."""
+    validate`, verdicts in their status) and issue each entitlement's key as a Secret; with
+    --webhook-port, also refuse at admission an Entitlement those rules refuse."""
     require(Extra.KUBERNETES)
     from connectors.kubernetes.reconciler import EntitlementReconciler
     from connectors.kubernetes.scalers import default_api_client
@@ -104,11 +124,36 @@ def entitlements(
     kafka = kafka_settings(bootstrap)
     if SALT_ENV not in os.environ:
         typer.echo(f"warning: {SALT_ENV} is unset; using the public development salt", err=True)
+    if (webhook_cert is None) != (webhook_key is None):
+        typer.echo("--webhook-cert and --webhook-key go together", err=True)
+        raise typer.Exit(2)
     try:
         api = default_api_client()
     except Exception as exc:  # no kubeconfig, not in a cluster
         typer.echo(f"cannot reach the Kubernetes API: {exc}", err=True)
         raise typer.Exit(1) from None
     reconciler = EntitlementReconciler(api, key_salt())
+
+    async def main() -> None:
+        webhook = None
+        if webhook_port:
+            from connectors.kubernetes.admission_webhook import AdmissionWebhook
+
+            if webhook_cert is None or webhook_key is None:
+                from tokenpools_cli.local.kubernetes_pki import ensure_serving_pki
+
+                pki = ensure_serving_pki(webhook_cert_dir, "tokenpools-entitlements-webhook")
+                typer.echo(f"webhook CA (the caBundle): {pki.ca_cert}", err=True)
+                cert, key = pki.cert, pki.key
+            else:
+                cert, key = webhook_cert, webhook_key
+            webhook = AdmissionWebhook(reconciler.judge, cert, key)
+            await webhook.start(webhook_host, webhook_port)
+        try:
+            await reconciler.run(kafka, Topics(namespace), interval_s=interval)
+        finally:
+            if webhook is not None:
+                await webhook.stop()
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(reconciler.run(kafka, Topics(namespace), interval_s=interval))
+        asyncio.run(main())

@@ -149,3 +149,32 @@ def ensure_pki(directory: Path) -> Pki:
         sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return pki
+
+
+@dataclass(frozen=True)
+class ServingPki:
+    """A CA and a serving certificate it signed (for localhost and 127.0.0.1): what a local
+    HTTPS endpoint the API server calls (an admission webhook) needs, the CA going into the
+    webhook configuration's `caBundle`."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+def ensure_serving_pki(directory: Path, common_name: str) -> ServingPki:
+    """Create a CA and a loopback serving certificate once; later starts reuse them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pki = ServingPki(directory / "ca.crt", directory / "tls.crt", directory / "tls.key")
+    if pki.key.exists() and pki.cert.exists() and pki.ca_cert.exists():
+        return pki
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name(f"{common_name}-ca")
+    ca = _issue(ca_name, ca_key, ca_name, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(_name(common_name), key, ca_name, ca_key, server=True)
+    pem = serialization.Encoding.PEM
+    pki.ca_cert.write_bytes(ca.public_bytes(pem))
+    pki.cert.write_bytes(cert.public_bytes(pem))
+    _write_key(pki.key, key)
+    return pki
