@@ -10,12 +10,19 @@ import pytest
 from kubernetes import client
 
 from connectors.kafka.topic_reader import read_to_end
-from connectors.kubernetes.entitlements import ENTITLEMENT_PLURAL, GROUP, POOL_PLURAL, VERSION
+from connectors.kubernetes.entitlements import (
+    ENTITLEMENT_PLURAL,
+    GROUP,
+    POOL_PLURAL,
+    VERSION,
+    admit,
+)
 from connectors.kubernetes.reconciler import KEY_FIELD, EntitlementReconciler
 from tests.kubernetes.conftest import Kube
 from tests.kubernetes.test_entitlements import BROKEN
 from tokenpools.keys import hash_key
 from tokenpools.schemas import PoolConfigRecord, decode_as
+from tokenpools.schemas.config import ReclaimMode, Tier, TpsSource
 from tokenpools.topics import Topics
 
 SALT = b"test-salt"
@@ -199,3 +206,36 @@ async def test_a_round_the_api_server_refuses_is_retried_not_fatal(
     assert forbidden.value.status == 403
     # No round gets as far as Kafka, so no broker is needed.
     await EntitlementReconciler(nobody, SALT).run("127.0.0.1:9", topics, interval_s=0.01, rounds=3)
+
+
+def test_a_pools_reclaim_and_tps_estimate_survive_the_api_server(
+    kube: Kube, tokenpool_crds: None
+) -> None:
+    """The CRD's schema keeps the pool's reclaim mode and tps source (unknown fields are pruned)."""
+    api = client.CustomObjectsApi(kube.api)
+    name = "pool-reclaim"
+    spec = {
+        "replicas": 1,
+        "perReplica": {"tps": 6000, "kv": 32768, "conc": 32},
+        "reclaim": {"mode": "engine_priority", "preemptibleTiers": ["spot", "elastic"]},
+        "tpsEstimate": {"source": "measured", "halfLifeS": 120},
+    }
+    api.create_cluster_custom_object(
+        GROUP, VERSION, POOL_PLURAL,
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TokenPool", "metadata": {"name": name},
+         "spec": spec},
+    )  # fmt: skip
+    try:
+        stored: Any = api.get_cluster_custom_object(GROUP, VERSION, POOL_PLURAL, name)
+        assert stored["spec"]["reclaim"] == spec["reclaim"]
+        config = admit([stored], []).config
+        assert config is not None
+        pool = config.pools[0]
+        assert pool.reclaim.mode is ReclaimMode.ENGINE_PRIORITY
+        assert pool.reclaim.preemptible_tiers == [Tier.SPOT, Tier.ELASTIC]
+        assert (pool.tps_estimate.source, pool.tps_estimate.half_life_s) == (
+            TpsSource.MEASURED,
+            120.0,
+        )
+    finally:
+        api.delete_cluster_custom_object(GROUP, VERSION, POOL_PLURAL, name)
