@@ -12,41 +12,56 @@ SELECT
     window_start,
     pool,
     entitlement,
-    sum(part_completed) AS completed,
-    quantilesExactArray(0.5, 0.99)(part_latencies_ms)[1] AS latency_p50_ms,
-    quantilesExactArray(0.5, 0.99)(part_latencies_ms)[2] AS latency_p99_ms,
-    quantilesExactArray(0.5, 0.99)(part_ttfts_ms)[1] AS ttft_p50_ms,
-    quantilesExactArray(0.5, 0.99)(part_ttfts_ms)[2] AS ttft_p99_ms
+    completed,
+    -- quantileExact's definition, the element at index floor(level * n) of the sorted values,
+    -- and 0 where there are none (as quantilesExactIf): sorting each window's values is about
+    -- twice as fast as quantilesExactArray, which adds them one at a time.
+    if(empty(latencies), toFloat32(0), latencies[toUInt64(0.5 * length(latencies)) + 1])
+        AS latency_p50_ms,
+    if(empty(latencies), toFloat32(0), latencies[toUInt64(0.99 * length(latencies)) + 1])
+        AS latency_p99_ms,
+    if(empty(ttfts), toFloat32(0), ttfts[toUInt64(0.5 * length(ttfts)) + 1]) AS ttft_p50_ms,
+    if(empty(ttfts), toFloat32(0), ttfts[toUInt64(0.99 * length(ttfts)) + 1]) AS ttft_p99_ms
 FROM
 (
     SELECT
-        toStartOfInterval(toDateTime64(minute, 3, 'UTC'), toIntervalSecond({window_s:UInt32}))
-            AS window_start,
+        window_start,
         pool,
         entitlement,
-        completed AS part_completed,
-        CAST(latencies_ms, 'Array(Float32)') AS part_latencies_ms,
-        CAST(ttfts_ms, 'Array(Float32)') AS part_ttfts_ms
-    FROM requests_minute
-    WHERE by_minute AND minute >= rollup_from AND minute < rollup_to
-        AND completed > 0
-        AND ({pool:String} = '' OR pool = {pool:String})
-        AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
-    UNION ALL
-    SELECT
-        toStartOfInterval(time, toIntervalSecond({window_s:UInt32})) AS window_start,
-        pool,
-        entitlement,
-        count() AS part_completed,
-        groupArrayIf(assumeNotNull(latency_ms), isNotNull(latency_ms)) AS part_latencies_ms,
-        groupArrayIf(assumeNotNull(ttft_ms), isNotNull(ttft_ms)) AS part_ttfts_ms
-    FROM requests FINAL
-    WHERE phase = 'completed'
-        AND time >= {start:DateTime64(3, 'UTC')} AND time < {end:DateTime64(3, 'UTC')}
-        AND NOT (by_minute AND time >= rollup_from AND time < rollup_to)
-        AND ({pool:String} = '' OR pool = {pool:String})
-        AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
+        sum(part_completed) AS completed,
+        arraySort(groupArrayArray(part_latencies_ms)) AS latencies,
+        arraySort(groupArrayArray(part_ttfts_ms)) AS ttfts
+    FROM
+    (
+        SELECT
+            toStartOfInterval(toDateTime64(minute, 3, 'UTC'), toIntervalSecond({window_s:UInt32}))
+                AS window_start,
+            pool,
+            entitlement,
+            completed AS part_completed,
+            CAST(latencies_ms, 'Array(Float32)') AS part_latencies_ms,
+            CAST(ttfts_ms, 'Array(Float32)') AS part_ttfts_ms
+        FROM requests_minute
+        WHERE by_minute AND minute >= rollup_from AND minute < rollup_to
+            AND completed > 0
+            AND ({pool:String} = '' OR pool = {pool:String})
+            AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
+        UNION ALL
+        SELECT
+            toStartOfInterval(time, toIntervalSecond({window_s:UInt32})) AS window_start,
+            pool,
+            entitlement,
+            count() AS part_completed,
+            groupArrayIf(assumeNotNull(latency_ms), isNotNull(latency_ms)) AS part_latencies_ms,
+            groupArrayIf(assumeNotNull(ttft_ms), isNotNull(ttft_ms)) AS part_ttfts_ms
+        FROM requests FINAL
+        WHERE phase = 'completed'
+            AND time >= {start:DateTime64(3, 'UTC')} AND time < {end:DateTime64(3, 'UTC')}
+            AND NOT (by_minute AND time >= rollup_from AND time < rollup_to)
+            AND ({pool:String} = '' OR pool = {pool:String})
+            AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
+        GROUP BY window_start, pool, entitlement
+    )
     GROUP BY window_start, pool, entitlement
 )
-GROUP BY window_start, pool, entitlement
 ORDER BY window_start, pool, entitlement

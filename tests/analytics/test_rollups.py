@@ -9,8 +9,11 @@ from __future__ import annotations
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from connectors.clickhouse.writer import TableWriter
+from tests.analytics.conftest import LOADED_TOPICS, write_directly
 from tests.analytics.rollup_cases import RAW, SERVED, answers, assert_every_case_same, assert_same
 from tests.helpers import analytics_dataset as ds
+from tokenpools.schemas import Phase, RequestEvent
 
 
 def test_every_rollup_served_query_has_its_raw_reference() -> None:
@@ -51,3 +54,24 @@ def test_whole_minutes_are_read_from_the_rollup_and_the_rest_from_the_raw_table(
             "ALTER TABLE requests_minute DELETE WHERE rows = 1000 SETTINGS mutations_sync = 1"
         )
     assert answers(loaded, "admission", values)[0].rows == before
+
+
+def test_completions_without_timings_give_the_raw_quantiles(loaded: Client) -> None:
+    """quantilesExactIf over no values is 0, not NULL; the rollup's window of such rows too."""
+    at = ds.T0 + ds.SPAN_S + 3600 + 30  # a minute of its own, after the event set
+    bare = RequestEvent(
+        id="no-timings",
+        time=at,
+        pool=ds.POOL,
+        entitlement="spot",
+        phase=Phase.COMPLETED,
+        prompt_tokens=10,
+        completion_tokens=5,
+    )
+    only_bare = ds.Dataset(config=[], requests=[bare])
+    write_directly(TableWriter(loaded), only_bare, LOADED_TOPICS, offset0=10**6)
+    for window_s in (60, 90):
+        values = {"start": at - 30, "end": at + 60, "window_s": window_s}
+        assert_same(loaded, "latency", values)
+        (row,) = answers(loaded, "latency", values)[0].rows
+        assert row[3:] == [1, 0.0, 0.0, 0.0, 0.0]
