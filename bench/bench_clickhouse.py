@@ -8,10 +8,14 @@ Prints, measured in this run on this machine (embedded chDB unless --url):
      the same batch size, into the same table;
   2. the latency of every named query over N generated request rows (default
      10M, generated inside ClickHouse with INSERT … SELECT FROM numbers()), plus
-     pool-state and engine-sample rows in proportion.
-Starts its own local broker unless KAFKA_BOOTSTRAP is set.
+     pool-state and engine-sample rows in proportion; the queries served from the
+     per-minute rollup side by side with their raw-table references
+     (sql/queries/raw), wall and CPU time, and whether both answered the same rows;
+  3. with --explain, what each of those reads (EXPLAIN ESTIMATE) and one plan.
+Starts its own local broker unless KAFKA_BOOTSTRAP is set (not with --skip-sink).
 
-    .venv/bin/python bench/bench_clickhouse.py [--sink-rows 200000] [--rows 10000000]
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_clickhouse.py [--sink-rows 200000]
+        [--rows 10000000] [--skip-sink] [--explain]
 """
 
 from __future__ import annotations
