@@ -9,6 +9,20 @@ WITH
     if(start_minute = {start:DateTime64(3, 'UTC')}, start_minute, start_minute + toIntervalMinute(1))
         AS rollup_from,
     toStartOfMinute({end:DateTime64(3, 'UTC')}) AS rollup_to,
+    -- Whole minutes come from the rollup only while it holds as many rows as the raw table there
+    -- (counted without FINAL: from part metadata, milliseconds); otherwise (a crash between a
+    -- raw part and the view's, duplicates merged away) the whole range is read from the raw table.
+    (
+        SELECT count() FROM requests
+        WHERE time >= rollup_from AND time < rollup_to
+            AND ({pool:String} = '' OR pool = {pool:String})
+            AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
+    ) = (
+        SELECT sum(rows) FROM requests_minute
+        WHERE minute >= rollup_from AND minute < rollup_to
+            AND ({pool:String} = '' OR pool = {pool:String})
+            AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
+    ) AS rollup_whole,
     targets AS
     (
         SELECT
@@ -29,7 +43,7 @@ WITH
             CAST(admitted_delays_ms, 'Array(Float32)') AS part_delays_ms,
             CAST(ttfts_ms, 'Array(Float32)') AS part_ttfts_ms
         FROM requests_minute
-        WHERE minute >= rollup_from AND minute < rollup_to
+        WHERE rollup_whole AND minute >= rollup_from AND minute < rollup_to
             AND ({pool:String} = '' OR pool = {pool:String})
             AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
         UNION ALL
@@ -43,7 +57,7 @@ WITH
                 AS part_ttfts_ms
         FROM requests FINAL
         WHERE time >= {start:DateTime64(3, 'UTC')} AND time < {end:DateTime64(3, 'UTC')}
-            AND NOT (time >= rollup_from AND time < rollup_to)
+            AND NOT (rollup_whole AND time >= rollup_from AND time < rollup_to)
             AND ({pool:String} = '' OR pool = {pool:String})
             AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
         GROUP BY pool, entitlement
