@@ -29,8 +29,9 @@ SELECT
     entitlement,
     completed,
     -- quantileExact's definition, the element at index floor(level * n) of the sorted values,
-    -- and 0 where there are none (as quantilesExactIf): sorting each window's values is about
-    -- twice as fast as quantilesExactArray, which adds them one at a time.
+    -- and 0 where there are none (as quantilesExactIf): sorting each window's values (runs the
+    -- rollup keeps sorted) is about twice as fast as quantilesExactArray, which adds them one
+    -- at a time.
     if(empty(latencies), toFloat32(0), latencies[toUInt64(0.5 * length(latencies)) + 1])
         AS latency_p50_ms,
     if(empty(latencies), toFloat32(0), latencies[toUInt64(0.99 * length(latencies)) + 1])
