@@ -20,33 +20,19 @@ import statistics
 import time
 import uuid
 
+import _samples
+
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.broker import LocalKafka
 from connectors.kafka.consumer import make_consumer
 from connectors.kafka.producer import make_producer
-from tokenpools.schemas import Phase, RequestEvent, Tier, decode_as, encode
+from tokenpools.schemas import RequestEvent, decode_as, encode
 from tokenpools.schemas.codec import decode_requests
 from tokenpools.topics import Topics
 
 
 def sample_event(i: int) -> RequestEvent:
-    return RequestEvent(
-        id=f"req-{i}",
-        time=1_700_000_000 + i * 0.001,
-        pool=f"pool-{i % 10}",
-        entitlement=f"ent-{i % 1000}",
-        tier=Tier.ELASTIC,
-        instance="sidecar-0",
-        key_hash="hs256:" + "ab" * 32,
-        phase=Phase.COMPLETED,
-        prompt_tokens=500 + i % 300,
-        completion_tokens=120,
-        estimate_tokens=756,
-        queue_delay_ms=1.5,
-        ttft_ms=80.0,
-        latency_ms=900.0,
-        status=200,
-    )
+    return _samples.sample_event(i, t0=1_700_000_000, pools=10, entitlements=1000)
 
 
 def codec_cost_us(n: int = 20_000, repeats: int = 5) -> tuple[float, float, float]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources.abc import Traversable
@@ -150,19 +150,33 @@ def _leading_comments(sql: str) -> list[str]:
 def run_query(client: Client, query: NamedQuery, values: Mapping[str, Any]) -> QueryResult:
     """Bind `values` as server-side parameters and run `query`."""
     result = client.query(query.sql, parameters=query.bind(values))
-    rows = [[_plain(v) for v in row] for row in result.result_rows]
-    return QueryResult(
-        query.name, list(result.column_names), [t.name for t in result.column_types], rows
+    types = [t.name for t in result.column_types]
+    columns = [_plain(c, t) for c, t in zip(result.result_columns, types, strict=True)]
+    rows = [list(row) for row in zip(*columns, strict=True)]
+    return QueryResult(query.name, list(result.column_names), types, rows)
+
+
+def _plain(column: Sequence[Any], type_name: str) -> Sequence[Any]:
+    """The column with UTC-aware datetimes and JSON-safe floats (NaN → None).
+
+    Decided by the column's type, a column at a time: a per-window query returns tens of
+    thousands of rows, and a Python check of every value cost more than the query itself
+    (docs/PERFORMANCE.md). Datetimes repeat (one per window), so each distinct one is
+    converted once; a float column is checked whole, in C, before any value is touched.
+    """
+    base = type_name.removeprefix("Nullable(")
+    if base.startswith("DateTime"):
+        aware = {v: _aware(v) for v in set(column)}
+        return [aware[v] for v in column]
+    if base.startswith("Float") and not all(map(math.isfinite, filter(None, column))):
+        return [v if v is None or math.isfinite(v) else None for v in column]
+    return column
+
+
+def _aware(value: Any) -> Any:
+    return (
+        value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
     )
-
-
-def _plain(value: Any) -> Any:
-    """UTC-aware datetimes and JSON-safe floats (NaN → None)."""
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def parse_time(value: Any) -> datetime:

@@ -50,6 +50,10 @@ def test_migrations_apply_in_order_once_and_are_recorded(fresh: Client) -> None:
         "entitlements",
         "requests_per_minute",
         "requests_per_minute_mv",
+        "requests_minute",
+        "requests_minute_feed",
+        "requests_minute_mv",
+        "requests_minute_feed_mv",
         "schema_migrations",
     } <= tables
 
@@ -67,6 +71,8 @@ def test_raw_tables_are_replacing_merge_trees_with_partitions_and_ttl(fresh: Cli
         assert "TTL" in ddl and sorting
     assert info["requests"][2].endswith("request_key, phase")
     assert info["requests_per_minute"][0] == "AggregatingMergeTree"
+    assert info["requests_minute"][0] == "AggregatingMergeTree"
+    assert info["requests_minute_feed"][0] == "Null"
 
 
 def test_an_edited_applied_migration_is_refused(fresh: Client, tmp_path: Path) -> None:

@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from connectors.clickhouse.queries import QueryError, QueryResult, load_queries, run_query
+from connectors.clickhouse.queries import (
+    NamedQuery,
+    QueryError,
+    QueryResult,
+    load_queries,
+    run_query,
+)
 from tests.analytics.conftest import count
 from tests.helpers import analytics_dataset as ds
 
@@ -187,3 +193,15 @@ def test_a_query_takes_from_shared_values_only_those_it_declares() -> None:
         "window_s": 60,
     }
     assert "window_s" not in QUERIES["chargeback"].declared_values(shared)
+
+
+def test_results_carry_utc_times_and_no_nan(loaded: Client) -> None:
+    """run_query converts by column type: naive datetimes become UTC, NaN and ±inf None."""
+    sql = (
+        "SELECT toDateTime(number * 60, 'UTC') AS t, if(number = 1, nan, number / 2) AS f, "
+        "if(number = 2, NULL, if(number = 0, -inf, toNullable(1.5))) AS g, "
+        "toFloat32(number) AS h FROM numbers(3) ORDER BY number"
+    )
+    rows = run_query(loaded, NamedQuery("probe", "", sql, ()), {}).rows
+    assert [r[0] for r in rows] == [datetime.fromtimestamp(60 * i, UTC) for i in range(3)]
+    assert [r[1:] for r in rows] == [[0.0, None, 0.0], [None, 1.5, 1.0], [1.0, None, 2.0]]

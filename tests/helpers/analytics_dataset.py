@@ -11,9 +11,8 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from tokenpools.config_file import load_config
+from tests.helpers.samples import overload_config
 from tokenpools.schemas import (
     Dims,
     EngineSample,
@@ -28,7 +27,6 @@ from tokenpools.schemas import (
 )
 from tokenpools.topics import Topics
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 # Three hours ago on an hour boundary: recent enough for every table's TTL.
 T0 = float((int(time.time()) // 3600 - 3) * 3600)
 POOL = "llama-8b"
@@ -71,7 +69,7 @@ class Dataset:
 
 def build(requests_per_entitlement: int = 300) -> Dataset:
     """Deterministic traffic: every request is admitted or rejected; admitted ones finish."""
-    data = Dataset(PoolConfigRecord.from_platform(load_config(EXAMPLES / "overload.yaml")))
+    data = Dataset(overload_config())
     for e_index, (name, tier) in enumerate(TIERS.items()):
         for i in range(requests_per_entitlement):
             t = T0 + (i * SPAN_S) / requests_per_entitlement + e_index * 0.25

@@ -18,8 +18,12 @@ from tokenpools.schemas import (
 )
 
 
+def overload_config() -> list[PoolConfigRecord]:
+    """The config records of `deploy/examples/overload.yaml` (one pool, three entitlements)."""
+    return PoolConfigRecord.from_platform(load_config(EXAMPLES / "overload.yaml"))
+
+
 def one_of_each() -> list:
-    config = load_config(EXAMPLES / "overload.yaml")
     dims = Dims(tps=100.0, kv=2048.0, conc=4.0)
     return [
         RequestEvent(
@@ -99,5 +103,5 @@ def one_of_each() -> list:
                 )
             ],
         ),
-        *PoolConfigRecord.from_platform(config),
+        *overload_config(),
     ]
