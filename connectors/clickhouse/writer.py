@@ -2,35 +2,17 @@
 
 Blocking (clickhouse-connect is synchronous); the sink calls it from a worker
 thread. One lock serialises calls on the shared client.
-
-Inserts name each column's type themselves, with `LowCardinality(T)` sent as
-plain `T`: ClickHouse converts a Native block's columns to the table's types
-on insert, in C++, while clickhouse-connect would build every low-cardinality
-dictionary in Python, row by row (three quarters of its own share of an
-insert, measured in docs/PERFORMANCE.md). Naming the types also saves the
-`DESCRIBE` clickhouse-connect otherwise sends before every insert; they are
-read once per table, and again after any failed insert (a migration may have
-changed the table).
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
 
 from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DataError
 
 from connectors.clickhouse.rows import QUEUE_COLUMNS, Columns, Row, TableMapping
-
-_LOW_CARDINALITY = re.compile(r"LowCardinality\(((?:[^()]|\([^()]*\))*)\)")  # T: one level of ()
-
-
-def sent_as(column_type: str) -> str:
-    """The type a column is sent as: its own, `LowCardinality(T)` as `T` (converted on insert)."""
-    return _LOW_CARDINALITY.sub(r"\1", column_type)
 
 
 class TableWriter:
@@ -39,7 +21,6 @@ class TableWriter:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._lock = threading.Lock()
-        self._types: dict[str, dict[str, str]] = {}  # table -> {column: type sent as}
 
     def insert(self, mapping: TableMapping, rows: Sequence[Row]) -> None:
         """One columnar INSERT of `rows` (tuples in `mapping.insert_columns` order)."""
@@ -58,26 +39,7 @@ class TableWriter:
         if not len(columns):
             return
         with self._lock:
-            types = self._types.get(table)
-            if types is None:
-                types = self._types[table] = self._column_types(table)
-            try:
-                self._client.insert(
-                    table,
-                    columns.data,
-                    column_names=list(names),
-                    column_type_names=[types[name] for name in names],
-                    column_oriented=True,
-                )
-            except DataError:
-                raise  # a value its column cannot hold: the table is as described
-            except Exception:
-                del self._types[table]  # read them again before the next try
-                raise
-
-    def _column_types(self, table: str) -> dict[str, str]:
-        described = self._client.query(f"DESCRIBE TABLE {quote_identifier(table)}")
-        return {row[0]: sent_as(row[1]) for row in described.result_rows}
+            self._client.insert(table, columns.data, column_names=list(names), column_oriented=True)
 
     def watermarks(self, mapping: TableMapping, topic: str) -> dict[int, int]:
         """`{partition: highest offset already stored}` for the records of `topic`.
