@@ -21,7 +21,7 @@ skipped, not dead-lettered.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from connectors.clickhouse.rows import Columns, TableMapping, request_columns
-from connectors.clickhouse.writer import TableWriter
+from connectors.clickhouse.writer import Destination
 from connectors.kafka.consumer import DeadLetterCounter, dead_letter, decoded_batches
 from tokenpools.schemas.codec import decode_requests
 from tokenpools.schemas.events import RequestEvent
@@ -54,7 +54,6 @@ class Fetched:
 
 
 Batches = AsyncGenerator[Fetched, None]
-Insert = Callable[[TableMapping, Columns], None]
 
 
 def coordinates(messages: Sequence[ConsumerRecord]) -> list[list[Any]]:
@@ -112,9 +111,9 @@ class Fetcher(ABC):
     def batches(self, timeout_ms: int, max_records: int) -> Batches:
         """Yield each poll's records as columns (possibly no rows), until closed."""
 
-    def insert_with(self, writer: TableWriter) -> Insert:
-        """Which insert of `writer` takes these columns: the raw table's."""
-        return writer.insert_columns
+    def destination(self) -> Destination:
+        """Where these columns go: the raw table."""
+        return Destination.raw_table(self.mapping)
 
 
 class UndecodedFetcher(Fetcher):
@@ -127,9 +126,9 @@ class UndecodedFetcher(Fetcher):
             # one row each: the raw record (`QUEUE_COLUMNS`)
             yield one_row_each(messages, [[m.value.decode("utf-8", "replace") for m in messages]])
 
-    def insert_with(self, writer: TableWriter) -> Insert:
-        """The queue table's insert: its views parse the records into the raw table."""
-        return writer.insert_raw
+    def destination(self) -> Destination:
+        """The queue table: its views parse the records into the raw table."""
+        return Destination.queue(self.mapping)
 
 
 class DecodedFetcher(Fetcher):

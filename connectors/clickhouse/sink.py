@@ -1,10 +1,10 @@
 """The Kafka→ClickHouse sink: a consumer group that batches records into the raw tables.
 
 Per topic, one consumer (in that table's consumer group) reads decoded records (bad ones go
-to the DLQ through `connectors.kafka.consumer.decoded_batches`), buffers their
-rows and flushes when the buffer reaches `batch_rows` or is `flush_interval_s`
-old. The insert of one batch runs while the next is fetched and decoded (one
-insert in flight at most). Offsets are committed only after the insert
+to the DLQ), buffers their rows as columns (`rows.Columns`: no tuple per row
+from the fetch to the insert) and flushes when the buffer reaches `batch_rows`
+or is `flush_interval_s` old. The insert of one batch is sent while the next is
+fetched and decoded (one insert in flight at most). Offsets are committed only after the insert
 succeeded, and only up to the records of the batch inserted, so a crash
 re-delivers, never loses. A failing insert (ClickHouse down) is retried with
 exponential backoff while the consumer holds its offsets.
@@ -12,7 +12,7 @@ exponential backoff while the consumer holds its offsets.
 Re-delivery is made harmless twice over: after each assignment the sink skips
 the offsets already stored (`replay_guard.py`), and the raw tables are
 ReplacingMergeTree keyed by the record's identity, which queries read with FINAL.
-How a topic's records are fetched and made into rows is `fetch.py`; the
+How a topic's records are fetched and made into columns is `fetch.py`; the
 inserts themselves are `writer.py`.
 """
 
@@ -152,7 +152,8 @@ class TopicSink(ConsumerRebalanceListener):
         self._fetcher = fetcher_for(
             self._consumer, mapping, dead_letters, settings.parse_in_clickhouse
         )
-        self._insert = self._fetcher.insert_with(writer)
+        self._writer = writer
+        self._destination = self._fetcher.destination()
         self._guard = ReplayGuard(
             topic,
             mapping,
@@ -244,7 +245,7 @@ class TopicSink(ConsumerRebalanceListener):
                 chunk = pending[-1]
                 try:
                     with self._metrics.insert_seconds.labels(table).time():
-                        await asyncio.to_thread(self._insert, self.mapping, chunk)
+                        await self._insert(chunk)
                     self._metrics.rows.labels(table).inc(len(chunk))
                     pending.pop()
                 except DataError as exc:  # the rows, not the store: isolate the ones at fault
@@ -273,6 +274,14 @@ class TopicSink(ConsumerRebalanceListener):
                 # last commit and the replay watermark skips what we wrote.
                 log.warning("offset commit for %s failed: %s", self.topic, exc)
             return True
+
+    async def _insert(self, columns: Columns) -> None:
+        """Encode `columns` here, on the loop; send them from a thread (`writer.py` says why)."""
+        writer, destination = self._writer, self._destination
+        if not writer.knows(destination):
+            await asyncio.to_thread(writer.describe, destination)
+        encoded = writer.encode(destination, columns)  # a value no column holds: DataError
+        await asyncio.to_thread(writer.send, encoded)
 
     async def _stopped_within(self, seconds: float) -> bool:
         """Wait `seconds`, or less if `stop()` is called meanwhile; True if it was."""
