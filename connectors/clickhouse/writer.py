@@ -6,8 +6,8 @@ event loop. `send` hands the bytes to the store: blocking, mostly in the
 store's client or chDB's C++ engine without the GIL, so the sink runs it in a
 worker thread while the loop fetches and decodes the next batch. Running both
 steps in the thread (one `client.insert`) made the two threads take turns on
-the GIL, and the event loop waited up to a switch interval each time it got
-back from a socket: measured slower than doing the whole insert on the loop
+the GIL — the loop, back from each socket call, waits for the thread to yield
+it — and measured slower than doing the whole insert on the loop
 (docs/PERFORMANCE.md). One lock serialises calls on the shared client; encoding
 needs no client, only the table's column types, read once per table (and again
 after a failed send: a migration may have changed the table).
