@@ -5,7 +5,8 @@ Prints, measured in this run on this machine (embedded chDB unless --url):
      topic, consumed, decoded, batched and inserted by `ClickHouseSink`, offsets
      committed (decoding in Python, the default, and parsing in ClickHouse) —
      divided by a bare clickhouse-connect columnar insert of the same rows, in
-     the same batch size, into the same table;
+     the same batch size, into the same table; then each stage of the sink
+     alone on the same records (Kafka fetch, decoding into columns, its insert);
   2. the latency of every named query over N generated request rows (default
      10M, generated inside ClickHouse with INSERT … SELECT FROM numbers()), plus
      pool-state and engine-sample rows in proportion; the queries served from the
@@ -34,20 +35,25 @@ import uuid
 from pathlib import Path
 
 import _samples
+from aiokafka import TopicPartition
 from clickhouse_connect.driver.client import Client
 
+from connectors.clickhouse.fetch import one_row_each
 from connectors.clickhouse.migrations import migrate
 from connectors.clickhouse.queries import NamedQuery, QueryResult, load_queries, run_query
 from connectors.clickhouse.queues import install as install_queues
-from connectors.clickhouse.rows import REQUESTS
+from connectors.clickhouse.rows import REQUESTS, Columns, request_columns
 from connectors.clickhouse.sink import ClickHouseSink, SinkSettings
 from connectors.clickhouse.sql_files import sql_root
 from connectors.clickhouse.store import Target, connect
 from connectors.clickhouse.writer import TableWriter
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.broker import LocalKafka
+from connectors.kafka.consumer import make_consumer
+from connectors.kafka.metadata import topic_partitions
 from connectors.kafka.producer import make_producer, send_record
 from tokenpools.schemas import RequestEvent
+from tokenpools.schemas.codec import decode_requests
 from tokenpools.topics import Topics
 
 T0 = float((int(time.time()) // 3600 - 25) * 3600)  # a day of data ending about now
@@ -73,14 +79,19 @@ async def produce(bootstrap: str, topics: Topics, n: int) -> None:
 
 
 async def sink_rate(
-    bootstrap: str, client: Client, reader: Client, n: int, settings: SinkSettings
+    bootstrap: str,
+    client: Client,
+    reader: Client,
+    n: int,
+    settings: SinkSettings,
+    topics: Topics | None = None,
 ) -> tuple[float, float]:
     """(rows/s from sink start, rows/s from the first insert) until all n rows are stored.
 
     `reader` is a second client: polling on the sink's own client would wait on its inserts
     and stall the event loop the sink runs on.
     """
-    topics = Topics(namespace=f"bench{uuid.uuid4().hex[:8]}")
+    topics = topics or Topics(namespace=f"bench{uuid.uuid4().hex[:8]}")
     await ensure_topics(bootstrap, topics, partitions=6)
     await produce(bootstrap, topics, n)
     # Same events every run: ReplacingMergeTree would merge a second run into the first.
@@ -99,6 +110,48 @@ async def sink_rate(
     first_t, first_n = first or (start, 0)
     steady = (n - first_n) / (end - first_t) if end > first_t else float("nan")
     return n / (end - start), steady
+
+
+async def stage_rates(
+    bootstrap: str, topics: Topics, client: Client, n: int, batch_rows: int
+) -> dict[str, float]:
+    """rows/s of each stage of the Python-decoding sink alone, over the `n` records it read.
+
+    Kafka: aiokafka `getmany` of the whole topic (no group); decoding: the codec's fast
+    decoder and `request_columns`, as `RequestFetcher` does; insert: `TableWriter`.
+    """
+    consumer = make_consumer(bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
+    await consumer.start()
+    try:
+        partitions = await topic_partitions(consumer, topics.requests) or set()
+        consumer.assign([TopicPartition(topics.requests, p) for p in partitions])
+        await consumer.seek_to_beginning()
+        messages: list = []
+        start = time.perf_counter()
+        while len(messages) < n:
+            got = await consumer.getmany(timeout_ms=500, max_records=batch_rows)
+            messages += [m for ms in got.values() for m in ms]
+        fetch_s = time.perf_counter() - start
+    finally:
+        await consumer.stop()
+    start = time.perf_counter()
+    batches: list[Columns] = []
+    for i in range(0, n, batch_rows):
+        chunk = messages[i : i + batch_rows]
+        records, _ = decode_requests([m.value for m in chunk])
+        batches.append(one_row_each(chunk, request_columns(records)).columns)
+    decode_s = time.perf_counter() - start
+    client.command("TRUNCATE TABLE requests")
+    writer = TableWriter(client)
+    start = time.perf_counter()
+    for columns in batches:
+        writer.insert_columns(REQUESTS, columns)
+    insert_s = time.perf_counter() - start
+    return {
+        "Kafka getmany": n / fetch_s,
+        "decode into columns": n / decode_s,
+        "the sink's insert": n / insert_s,
+    }
 
 
 def bare_insert_rate(client: Client, n: int, batch_rows: int) -> float:
@@ -296,10 +349,11 @@ async def ingest(args: argparse.Namespace, client: Client, target: Target, direc
             batch_rows=args.batch_rows, flush_interval_s=0.5, max_poll_records=args.batch_rows
         )
         reader = connect(target)
+        decoded_topics = Topics(namespace=f"bench{uuid.uuid4().hex[:8]}")
         try:
             rates = {
                 "decoded in Python (default)": await sink_rate(
-                    bootstrap, client, reader, args.sink_rows, settings
+                    bootstrap, client, reader, args.sink_rows, settings, decoded_topics
                 ),
                 "parsed in ClickHouse (--parse-in-clickhouse)": await sink_rate(
                     bootstrap,
@@ -312,6 +366,9 @@ async def ingest(args: argparse.Namespace, client: Client, target: Target, direc
         finally:
             reader.close()
         bare = bare_insert_rate(client, args.sink_rows, args.batch_rows)
+        stages = await stage_rates(
+            bootstrap, decoded_topics, client, args.sink_rows, args.batch_rows
+        )
         print(
             f"\n1. ingest of {args.sink_rows:,} request events, batches of {args.batch_rows:,} rows"
         )
@@ -324,6 +381,11 @@ async def ingest(args: argparse.Namespace, client: Client, target: Target, direc
             print(
                 f"      steady state     {steady:>10,.0f} rows/s  ratio to bare {steady / bare:.2f}"
             )
+        print("   each stage of the sink (decoded in Python) alone, same records:")
+        for stage, rate in stages.items():
+            print(f"      {stage:<21} {rate:>10,.0f} rows/s  ratio to bare {rate / bare:.2f}")
+        serial = 1 / sum(1 / rate for rate in stages.values())
+        print(f"      all three in turn {serial:>10,.0f} rows/s  ratio to bare {serial / bare:.2f}")
     finally:
         if broker is not None:
             broker.cleanup()

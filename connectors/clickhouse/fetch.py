@@ -1,15 +1,17 @@
-"""Reading one topic for its table: how records are fetched and turned into rows.
+"""Reading one topic for its table: how records are fetched and turned into columns.
 
-Each batch pairs every record with the rows it makes; the Kafka coordinates are
-appended once the replay guard has dropped what the table already holds
-(`rows_of`). The strategy is chosen once per topic/table mapping
-(`fetcher_for`), never per record:
+Each poll becomes one `Fetched`: the rows its records make, held as columns
+with the Kafka coordinates as the last three (`rows.Columns`), ready for the
+insert without a tuple per row. The strategy is chosen once per topic/table
+mapping (`fetcher_for`), never per record:
 
 - `UndecodedFetcher` hands records as received to ClickHouse's parsing views
   (`SinkSettings.parse_in_clickhouse`, `queues.py`);
 - `RequestFetcher` decodes requests with the codec's fast decoder
-  (`codec.decode_requests`: structs, no model per record);
-- `DecodedFetcher` decodes every record into its model.
+  (`codec.decode_requests`: structs, no model per record) and reads the
+  structs straight into columns (`rows.request_columns`);
+- `DecodedFetcher` decodes every record into its model and its rows (the
+  low-rate topics; a record can make several rows, or none).
 
 The decoding ones send records that fail to decode to the DLQ. A compacted
 topic (`TableMapping.compacted`) deletes with null values: those tombstones are
@@ -19,23 +21,54 @@ skipped, not dead-lettered.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from connectors.clickhouse.rows import Row, TableMapping
-from connectors.clickhouse.writer import TableWriter
+from connectors.clickhouse.rows import Columns, TableMapping, request_columns
+from connectors.clickhouse.writer import Destination
 from connectors.kafka.consumer import DeadLetterCounter, dead_letter, decoded_batches
 from tokenpools.schemas.codec import decode_requests
 from tokenpools.schemas.events import RequestEvent
 
-Fetched = tuple[ConsumerRecord, Sequence[Row]]
-"""A Kafka record and the rows it makes, without the Kafka coordinates (`rows_of` adds them)."""
-Batches = AsyncGenerator[list[Fetched], None]
-Insert = Callable[[TableMapping, Sequence[Row]], None]
+
+@dataclass(frozen=True)
+class Fetched:
+    """One poll of a topic: the rows its decoded records make, as columns (coordinates last).
+
+    `partitions` and `offsets` are each decoded record's, in order: a record
+    makes one row of most tables, but several rows of some (one per
+    entitlement) or none, and the replay guard counts records.
+    """
+
+    columns: Columns
+    partitions: Sequence[int]
+    offsets: Sequence[int]
+
+    def __len__(self) -> int:
+        """Records decoded (the rejected, sent to the DLQ, are not in the batch)."""
+        return len(self.offsets)
+
+
+Batches = AsyncGenerator[Fetched, None]
+
+
+def coordinates(messages: Sequence[ConsumerRecord]) -> list[list[Any]]:
+    """The Kafka coordinate columns (topic, partition, offset) of one row per message."""
+    return [
+        [m.topic for m in messages],
+        [m.partition for m in messages],
+        [m.offset for m in messages],
+    ]
+
+
+def one_row_each(messages: Sequence[ConsumerRecord], columns: list[list[Any]]) -> Fetched:
+    """A batch whose records make one row each: `columns`, then the records' coordinates."""
+    data = columns + coordinates(messages)
+    return Fetched(Columns(data), data[-2], data[-1])
 
 
 @dataclass(frozen=True)
@@ -67,7 +100,7 @@ class _WithoutTombstones:
 
 
 class Fetcher(ABC):
-    """Batches of one topic's records, each with the rows it makes."""
+    """Batches of one topic's records, as the columns of the table they go to."""
 
     def __init__(self, consumer: AIOKafkaConsumer, mapping: TableMapping) -> None:
         self._consumer = consumer
@@ -76,11 +109,11 @@ class Fetcher(ABC):
 
     @abstractmethod
     def batches(self, timeout_ms: int, max_records: int) -> Batches:
-        """Yield each poll's records with their rows (possibly none), until closed."""
+        """Yield each poll's records as columns (possibly no rows), until closed."""
 
-    def insert_with(self, writer: TableWriter) -> Insert:
-        """Which insert of `writer` takes these rows: the raw table's."""
-        return writer.insert
+    def destination(self) -> Destination:
+        """Where these columns go: the raw table."""
+        return Destination.raw_table(self.mapping)
 
 
 class UndecodedFetcher(Fetcher):
@@ -89,16 +122,13 @@ class UndecodedFetcher(Fetcher):
     async def batches(self, timeout_ms: int, max_records: int) -> Batches:
         while True:
             got = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-            yield [
-                (m, ((m.value.decode("utf-8", "replace"),),))  # one row: the raw record
-                for ms in got.values()
-                for m in ms
-                if m.value is not None
-            ]
+            messages = [m for ms in got.values() for m in ms if m.value is not None]
+            # one row each: the raw record (`QUEUE_COLUMNS`)
+            yield one_row_each(messages, [[m.value.decode("utf-8", "replace") for m in messages]])
 
-    def insert_with(self, writer: TableWriter) -> Insert:
-        """The queue table's insert: its views parse the records into the raw table."""
-        return writer.insert_raw
+    def destination(self) -> Destination:
+        """The queue table: its views parse the records into the raw table."""
+        return Destination.queue(self.mapping)
 
 
 class DecodedFetcher(Fetcher):
@@ -122,44 +152,44 @@ class DecodedFetcher(Fetcher):
             max_records=max_records,
         )
         build = self.mapping.rows
+        width = len(self.mapping.insert_columns)
         async with aclosing(decoded):  # type: ignore[type-var]  # typed AsyncIterator, is a generator
             async for batch in decoded:
-                yield [(message, build(record, message.timestamp)) for message, record in batch]
+                rows = (
+                    (*row, m.topic, m.partition, m.offset)
+                    for m, record in batch
+                    for row in build(record, m.timestamp)
+                )
+                yield Fetched(
+                    Columns.of_rows(rows, width),
+                    [m.partition for m, _ in batch],
+                    [m.offset for m, _ in batch],
+                )
 
 
 class RequestFetcher(DecodedFetcher):
     """Like `DecodedFetcher`, through the codec's fast request decoder (`decode_requests`).
 
-    It gives what `decode_as` would, without a model per record; what it
-    refuses goes to the DLQ with the codec's error, as before.
+    It gives what `decode_as` and `request_rows` would, without a model or a row
+    tuple per record: the structs are read into the table's columns in one pass
+    per column (`request_columns`). What it refuses goes to the DLQ with the
+    codec's error, as before.
     """
 
     async def batches(self, timeout_ms: int, max_records: int) -> Batches:
-        """Rows by the mapping's `rows` of each decoded record, in order."""
+        """Each decoded record's row, in order, as columns."""
         dlq = self._dead_letters
-        build = self.mapping.rows
         while True:
             got = await self._source.getmany(timeout_ms=timeout_ms, max_records=max_records)
             messages = [m for ms in got.values() for m in ms]
             records, refused = decode_requests([m.value for m in messages])
-            if not refused:
-                yield [(m, build(r, m.timestamp)) for m, r in zip(messages, records, strict=True)]
-                continue
-            for i, error in refused:
-                await dead_letter(dlq.producer, dlq.topic, messages[i], str(error))
-                dlq.counter.count += 1
-            bad = {i for i, _ in refused}
-            kept = [m for i, m in enumerate(messages) if i not in bad]
-            yield [(m, build(r, m.timestamp)) for m, r in zip(kept, records, strict=True)]
-
-
-def rows_of(batch: list[Fetched]) -> list[Row]:
-    """The rows of `batch` with their records' Kafka coordinates appended (`KAFKA_COLUMNS`).
-
-    In the column order of the table the fetcher's `insert_with` writes: for the
-    raw records, the queue table's (`QUEUE_COLUMNS`).
-    """
-    return [(*row, m.topic, m.partition, m.offset) for m, made in batch for row in made]
+            if refused:
+                for i, error in refused:
+                    await dead_letter(dlq.producer, dlq.topic, messages[i], str(error))
+                    dlq.counter.count += 1
+                bad = {i for i, _ in refused}
+                messages = [m for i, m in enumerate(messages) if i not in bad]
+            yield one_row_each(messages, request_columns(records))
 
 
 def fetcher_for(

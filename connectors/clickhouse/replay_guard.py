@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter
 
 from connectors.clickhouse.fetch import Fetched
-from connectors.clickhouse.rows import TableMapping
+from connectors.clickhouse.rows import Columns, TableMapping
 from connectors.clickhouse.writer import TableWriter
 from tokenpools.schemas import DecodeError, decode_as
 
@@ -50,15 +50,23 @@ class ReplayGuard:
         self.due = True
         """The watermark must be read before the next record is used (a new assignment)."""
 
-    def fresh(self, batch: list[Fetched]) -> list[Fetched]:
-        """`batch` without the records the table already holds (counted as skipped replays)."""
+    def fresh(self, batch: Fetched) -> Columns:
+        """`batch`'s rows without those the table already holds (their records counted as
+        skipped replays)."""
         skip = self._skip_through
         if not skip:
-            return batch
-        kept = [(m, r) for m, r in batch if m.offset > skip.get(m.partition, -1)]
-        if len(kept) < len(batch):
-            self._skipped.inc(len(batch) - len(kept))
-        return kept
+            return batch.columns
+        skipped = sum(
+            offset <= skip.get(partition, -1)
+            for partition, offset in zip(batch.partitions, batch.offsets, strict=True)
+        )
+        if not skipped:
+            return batch.columns
+        self._skipped.inc(skipped)
+        columns = batch.columns
+        partitions, offsets = columns.data[-2], columns.data[-1]  # each row's record's
+        rows = enumerate(zip(partitions, offsets, strict=True))
+        return columns.take([i for i, (p, o) in rows if o > skip.get(p, -1)])
 
     async def load(self, consumer: AIOKafkaConsumer) -> bool:
         """Skip what ClickHouse already holds past the group's commit (a crash, a rewind).

@@ -1,10 +1,10 @@
 """The Kafka→ClickHouse sink: a consumer group that batches records into the raw tables.
 
 Per topic, one consumer (in that table's consumer group) reads decoded records (bad ones go
-to the DLQ through `connectors.kafka.consumer.decoded_batches`), buffers their
-rows and flushes when the buffer reaches `batch_rows` or is `flush_interval_s`
-old. The insert of one batch runs while the next is fetched and decoded (one
-insert in flight at most). Offsets are committed only after the insert
+to the DLQ), buffers their rows as columns (`rows.Columns`: no tuple per row
+from the fetch to the insert) and flushes when the buffer reaches `batch_rows`
+or is `flush_interval_s` old. The insert of one batch is sent while the next is
+fetched and decoded (one insert in flight at most). Offsets are committed only after the insert
 succeeded, and only up to the records of the batch inserted, so a crash
 re-delivers, never loses. A failing insert (ClickHouse down) is retried with
 exponential backoff while the consumer holds its offsets.
@@ -12,7 +12,7 @@ exponential backoff while the consumer holds its offsets.
 Re-delivery is made harmless twice over: after each assignment the sink skips
 the offsets already stored (`replay_guard.py`), and the raw tables are
 ReplacingMergeTree keyed by the record's identity, which queries read with FINAL.
-How a topic's records are fetched and made into rows is `fetch.py`; the
+How a topic's records are fetched and made into columns is `fetch.py`; the
 inserts themselves are `writer.py`.
 """
 
@@ -21,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -30,9 +29,9 @@ from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.exceptions import DataError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from connectors.clickhouse.fetch import DeadLetters, fetcher_for, rows_of
+from connectors.clickhouse.fetch import DeadLetters, fetcher_for
 from connectors.clickhouse.replay_guard import ReplayGuard
-from connectors.clickhouse.rows import Row, TableMapping, mappings
+from connectors.clickhouse.rows import Columns, Row, TableMapping, mappings
 from connectors.clickhouse.writer import TableWriter
 from connectors.kafka.consumer import DeadLetterCounter, dead_letter, make_consumer
 from connectors.kafka.producer import make_producer
@@ -88,20 +87,29 @@ class SinkMetrics:
         self.dead_letters = DeadLetterCounter()
 
 
-@dataclass
 class _Buffer:
-    rows: list[Row] = field(default_factory=list)
-    since: float | None = None
+    """The columns waiting for the next insert, and how long the oldest has waited."""
 
-    def add(self, rows: Iterable[Row], consumed: int) -> None:
-        """Buffer `rows` of `consumed` records (skipped replays add no rows, need a commit)."""
+    def __init__(self) -> None:
+        self.columns: Columns | None = None
+        self.since: float | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.columns is None else len(self.columns)
+
+    def add(self, columns: Columns, consumed: int) -> None:
+        """Buffer the rows of `consumed` records (skipped replays add no rows, need a commit)."""
         if consumed and self.since is None:
             self.since = time.monotonic()
-        self.rows.extend(rows)
+        if self.columns is None:
+            self.columns = columns  # the batch's own lists: the fetcher made them for us
+        else:
+            self.columns.extend(columns)
 
-    def take(self) -> list[Row]:
-        rows, self.rows, self.since = self.rows, [], None
-        return rows
+    def take(self) -> Columns | None:
+        """The buffered rows (None: none since the last take), emptying the buffer."""
+        columns, self.columns, self.since = self.columns, None, None
+        return columns
 
     def age(self) -> float:
         return 0.0 if self.since is None else time.monotonic() - self.since
@@ -144,7 +152,8 @@ class TopicSink(ConsumerRebalanceListener):
         self._fetcher = fetcher_for(
             self._consumer, mapping, dead_letters, settings.parse_in_clickhouse
         )
-        self._insert = self._fetcher.insert_with(writer)
+        self._writer = writer
+        self._destination = self._fetcher.destination()
         self._guard = ReplayGuard(
             topic,
             mapping,
@@ -177,9 +186,9 @@ class TopicSink(ConsumerRebalanceListener):
                     async with self._lock:  # an insert still in flight must land before we look
                         if not await self._guard.load(self._consumer):
                             break  # stopped while the store did not answer: nothing committed
-                self._buffer.add(rows_of(self._guard.fresh(batch)), len(batch))
+                self._buffer.add(self._guard.fresh(batch), len(batch))
                 if (
-                    len(self._buffer.rows) >= self._settings.batch_rows
+                    len(self._buffer) >= self._settings.batch_rows
                     or self._buffer.age() >= self._settings.flush_interval_s
                     or self._stopping.is_set()
                 ):
@@ -204,10 +213,10 @@ class TopicSink(ConsumerRebalanceListener):
         """
         if not await self._landed():
             return  # the write before gave up (stopped): nothing after it may be committed
-        rows = self._buffer.take()
+        columns = self._buffer.take()
         # Every record handed out so far, those sent to the DLQ included, is in this batch.
         offsets = {tp: await self._consumer.position(tp) for tp in self._consumer.assignment()}
-        self._in_flight = asyncio.create_task(self._write(rows, offsets, self._generation))
+        self._in_flight = asyncio.create_task(self._write(columns, offsets, self._generation))
         if wait:
             await self._landed()
 
@@ -220,7 +229,7 @@ class TopicSink(ConsumerRebalanceListener):
         return True if task is None else await task
 
     async def _write(
-        self, rows: list[Row], offsets: dict[TopicPartition, int], generation: int
+        self, columns: Columns | None, offsets: dict[TopicPartition, int], generation: int
     ) -> bool:
         """Insert until it succeeds, then commit `offsets` (positions just after the batch).
 
@@ -230,21 +239,23 @@ class TopicSink(ConsumerRebalanceListener):
         async with self._lock:
             table = self.mapping.table
             delay = self._settings.backoff_initial_s
-            pending = [rows] if rows else []  # (none after skipped replays: offsets to commit)
+            # (no rows after skipped replays: only offsets to commit)
+            pending = [columns] if columns is not None and len(columns) else []
             while pending:
                 chunk = pending[-1]
                 try:
                     with self._metrics.insert_seconds.labels(table).time():
-                        await asyncio.to_thread(self._insert, self.mapping, chunk)
+                        await self._insert(chunk)
                     self._metrics.rows.labels(table).inc(len(chunk))
                     pending.pop()
                 except DataError as exc:  # the rows, not the store: isolate the ones at fault
                     pending.pop()
                     if len(chunk) == 1:
-                        await self._dead_letter_row(chunk[0], str(exc))
+                        await self._dead_letter_row(chunk.row(0), str(exc))
                     else:
                         half = len(chunk) // 2
-                        pending += [chunk[half:], chunk[:half]]  # first half first
+                        # the first half first
+                        pending += [chunk.slice(half, len(chunk)), chunk.slice(0, half)]
                 except Exception as exc:  # any failure of the store: keep the offsets, retry
                     self._metrics.insert_failures.labels(table).inc()
                     if generation != self._generation:
@@ -263,6 +274,14 @@ class TopicSink(ConsumerRebalanceListener):
                 # last commit and the replay watermark skips what we wrote.
                 log.warning("offset commit for %s failed: %s", self.topic, exc)
             return True
+
+    async def _insert(self, columns: Columns) -> None:
+        """Encode `columns` here, on the loop; send them from a thread (`writer.py` says why)."""
+        writer, destination = self._writer, self._destination
+        if not writer.knows(destination):
+            await asyncio.to_thread(writer.describe, destination)
+        encoded = writer.encode(destination, columns)  # a value no column holds: DataError
+        await asyncio.to_thread(writer.send, encoded)
 
     async def _stopped_within(self, seconds: float) -> bool:
         """Wait `seconds`, or less if `stop()` is called meanwhile; True if it was."""
