@@ -465,7 +465,7 @@ async def cpu_only(args: argparse.Namespace) -> None:
                     namespace,
                     tree,
                     profile if name == "this" else None,
-                )  # fmt: skip
+                )
                 for name, tree in trees.items()
             }
             servers.extend(proxies.values())
@@ -498,7 +498,7 @@ async def cpu_only(args: argparse.Namespace) -> None:
             f"max {xs[-1]:.1f}; {total[name]} requests)"
         )
     if "against" in cpu:  # phases alternate, so each round's pair saw the same machine
-        ratios = sorted((u + s) / (u2 + s2) for (u, s), (u2, s2) in zip(*cpu.values()))
+        ratios = sorted((u + s) / (u2 + s2) for (u, s), (u2, s2) in zip(*cpu.values(), strict=True))
         print(
             f"  this ÷ against, per round: median {ratios[len(ratios) // 2]:.3f} "
             f"(min {ratios[0]:.3f}, max {ratios[-1]:.3f})"
