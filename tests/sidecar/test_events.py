@@ -216,14 +216,20 @@ def test_the_fast_encoding_is_the_codecs_byte_for_byte_or_refused_like_it(
         assert events.encode_event(fields, "p", "s-0") == expected  # type: ignore[arg-type]
 
 
-def test_every_event_the_sidecar_builds_takes_the_fast_path(
+async def test_every_event_the_sidecar_builds_takes_the_fast_path(
     wall_clock: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fallback is for what the request path never builds: its events skip pydantic."""
     spec = platform().entitlements[0]
+    done = await exchange(stream=True)
+    done.first_byte = done.arrived + 0.25
+    done.finish(200, {"prompt_tokens": 3, "completion_tokens": 4})
     built = [
         events.queued("r1", spec, "hs256:k", 12, True),
         events.rejected("r1", spec, "hs256:k", 12, False, Refusal(RoomEnd.POOL_FULL, 1, 0.5), 429),
+        events.admitted(done),
+        events.ended(done, done.arrived + 0.5),
+        events.ended(await exchange(stream=False), 100.5),  # cancelled: a reason, no usage
     ]
     monkeypatch.setattr(events, "encode", None)  # the codec's path would now fail
     for fields in built:
