@@ -13,6 +13,14 @@ Everything runs on 127.0.0.1; every load phase is bounded in time. The sidecar p
 request events to a local Kafka broker (started here) unless `--kafka none`.
 
     .venv/bin/python bench/bench_sidecar.py [--duration 3] [--kafka local|none|HOST:PORT]
+
+`--cpu-only` measures just the sidecar's CPU per proxied request (CPU seconds of its process
+÷ requests answered, at a fixed number in flight): on a shared machine wall-clock rates are
+noisy, CPU per request much less so. With `--against TREE` a second sidecar, run from another
+checkout (e.g. a worktree at main), is measured in the same run, the two alternating phase by
+phase; with `--profile FILE` the sidecar runs under cProfile and its top entries are printed.
+
+    .venv/bin/python bench/bench_sidecar.py --cpu-only --kafka HOST:PORT --against /work/old
 """
 
 from __future__ import annotations
@@ -61,11 +69,16 @@ class Server:
 
     def cpu_s(self) -> float:
         """CPU seconds used so far by the server and its children."""
+        return sum(self.cpu_times())
+
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) CPU seconds used so far by the server and its children."""
         try:
             p = psutil.Process(self.proc.pid)
-            return sum(sum(q.cpu_times()[:2]) for q in [p, *p.children(recursive=True)])
+            times = [q.cpu_times() for q in [p, *p.children(recursive=True)]]
         except psutil.NoSuchProcess:
-            return float("nan")
+            return float("nan"), float("nan")
+        return sum(t.user for t in times), sum(t.system for t in times)
 
     @property
     def rss_mb(self) -> float:
@@ -86,13 +99,14 @@ def launch(
     health: str,
     timeout_s: float = 120.0,
     env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> Server:
     log = workdir / f"{name}.log"
     proc = subprocess.Popen(
         cmd,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         start_new_session=True,
     )
@@ -184,11 +198,22 @@ def bench_config(workdir: Path, keys: int, per_entitlement: int = 100) -> tuple[
 
 
 def sidecar(
-    workdir: Path, name: str, config: Path, backend: str, kafka: str | None, namespace: str
+    workdir: Path,
+    name: str,
+    config: Path,
+    backend: str,
+    kafka: str | None,
+    namespace: str,
+    tree: Path = ROOT,
+    profile: Path | None = None,
 ) -> Server:
+    """A sidecar run from the checkout `tree` (under cProfile, writing `profile`, if given)."""
     port = free_port()
+    python = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else [])]
     cmd = [
-        *TOKENPOOLS,
+        *python,
+        "-m",
+        "tokenpools_cli.main",
         "sidecar",
         "run",
         "--dev",  # keys hashed with key_salt(): the development salt unless one is set
@@ -205,7 +230,8 @@ def sidecar(
         "--kafka",
         kafka or "",
     ]
-    return launch(name, cmd, port, workdir, "/health", env={"KAFKA_BOOTSTRAP": kafka or ""})
+    env = {"KAFKA_BOOTSTRAP": kafka or "", "PYTHONPATH": str(tree)}
+    return launch(name, cmd, port, workdir, "/health", env=env, cwd=tree)
 
 
 def litellm(workdir: Path, fast_url: str, slow_url: str) -> Server:
@@ -390,6 +416,100 @@ def engine_in_flight(engine: Server) -> Callable[[], Awaitable[int]]:
     return count
 
 
+async def cpu_per_request(
+    server: Server, keys: list[str], concurrency: int, duration: float
+) -> tuple[float, float, int]:
+    """The server's user and system CPU µs per answered request over one closed-loop phase,
+    and the requests answered.
+
+    The phase ends with a short pause so the request events it caused are sent (their cost is
+    part of a request's) before the CPU is read again.
+    """
+    user, system = server.cpu_times()
+    run = await closed_loop(server.url, keys, concurrency, duration)
+    await asyncio.sleep(0.3)
+    done = max(1, len(run.latencies))
+    user2, system2 = server.cpu_times()
+    return (user2 - user) / done * 1e6, (system2 - system) / done * 1e6, done
+
+
+def print_profile(path: Path, top: int = 30) -> None:
+    """The profile's top entries by own time (what the docs' profile section quotes)."""
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    stats.sort_stats("tottime").print_stats(top)
+
+
+async def cpu_only(args: argparse.Namespace) -> None:
+    """The sidecar's CPU per request (and another checkout's, alternating), or its profile."""
+    workdir = Path(tempfile.mkdtemp(prefix="tokenpools-bench-sidecar-cpu-"))
+    servers: list[Server] = []
+    with kafka_for(args.kafka) as bootstrap:
+        namespace = f"bench{uuid.uuid4().hex[:6]}"
+        if bootstrap:
+            await ensure_topics(bootstrap, Topics(namespace=namespace))
+        profile = workdir / "sidecar.prof" if args.profile else None
+        try:
+            fast = engine_sim(workdir, "engine-fast", fast=True)
+            servers.append(fast)
+            config, keys = bench_config(workdir, args.keys)
+            trees = {"this": ROOT, **({"against": Path(args.against)} if args.against else {})}
+            proxies = {
+                name: sidecar(
+                    workdir,
+                    f"sidecar-{name}",
+                    config,
+                    fast.url,
+                    bootstrap,
+                    namespace,
+                    tree,
+                    profile if name == "this" else None,
+                )
+                for name, tree in trees.items()
+            }
+            servers.extend(proxies.values())
+            for proxy in proxies.values():  # warm up
+                await closed_loop(proxy.url, keys, 2, 1.0)
+            cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in proxies}
+            total: dict[str, int] = dict.fromkeys(proxies, 0)
+            for _ in range(args.rounds):
+                for name, proxy in proxies.items():
+                    user, system, done = await cpu_per_request(
+                        proxy, keys, args.moderate, args.duration
+                    )
+                    cpu[name].append((user, system))
+                    total[name] += done
+        finally:
+            for server in reversed(servers):
+                stop(server)
+    print(
+        f"sidecar CPU per request ({args.moderate} in flight, {args.rounds}×{args.duration:g}s "
+        f"per sidecar, events to {'Kafka ' + bootstrap if bootstrap else 'nowhere'}; "
+        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}):"
+    )
+    for name, values in cpu.items():
+        xs = sorted(u + s for u, s in values)
+        users, systems = sorted(u for u, _ in values), sorted(s for _, s in values)
+        mid = len(xs) // 2
+        print(
+            f"  {name:<8} {trees[name]}: median {xs[mid]:.1f} µs/request "
+            f"(user {users[mid]:.1f}, system {systems[mid]:.1f}; min {xs[0]:.1f}, "
+            f"max {xs[-1]:.1f}; {total[name]} requests)"
+        )
+    if "against" in cpu:  # phases alternate, so each round's pair saw the same machine
+        ratios = sorted((u + s) / (u2 + s2) for (u, s), (u2, s2) in zip(*cpu.values(), strict=True))
+        print(
+            f"  this ÷ against, per round: median {ratios[len(ratios) // 2]:.3f} "
+            f"(min {ratios[0]:.3f}, max {ratios[-1]:.3f})"
+        )
+    if profile is not None and args.profile:
+        shutil.copy(profile, args.profile)
+        print(f"\nprofile of {trees['this']} (cProfile, {args.profile}):")
+        print_profile(profile)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 # -- the run ----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def kafka_for(choice: str) -> Iterator[str | None]:
@@ -544,10 +664,16 @@ if __name__ == "__main__":
     parser.add_argument("--inflight", type=int, default=1_000)
     parser.add_argument("--kafka", default="local", help="local | none | HOST:PORT")
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument(
+        "--cpu-only", action="store_true", help="only the sidecar's CPU per request"
+    )
+    parser.add_argument("--against", help="--cpu-only: also measure a sidecar from this checkout")
+    parser.add_argument("--profile", help="--cpu-only: run the sidecar under cProfile, to here")
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(main(parser.parse_args()))
+    options = parser.parse_args()
+    asyncio.run(cpu_only(options) if options.cpu_only else main(options))
