@@ -122,8 +122,11 @@ class EntitlementReconciler:
         topics: Topics,
         interval_s: float = 2.0,
         rounds: int | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
-        """Reconcile every `interval_s` until cancelled (or `rounds` times, for tests).
+        """Reconcile every `interval_s` until `stop` is set or the task is cancelled (or
+        `rounds` times, for tests). `stop` ends the loop between rounds, so a round's
+        config records are never left half-published by a shutdown.
 
         A round the API server fails (a conflict, a namespace being terminated, a
         5xx) is logged and tried again at the next one: rounds are idempotent, and the
@@ -132,7 +135,8 @@ class EntitlementReconciler:
         from kubernetes.client.rest import ApiException
 
         done = 0
-        while rounds is None or done < rounds:
+        stop = stop or asyncio.Event()
+        while (rounds is None or done < rounds) and not stop.is_set():
             try:
                 _, changed, removed = await asyncio.to_thread(self.reconcile)
             except ApiException as exc:
@@ -151,7 +155,8 @@ class EntitlementReconciler:
                     self.published.pop(pool, None)
             done += 1
             if rounds is None or done < rounds:
-                await asyncio.sleep(interval_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval_s)
 
     def _list(self, plural: str) -> list[dict[str, Any]]:
         listed: Any = self._custom.list_cluster_custom_object(GROUP, VERSION, plural)

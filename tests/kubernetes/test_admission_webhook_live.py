@@ -242,7 +242,12 @@ async def test_the_reconciler_command_serves_the_webhook_with_a_certificate_it_m
             assert status["code"] == 422 and "spec.guarantee.tps: " in status["message"]
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        client.CustomObjectsApi(kube.api).delete_cluster_custom_object(
-            GROUP, VERSION, POOL_PLURAL, pool
-        )
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"SIGINT did not end the command in 30 s:\n{log.read_text()}")
+        finally:
+            client.CustomObjectsApi(kube.api).delete_cluster_custom_object(
+                GROUP, VERSION, POOL_PLURAL, pool
+            )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from pathlib import Path
 
 import typer
@@ -135,6 +136,11 @@ def entitlements(
     reconciler = EntitlementReconciler(api, key_salt())
 
     async def main() -> None:
+        # SIGINT/SIGTERM end the loop between rounds: a round in flight (its API calls in a
+        # thread, its config records on the way to Kafka) finishes, then the webhook closes.
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         webhook = None
         if webhook_port:
             from connectors.kubernetes.admission_webhook import AdmissionWebhook
@@ -150,7 +156,7 @@ def entitlements(
             webhook = AdmissionWebhook(reconciler.judge, cert, key)
             await webhook.start(webhook_host, webhook_port)
         try:
-            await reconciler.run(kafka, Topics(namespace), interval_s=interval)
+            await reconciler.run(kafka, Topics(namespace), interval_s=interval, stop=stop)
         finally:
             if webhook is not None:
                 await webhook.stop()
