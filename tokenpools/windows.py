@@ -260,6 +260,13 @@ def request_columns(
     return RequestBatch.of(records).columns(None, rows, instance_row)
 
 
+def _flat(a: np.ndarray) -> np.ndarray:
+    """A 1-D view of a C-contiguous array (raises rather than copy: writes must land)."""
+    view = a.view()
+    view.shape = (a.size,)
+    return view
+
+
 @dataclass(frozen=True, slots=True)
 class Demand:
     """Per-entitlement demand and its unmet part, shape (E, 3) in DIMENSIONS order."""
@@ -414,8 +421,12 @@ class DemandWindows:
             ]
         )
         series, event = np.nonzero(values)
-        np.add.at(self._data, (series, slot[event], ent[event]), values[series, event])
-        np.add.at(self._totals, (series, ent[event]), values[series, event])
+        nonzero, ent_of = values[series, event], ent[event]
+        # flat indices: ufunc.at on one 1-D index is several times faster than on a tuple,
+        # and adds in the same order (bit-identical sums)
+        by_series = series * nb + slot[event]
+        np.add.at(_flat(self._data), by_series * self.n + ent_of, nonzero)
+        np.add.at(_flat(self._totals), series * self.n + ent_of, nonzero)
         self._queue_levels(ent, phase, est, waited)
         self._levels(ent, slot, cols.time, phase, est)
         if (cols.instance >= 0).any():
@@ -459,7 +470,7 @@ class DemandWindows:
             csum = np.cumsum(deltas)
             before = np.r_[0.0, csum][starts]  # cumulative sum before each group
             level = gauge[ent] + csum - np.repeat(before, ends - starts + 1)
-            np.maximum.at(peak, (slot, ent), level)
+            np.maximum.at(_flat(peak), slot * self.n + ent, level)
             gauge[ent[ends]] = np.maximum(0.0, level[ends])
 
     def _observe_instances(
@@ -477,7 +488,7 @@ class DemandWindows:
         if new:
             self._add_pairs(new)
         rows = np.array([self._pairs[key] for key in keys], dtype=np.int64)[inverse.reshape(-1)]
-        np.add.at(self._pair_tokens, (rows, slot[keep]), cols.estimate[keep])
+        np.add.at(_flat(self._pair_tokens), rows * self.n_buckets + slot[keep], cols.estimate[keep])
         np.maximum.at(self._pair_seen, rows, cols.time[keep])
 
     def _add_pairs(self, keys: list[tuple[int, int]]) -> None:
