@@ -46,7 +46,7 @@ DEDUPE_HORIZON_S = 10.0  # retried sends arrive within seconds; memory grows wit
 class Screened:
     """One batch, sorted: the decoded batch and, per pool, which of its events are kept."""
 
-    batch: RequestBatch = field(default_factory=lambda: RequestBatch.of([]))
+    batch: RequestBatch = field(default_factory=lambda: RequestBatch.of(()))
     # per pool, the indices (in batch order) of the events its windows are to take
     selected: dict[str, np.ndarray] = field(default_factory=dict)
     # records the schema refuses, with the reason (the sink dead-letters them)

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from tokenpools.schemas.codec import RequestRecord
@@ -117,10 +116,10 @@ _NUMBER_FIELDS = (
     "queue_delay_ms",
     "latency_ms",
 )
-_STRING_FIELDS = ("pool", "entitlement", "instance", "id", "phase")
-_FIELDS = RequestRecord.__struct_fields__
-_AT = {name: _FIELDS.index(name) for name in _NUMBER_FIELDS + _STRING_FIELDS}
-_ALL_FIELDS = attrgetter(*_FIELDS)  # a model's values in the struct's field order
+_GETTERS = {
+    name: attrgetter(name)
+    for name in (*_NUMBER_FIELDS, "pool", "entitlement", "instance", "id", "phase")
+}
 
 
 def _factorize(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -130,30 +129,25 @@ def _factorize(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     return np.fromiter(map(index.__getitem__, values), np.int64, len(values)), names
 
 
-def _transpose(records: Sequence[RequestRecord | RequestEvent]) -> list[tuple[Any, ...]]:
-    """The records' fields as columns (one tuple per `RequestRecord` field), in C.
+def _column(records: Sequence[RequestRecord | RequestEvent], name: str) -> list[Any]:
+    """One field of every record, in one C-level pass.
 
-    Structs are read with `msgspec.structs.astuple`; validated models (the same
-    attributes) with one attribute getter.
+    A list of the values the records already hold: no object is made per event
+    (a tuple per event would be, and in a process holding millions of objects —
+    the worker — each batch of them costs garbage-collector passes over all).
     """
-    if not records:
-        return [() for _ in _FIELDS]
-    try:
-        rows = list(map(msgspec.structs.astuple, records))  # type: ignore[arg-type]  # models: caught
-    except TypeError:  # models, or a mix
-        rows = list(map(_ALL_FIELDS, records))
-    return list(zip(*rows, strict=True))
+    return list(map(_GETTERS[name], records))
 
 
 @dataclass(frozen=True, slots=True)
 class RequestBatch:
     """A batch of decoded request events as columns, before they are split by pool.
 
-    Every per-event Python step is done once here, in C-level passes (one
-    transposition of the records into columns); pools, entitlements and
-    instances become integer codes into their distinct names, so what follows —
-    screening, each pool's window rows, the output-length learner — works on
-    arrays and looks names up once per distinct name, not per event.
+    Every per-event Python step is done once here, in C-level passes (one per
+    field, `_column`); pools, entitlements and instances become integer codes
+    into their distinct names, so what follows — screening, each pool's window
+    rows, the output-length learner — works on arrays and looks names up once
+    per distinct name, not per event.
     """
 
     pool: np.ndarray  # int64 codes into pool_names
@@ -177,12 +171,13 @@ class RequestBatch:
     @classmethod
     def of(cls, records: Sequence[RequestRecord | RequestEvent]) -> RequestBatch:
         """The decoder's `RequestRecord`s (or validated `RequestEvent`s: the same attributes)."""
-        cols = _transpose(records)
-        pool, pool_names = _factorize(cols[_AT["pool"]])
-        ent, ent_names = _factorize(cols[_AT["entitlement"]])
-        inst, inst_names = _factorize(cols[_AT["instance"]])
+        pool, pool_names = _factorize(_column(records, "pool"))
+        ent, ent_names = _factorize(_column(records, "entitlement"))
+        inst, inst_names = _factorize(_column(records, "instance"))
         # None (an unknown latency) becomes NaN in a float64 array
-        numbers = {name: np.array(cols[_AT[name]], dtype=np.float64) for name in _NUMBER_FIELDS}
+        numbers = {
+            name: np.array(_column(records, name), dtype=np.float64) for name in _NUMBER_FIELDS
+        }
         return cls(
             pool=pool,
             pool_names=pool_names,
@@ -190,8 +185,8 @@ class RequestBatch:
             entitlement_names=ent_names,
             instance=inst,
             instance_names=inst_names,
-            ids=cols[_AT["id"]],
-            phase=cls.phase_codes(cols[_AT["phase"]]),
+            ids=_column(records, "id"),
+            phase=cls.phase_codes(_column(records, "phase")),
             **numbers,
         )
 
