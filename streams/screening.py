@@ -77,8 +77,8 @@ class RecentIds:
 
     Memory stays bounded by two horizons' worth of events; hashes, not strings,
     are kept (a 64-bit collision would drop one event, never crash). A batch is
-    checked with set operations in C: the usual batch, with no repeat, costs two
-    disjointness tests and one update, no Python step per event.
+    checked with set operations in C: the usual batch, with no repeat, costs two set
+    intersections and one update, no Python step per event.
     """
 
     def __init__(self, horizon_s: float) -> None:
