@@ -1,6 +1,11 @@
 """The stream worker: throughput against raw aiokafka, reaction time, memory at 10k entitlements.
 
-Prints, measured in this run on this machine against a real Kafka broker:
+Prints, measured in this run on this machine:
+  0. the worker's batch path in process (decode, screen, columns, windows,
+     output lengths): CPU per event, `time.process_time`, so other processes'
+     load does not count; run it with `PYTHONPATH=<other checkout>` to compare
+     two checkouts back to back (`--only inprocess`);
+and against a real Kafka broker:
   1. the worker's sustained request-event throughput (a backlog of N events
      consumed, screened, decoded and fed to the controllers' windows) divided
      by the raw aiokafka consume rate of the same topic (getmany, every value
@@ -14,6 +19,7 @@ Workers run as separate processes (`tokenpools worker run`). Starts its own
 local broker unless KAFKA_BOOTSTRAP is set.
 
     .venv/bin/python bench/bench_streams.py [--events 300000] [--trials 4] [--entitlements 10000]
+        [--only inprocess throughput reaction memory]
 """
 
 from __future__ import annotations
@@ -26,13 +32,15 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import psutil
 from aiokafka import TopicPartition
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.helpers
+if not os.environ.get("PYTHONPATH"):  # a PYTHONPATH names the checkout to measure
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this one, and tests.helpers
 
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.broker import LocalKafka
@@ -119,11 +127,13 @@ async def raw_consume_rate(bootstrap: str, topic: str, n: int, decode: bool) -> 
     return got / elapsed
 
 
-async def throughput(bootstrap: str, n: int, log_dir: Path) -> None:
-    pools = [f"tp-{i}" for i in range(12)]
-    settings = ControllerSettings(window_s=120.0, bucket_s=1.0)
-    topics, producer = await setup(bootstrap, [pool_config(p, 20, settings) for p in pools])
-    now = time.time()
+THROUGHPUT_POOLS = [f"tp-{i}" for i in range(12)]
+THROUGHPUT_SETTINGS = ControllerSettings(window_s=120.0, bucket_s=1.0)
+
+
+def throughput_events(n: int, now: float) -> list[tuple[bytes, bytes]]:
+    """(key, value) of n request events: 12 pools, 19 entitlements each, 3 sidecars, 3 phases."""
+    pools = THROUGHPUT_POOLS
     values = []
     for i in range(2000):
         pool = pools[i % len(pools)]
@@ -140,9 +150,18 @@ async def throughput(bootstrap: str, n: int, log_dir: Path) -> None:
             latency_ms=500.0,
         )
         values.append((pool.encode(), encode(event)))
+    out = []
     for i in range(n):
         key, value = values[i % len(values)]
-        value = value.replace(b'"id":"x"', b'"id":"r%d"' % i)
+        out.append((key, value.replace(b'"id":"x"', b'"id":"r%d"' % i)))
+    return out
+
+
+async def throughput(bootstrap: str, n: int, log_dir: Path) -> None:
+    pools = THROUGHPUT_POOLS
+    configs = [pool_config(p, 20, THROUGHPUT_SETTINGS) for p in pools]
+    topics, producer = await setup(bootstrap, configs)
+    for key, value in throughput_events(n, time.time()):
         await producer.send(topics.requests, value=value, key=key)
     await producer.flush()
     # Baselines before and after the worker: the machine may be shared, so both sides
@@ -183,6 +202,70 @@ async def throughput(bootstrap: str, n: int, log_dir: Path) -> None:
     print(f"   ratio worker / raw              {rate / raw:10.2f}   (target ≥ 0.5, ≥ 50k/s)")
     print(f"   ratio worker / raw + orjson     {rate / raw_json:10.2f}")
     print(f"   dropped by rule: {dropped:.0f}; worker RSS after: {rss / 2**20:.0f} MiB")
+
+
+@dataclass
+class _Record:
+    """What the reader hands the worker, less the Kafka coordinates it does not read."""
+
+    value: bytes
+    topic: str = "bench"
+    partition: int = 0
+    offset: int = 0
+    key: bytes | None = None
+
+
+def in_process(batches: int, batch_size: int, repeats: int) -> None:
+    """CPU per event of the worker's batch path, in this process: decode → screen → windows.
+
+    The same events as the throughput run, handed over in `batch_size` batches as
+    the request reader does; `time.process_time` per batch, so other processes'
+    load does not count. Uses whichever API the checkout has (the columnar
+    `observe_screened`, or the per-event path before it), so one script measures
+    two checkouts back to back (`PYTHONPATH=<checkout>`).
+    """
+    from streams.output_lengths import OutputLengths
+    from streams.pools import PoolRegistry
+    from streams.screening import screen
+
+    now = time.time()
+    events = throughput_events(batches * batch_size, now)
+    per_batch: list[float] = []
+    for _ in range(repeats):
+        registry = PoolRegistry(PARTITIONS)
+        for pool in THROUGHPUT_POOLS:
+            registry.set_config(pool_config(pool, 20, THROUGHPUT_SETTINGS))
+        registry.sync(frozenset(range(PARTITIONS)), lambda pool: None)
+        lengths = OutputLengths()
+        columnar = hasattr(registry, "observe_screened")
+        for b in range(batches):
+            chunk = events[b * batch_size : (b + 1) * batch_size]
+            records = [_Record(value) for _, value in chunk]
+            started = time.process_time()
+            out = screen(records, now, registry.window_of, registry.recent_of)
+            if columnar:
+                registry.observe_screened(out)
+                lengths.observe_screened(out, registry.config)
+            else:
+                registry.observe_requests(out.events)
+                lengths.observe(out.events, registry.config)
+            per_batch.append((time.process_time() - started) / batch_size * 1e6)
+            assert out.accepted == batch_size
+    print(
+        f"0. worker batch path in process ({'columnar' if columnar else 'per event'}; "
+        f"{batches} × {batch_size}-event batches, {repeats} runs; {streams_path()})"
+    )
+    median = statistics.median(per_batch)
+    print(
+        f"   CPU per event  min {min(per_batch):.2f} µs   median {median:.2f} µs"
+        f"   → {1e6 / median:,.0f} events/s per core"
+    )
+
+
+def streams_path() -> str:
+    import streams
+
+    return str(Path(streams.__file__).parent.parent)
 
 
 # -- 2. reaction time ---------------------------------------------------------------------------
@@ -345,13 +428,15 @@ async def memory(bootstrap: str, entitlements: int, log_dir: Path) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
-    if not bootstrap:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "")
+    if not bootstrap and set(args.only) - {"inprocess"}:
         broker = LocalKafka()
         bootstrap = broker.start()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-streams-"))
     print(f"broker {bootstrap}; worker logs in {log_dir}; {os.cpu_count()} CPUs")
     try:
+        if "inprocess" in args.only:
+            in_process(args.batches, 5000, args.repeats)
         if "throughput" in args.only:
             await throughput(bootstrap, args.events, log_dir)
         if "reaction" in args.only:
@@ -368,5 +453,9 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--entitlements", type=int, default=10_000)
-    parser.add_argument("--only", nargs="*", default=["throughput", "reaction", "memory"])
+    parser.add_argument("--batches", type=int, default=20, help="in-process: 5000-event batches")
+    parser.add_argument("--repeats", type=int, default=3, help="in-process: runs")
+    parser.add_argument(
+        "--only", nargs="*", default=["inprocess", "throughput", "reaction", "memory"]
+    )
     asyncio.run(main(parser.parse_args()))

@@ -158,8 +158,8 @@ class ControlLoop:
         self.metrics.events.labels("requests").inc(len(records))
         self._events_since_tick += len(records)
         out = screen(records, time.time(), self.registry.window_of, self.registry.recent_of)
-        observed = self.registry.observe_requests(out.events)
-        self.output_lengths.observe(out.events, self.registry.config)
+        observed = self.registry.observe_screened(out)
+        self.output_lengths.observe_screened(out, self.registry.config)
         out.dropped["late"] += observed.late
         out.dropped["unknown_entitlement"] += observed.unknown_entitlement
         for reason, n in out.dropped.items():

@@ -12,12 +12,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from connectors.kafka.partitioner import partition_of
-from streams.screening import DEDUPE_HORIZON_S, RecentIds
+from streams.screening import DEDUPE_HORIZON_S, RecentIds, Screened
 from tokenpools.controller import ControllerState, PoolController, TickResult
 from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.schemas.codec import RequestRecord
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord
+from tokenpools.windows import RequestBatch
 
 
 @dataclass(frozen=True)
@@ -115,13 +118,21 @@ class PoolRegistry:
     # -- inputs and the tick ----------------------------------------------------------------
     def observe_requests(self, events: Mapping[str, list[RequestRecord]]) -> Observed:
         """Feed decoded request events (`codec.decode_requests`), grouped by pool."""
+        return self._observe((pool, RequestBatch.of(batch), None) for pool, batch in events.items())
+
+    def observe_screened(self, screened: Screened) -> Observed:
+        """Feed what screening kept: each pool's selection of the one decoded batch."""
+        batch = screened.batch
+        return self._observe((pool, batch, idx) for pool, idx in screened.selected.items())
+
+    def _observe(self, parts: Iterable[tuple[str, RequestBatch, np.ndarray | None]]) -> Observed:
         late = unknown = 0
-        for pool, batch in events.items():
+        for pool, batch, select in parts:
             controller = self._controllers.get(pool)
             if controller is None:
                 continue
             late_before = controller.windows.late_dropped
-            unknown += controller.observe_records(batch)
+            unknown += controller.observe_batch(batch, select)
             late += controller.windows.late_dropped - late_before
         return Observed(late=late, unknown_entitlement=unknown)
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from operator import attrgetter
+from typing import Any
 
 import numpy as np
 
@@ -116,12 +116,129 @@ _NUMBER_FIELDS = (
     "queue_delay_ms",
     "latency_ms",
 )
-_NUMBERS = attrgetter(*_NUMBER_FIELDS)
-_ENTITLEMENT, _PHASE, _INSTANCE = (
-    attrgetter("entitlement"),
-    attrgetter("phase"),
-    attrgetter("instance"),
-)
+_GETTERS = {
+    name: attrgetter(name)
+    for name in (*_NUMBER_FIELDS, "pool", "entitlement", "instance", "id", "phase")
+}
+
+
+def _factorize(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Codes into the distinct values, which are listed in order of first appearance."""
+    names = list(dict.fromkeys(values))
+    index = {name: i for i, name in enumerate(names)}
+    return np.fromiter(map(index.__getitem__, values), np.int64, len(values)), names
+
+
+def _column(records: Sequence[RequestRecord | RequestEvent], name: str) -> list[Any]:
+    """One field of every record, in one C-level pass.
+
+    A list of the values the records already hold: no object is made per event
+    (a tuple per event would be, and in a process holding millions of objects —
+    the worker — each batch of them costs garbage-collector passes over all).
+    """
+    return list(map(_GETTERS[name], records))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBatch:
+    """A batch of decoded request events as columns, before they are split by pool.
+
+    Every per-event Python step is done once here, in C-level passes (one per
+    field, `_column`); pools, entitlements and instances become integer codes
+    into their distinct names, so what follows — screening, each pool's window
+    rows, the output-length learner — works on arrays and looks names up once
+    per distinct name, not per event.
+    """
+
+    pool: np.ndarray  # int64 codes into pool_names
+    pool_names: list[str]
+    entitlement: np.ndarray  # int64 codes into entitlement_names
+    entitlement_names: list[str]
+    instance: np.ndarray  # int64 codes into instance_names
+    instance_names: list[str]
+    ids: Sequence[str]
+    phase: np.ndarray  # int8 PhaseCode values
+    time: np.ndarray  # float64 seconds
+    estimate_tokens: np.ndarray  # float64, as are the rest
+    prompt_tokens: np.ndarray
+    completion_tokens: np.ndarray
+    queue_delay_ms: np.ndarray
+    latency_ms: np.ndarray  # NaN when unknown
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of(cls, records: Sequence[RequestRecord | RequestEvent]) -> RequestBatch:
+        """The decoder's `RequestRecord`s (or validated `RequestEvent`s: the same attributes)."""
+        pool, pool_names = _factorize(_column(records, "pool"))
+        ent, ent_names = _factorize(_column(records, "entitlement"))
+        inst, inst_names = _factorize(_column(records, "instance"))
+        # None (an unknown latency) becomes NaN in a float64 array
+        numbers = {
+            name: np.array(_column(records, name), dtype=np.float64) for name in _NUMBER_FIELDS
+        }
+        return cls(
+            pool=pool,
+            pool_names=pool_names,
+            entitlement=ent,
+            entitlement_names=ent_names,
+            instance=inst,
+            instance_names=inst_names,
+            ids=_column(records, "id"),
+            phase=cls.phase_codes(_column(records, "phase")),
+            **numbers,
+        )
+
+    @staticmethod
+    def phase_codes(phases: Sequence[str]) -> np.ndarray:
+        """Phases (wire strings or `Phase`s) as the int8 `PhaseCode` column."""
+        return np.fromiter(map(_PHASE_INT.__getitem__, phases), np.int8, len(phases))
+
+    def columns(
+        self,
+        select: np.ndarray | None,
+        rows: Mapping[str, int],
+        instance_row: Callable[[str], int],
+    ) -> tuple[RequestColumns | None, int]:
+        """The selected events (indices in batch order; None: all) as one pool's window columns.
+
+        Also returns how many were dropped. `rows` maps entitlement names to window
+        rows; events of other entitlements are dropped and counted. `instance_row`
+        numbers sidecar instances ('' → -1): it is called once per distinct
+        instance of the kept events, in the order of their first event, so it
+        numbers them exactly as an event-by-event pass would.
+        """
+        ent_code = self.entitlement if select is None else self.entitlement[select]
+        names = self.entitlement_names
+        lookup = np.full(len(names), -1, np.int64)
+        for code in np.unique(ent_code).tolist():  # the names this selection uses, once each
+            lookup[code] = rows.get(names[code], -1)
+        ent = lookup[ent_code]
+        known = ent >= 0
+        unknown = int(len(ent) - np.count_nonzero(known))
+        if select is None:
+            select = np.arange(len(self))
+        if unknown:
+            select, ent = select[known], ent[known]
+        if len(select) == 0:
+            return None, unknown
+        inst_code = self.instance[select]
+        firsts, first_at = np.unique(inst_code, return_index=True)
+        inst_lookup = np.full(len(self.instance_names), -1, np.int64)
+        for code in firsts[np.argsort(first_at)].tolist():
+            inst_lookup[code] = instance_row(self.instance_names[code])
+        cols = RequestColumns(
+            time=self.time[select],
+            entitlement=ent,
+            phase=self.phase[select],
+            estimate=self.estimate_tokens[select],
+            tokens=self.prompt_tokens[select] + self.completion_tokens[select],
+            queue_delay_s=self.queue_delay_ms[select] / 1000,
+            latency_s=self.latency_ms[select] / 1000,
+            instance=inst_lookup[inst_code],
+        )
+        return cols, unknown
 
 
 def request_columns(
@@ -133,36 +250,16 @@ def request_columns(
 
     The one conversion of events (the decoder's `RequestRecord`s, or validated
     `RequestEvent`s: the same attributes), so no two feeders can lay the columns
-    out differently. `rows` maps entitlement names to window rows; records of
-    other entitlements are dropped and counted. `instance_row` numbers sidecar
-    instances ('' → -1), in record order.
+    out differently: `RequestBatch.columns` of the whole batch.
     """
-    n = len(records)
-    ent = np.fromiter(map(rows.get, map(_ENTITLEMENT, records), repeat(-1)), np.int64, n)
-    known = ent >= 0
-    unknown = int(n - np.count_nonzero(known))
-    if unknown:
-        records = [o for o, k in zip(records, known, strict=True) if k]
-        ent = ent[known]
-        n = len(records)
-    if n == 0:
-        return None, unknown
-    # One C-level pass for the numbers (None → NaN in a float array), no genexpr per column.
-    numbers = np.array(list(map(_NUMBERS, records)), dtype=np.float64).reshape(
-        n, len(_NUMBER_FIELDS)
-    )
-    time, estimate, prompt, completion, queue_delay_ms, latency_ms = numbers.T
-    cols = RequestColumns(
-        time=time.copy(),
-        entitlement=ent,
-        phase=np.fromiter(map(_PHASE_INT.__getitem__, map(_PHASE, records)), np.int8, n),
-        estimate=estimate.copy(),
-        tokens=prompt + completion,
-        queue_delay_s=queue_delay_ms / 1000,
-        latency_s=latency_ms / 1000,
-        instance=np.fromiter(map(instance_row, map(_INSTANCE, records)), np.int64, n),
-    )
-    return cols, unknown
+    return RequestBatch.of(records).columns(None, rows, instance_row)
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """A 1-D view of a C-contiguous array (raises rather than copy: writes must land)."""
+    view = a.view()
+    view.shape = (a.size,)
+    return view
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,8 +416,12 @@ class DemandWindows:
             ]
         )
         series, event = np.nonzero(values)
-        np.add.at(self._data, (series, slot[event], ent[event]), values[series, event])
-        np.add.at(self._totals, (series, ent[event]), values[series, event])
+        nonzero, ent_of = values[series, event], ent[event]
+        # flat indices: ufunc.at on one 1-D index is several times faster than on a tuple,
+        # and adds in the same order (bit-identical sums)
+        by_series = series * nb + slot[event]
+        np.add.at(_flat(self._data), by_series * self.n + ent_of, nonzero)
+        np.add.at(_flat(self._totals), series * self.n + ent_of, nonzero)
         self._queue_levels(ent, phase, est, waited)
         self._levels(ent, slot, cols.time, phase, est)
         if (cols.instance >= 0).any():
@@ -364,7 +465,7 @@ class DemandWindows:
             csum = np.cumsum(deltas)
             before = np.r_[0.0, csum][starts]  # cumulative sum before each group
             level = gauge[ent] + csum - np.repeat(before, ends - starts + 1)
-            np.maximum.at(peak, (slot, ent), level)
+            np.maximum.at(_flat(peak), slot * self.n + ent, level)
             gauge[ent[ends]] = np.maximum(0.0, level[ends])
 
     def _observe_instances(
@@ -372,17 +473,17 @@ class DemandWindows:
     ) -> None:
         """Arrival tokens per (entitlement, instance): a dict lookup per distinct pair only."""
         keep = decided & (cols.instance >= 0)
-        pairs, inverse = np.unique(
-            np.stack([cols.entitlement[keep], cols.instance[keep]], axis=1),
-            axis=0,
-            return_inverse=True,
-        )
-        keys = [(int(e), int(i)) for e, i in pairs.tolist()]
+        ent, inst = cols.entitlement[keep], cols.instance[keep]
+        # one int64 per pair, ordered as (entitlement, instance): a 1-D unique, not a row-wise one
+        width = int(inst.max()) + 1 if len(inst) else 1
+        combined, inverse = np.unique(ent * width + inst, return_inverse=True)
+        ents, insts = np.divmod(combined, width)
+        keys = list(zip(ents.tolist(), insts.tolist(), strict=True))
         new = [key for key in keys if key not in self._pairs]
         if new:
             self._add_pairs(new)
         rows = np.array([self._pairs[key] for key in keys], dtype=np.int64)[inverse.reshape(-1)]
-        np.add.at(self._pair_tokens, (rows, slot[keep]), cols.estimate[keep])
+        np.add.at(_flat(self._pair_tokens), rows * self.n_buckets + slot[keep], cols.estimate[keep])
         np.maximum.at(self._pair_seen, rows, cols.time[keep])
 
     def _add_pairs(self, keys: list[tuple[int, int]]) -> None:

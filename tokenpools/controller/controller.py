@@ -26,7 +26,7 @@ from tokenpools.schemas.codec import RequestRecord
 from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns
 from tokenpools.schemas.config import EntitlementSpec, PoolSpec, TierCode, TpsSource
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord, RequestEvent
-from tokenpools.windows import DemandWindows, EngineWindows, RequestColumns, request_columns
+from tokenpools.windows import DemandWindows, EngineWindows, RequestBatch, RequestColumns
 
 
 class ControllerState(BaseModel):
@@ -186,7 +186,14 @@ class PoolController:
 
         Returns how many were of entitlements the pool does not have (dropped).
         """
-        cols, unknown = request_columns(events, self._table.index, self.instance_row)
+        return self.observe_batch(RequestBatch.of(events))
+
+    def observe_batch(self, batch: RequestBatch, select: np.ndarray | None = None) -> int:
+        """Add the selected events of a decoded batch (indices; None: all) — this pool's only.
+
+        Returns how many were of entitlements the pool does not have (dropped).
+        """
+        cols, unknown = batch.columns(select, self._table.index, self.instance_row)
         self.unknown_dropped += unknown
         if cols is not None:
             self._windows.observe(cols)
