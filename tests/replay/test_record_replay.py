@@ -80,7 +80,10 @@ def test_the_shipped_trace_replays_live_and_its_recording_replays_to_the_same_ad
         assert first.exit_code == 0, first.output
         assert "replaying 300 requests" in first.output
         error_ms = float(first.output.split("arrival-time error: p99 ")[1].split(" ms")[0])
-        assert error_ms < 250, "requests left far later than their recorded times"
+        # Not a timing benchmark: the bound only catches a broken pacer (one that sends
+        # everything at once errs by tens of seconds over this 30 s replay); a loaded CI
+        # machine measured up to ~1 s, a quiet one ~40 ms.
+        assert error_ms < 3000, "requests left far later than their recorded times"
         time.sleep(3.0)  # the sidecar's last request events reach Kafka
         recorded = cli.invoke(
             app,
