@@ -331,7 +331,10 @@ async def reaction(bootstrap: str, trials: int, log_dir: Path) -> None:
             for pool in pools:
                 t0[pool] = time.time()
                 await send(pool, f"{pool}-g0", 16)
-            baseline = {p: spot_conc(p, t0[p] - 1.5)[-1][1] for p in pools}
+            # spot's limit in force when g0 arrived: its last record before then (the worker
+            # publishes a limit only when it changes or is due for its refresh, so there may
+            # be none in the last tick)
+            baseline = {p: [conc for t, conc in spot_conc(p, 0.0) if t < t0[p]][-1] for p in pools}
             pending = set(pools)
             deadline = time.time() + 5
             while pending and time.time() < deadline:

@@ -57,13 +57,9 @@ def test_preempted_requests_and_their_wasted_tokens_per_entitlement_and_window(
     finally:
         client.close()
     rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
-    assert [(r["entitlement"], r["preempted"], r["completed"]) for r in rows] == [
-        ("spot", 3, 7),
-        ("spot", 1, 4),
-    ]
+    assert [(r["entitlement"], r["preempted"]) for r in rows] == [("spot", 3), ("spot", 1)]
     assert (rows[0]["wasted_prompt_tokens"], rows[0]["wasted_output_tokens"]) == (
         101 + 104 + 107,
         10 + 40 + 70,
     )
     assert (rows[1]["wasted_prompt_tokens"], rows[1]["wasted_output_tokens"]) == (200, 5)
-    assert [round(r["preempted_share"], 3) for r in rows] == [0.3, 0.2]
