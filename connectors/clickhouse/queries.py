@@ -121,12 +121,35 @@ def is_numeric(type_name: str) -> bool:
     return type_name.removeprefix("Nullable(").startswith(("Int", "UInt", "Float", "Decimal"))
 
 
+_INCLUDE = re.compile(r"^[ \t]*-- include: ([a-z0-9_]+)[ \t]*$", re.MULTILINE)
+
+
+def _with_fragments(sql: str, source: str) -> str:
+    """`-- include: NAME` lines replaced by `sql/fragments/NAME.sql`, indented as the line.
+
+    ClickHouse SQL has no include; the rollup-served queries share their range and
+    check-before-use this way instead of each repeating it.
+    """
+
+    def fragment(match: re.Match[str]) -> str:
+        path = sql_root() / "fragments" / f"{match.group(1)}.sql"
+        if not path.is_file():
+            raise QueryError(f"{source}: no fragment {match.group(1)!r} in sql/fragments")
+        indent = match.group(0)[: len(match.group(0)) - len(match.group(0).lstrip())]
+        return "\n".join(indent + line if line else line for line in path.read_text().splitlines())
+
+    return _INCLUDE.sub(fragment, sql)
+
+
 def load_queries(directory: Traversable | None = None) -> dict[str, NamedQuery]:
-    """Every `*.sql` in `directory` (default `sql/queries`); the leading `--` lines describe it."""
+    """Every `*.sql` in `directory` (default `sql/queries`); the leading `--` lines describe it.
+
+    `-- include: NAME` lines take `sql/fragments/NAME.sql` (`_with_fragments`).
+    """
     directory = sql_root() / "queries" if directory is None else directory
     queries = {}
     for path in sql_files(directory):
-        sql = path.read_text()
+        sql = _with_fragments(path.read_text(), path.name)
         stem = path.name.removesuffix(".sql")
         description = " ".join(line.removeprefix("--").strip() for line in _leading_comments(sql))
         parameters: dict[str, Parameter] = {}

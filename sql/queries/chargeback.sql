@@ -2,24 +2,8 @@
 -- Whole minutes come from the rollup requests_minute, the partial minutes at the range's ends from
 -- requests FINAL: the answers of raw/chargeback.sql.
 WITH
-    toStartOfMinute({start:DateTime64(3, 'UTC')}) AS start_minute,
-    if(start_minute = {start:DateTime64(3, 'UTC')}, start_minute, start_minute + toIntervalMinute(1))
-        AS rollup_from,
-    toStartOfMinute({end:DateTime64(3, 'UTC')}) AS rollup_to,
-    -- Whole minutes come from the rollup only while it holds as many rows as the raw table there
-    -- (counted without FINAL: from part metadata, milliseconds); otherwise (a crash between a
-    -- raw part and the view's, duplicates merged away) the whole range is read from the raw table.
-    (
-        SELECT count() FROM requests
-        WHERE time >= rollup_from AND time < rollup_to
-            AND ({pool:String} = '' OR pool = {pool:String})
-            AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
-    ) = (
-        SELECT sum(rows) FROM requests_minute
-        WHERE minute >= rollup_from AND minute < rollup_to
-            AND ({pool:String} = '' OR pool = {pool:String})
-            AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
-    ) AS rollup_whole
+    -- include: rollup_range
+    rollup_whole AS by_minute
 SELECT
     window_start,
     pool,
@@ -40,7 +24,7 @@ FROM
         prompt_tokens AS part_prompt_tokens,
         completion_tokens AS part_completion_tokens
     FROM requests_minute
-    WHERE rollup_whole AND minute >= rollup_from AND minute < rollup_to
+    WHERE by_minute AND minute >= rollup_from AND minute < rollup_to
         AND finished > 0
         AND ({pool:String} = '' OR pool = {pool:String})
         AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
@@ -56,7 +40,7 @@ FROM
     FROM requests FINAL
     WHERE phase IN ('completed', 'failed', 'cancelled')
         AND time >= {start:DateTime64(3, 'UTC')} AND time < {end:DateTime64(3, 'UTC')}
-        AND NOT (rollup_whole AND time >= rollup_from AND time < rollup_to)
+        AND NOT (by_minute AND time >= rollup_from AND time < rollup_to)
         AND ({pool:String} = '' OR pool = {pool:String})
         AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
     GROUP BY window_start, pool, entitlement

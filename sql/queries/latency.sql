@@ -4,24 +4,7 @@
 -- whole minutes) from requests FINAL: the answers of raw/latency.sql.
 WITH
     modulo({window_s:UInt32}, 60) = 0 AS by_window,
-    toStartOfMinute({start:DateTime64(3, 'UTC')}) AS start_minute,
-    if(start_minute = {start:DateTime64(3, 'UTC')}, start_minute, start_minute + toIntervalMinute(1))
-        AS rollup_from,
-    toStartOfMinute({end:DateTime64(3, 'UTC')}) AS rollup_to,
-    -- Whole minutes come from the rollup only while it holds as many rows as the raw table there
-    -- (counted without FINAL: from part metadata, milliseconds); otherwise (a crash between a
-    -- raw part and the view's, duplicates merged away) the whole range is read from the raw table.
-    (
-        SELECT count() FROM requests
-        WHERE time >= rollup_from AND time < rollup_to
-            AND ({pool:String} = '' OR pool = {pool:String})
-            AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
-    ) = (
-        SELECT sum(rows) FROM requests_minute
-        WHERE minute >= rollup_from AND minute < rollup_to
-            AND ({pool:String} = '' OR pool = {pool:String})
-            AND ({entitlement:String} = '' OR entitlement = {entitlement:String})
-    ) AS rollup_whole,
+    -- include: rollup_range
     by_window AND rollup_whole AS by_minute
 SELECT
     window_start,

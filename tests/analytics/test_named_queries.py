@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -205,3 +206,13 @@ def test_results_carry_utc_times_and_no_nan(loaded: Client) -> None:
     rows = run_query(loaded, NamedQuery("probe", "", sql, ()), {}).rows
     assert [r[0] for r in rows] == [datetime.fromtimestamp(60 * i, UTC) for i in range(3)]
     assert [r[1:] for r in rows] == [[0.0, None, 0.0], [None, 1.5, 1.0], [1.0, None, 2.0]]
+
+
+def test_fragments_are_included_where_a_query_names_them(tmp_path: Path) -> None:
+    served = [q for q in QUERIES.values() if "requests_minute" in q.sql]
+    assert {q.name for q in served} >= {"admission", "latency", "slo_attainment", "chargeback"}
+    for query in served:
+        assert "-- include:" not in query.sql and "AS rollup_whole," in query.sql, query.name
+    (tmp_path / "broken.sql").write_text("-- a query\nWITH\n    -- include: nowhere\nSELECT 1\n")
+    with pytest.raises(QueryError, match=r"broken\.sql: no fragment 'nowhere'"):
+        load_queries(tmp_path)

@@ -26,7 +26,7 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 
 def test_the_packaged_sql_is_the_checkouts_sql(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(SQL_DIR_ENV, raising=False)
-    for folder in ("migrations", "queries", "kafka_engine"):
+    for folder in ("migrations", "queries", "kafka_engine", "fragments"):
         packaged = {f.name: f.read_text() for f in sql_files(sql_root() / folder)}
         edited = {p.name: p.read_text() for p in (CHECKOUT / "sql" / folder).glob("*.sql")}
         assert packaged == edited and packaged, folder
