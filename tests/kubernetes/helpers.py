@@ -9,6 +9,7 @@ import yaml
 from kubernetes import client, utils
 from kubernetes.client.rest import ApiException
 
+from connectors.kubernetes.virtual_node import POOL_LABEL, TAINT_KEY
 from tokenpools_cli.local.waiting import wait_until
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -85,3 +86,25 @@ def create_workload(
         apps.create_namespaced_deployment(namespace, body)
     else:
         apps.create_namespaced_stateful_set(namespace, body)
+
+
+def pool_pod(name: str, pool: str, limits: dict[str, str]) -> dict[str, Any]:
+    """A pod asking a pool's virtual node for `limits` (its extended resources): the pool's
+    node selector and taint toleration, a container that never runs (kwok plays kubelet)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "nodeSelector": {POOL_LABEL: pool},
+            "tolerations": [{"key": TAINT_KEY, "operator": "Equal", "value": pool}],
+            "containers": [
+                {
+                    "name": "agent",
+                    "image": "registry.invalid/agent:fake",
+                    "resources": {"limits": limits},
+                }
+            ],
+        },
+    }

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from connectors.kubernetes.virtual_node import POOL_LABEL, TAINT_KEY, TPS
+from connectors.kubernetes.virtual_node import TPS
 from tests.kubernetes.conftest import Kube
+from tests.kubernetes.helpers import pool_pod
 from tokenpools_cli.local.waiting import wait_until
 
 pytestmark = [pytest.mark.slow]
@@ -15,23 +16,7 @@ POOL = "quota-pool"  # no node of this pool exists: the pods stay Pending, quota
 
 
 def agent(name: str, tps: int) -> dict[str, object]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "nodeSelector": {POOL_LABEL: POOL},
-            "tolerations": [{"key": TAINT_KEY, "operator": "Equal", "value": POOL}],
-            "containers": [
-                {
-                    "name": "agent",
-                    "image": "registry.invalid/agent:fake",
-                    "resources": {"limits": {TPS: str(tps)}},
-                }
-            ],
-        },
-    }
+    return pool_pod(name, POOL, {TPS: str(tps)})
 
 
 def test_a_workload_beyond_the_teams_quota_is_refused_naming_the_resource(

@@ -29,6 +29,7 @@ from connectors.kubernetes.virtual_node import (
     node_name,
 )
 from tests.kubernetes.conftest import Kube
+from tests.kubernetes.helpers import pool_pod
 from tokenpools.schemas import Dims, PoolState
 from tokenpools.topics import Topics
 from tokenpools_cli.local.waiting import wait_for
@@ -139,23 +140,7 @@ async def test_the_node_shows_the_pools_capacity_and_follows_replica_loss_within
 
 
 def pod(name: str, pool: str, tps: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "nodeSelector": {POOL_LABEL: pool},
-            "tolerations": [{"key": TAINT_KEY, "operator": "Equal", "value": pool}],
-            "containers": [
-                {
-                    "name": "client",
-                    "image": "registry.invalid/agent:fake",
-                    "resources": {"limits": {TPS: str(tps)}},
-                }
-            ],
-        },
-    }
+    return pool_pod(name, pool, {TPS: str(tps)})
 
 
 def scheduled(core: client.CoreV1Api, namespace: str, name: str) -> tuple[str, str]:

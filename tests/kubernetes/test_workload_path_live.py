@@ -28,7 +28,6 @@ from connectors.kubernetes.reconciler import KEY_FIELD, EntitlementReconciler, k
 from connectors.kubernetes.virtual_node import (
     CONCURRENCY,
     KV_TOKENS,
-    POOL_LABEL,
     TAINT_KEY,
     TPS,
     node_name,
@@ -36,7 +35,7 @@ from connectors.kubernetes.virtual_node import (
 from tests.helpers.paths import REPO
 from tests.helpers.sidecar_stack import MODEL, SALT, stack
 from tests.kubernetes.conftest import Kube
-from tests.kubernetes.helpers import install_crds
+from tests.kubernetes.helpers import install_crds, pool_pod
 from tokenpools.schemas import Dims, PoolConfigRecord, PoolState, decode_as
 from tokenpools.topics import Topics
 from tokenpools_cli.local.waiting import wait_for
@@ -47,23 +46,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 def agent(name: str, tps: int) -> dict[str, object]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "nodeSelector": {POOL_LABEL: POOL},
-            "tolerations": [{"key": TAINT_KEY, "operator": "Equal", "value": POOL}],
-            "containers": [
-                {
-                    "name": "agent",
-                    "image": "registry.invalid/agent:fake",
-                    "resources": {"limits": {TPS: str(tps), KV_TOKENS: "100000", CONCURRENCY: "4"}},
-                }
-            ],
-        },
-    }
+    return pool_pod(name, POOL, {TPS: str(tps), KV_TOKENS: "100000", CONCURRENCY: "4"})
 
 
 def pod_state(core: client.CoreV1Api, namespace: str, name: str) -> tuple[str, str, str]:
