@@ -10,7 +10,6 @@ the sink's into the table itself, from the same records on a real broker.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -27,13 +26,12 @@ from connectors.kafka.admin import ensure_topics
 from connectors.kafka.dead_letter import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER
 from connectors.kafka.producer import make_producer
 from connectors.kafka.topic_reader import read_to_end
-from tests.helpers.kafka_io import lag
+from tests.helpers.sink_runs import drain_requests
 from tokenpools.schemas import DecodeError, EngineSample, decode_as
 from tokenpools.schemas.bounds import MAX_TIME_S, UINT32_MAX
 from tokenpools.schemas.codec import encode
 from tokenpools.schemas.events import RequestEvent
 from tokenpools.topics import Topics
-from tokenpools_cli.local.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
 NOW = time.time()  # the table drops rows older than its TTL
@@ -133,14 +131,7 @@ async def test_the_columnar_sink_stores_the_row_paths_rows_and_parks_the_same_re
         assert len(refused) == 8  # all but the one with an unknown field
 
         sink = ClickHouseSink(kafka_bootstrap, topics, TableWriter(client), settings=SETTINGS)
-        task = asyncio.create_task(sink.run())
-
-        async def caught_up() -> bool:
-            return await lag(kafka_bootstrap, sink.group_of(REQUESTS), topics.requests) == 0
-
-        await wait_for(caught_up, 30, "the sink to commit every request record")
-        sink.stop()
-        await asyncio.wait_for(task, 30)
+        await drain_requests(sink, kafka_bootstrap, topics)
 
         expected = stored(client, "requests_row_path")
         assert len(expected) == len(values) - len(refused)

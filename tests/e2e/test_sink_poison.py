@@ -27,6 +27,7 @@ from connectors.kafka.dead_letter import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER
 from connectors.kafka.producer import make_producer
 from connectors.kafka.topic_reader import read_to_end
 from tests.helpers.kafka_io import lag
+from tests.helpers.sink_runs import drain_requests
 from tokenpools.schemas.events import RequestEvent
 from tokenpools.topics import Topics
 from tokenpools_cli.local.waiting import wait_for
@@ -79,14 +80,7 @@ async def test_the_issues_max_tokens_record_is_dead_lettered_once_and_the_rest_i
     try:
         migrate(client)
         sink = ClickHouseSink(kafka_bootstrap, topics, TableWriter(client), settings=FAST)
-        task = asyncio.create_task(sink.run())
-
-        async def caught_up() -> bool:
-            return await lag(kafka_bootstrap, sink.group_of(REQUESTS), topics.requests) == 0
-
-        await wait_for(caught_up, 30, "the sink to commit every request record")
-        sink.stop()
-        await asyncio.wait_for(task, 30)
+        await drain_requests(sink, kafka_bootstrap, topics)
         assert stored(client) == 30
         dlq = await read_to_end(kafka_bootstrap, topics.dlq)
         assert [m.value for m in dlq] == [values[7]]

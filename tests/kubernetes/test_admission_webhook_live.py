@@ -90,19 +90,8 @@ async def registration(kube: Kube, namespace: str, url: str, ca: bytes) -> Async
         # Entitlement only the webhook refuses (its pool does not exist) tells when.
         def in_force() -> bool:
             try:
-                client.CustomObjectsApi(kube.api).create_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    ENTITLEMENT_PLURAL,
-                    {
-                        "apiVersion": f"{GROUP}/{VERSION}",
-                        "kind": "Entitlement",
-                        "metadata": {"name": "probe"},
-                        "spec": {"pool": "no-such-pool", "tier": "spot"},
-                    },
-                    dry_run="All",
-                )
+                probe = {"pool": "no-such-pool", "tier": "spot"}
+                create_entitlement(kube, namespace, "probe", probe, dry_run=True)
             except client.ApiException as exc:
                 return exc.status == 422 and "spec.pool: no accepted TokenPool" in exc.body
             return False

@@ -48,7 +48,10 @@ def create_pool(kube: Kube, name: str) -> None:
     )
 
 
-def create_entitlement(kube: Kube, namespace: str, name: str, spec: dict[str, Any]) -> None:
+def create_entitlement(
+    kube: Kube, namespace: str, name: str, spec: dict[str, Any], *, dry_run: bool = False
+) -> None:
+    """Create an Entitlement (`dry_run`: admitted or refused, but never stored)."""
     client.CustomObjectsApi(kube.api).create_namespaced_custom_object(
         GROUP,
         VERSION,
@@ -60,6 +63,7 @@ def create_entitlement(kube: Kube, namespace: str, name: str, spec: dict[str, An
             "metadata": {"name": name},
             "spec": spec,
         },
+        **({"dry_run": "All"} if dry_run else {}),
     )
 
 
