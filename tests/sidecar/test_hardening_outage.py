@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 from collections import Counter
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -20,14 +21,19 @@ from connectors.kafka.admin import ensure_topics
 from connectors.kafka.broker import BrokerError, LocalKafka
 from connectors.kafka.producer import make_producer
 from connectors.kafka.topic_reader import read_to_end
+from connectors.replay.http_replay import served_model
+from tests.helpers.paths import EXAMPLES
 from tests.helpers.sidecar_stack import KEYS, MODEL, platform, stack
+from tokenpools.config_file import load_config
 from tokenpools.schemas import Phase, RequestEvent, decode_as
 from tokenpools.topics import Topics
+from tokenpools_cli.local.supervisor import LocalStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 REQUEST_TIMEOUT_MS = 2_000  # the producer gives a batch up after this: the outage is 4x longer
 OUTAGE_S = 8.0
+DEMO_KEY = "sk-demo-guaranteed-a"  # a key of deploy/examples/overload.yaml
 
 
 class _Count(logging.Handler):
@@ -129,3 +135,46 @@ async def test_an_outage_longer_than_the_request_timeout_loses_no_event(
     issued = sorted(order, key=lambda i: int(i.rsplit("-", 1)[1]))
     assert list(order) == issued  # in the order the requests came
     assert outage_lines[1] <= 40, outage_lines
+
+
+async def test_sidecar_run_logs_an_outage_in_a_few_lines(
+    broker: LocalKafka, tmp_path: Path
+) -> None:
+    """The issue's figure (194,521 lines for a 20 s outage) was a `tokenpools sidecar run`
+    process: here that process, not an in-process filter, is what is counted, so the test fails
+    if the command stops installing the rate limit (`limit_log_rate` in its start-up)."""
+    config = EXAMPLES / "overload.yaml"
+    pool = load_config(config).pools[0]
+    topics = Topics(namespace="outage-log")
+    await ensure_topics(broker.bootstrap, topics, partitions=1)
+    loop = asyncio.get_running_loop()
+    statuses: Counter[int] = Counter()
+    with LocalStack(broker.bootstrap, topics.namespace, tmp_path / "stack") as local:
+        engine = local.engine_simulator("--max-num-seqs", str(int(pool.per_replica.conc)))
+        sidecar = local.sidecar(pool.name, config, engine.url)
+        async with aiohttp.ClientSession() as http:
+            model = await served_model(http, sidecar.url, DEMO_KEY)
+
+            async def ask() -> None:
+                body = {"model": model, "prompt": "outage", "max_tokens": 2}
+                headers = {"Authorization": f"Bearer {DEMO_KEY}"}
+                async with http.post(
+                    sidecar.url + "/v1/completions", json=body, headers=headers
+                ) as resp:
+                    await resp.read()
+                    statuses[resp.status] += 1
+
+            for _ in range(5):
+                await ask()
+            await asyncio.to_thread(broker.stop)
+            before = len(sidecar.log.read_bytes().splitlines())
+            down_until = loop.time() + OUTAGE_S
+            while loop.time() < down_until:  # events pile up; the producer retries
+                await ask()
+                await asyncio.sleep(0.05)
+            during = len(sidecar.log.read_bytes().splitlines()) - before
+        local.check_alive()
+    print(f"\nsidecar run: {sum(statuses.values())} requests {dict(statuses)}, "
+          f"{during} log lines during the {OUTAGE_S:g} s outage")  # fmt: skip
+    assert statuses == {200: sum(statuses.values())}
+    assert during <= 40, sidecar.tail(40)
