@@ -18,6 +18,17 @@ from connectors.kafka.broker import BrokerError, LocalKafka
 from tokenpools.topics import Topics
 
 
+def pytest_report_header() -> list[str]:
+    """Say which real parts this run uses and why there is no container path (issue 11 asked
+    for testcontainers where a Docker engine answers; docs/KAFKA.md says why there is none)."""
+    external = os.environ.get("KAFKA_BOOTSTRAP")
+    kafka = f"the broker at {external} (KAFKA_BOOTSTRAP)" if external else "a local KRaft broker"
+    return [
+        f"kafka: {kafka}; clickhouse: chDB (the ClickHouse engine in process)",
+        "no Docker containers: see docs/KAFKA.md, 'Testing without Docker: no testcontainers'",
+    ]
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap address of a real, running Kafka broker."""
