@@ -170,6 +170,15 @@ def _phase_counts(store: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
+def _losses(counts: dict[str, dict[str, int]], n: int) -> str:
+    """Per phase: requests with no row (lost) and rows beyond one per request (duplicated)."""
+    parts = []
+    for phase in ("admitted", "completed"):
+        rows, ids = counts.get(phase, {}).get("rows", 0), counts.get(phase, {}).get("ids", 0)
+        parts.append(f"{phase}: {n - ids} lost, {rows - ids} duplicated")
+    return "; ".join(parts)
+
+
 def test_no_event_is_lost_or_duplicated_through_sink_worker_and_broker_faults(
     cluster: LocalKafka, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,6 +241,7 @@ def test_no_event_is_lost_or_duplicated_through_sink_worker_and_broker_faults(
     n = len(statuses)
     counts = _phase_counts(store)
     print("\n".join(log), f"\nN={n} statuses={sorted(set(statuses))} clickhouse={counts}")
+    print(f"fault test: {n} requests, {statuses.count(200)} served (200); {_losses(counts, n)}")
     assert n >= 100, log
     assert statuses.count(200) == n, f"the sidecar did not serve every request: {log}"
     assert counts.get("admitted") == {"rows": n, "ids": n}, (counts, log)
