@@ -76,6 +76,20 @@ class OutOfBounds(ValueError):
         self.param = param
 
 
+MAX_CHOICES = 128
+"""The most `n` a request may ask for: OpenAI's API bound. Each choice is charged and run
+in full, so an unbounded `n` would let one request reserve a whole pool's KV."""
+
+
+def _choices(n: object) -> int:
+    """`n` as sent (absent or null: 1); outside 1..MAX_CHOICES is refused, naming `n`."""
+    if n is None:
+        return 1
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES:
+        raise OutOfBounds("n", f"n must be an integer from 1 to {MAX_CHOICES}; got {n!r}.")
+    return n
+
+
 def estimate_request(
     body: dict[str, Any], chat: bool, expected_output_tokens: int, predicted: int | None = None
 ) -> Estimate:
@@ -85,8 +99,8 @@ def estimate_request(
     prediction of the entitlement's output length (`tokenpools.output_length`),
     else `max_tokens`, else `expected_output_tokens`.
 
-    Raises `OutOfBounds` when the tokens asked for exceed what a request event
-    holds (UInt32): such a request is refused with a 400 before it is charged,
+    Raises `OutOfBounds` when `n` is outside 1..MAX_CHOICES or the tokens asked
+    for exceed what a request event holds (UInt32): such a request is refused with a 400 before it is charged,
     instead of producing an event every consumer refuses (issue 11).
     """
     prompt = _message_tokens(body.get("messages")) if chat else _prompt_tokens(body.get("prompt"))
@@ -94,8 +108,7 @@ def estimate_request(
     requested = body.get(param)
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
         requested = None
-    n = body.get("n")
-    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    choices = _choices(body.get("n", 1))
     cap = None if requested is None else requested * choices  # n choices each up to max_tokens
     asked = expected_output_tokens * choices if cap is None else cap
     if max(1, prompt) + asked > UINT32_MAX:  # what the client asked for, whatever is reserved

@@ -134,14 +134,14 @@ HTTP_CASES: dict[str, tuple[str, str, dict[str, str], bytes, int | None]] = {
         "/v1/completions",
         {"Authorization": GOLD},
         _json({"model": MODEL, "prompt": "x", "max_tokens": 1_000_000_000_000}),
-        None,
+        400,
     ),
     "n a billion": (
         "POST",
         "/v1/completions",
         {"Authorization": GOLD},
         _json({"model": MODEL, "prompt": "x", "max_tokens": 4, "n": 10**9}),
-        None,
+        400,
     ),
     "stream options a string": (
         "POST",

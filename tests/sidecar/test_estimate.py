@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from connectors.sidecar.estimate import estimate_request
+import pytest
+
+from connectors.sidecar.estimate import MAX_CHOICES, OutOfBounds, estimate_request
 
 
 def test_chat_text_is_four_characters_a_token_plus_a_template_overhead_per_message() -> None:
@@ -53,3 +55,17 @@ def test_token_id_prompts_are_counted_exactly_and_n_choices_multiply_the_output(
 
 def test_a_request_without_text_still_costs_a_token() -> None:
     assert estimate_request({}, chat=True, expected_output_tokens=1).prompt_tokens == 1
+
+
+@pytest.mark.parametrize("n", [0, -3, MAX_CHOICES + 1, 10**9, 2.5, "4", True])
+def test_n_outside_one_to_max_choices_is_refused_naming_n(n: object) -> None:
+    """A billion choices of 4 tokens each stayed under the UInt32 bound and was admitted."""
+    with pytest.raises(OutOfBounds) as refused:
+        estimate_request({"prompt": "abcd", "max_tokens": 4, "n": n}, False, 7)
+    assert refused.value.param == "n"
+
+
+def test_each_of_n_choices_is_charged_its_max_tokens() -> None:
+    body = {"prompt": "abcd", "max_tokens": 5, "n": MAX_CHOICES}
+    assert estimate_request(body, False, 7).output_tokens == 5 * MAX_CHOICES
+    assert estimate_request({"prompt": "abcd", "n": None}, False, 7).output_tokens == 7
