@@ -100,8 +100,9 @@ def estimate_request(
     else `max_tokens`, else `expected_output_tokens`.
 
     Raises `OutOfBounds` when `n` is outside 1..MAX_CHOICES or the tokens asked
-    for exceed what a request event holds (UInt32): such a request is refused with a 400 before it is charged,
-    instead of producing an event every consumer refuses (issue 11).
+    for exceed what a request event holds (UInt32): such a request is refused
+    with a 400 before it is charged, instead of producing an event every
+    consumer refuses (issue 11).
     """
     prompt = _message_tokens(body.get("messages")) if chat else _prompt_tokens(body.get("prompt"))
     param = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
