@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -104,3 +105,12 @@ def test_the_live_engines_run_the_offline_simulators_step_model() -> None:
     assert float(pairs["--prefill-per-token-ms"]) == SIM_STEP.prefill_per_token_s * 1000
     assert int(pairs["--max-num-seqs"]) == int(pool.per_replica.conc)
     assert int(pairs["--num-gpu-blocks"]) * int(pairs["--block-size"]) == int(pool.per_replica.kv)
+
+
+def test_the_live_engines_get_the_scheduler_variant_of_the_step_model() -> None:
+    lever = replace(SIM_STEP, prefill_first=True)
+    options = engine_options(replace(SIM_STEP, long_prefill_token_threshold=256))
+    pairs = dict(zip(options[::2], options[1::2], strict=True))
+    assert pairs["--long-prefill-token-threshold"] == "256"
+    assert "--prefill-first" not in options
+    assert engine_options(lever)[-1] == "--prefill-first"

@@ -25,6 +25,7 @@ from tokenpools_cli.local.supervisor import TOKENPOOLS, Health, LocalStack, Serv
 
 def engine_options(params: EngineParams) -> list[str]:
     """`tokenpools engine-sim run` options that give exactly `params`."""
+    flags = ["--prefill-first"] if params.prefill_first else []  # V0's scheduler (EngineParams)
     return [
         "--max-num-seqs", str(params.max_num_seqs),
         "--num-gpu-blocks", str(params.num_gpu_blocks),
@@ -33,6 +34,8 @@ def engine_options(params: EngineParams) -> list[str]:
         "--step-base-ms", repr(params.step_base_s * 1000),
         "--step-per-seq-ms", repr(params.step_per_seq_s * 1000),
         "--prefill-per-token-ms", repr(params.prefill_per_token_s * 1000),
+        "--long-prefill-token-threshold", str(params.long_prefill_token_threshold),
+        *flags,
     ]  # fmt: skip  # flag and value pairs on a line, as typed at a shell
 
 
