@@ -103,8 +103,11 @@ class Simulator:
         admission: bool = True,
         sample_interval_s: float | None = None,
         learn_output_lengths: bool = True,
+        engine_type: type[EngineModel] = EngineModel,
     ) -> None:
+        """`engine_type` may be a subclass that observes its engine (a bench's probe)."""
         self.config = config
+        self.engine_type = engine_type
         self.scenario = scenario
         self.admission = admission
         self.tick_s = config.controller.tick_s
@@ -137,7 +140,7 @@ class Simulator:
                     spec=pool_spec,
                     controller=ctl,
                     params=params,
-                    engines=[EngineModel(params, token_events=False) for _ in range(n)],
+                    engines=[engine_type(params, token_events=False) for _ in range(n)],
                     generation=[0] * n,
                     scheduled=[None] * n,
                     ents=ents,
@@ -462,7 +465,7 @@ class Simulator:
         if r >= len(pool.engines):
             raise ValueError(f"pool {pool.name!r} has no replica {r}")
         if up and pool.engines[r] is None:
-            pool.engines[r] = EngineModel(pool.params, token_events=False)
+            pool.engines[r] = self.engine_type(pool.params, token_events=False)
         elif not up and pool.engines[r] is not None:
             pool.engines[r] = None
             pool.generation[r] += 1
