@@ -10,7 +10,8 @@ Contract (time is always an argument; the model has no clock):
   a request on the waiting queue (`priority` matters only under the priority
   policy: lower runs first, as vLLM's request `priority` field). If the
   engine is idle a step is planned at `now`. It returns `[aborted]` for a
-  prompt that can never fit the KV cache, else `[]`.
+  prompt that can never fit the KV cache (or, under `prefill_first`, one
+  step's token budget), else `[]`.
 * `next_step_time()` is when the planned step completes (`None` when idle).
 * `step(now)` completes the planned step (call it at `next_step_time()`, or
   later in real time), returns its `EngineEvent`s stamped `now`, and plans the
@@ -37,6 +38,22 @@ prefill), under `EngineParams.scheduling_policy`:
    request queue; a preempted request keeps its place by its key). As in
    vLLM V1, a waiting request never evicts a running one for a slot: under
    `priority` it is only first in line for the next free slot.
+
+Two `EngineParams` options change step 1–2, both off by default:
+
+* `long_prefill_token_threshold` (vLLM V1's flag of that name): a prefill
+  chunk, of a running or a newly admitted request, is at most this many
+  tokens, so one long prompt cannot fill a step that decodes carry.
+* `prefill_first` (vLLM's V0 engine, v0.8–v0.10, with
+  `--enable-chunked-prefill=False`): if any waiting request can be admitted,
+  the step is prefill-only — whole prompts, FCFS/priority order, within
+  `max_num_batched_tokens` and `max_num_seqs` — and running requests do not
+  decode in it; otherwise the step decodes every running request. A prompt
+  longer than `max_num_batched_tokens` is aborted (V0 ignores it). Under the
+  priority policy a step that could schedule no prefill first preempts
+  running requests that rank below the waiting queue's head until the head
+  fits (V0's priority preemption; V1 has none), and the head is prefilled in
+  the next step (in this one when nobody is left to decode).
 
 A request's first token is sampled by the step that completes its prefill;
 each later step adds one token. Step duration is
@@ -74,6 +91,10 @@ class EngineParams:
     step_per_seq_s: float = 0.0004
     prefill_per_token_s: float = 0.00002
     scheduling_policy: SchedulingPolicy = SchedulingPolicy.FCFS
+    # vLLM V1 `--long-prefill-token-threshold`: cap on one request's prefill chunk (0: none)
+    long_prefill_token_threshold: int = 0
+    # vLLM V0 (v0.8–v0.10) with `--enable-chunked-prefill=False`: prefill-only steps first
+    prefill_first: bool = False
 
     def __post_init__(self) -> None:
         if min(self.max_num_seqs, self.num_gpu_blocks, self.block_size) < 1:
@@ -84,6 +105,10 @@ class EngineParams:
             raise ValueError("step-time coefficients must be >= 0")
         if self.step_base_s + self.step_per_seq_s + self.prefill_per_token_s <= 0:
             raise ValueError("a step must take some time")
+        if self.long_prefill_token_threshold < 0:
+            raise ValueError("long_prefill_token_threshold must be >= 0 (0: no cap)")
+        if self.prefill_first and self.long_prefill_token_threshold:
+            raise ValueError("prefill_first prefills whole prompts: it has no chunk threshold")
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -183,7 +208,7 @@ class EngineModel:
             raise ValueError(f"request {request_id!r} is already in the engine")
         key = (int(priority), float(now), next(self._order))
         seq = _Seq(request_id, max(1, int(prompt_tokens)), max(1, int(max_output_tokens)), key)
-        if seq.target + 1 > self.params.kv_capacity_tokens:
+        if self._never_fits(seq):
             return [self._abort_event(seq, now)]
         self._seqs[request_id] = seq
         self._push_waiting(seq, head=False)
@@ -295,10 +320,20 @@ class EngineModel:
     def _blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.params.block_size)
 
+    def _never_fits(self, seq: _Seq) -> bool:
+        """The KV cache cannot hold it, or (prefill_first) no step can prefill it whole."""
+        p = self.params
+        return seq.target + 1 > p.kv_capacity_tokens or (
+            p.prefill_first and seq.target > p.max_num_batched_tokens
+        )
+
     def _abort_event(self, seq: _Seq, now: float) -> EngineEvent:
+        p = self.params
         reason = (
-            f"{seq.target} prompt tokens exceed the KV cache "
-            f"({self.params.kv_capacity_tokens} tokens)"
+            f"{seq.target} prompt tokens exceed the KV cache ({p.kv_capacity_tokens} tokens)"
+            if seq.target + 1 > p.kv_capacity_tokens
+            else f"{seq.target} prompt tokens exceed max_num_batched_tokens "
+            f"({p.max_num_batched_tokens}) without chunked prefill"
         )
         return EngineEvent(
             EngineEventKind.ABORTED, seq.id, now, seq.generated, seq.prompt, reason=reason
@@ -348,6 +383,12 @@ class EngineModel:
         self.preemptions_total += 1
         return victim
 
+    def _chunk(self, seq: _Seq, budget: int) -> int:
+        """The next prefill chunk: what is left, within the budget and the long-prefill cap."""
+        chunk = min(seq.target - seq.computed, budget)
+        cap = self.params.long_prefill_token_threshold
+        return min(chunk, cap) if cap > 0 else chunk
+
     def _plan_step(self, now: float) -> list[EngineEvent]:
         p = self.params
         budget = p.max_num_batched_tokens
@@ -355,6 +396,15 @@ class EngineModel:
         events: list[EngineEvent] = []
         decoding = 0
         prefill_tokens = 0
+        if p.prefill_first:
+            prefill_tokens = self._admit_waiting(plan, budget, events, now)
+            if not plan and self._priority_preemption(events, now) and not self._running:
+                # nothing left to decode: V0's next pass, at once, prefills the head
+                prefill_tokens = self._admit_waiting(plan, budget, events, now)
+            if plan:  # a prefill-only step: running requests do not decode in it
+                self._plan = plan
+                self._step_end = now + p.step_base_s + p.prefill_per_token_s * prefill_tokens
+                return events
         i = 0
         while i < len(self._running) and budget > 0:
             seq = self._running[i]
@@ -388,36 +438,14 @@ class EngineModel:
                 decoding += 1
                 budget -= 1
             else:  # blocks for the whole prefill target were reserved on admission
-                chunk = min(seq.target - seq.computed, budget)
+                chunk = self._chunk(seq, budget)
                 plan.append((seq, chunk))
                 prefill_tokens += chunk
                 budget -= chunk
             i += 1
 
-        capacity_tokens = p.kv_capacity_tokens
-        while budget > 0 and len(self._running) < p.max_num_seqs:
-            head = self._peek_waiting()
-            if head is None:
-                break
-            seq = head
-            if seq.target + 1 > capacity_tokens:
-                self._pop_waiting()
-                seq.state = _DONE
-                del self._seqs[seq.id]
-                events.append(self._abort_event(seq, now))
-                continue
-            need = self._blocks_for(seq.target + 1)
-            if need > self._free_blocks:
-                break
-            self._pop_waiting()
-            seq.state = _RUNNING
-            seq.blocks = need
-            self._free_blocks -= need
-            self._running.append(seq)
-            chunk = min(seq.target, budget)
-            plan.append((seq, chunk))
-            prefill_tokens += chunk
-            budget -= chunk
+        if not p.prefill_first:  # V0 admits only in a prefill-only step (above)
+            prefill_tokens += self._admit_waiting(plan, budget, events, now)
 
         if plan:
             self._plan = plan
@@ -428,3 +456,67 @@ class EngineModel:
                 + p.prefill_per_token_s * prefill_tokens
             )
         return events
+
+    def _admit_waiting(
+        self, plan: list[tuple[_Seq, int]], budget: int, events: list[EngineEvent], now: float
+    ) -> int:
+        """Admit waiting requests into `plan` within `budget`; returns the prefill tokens added.
+
+        Head-of-line: the queue stops at a request whose KV blocks are not free.
+        Under `prefill_first` a prompt is prefilled whole or not at all, as V0
+        without chunked prefill does.
+        """
+        p = self.params
+        whole = p.prefill_first
+        added = 0
+        while budget > 0 and len(self._running) < p.max_num_seqs:
+            seq = self._peek_waiting()
+            if seq is None:
+                break
+            if self._never_fits(seq):  # a preempted request re-prefills prompt + output
+                self._pop_waiting()
+                seq.state = _DONE
+                del self._seqs[seq.id]
+                events.append(self._abort_event(seq, now))
+                continue
+            if whole and seq.target > budget:
+                break
+            need = self._blocks_for(seq.target + 1)
+            if need > self._free_blocks:
+                break
+            self._pop_waiting()
+            seq.state = _RUNNING
+            seq.blocks = need
+            self._free_blocks -= need
+            self._running.append(seq)
+            chunk = self._chunk(seq, budget)
+            plan.append((seq, chunk))
+            added += chunk
+            budget -= chunk
+        return added
+
+    def _priority_preemption(self, events: list[EngineEvent], now: float) -> bool:
+        """V0's `_schedule_priority_preemption`: evict lower-priority runners for the queue's head.
+
+        Called when no prefill could be scheduled: while the lowest-priority
+        running request (largest `(priority, arrival)`) ranks below the head of
+        the waiting queue and the head does not fit (slot or KV blocks), that
+        request is preempted (recompute). The head is prefilled in the next
+        step; this one decodes the rest. Returns whether anyone was preempted.
+        """
+        head = self._peek_waiting()
+        if not self._priority or head is None:
+            return False
+        p = self.params
+        need = self._blocks_for(head.target + 1)
+        preempted = False
+        while self._running:
+            victim = max(self._running, key=lambda s: s.key)
+            if victim.key <= head.key:
+                break
+            if len(self._running) < p.max_num_seqs and need <= self._free_blocks:
+                break
+            self._preempt(victim)
+            events.append(EngineEvent(EngineEventKind.PREEMPTED, victim.id, now))
+            preempted = True
+        return preempted

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -20,9 +21,11 @@ from connectors.replay.trace_events import completed_events
 from connectors.sidecar.estimate import estimate_request
 from tests.helpers.paths import EXAMPLES, SAMPLE_TRACE
 from tokenpools.config_file import load_config
+from tokenpools.engine_model import SchedulingPolicy
+from tokenpools.schemas.config import ReclaimMode
 from tokenpools.simulation.scenarios import overload
 from tokenpools.simulation.trace import read_azure_trace, trace_scenario
-from tokenpools.simulation.workload import SIM_STEP, replica_params
+from tokenpools.simulation.workload import SIM_STEP, pool_engine_params, replica_params
 from tokenpools_cli.experiments.stack import engine_options
 
 PLATFORM = load_config(EXAMPLES / "scarcity.yaml")  # expected outputs 128 and 512
@@ -104,3 +107,27 @@ def test_the_live_engines_run_the_offline_simulators_step_model() -> None:
     assert float(pairs["--prefill-per-token-ms"]) == SIM_STEP.prefill_per_token_s * 1000
     assert int(pairs["--max-num-seqs"]) == int(pool.per_replica.conc)
     assert int(pairs["--num-gpu-blocks"]) * int(pairs["--block-size"]) == int(pool.per_replica.kv)
+
+
+def test_the_live_engines_get_the_scheduler_variant_of_the_step_model() -> None:
+    lever = replace(SIM_STEP, prefill_first=True)
+    options = engine_options(replace(SIM_STEP, long_prefill_token_threshold=256))
+    pairs = dict(zip(options[::2], options[1::2], strict=True))
+    assert pairs["--long-prefill-token-threshold"] == "256"
+    assert "--prefill-first" not in options
+    assert engine_options(lever)[-1] == "--prefill-first"
+
+
+def test_a_pool_reclaiming_through_engine_priority_gets_live_engines_with_the_priority_policy() -> (
+    None
+):
+    """Its sidecar forwards tiers' `priority`; an fcfs engine would answer those requests 400."""
+    pool = PLATFORM.pools[0]
+    by_engine = pool.model_copy(
+        update={"reclaim": pool.reclaim.model_copy(update={"mode": ReclaimMode.ENGINE_PRIORITY})}
+    )
+    params = pool_engine_params(SIM_STEP, by_engine)
+    assert params.scheduling_policy is SchedulingPolicy.PRIORITY
+    options = engine_options(params)
+    assert options[options.index("--scheduling-policy") + 1] == "priority"
+    assert pool_engine_params(SIM_STEP, pool).scheduling_policy is SchedulingPolicy.FCFS

@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import partial
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from tokenpools.admission import Admission, fallback_limits, max_wait_s
 from tokenpools.controller import PoolController
-from tokenpools.engine_model import EngineEventKind, EngineModel, EngineParams, SchedulingPolicy
+from tokenpools.engine_model import EngineEventKind, EngineModel, EngineParams
 from tokenpools.output_length import OutputLengthPredictor, reservation_output_tokens
 from tokenpools.reclaim import engine_priority, entitled_limits, victim_key
 from tokenpools.schemas.config import FallbackMode, PlatformConfig, PoolSpec, ReclaimMode
@@ -36,7 +36,7 @@ from tokenpools.schemas.dims import Dims
 from tokenpools.schemas.events import EngineSample, PhaseCode, PoolConfigRecord
 from tokenpools.simulation.result import Outcome, SimResult, Timeline
 from tokenpools.simulation.usage import Usage
-from tokenpools.simulation.workload import Scenario, SimRequest, replica_params
+from tokenpools.simulation.workload import Scenario, SimRequest, pool_engine_params
 from tokenpools.windows import RequestColumns, RequestRow
 
 
@@ -103,8 +103,11 @@ class Simulator:
         admission: bool = True,
         sample_interval_s: float | None = None,
         learn_output_lengths: bool = True,
+        engine_type: type[EngineModel] = EngineModel,
     ) -> None:
+        """`engine_type` may be a subclass that observes its engine (a bench's probe)."""
         self.config = config
+        self.engine_type = engine_type
         self.scenario = scenario
         self.admission = admission
         self.tick_s = config.controller.tick_s
@@ -120,11 +123,7 @@ class Simulator:
         self.row_of: list[int] = [0] * len(self.names)
         for p_idx, record in enumerate(PoolConfigRecord.from_platform(config)):
             pool_spec = record.pool
-            params = replica_params(
-                scenario.step, pool_spec.per_replica.conc, pool_spec.per_replica.kv
-            )
-            if pool_spec.reclaim.mode is ReclaimMode.ENGINE_PRIORITY:
-                params = replace(params, scheduling_policy=SchedulingPolicy.PRIORITY)
+            params = pool_engine_params(scenario.step, pool_spec)
             ctl = PoolController(record)
             ents = [self.index[e.name] for e in record.entitlements]
             for e in ents:
@@ -137,7 +136,7 @@ class Simulator:
                     spec=pool_spec,
                     controller=ctl,
                     params=params,
-                    engines=[EngineModel(params, token_events=False) for _ in range(n)],
+                    engines=[engine_type(params, token_events=False) for _ in range(n)],
                     generation=[0] * n,
                     scheduled=[None] * n,
                     ents=ents,
@@ -462,7 +461,7 @@ class Simulator:
         if r >= len(pool.engines):
             raise ValueError(f"pool {pool.name!r} has no replica {r}")
         if up and pool.engines[r] is None:
-            pool.engines[r] = EngineModel(pool.params, token_events=False)
+            pool.engines[r] = self.engine_type(pool.params, token_events=False)
         elif not up and pool.engines[r] is not None:
             pool.engines[r] = None
             pool.generation[r] += 1

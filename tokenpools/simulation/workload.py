@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from tokenpools.engine_model import EngineParams
+from tokenpools.engine_model import EngineParams, SchedulingPolicy
+from tokenpools.schemas.config import PoolSpec, ReclaimMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,18 @@ class ReplicaChange:
 # per_replica.tps (docs/CAPACITY_MODEL.md, "Offline simulator"). A live experiment starts
 # its engine simulators with the same values (`Scenario.step`; tokenpools_cli/experiments/stack.py).
 SIM_STEP = EngineParams(step_base_s=0.010, step_per_seq_s=0.0002, prefill_per_token_s=0.00002)
+
+
+def pool_engine_params(step: EngineParams, pool: PoolSpec) -> EngineParams:
+    """One replica of `pool` as the live stack and the simulator both run it.
+
+    A pool that reclaims through engine priority runs vLLM's priority policy:
+    its sidecars forward each tier's `priority`, which an fcfs engine refuses.
+    """
+    params = replica_params(step, pool.per_replica.conc, pool.per_replica.kv)
+    if pool.reclaim.mode is ReclaimMode.ENGINE_PRIORITY:
+        params = replace(params, scheduling_policy=SchedulingPolicy.PRIORITY)
+    return params
 
 
 def replica_params(step: EngineParams, conc: float, kv_tokens: float) -> EngineParams:

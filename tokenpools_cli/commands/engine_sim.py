@@ -33,6 +33,17 @@ def run(
         128, help="Output length when a request sets no max_tokens."
     ),
     max_model_len: int = typer.Option(32768, help="Longest prompt + output accepted."),
+    long_prefill_token_threshold: int = typer.Option(
+        0, help="vLLM V1's cap on one request's prefill chunk per step (0: no cap)."
+    ),
+    prefill_first: bool = typer.Option(
+        False,
+        "--prefill-first",
+        help=(
+            "vLLM V0 (v0.8-v0.10) with --enable-chunked-prefill=False: prefill-only steps first, "
+            "decodes paused for them."
+        ),
+    ),
     scheduling_policy: str = typer.Option(
         "fcfs",
         help="vLLM's --scheduling-policy: fcfs, or priority (requests' `priority`, lower first).",
@@ -71,6 +82,8 @@ def run(
                 step_per_seq_s=step_per_seq_ms / 1000,
                 prefill_per_token_s=prefill_per_token_ms / 1000,
                 scheduling_policy=policy,
+                long_prefill_token_threshold=long_prefill_token_threshold,
+                prefill_first=prefill_first,
             )
         )
         served = ServedModel(model, max_model_len, default_output_tokens)

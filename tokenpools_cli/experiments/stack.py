@@ -2,7 +2,7 @@
 
 `engine_options` is how a scenario's `EngineParams` reach `tokenpools
 engine-sim run`, so the live engines and the offline simulator's run the same
-step model with the pool's slots and KV blocks (`replica_params`).
+step model with the pool's slots, KV blocks and scheduling policy (`pool_engine_params`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from connectors.kafka.broker import free_port
 from connectors.scraper.parse import MetricsParseError, parse_vllm_metrics
 from tokenpools.engine_model import EngineParams
 from tokenpools.schemas.config import PoolSpec
-from tokenpools.simulation.workload import replica_params
+from tokenpools.simulation.workload import pool_engine_params
 from tokenpools_cli.local.supervisor import TOKENPOOLS, Health, LocalStack, Service
 
 
 def engine_options(params: EngineParams) -> list[str]:
     """`tokenpools engine-sim run` options that give exactly `params`."""
+    flags = ["--prefill-first"] if params.prefill_first else []  # V0's scheduler (EngineParams)
     return [
         "--max-num-seqs", str(params.max_num_seqs),
         "--num-gpu-blocks", str(params.num_gpu_blocks),
@@ -33,6 +34,9 @@ def engine_options(params: EngineParams) -> list[str]:
         "--step-base-ms", repr(params.step_base_s * 1000),
         "--step-per-seq-ms", repr(params.step_per_seq_s * 1000),
         "--prefill-per-token-ms", repr(params.prefill_per_token_s * 1000),
+        "--scheduling-policy", params.scheduling_policy.value,
+        "--long-prefill-token-threshold", str(params.long_prefill_token_threshold),
+        *flags,
     ]  # fmt: skip  # flag and value pairs on a line, as typed at a shell
 
 
@@ -47,7 +51,7 @@ class Engines:
 
     @classmethod
     def start(cls, stack: LocalStack, pool: PoolSpec, step: EngineParams) -> Engines:
-        params = replica_params(step, pool.per_replica.conc, pool.per_replica.kv)
+        params = pool_engine_params(step, pool)
         engines = cls(stack, engine_options(params), [free_port() for _ in range(pool.replicas)])
         engines.services = [engines._launch(i) for i in range(pool.replicas)]
         return engines
