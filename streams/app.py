@@ -16,7 +16,8 @@ app exists either way. What it does:
   worker's partitions only, `PoolController.tick(now)` → limits, scaling
   decision and state snapshot published; the controller state (debt,
   priority, epoch, scaler memory) written to the `controller-state` table so
-  a restarted or new owner continues from it.
+  a restarted or new owner continues from it (every few ticks, and at once
+  when a scaling decision or a drain changed it: `streams.pools`).
 
 Topics are all keyed by pool with one partition count, so Faust's assignor
 gives one worker all of a pool's partitions (see `streams.ownership`).
@@ -236,8 +237,9 @@ class ControlLoop:
                 )
             for kind, n in counts.items():
                 self.metrics.published.labels(kind).inc(n)
-            self.states[pool.encode()] = state.model_dump_json().encode()
-            self.metrics.epoch.labels(pool).set(state.epoch)
+            if state is not None:  # due: see streams.pools.RESTART_STATE_EVERY
+                self.states[pool.encode()] = state.model_dump_json().encode()
+            self.metrics.epoch.labels(pool).set(result.state_columns.epoch)
         await self._observe_lag()
         if self._last_tick_wall is not None and now > self._last_tick_wall:
             rate = self._events_since_tick / (now - self._last_tick_wall)

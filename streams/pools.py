@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,6 +22,19 @@ from tokenpools.schemas import DecodeError, decode_as
 from tokenpools.schemas.codec import RequestRecord
 from tokenpools.schemas.events import EngineSample, PoolConfigRecord
 from tokenpools.windows import RequestBatch
+
+# A pool's restart state (ControllerState, the `controller-state` changelog) is stored on
+# its first tick here, every RESTART_STATE_EVERY-th tick after that, and at once when its
+# outline changed (a scaling decision, a scale-down target, a drain): a takeover continues
+# from debt and priority at most RESTART_STATE_EVERY - 1 ticks old (docs/STREAMS.md).
+RESTART_STATE_EVERY = 5
+
+
+class _Stored(NamedTuple):
+    """The outline of a pool's last stored restart state, and the ticks since."""
+
+    outline: tuple[object, ...]
+    ticks: int
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,7 @@ class PoolRegistry:
         self._controllers: dict[str, PoolController] = {}
         self._owned: frozenset[int] = frozenset()
         self._recent: dict[str, RecentIds] = {}  # pool -> request ids its controller saw
+        self._stored: dict[str, _Stored] = {}  # pool -> its last restart state handed out
 
     # -- configs ----------------------------------------------------------------------------
     def load_configs(self, raw: Iterable[tuple[bytes | str, bytes | None]]) -> list[str]:
@@ -71,6 +86,7 @@ class PoolRegistry:
         self._configs.pop(pool, None)
         self._controllers.pop(pool, None)
         self._recent.pop(pool, None)
+        self._stored.pop(pool, None)
 
     # -- ownership --------------------------------------------------------------------------
     @property
@@ -109,6 +125,7 @@ class PoolRegistry:
         for name in removed:
             del self._controllers[name]
             self._recent.pop(name, None)
+            self._stored.pop(name, None)
         added = [name for name in sorted(wanted) if name not in self._controllers]
         for name in added:
             self._controllers[name] = PoolController(self._configs[name], states(name))
@@ -161,10 +178,12 @@ class PoolRegistry:
 
     def tick(
         self, now: float, ready: frozenset[int] | None = None
-    ) -> list[tuple[str, TickResult, ControllerState]]:
+    ) -> list[tuple[str, TickResult, ControllerState | None]]:
         """Tick the owned pools (only those on `ready` partitions, if given).
 
-        Each result comes with the state to persist.
+        Each result comes with the restart state to store, or None when it is not
+        due (see `RESTART_STATE_EVERY`): building and storing ~40 bytes per
+        entitlement every tick cost as much as a fifth of the core's tick at 10k.
         """
         out = []
         for pool in sorted(self._controllers):
@@ -172,5 +191,15 @@ class PoolRegistry:
                 continue
             controller = self._controllers[pool]
             result = controller.tick(now)
-            out.append((pool, result, controller.state()))
+            out.append((pool, result, self._restart_state(pool, controller)))
         return out
+
+    def _restart_state(self, pool: str, controller: PoolController) -> ControllerState | None:
+        """The pool's state if due: first tick here, outline changed, or every Nth tick."""
+        outline = controller.state_outline()
+        last = self._stored.get(pool)
+        if last is not None and last.outline == outline and last.ticks + 1 < RESTART_STATE_EVERY:
+            self._stored[pool] = _Stored(outline, last.ticks + 1)
+            return None
+        self._stored[pool] = _Stored(outline, 0)
+        return controller.state()
