@@ -63,6 +63,7 @@ class LimitMemory:
         self._limits = np.zeros((0, 3))
         self._predicted = np.zeros(0, dtype=np.int64)
         self._refresh_at = np.zeros(0)
+        self._keys: list[bytes] = []  # each row's key on the limits topic
 
     def due(self, cols: LimitColumns) -> np.ndarray:
         """Rows of `cols` to publish now, and remember them as published (by `cols.issued_at`)."""
@@ -75,6 +76,7 @@ class LimitMemory:
             old_refresh = self._refresh_at
         else:
             group, old_limits, old_predicted, old_refresh, lost = self._carried(ids)
+            self._keys = list(map(limit_key, cols.entitlements, cols.instances))
         n_groups = int(group.max()) + 1 if len(group) else 0
         due_row = (now >= old_refresh) & np.isfinite(old_refresh)  # a new key is "changed"
         # the prediction rides on the same records: a new one must not wait for the refresh
@@ -94,6 +96,12 @@ class LimitMemory:
         self._predicted = predicted
         self._refresh_at = refresh_at
         return rows
+
+    def keys(self, rows: np.ndarray) -> list[bytes]:
+        """The limits-topic keys of rows of the columns last given to `due` (kept while
+        the rows stay the same: the same ~30k keys were built again every tick)."""
+        keys = self._keys
+        return [keys[i] for i in rows.tolist()]
 
     def _carried(
         self, ids: tuple[Sequence[str], Sequence[str], Sequence[str]]
@@ -134,6 +142,17 @@ def _same(a: tuple[Sequence[str], ...], b: tuple[Sequence[str], ...]) -> bool:
     return all(len(x) == len(y) and list(x) == list(y) for x, y in zip(a, b, strict=True))
 
 
+def limit_records(cols: LimitColumns, memory: LimitMemory | None) -> list[tuple[bytes, bytes]]:
+    """(key, value) of the limit records to send: with `memory`, only those due."""
+    if memory is None:
+        keys = list(map(limit_key, cols.entitlements, cols.instances))
+    else:
+        rows = memory.due(cols)
+        keys = memory.keys(rows)
+        cols = cols.take(rows)
+    return list(zip(keys, cols.encoded(), strict=True))
+
+
 async def publish_tick(
     send: Send,
     topics: Topics,
@@ -147,14 +166,10 @@ async def publish_tick(
     """
     counts: Counter[str] = Counter()
     headers: Headers = [(WORKER_HEADER, worker.encode())]
-    cols = result.limit_columns
-    if memory is not None:
-        cols = cols.take(memory.due(cols))
-    keys = map(limit_key, cols.entitlements, cols.instances)
-    values = cols.encoded()
-    for key, value in zip(keys, values, strict=True):
+    records = limit_records(result.limit_columns, memory)
+    for key, value in records:
         await send(topics.limits, key, value, headers)
-    counts["limit"] = len(values)
+    counts["limit"] = len(records)
     pool_key = result.state_columns.pool.encode()
     if result.scaling is not None:
         await send(topics.scaling, pool_key, encode(result.scaling), headers)

@@ -3,8 +3,9 @@
 `LimitMemory` decides which of a tick's limit records are published. Whatever
 the sequence of ticks (values changing or not, instance splits appearing and
 disappearing, tiers changing), a sidecar's own `LiveLimits` fed only the
-published records must enforce, after every tick, the same limit as one fed
-every record of every tick, with at least half its TTL left.
+published records (under the keys they are sent with) must enforce, after every
+tick, the same limit as one fed every record of every tick, with at least half
+its TTL left.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.sidecar.limits import LiveLimits
-from streams.publishing import REFRESH_EVERY, LimitMemory, publish_tick
+from streams.publishing import REFRESH_EVERY, LimitMemory, limit_records, publish_tick
 from tests.helpers.core import arrivals, ent, pool_config
 from tokenpools.controller import PoolController
-from tokenpools.schemas import encode
+from tokenpools.schemas import decode_as, encode
 from tokenpools.schemas.columnar import LimitColumns
 from tokenpools.schemas.config import Tier
-from tokenpools.schemas.events import Phase
+from tokenpools.schemas.events import LimitUpdate, Phase
 from tokenpools.topics import Topics, limit_key
 
 TTL = 10.0
@@ -81,7 +82,9 @@ def test_a_sidecar_enforces_what_it_would_if_every_limit_were_published_every_ti
             for update in cols.models():
                 for live in full.values():
                     live.apply(update)
-            for update in cols.take(memory.due(cols)).models():
+            for key, value in limit_records(cols, memory):  # as `publish_tick` sends them
+                update = decode_as(value, LimitUpdate)
+                assert key == limit_key(update.entitlement, update.instance)  # kept keys follow
                 for live in changed_only.values():
                     live.apply(update)
             for inst in full:
