@@ -37,6 +37,28 @@ class _Stored(NamedTuple):
     ticks: int
 
 
+class RestartStates:
+    """Which ticks hand out a pool's restart state to store (see `RESTART_STATE_EVERY`)."""
+
+    def __init__(self) -> None:
+        self._stored: dict[str, _Stored] = {}  # pool -> its last restart state handed out
+
+    def due(self, controller: PoolController) -> ControllerState | None:
+        """The pool's state if due: first tick here, outline changed, or every Nth tick."""
+        pool = controller.pool
+        outline = controller.state_outline()
+        last = self._stored.get(pool)
+        if last is not None and last.outline == outline and last.ticks + 1 < RESTART_STATE_EVERY:
+            self._stored[pool] = _Stored(outline, last.ticks + 1)
+            return None
+        self._stored[pool] = _Stored(outline, 0)
+        return controller.state()
+
+    def forget(self, pool: str) -> None:
+        """The pool's controller is gone: its next one stores its state on its first tick."""
+        self._stored.pop(pool, None)
+
+
 @dataclass(frozen=True)
 class Observed:
     """What the core dropped from one batch of one pool (for the worker's counters)."""
@@ -54,7 +76,7 @@ class PoolRegistry:
         self._controllers: dict[str, PoolController] = {}
         self._owned: frozenset[int] = frozenset()
         self._recent: dict[str, RecentIds] = {}  # pool -> request ids its controller saw
-        self._stored: dict[str, _Stored] = {}  # pool -> its last restart state handed out
+        self._restart_states = RestartStates()
 
     # -- configs ----------------------------------------------------------------------------
     def load_configs(self, raw: Iterable[tuple[bytes | str, bytes | None]]) -> list[str]:
@@ -86,7 +108,7 @@ class PoolRegistry:
         self._configs.pop(pool, None)
         self._controllers.pop(pool, None)
         self._recent.pop(pool, None)
-        self._stored.pop(pool, None)
+        self._restart_states.forget(pool)
 
     # -- ownership --------------------------------------------------------------------------
     @property
@@ -125,7 +147,7 @@ class PoolRegistry:
         for name in removed:
             del self._controllers[name]
             self._recent.pop(name, None)
-            self._stored.pop(name, None)
+            self._restart_states.forget(name)
         added = [name for name in sorted(wanted) if name not in self._controllers]
         for name in added:
             self._controllers[name] = PoolController(self._configs[name], states(name))
@@ -191,15 +213,5 @@ class PoolRegistry:
                 continue
             controller = self._controllers[pool]
             result = controller.tick(now)
-            out.append((pool, result, self._restart_state(pool, controller)))
+            out.append((pool, result, self._restart_states.due(controller)))
         return out
-
-    def _restart_state(self, pool: str, controller: PoolController) -> ControllerState | None:
-        """The pool's state if due: first tick here, outline changed, or every Nth tick."""
-        outline = controller.state_outline()
-        last = self._stored.get(pool)
-        if last is not None and last.outline == outline and last.ticks + 1 < RESTART_STATE_EVERY:
-            self._stored[pool] = _Stored(outline, last.ticks + 1)
-            return None
-        self._stored[pool] = _Stored(outline, 0)
-        return controller.state()
