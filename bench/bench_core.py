@@ -5,7 +5,8 @@ Prints, measured in this run on this machine:
      numeric part every caller runs) for 1k entitlements in 10 pools and for
      10k entitlements in one pool — median ms over repeated ticks — their
      growth ratio (10× the entitlements); then the full tick up to the bytes
-     the worker publishes (`tick()` + encoded limits + `encoded_state()`)
+     the worker writes (`tick()` + limit records + `encoded_state()` + the
+     restart state when due, `streams.pools.RestartStates`), mean ms,
      for both, and for the 10k pool seen through two sidecars (instance splits):
      every limit every tick (before) next to only the limits that changed or are
      due for their refresh (`streams.publishing.LimitMemory`, what the worker sends);
@@ -34,14 +35,14 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams.publishing import LimitMemory
+from streams.pools import RESTART_STATE_EVERY, RestartStates
+from streams.publishing import LimitMemory, limit_records
 from tokenpools.config_file import load_config
 from tokenpools.controller import PoolController
 from tokenpools.schemas.config import ControllerSettings, EntitlementSpec, PoolSpec, Tier
 from tokenpools.schemas.dims import Dims, OptionalDims
 from tokenpools.schemas.events import PhaseCode, PoolConfigRecord
 from tokenpools.simulation import Simulator, read_azure_trace, trace_scenario
-from tokenpools.topics import limit_key
 from tokenpools.windows import RequestColumns
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +99,13 @@ def feed(
     )
 
 
+def mean_ms(fn: Callable[[], object], repeats: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) * 1000 / repeats
+
+
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -133,31 +141,34 @@ def bench_ticks(repeats: int) -> tuple[float, float]:
 def full_tick_ms(
     ctls: list[PoolController], repeats: int, changed_only: bool
 ) -> tuple[float, int, int]:
-    """Median ms of ticks up to the bytes the worker sends; (ms, limit records, state bytes).
+    """Mean ms of ticks up to the bytes the worker writes; (ms, limit records, state bytes).
 
-    `changed_only`: as the worker publishes (`streams.publishing.LimitMemory`): only the
-    limits that changed or are due for a refresh are encoded; the first tick (everything,
-    a fresh memory) is the warm-up. Otherwise every limit of every tick, as before.
+    Each tick as the worker's: `tick()`, the limit records (`limit_records`; with
+    `changed_only` through a `LimitMemory`, only those changed or due for a refresh, the
+    first tick — everything, a fresh memory — being the warm-up; otherwise every limit),
+    the state snapshot, and the restart state when it is due (`RestartStates`: every
+    `RESTART_STATE_EVERY`-th tick). The mean over whole periods of that, not the median,
+    which would leave the restart state out.
     """
     clock = {"t": 100.0}
     sizes: list[tuple[int, int]] = []
-    memories = [LimitMemory() for _ in ctls]
+    memories = [LimitMemory() if changed_only else None for _ in ctls]
+    restart = RestartStates()
 
     def full_tick() -> None:
         clock["t"] += 0.05  # the events stay in the window: every tick splits as much
         sizes.clear()
         for ctl, memory in zip(ctls, memories, strict=True):
             result = ctl.tick(clock["t"])
-            if changed_only:
-                cols = result.limit_columns.take(memory.due(result.limit_columns))
-                keys = map(limit_key, cols.entitlements, cols.instances)
-                limits = list(zip(keys, cols.encoded(), strict=True))
-            else:
-                limits = result.encoded_limits()
+            limits = limit_records(result.limit_columns, memory)
+            state = restart.due(ctl)
+            if state is not None:
+                state.model_dump_json()
             sizes.append((len(limits), len(result.encoded_state())))
 
     full_tick()  # warm-up
-    ms = median_ms(full_tick, repeats)
+    periods = -(-repeats // RESTART_STATE_EVERY)
+    ms = mean_ms(full_tick, periods * RESTART_STATE_EVERY)
     return ms, sum(n for n, _ in sizes), sum(b for _, b in sizes)
 
 
@@ -221,7 +232,10 @@ def main() -> None:
     print(f"  1k entitlements in 10 pools : {small_ms:8.2f} ms median")
     print(f"  10k entitlements in 1 pool  : {big_ms:8.2f} ms median   (target < 20 ms)")
     print(f"  growth 10k/1k               : {big_ms / small_ms:8.2f}x for 10x the entitlements")
-    print("full tick up to the published bytes (tick + encoded limits + encoded state)")
+    print(
+        "full tick up to the bytes the worker writes (tick + limit records + state snapshot"
+        f" + restart state every {RESTART_STATE_EVERY}th tick), mean ms"
+    )
     print("  every limit each tick (before) | only changed or due limits (streams.publishing)")
     for label, every_ms, every_n, changed_ms, changed_n, state_bytes in full:
         print(
