@@ -30,33 +30,59 @@ from tokenpools.windows import RequestBatch
 RESTART_STATE_EVERY = 5
 
 
-class _Stored(NamedTuple):
-    """The outline of a pool's last stored restart state, and the ticks since."""
+class _Written(NamedTuple):
+    """The outline of what was last written for a pool, and the ticks since."""
 
-    outline: tuple[object, ...]
+    outline: object
     ticks: int
+
+
+class EveryFew:
+    """Per pool: due on its first tick here, every `every`-th tick after, and at once on any
+    tick whose outline (what must never wait: a decision, a drain, a new replica count)
+    differs from the last written one."""
+
+    def __init__(self, every: int) -> None:
+        if every < 1:
+            raise ValueError(f"every must be at least 1 tick, got {every}")
+        self.every = every
+        self._written: dict[str, _Written] = {}
+
+    def due(self, pool: str, outline: object, *, now: bool = False) -> bool:
+        """Whether this tick writes; `now`: it must (a decision was made)."""
+        last = self._written.get(pool)
+        if last is not None and not now and last.outline == outline and last.ticks + 1 < self.every:
+            self._written[pool] = _Written(outline, last.ticks + 1)
+            return False
+        self._written[pool] = _Written(outline, 0)
+        return True
+
+    def forget(self, pool: str) -> None:
+        """The pool is not ticked here now: when it is again, its first tick is due."""
+        self._written.pop(pool, None)
+
+    def keep_only(self, pools: Iterable[str]) -> None:
+        """Forget every pool but these (the ones ticked this time)."""
+        kept = set(pools)
+        for pool in [p for p in self._written if p not in kept]:
+            del self._written[pool]
 
 
 class RestartStates:
     """Which ticks hand out a pool's restart state to store (see `RESTART_STATE_EVERY`)."""
 
     def __init__(self) -> None:
-        self._stored: dict[str, _Stored] = {}  # pool -> its last restart state handed out
+        self._schedule = EveryFew(RESTART_STATE_EVERY)
 
     def due(self, controller: PoolController) -> ControllerState | None:
         """The pool's state if due: first tick here, outline changed, or every Nth tick."""
-        pool = controller.pool
-        outline = controller.state_outline()
-        last = self._stored.get(pool)
-        if last is not None and last.outline == outline and last.ticks + 1 < RESTART_STATE_EVERY:
-            self._stored[pool] = _Stored(outline, last.ticks + 1)
-            return None
-        self._stored[pool] = _Stored(outline, 0)
-        return controller.state()
+        if self._schedule.due(controller.pool, controller.state_outline()):
+            return controller.state()
+        return None
 
     def forget(self, pool: str) -> None:
         """The pool's controller is gone: its next one stores its state on its first tick."""
-        self._stored.pop(pool, None)
+        self._schedule.forget(pool)
 
 
 @dataclass(frozen=True)

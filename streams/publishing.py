@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from connectors.kafka.dead_letter import Headers, Send
+from streams.pools import EveryFew
 from tokenpools.controller import TickResult
 from tokenpools.schemas import encode
 from tokenpools.schemas.columnar import LimitColumns
@@ -153,14 +154,30 @@ def limit_records(cols: LimitColumns, memory: LimitMemory | None) -> list[tuple[
     return list(zip(keys, cols.encoded(), strict=True))
 
 
+def snapshot_outline(result: TickResult) -> tuple[object, ...]:
+    """What of a tick's state snapshot must go out at once, whatever `--state-every` says:
+    the live replica count (the virtual-node provider follows it) and the entitlements
+    listed. Capacity is left out: with a learned per-replica throughput it moves every tick."""
+    state = result.state_columns
+    return (state.replicas, state.entitlements)
+
+
+def snapshot_due(schedule: EveryFew, pool: str, result: TickResult) -> bool:
+    """Whether this tick publishes the pool's state snapshot (a decision never waits)."""
+    return schedule.due(pool, snapshot_outline(result), now=result.scaling is not None)
+
+
 async def publish_tick(
     send: Send,
     topics: Topics,
     result: TickResult,
     worker: str = "",
     memory: LimitMemory | None = None,
+    *,
+    snapshot: bool = True,
 ) -> Counter[str]:
-    """Queue a tick's limits (with `memory`, only those due), scaling decision and state snapshot.
+    """Queue a tick's limits (with `memory`, only those due), scaling decision and (with
+    `snapshot`) state snapshot.
 
     Returns counts by kind.
     """
@@ -174,8 +191,9 @@ async def publish_tick(
     if result.scaling is not None:
         await send(topics.scaling, pool_key, encode(result.scaling), headers)
         counts["scaling"] = 1
-    await send(topics.state, pool_key, result.encoded_state(), headers)
-    counts["state"] = 1
+    if snapshot:
+        await send(topics.state, pool_key, result.encoded_state(), headers)
+        counts["state"] = 1
     return counts
 
 
