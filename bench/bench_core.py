@@ -166,7 +166,7 @@ def full_tick_ms(
         sizes.clear()
         for ctl, memory in zip(ctls, memories, strict=True):
             result = ctl.tick(clock["t"])
-            limits = limit_records(result.limit_columns, memory)
+            _, limits = limit_records(result.limit_columns, memory)
             if snapshot_due(snapshots, ctl.pool, result):
                 state_bytes[ctl.pool] = len(result.encoded_state())
             state = restart.due(ctl)

@@ -82,7 +82,8 @@ def test_a_sidecar_enforces_what_it_would_if_every_limit_were_published_every_ti
             for update in cols.models():
                 for live in full.values():
                     live.apply(update)
-            for key, value in limit_records(cols, memory):  # as `publish_tick` sends them
+            keys, values = limit_records(cols, memory)  # as `publish_tick` sends them
+            for key, value in zip(keys, values, strict=True):
                 update = decode_as(value, LimitUpdate)
                 assert key == limit_key(update.entitlement, update.instance)  # kept keys follow
                 for live in changed_only.values():
