@@ -231,7 +231,7 @@ class PoolRegistry:
 
         Each result comes with the restart state to store, or None when it is not
         due (see `RESTART_STATE_EVERY`): building and storing ~40 bytes per
-        entitlement every tick cost as much as a fifth of the core's tick at 10k.
+        entitlement every tick cost 6–13 ms of CPU at 10k, a third of the core's tick.
         """
         out = []
         for pool in sorted(self._controllers):

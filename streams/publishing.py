@@ -120,7 +120,7 @@ class LimitMemory:
         """
         n = len(cols)
         codes = self._codes
-        if len(codes) >= _CODE_LIMIT:  # a long life of instances: start the numbering over
+        if len(codes) + 3 * n >= _CODE_LIMIT:  # a long life of instances: number anew
             codes.clear()
             self._row_codes = np.zeros(0, dtype=np.int64)  # nothing matches: all new
         code = codes.__getitem__

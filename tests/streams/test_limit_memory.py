@@ -10,11 +10,15 @@ its TTL left.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.sidecar.limits import LiveLimits
+from streams import publishing
 from streams.publishing import REFRESH_EVERY, LimitMemory, limit_records, publish_tick
 from tests.helpers.core import arrivals, ent, pool_config
 from tokenpools.controller import PoolController
@@ -171,3 +175,28 @@ def test_a_changed_prediction_alone_makes_the_entitlements_records_due() -> None
     assert tick(4.0, [310, 310, None]) == [0, 1]  # its prediction moved
     assert tick(5.0, None) == [0, 1]  # and was dropped (no predictions this tick at all)
     assert tick(6.0, [None, None, None]) == []  # absent either way: the same
+
+
+def test_numbering_names_anew_after_many_instances_sends_everything_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows are matched by packed name codes; past the codes' room the numbering starts over,
+    and every row then counts as new (sent once, under its own key), never as another."""
+    monkeypatch.setattr(publishing, "_CODE_LIMIT", 12)
+    memory = LimitMemory()
+
+    def tick(now: float, instance: str) -> list[bytes]:
+        cols = columns(now, [(0, "spot", 5.0), (1, "spot", 5.0)])
+        cols = replace(cols, instances=["", instance])  # a new sidecar instance every tick
+        keys, values = limit_records(cols, memory)
+        for key, value in zip(keys, values, strict=True):
+            update = decode_as(value, LimitUpdate)
+            assert key == limit_key(update.entitlement, update.instance)
+        return keys
+
+    assert tick(1.0, "i0") == [b"a", b"b@i0"]
+    # 0.1 s apart: nothing is due for its refresh (every 5 s); the codes run out on the way
+    sent = [tick(1.0 + 0.1 * k, f"i{k}") for k in range(1, 12)]
+    assert all(keys[-1] == f"b@i{k}".encode() for k, keys in enumerate(sent, start=1))
+    assert b"a" not in sent[0], "unchanged while the numbering lasts"
+    assert any(b"a" in keys for keys in sent), "after a new numbering, a is new again"
