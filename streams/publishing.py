@@ -66,7 +66,7 @@ class LimitMemory:
         self._limits = np.zeros((0, 3))
         self._predicted = np.zeros(0, dtype=np.int64)
         self._refresh_at = np.zeros(0)
-        self._keys: list[bytes] = []  # each row's key on the limits topic
+        self._keys = np.zeros(0, dtype=object)  # each row's key on the limits topic (bytes)
         self._codes = _Codes()  # entitlement, instance and tier names as small integers
         self._row_codes = np.zeros(0, dtype=np.int64)  # each row's (entitlement, instance, tier)
 
@@ -104,8 +104,8 @@ class LimitMemory:
     def keys(self, rows: np.ndarray) -> list[bytes]:
         """The limits-topic keys of rows of the columns last given to `due` (kept while
         the rows stay the same: the same ~30k keys were built again every tick)."""
-        keys = self._keys
-        return [keys[i] for i in rows.tolist()]
+        keys: list[bytes] = self._keys[rows].tolist()
+        return keys
 
     def _carried(
         self, cols: LimitColumns
@@ -143,13 +143,13 @@ class LimitMemory:
         predicted[known] = self._predicted[at[known]]
         refresh = np.full(n, -np.inf)
         refresh[known] = self._refresh_at[at[known]]
-        gone_names = old[~np.isin(old, row_codes)] >> (2 * _CODE_BITS)
+        gone_names = old[_positions(row_codes, old) < 0] >> (2 * _CODE_BITS)
         where = _positions(names, gone_names)
         lost = np.unique(rank[where[where >= 0]])
-        self._keys = [
-            self._keys[i] if i >= 0 else limit_key(cols.entitlements[j], cols.instances[j])
-            for j, i in enumerate(at.tolist())
-        ]
+        keys = self._keys[np.maximum(at, 0)] if len(old) else np.empty(n, dtype=object)
+        for j in np.flatnonzero(~known).tolist():
+            keys[j] = limit_key(cols.entitlements[j], cols.instances[j])
+        self._keys = keys
         self._row_codes = row_codes
         return group, limits, predicted, refresh, lost
 
