@@ -5,10 +5,12 @@ Prints, measured in this run on this machine:
      numeric part every caller runs) for 1k entitlements in 10 pools and for
      10k entitlements in one pool — median ms over repeated ticks — their
      growth ratio (10× the entitlements); then the full tick up to the bytes
-     the worker publishes (`tick()` + encoded limits + `encoded_state()`)
+     the worker writes (`tick()` + limit records + `encoded_state()` + the
+     restart state when due, `streams.pools.RestartStates`), mean ms,
      for both, and for the 10k pool seen through two sidecars (instance splits):
-     every limit every tick (before) next to only the limits that changed or are
-     due for their refresh (`streams.publishing.LimitMemory`, what the worker sends);
+     every limit every tick (before), only the limits that changed or are
+     due for their refresh (`streams.publishing.LimitMemory`, what the worker sends),
+     and that with the state snapshot every 5th tick (`--state-every 5`);
   2. the offline simulator's speed on the Azure code trace (the whole file,
      about an hour, assigned to the overload config's entitlements by row
      hash): simulated seconds per wall second;
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import statistics
 import sys
 import time
@@ -34,18 +37,19 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams.publishing import LimitMemory
+from streams.pools import RESTART_STATE_EVERY, EveryFew, RestartStates
+from streams.publishing import LimitMemory, limit_records, snapshot_due
 from tokenpools.config_file import load_config
 from tokenpools.controller import PoolController
 from tokenpools.schemas.config import ControllerSettings, EntitlementSpec, PoolSpec, Tier
 from tokenpools.schemas.dims import Dims, OptionalDims
 from tokenpools.schemas.events import PhaseCode, PoolConfigRecord
 from tokenpools.simulation import Simulator, read_azure_trace, trace_scenario
-from tokenpools.topics import limit_key
 from tokenpools.windows import RequestColumns
 
 ROOT = Path(__file__).resolve().parents[1]
 TIERS = (Tier.GUARANTEED, Tier.ELASTIC, Tier.SPOT)
+STATE_EVERY_SHOWN = 5  # the worker's --state-every in the bench's third column
 
 
 def pool_record(name: str, n: int) -> PoolConfigRecord:
@@ -98,6 +102,13 @@ def feed(
     )
 
 
+def mean_ms(fn: Callable[[], object], repeats: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) * 1000 / repeats
+
+
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -131,38 +142,54 @@ def bench_ticks(repeats: int) -> tuple[float, float]:
 
 
 def full_tick_ms(
-    ctls: list[PoolController], repeats: int, changed_only: bool
+    ctls: list[PoolController], repeats: int, changed_only: bool, state_every: int = 1
 ) -> tuple[float, int, int]:
-    """Median ms of ticks up to the bytes the worker sends; (ms, limit records, state bytes).
+    """Mean ms of ticks up to the bytes the worker writes; (ms, limit records, state bytes).
 
-    `changed_only`: as the worker publishes (`streams.publishing.LimitMemory`): only the
-    limits that changed or are due for a refresh are encoded; the first tick (everything,
-    a fresh memory) is the warm-up. Otherwise every limit of every tick, as before.
+    Each tick as the worker's: `tick()`, the limit records (`limit_records`; with
+    `changed_only` through a `LimitMemory`, only those changed or due for a refresh, the
+    first tick — everything, a fresh memory — being the warm-up; otherwise every limit),
+    the state snapshot when due (`snapshot_due`: every `state_every`-th tick, the worker's
+    `--state-every`), and the restart state when due (`RestartStates`: every
+    `RESTART_STATE_EVERY`-th tick). The mean over whole periods of those, not the median,
+    which would leave the snapshots out.
     """
     clock = {"t": 100.0}
     sizes: list[tuple[int, int]] = []
-    memories = [LimitMemory() for _ in ctls]
+    memories = [LimitMemory() if changed_only else None for _ in ctls]
+    restart = RestartStates()
+    snapshots = EveryFew(state_every)
+    state_bytes = {ctl.pool: 0 for ctl in ctls}
 
     def full_tick() -> None:
         clock["t"] += 0.05  # the events stay in the window: every tick splits as much
         sizes.clear()
         for ctl, memory in zip(ctls, memories, strict=True):
             result = ctl.tick(clock["t"])
-            if changed_only:
-                cols = result.limit_columns.take(memory.due(result.limit_columns))
-                keys = map(limit_key, cols.entitlements, cols.instances)
-                limits = list(zip(keys, cols.encoded(), strict=True))
-            else:
-                limits = result.encoded_limits()
-            sizes.append((len(limits), len(result.encoded_state())))
+            _, limits = limit_records(result.limit_columns, memory)
+            if snapshot_due(snapshots, ctl.pool, result):
+                state_bytes[ctl.pool] = len(result.encoded_state())
+            state = restart.due(ctl)
+            if state is not None:
+                state.model_dump_json()
+            sizes.append((len(limits), state_bytes[ctl.pool]))
 
     full_tick()  # warm-up
-    ms = median_ms(full_tick, repeats)
+    period = math.lcm(RESTART_STATE_EVERY, state_every)
+    ms = mean_ms(full_tick, -(-repeats // period) * period)
     return ms, sum(n for n, _ in sizes), sum(b for _, b in sizes)
 
 
-def bench_full_ticks(repeats: int) -> list[tuple[str, float, int, float, int, int]]:
-    """Per pool shape: every limit (ms, records) and changed-only (ms, records), state bytes."""
+# (label, changed-only, state_every): as before; changed-only; and with `--state-every`
+FULL_TICK_VARIANTS = (
+    ("every limit", False, 1),
+    ("changed only", True, 1),
+    (f"+ state every {STATE_EVERY_SHOWN}", True, STATE_EVERY_SHOWN),
+)
+
+
+def bench_full_ticks(repeats: int) -> list[tuple[str, list[tuple[float, int]], int]]:
+    """Per pool shape: (ms, limit records) per `FULL_TICK_VARIANTS`, and the state bytes."""
     rows = []
     for label, pools, n, sidecars in (
         ("1k entitlements in 10 pools", 10, 100, 0),
@@ -170,14 +197,13 @@ def bench_full_ticks(repeats: int) -> list[tuple[str, float, int, float, int, in
         ("10k in 1 pool, 2 sidecars  ", 1, 10_000, 2),
     ):
         measured = []
-        for changed_only in (False, True):  # same pools, fed the same, side by side
+        for _, changed_only, state_every in FULL_TICK_VARIANTS:  # same pools, fed the same
             rng = np.random.default_rng(1)
             ctls = [PoolController(pool_record(f"p{i}", n)) for i in range(pools)]
             for ctl in ctls:
                 feed(ctl, n, 100.0, rng, sidecars)
-            measured.append(full_tick_ms(ctls, repeats, changed_only))
-        (every_ms, every_n, state), (changed_ms, changed_n, _) = measured
-        rows.append((label, every_ms, every_n, changed_ms, changed_n, state))
+            measured.append(full_tick_ms(ctls, repeats, changed_only, state_every))
+        rows.append((label, [(ms, records) for ms, records, _ in measured], measured[0][2]))
     return rows
 
 
@@ -221,14 +247,14 @@ def main() -> None:
     print(f"  1k entitlements in 10 pools : {small_ms:8.2f} ms median")
     print(f"  10k entitlements in 1 pool  : {big_ms:8.2f} ms median   (target < 20 ms)")
     print(f"  growth 10k/1k               : {big_ms / small_ms:8.2f}x for 10x the entitlements")
-    print("full tick up to the published bytes (tick + encoded limits + encoded state)")
-    print("  every limit each tick (before) | only changed or due limits (streams.publishing)")
-    for label, every_ms, every_n, changed_ms, changed_n, state_bytes in full:
-        print(
-            f"  {label} : {every_ms:8.2f} ms ({every_n} limits) | {changed_ms:8.2f} ms "
-            f"({changed_n} limits)  ratio {changed_ms / every_ms:.2f}; "
-            f"state {state_bytes / 2**20:.1f} MiB; target < 50 ms"
-        )
+    print(
+        "full tick up to the bytes the worker writes (tick + limit records + state snapshot"
+        f" + restart state every {RESTART_STATE_EVERY}th tick), mean ms:"
+    )
+    print("  " + " | ".join(label for label, _, _ in FULL_TICK_VARIANTS) + "; target < 50 ms")
+    for label, variants, state_bytes in full:
+        cells = " | ".join(f"{ms:7.2f} ms ({records} limits)" for ms, records in variants)
+        print(f"  {label} : {cells}; state {state_bytes / 2**20:.1f} MiB")
     if args.trace.exists():
         simulated, wall, n = bench_simulator(args.trace)
         print(

@@ -16,7 +16,8 @@ app exists either way. What it does:
   worker's partitions only, `PoolController.tick(now)` → limits, scaling
   decision and state snapshot published; the controller state (debt,
   priority, epoch, scaler memory) written to the `controller-state` table so
-  a restarted or new owner continues from it.
+  a restarted or new owner continues from it (every few ticks, and at once
+  when a scaling decision or a drain changed it: `streams.pools`).
 
 Topics are all keyed by pool with one partition count, so Faust's assignor
 gives one worker all of a pool's partitions (see `streams.ownership`).
@@ -44,8 +45,8 @@ from connectors.kafka.topics import STATE_MAX_MESSAGE_BYTES, TopicSpec, topic_sp
 from streams.metrics import WorkerMetrics
 from streams.output_lengths import OutputLengths
 from streams.ownership import owned_partitions
-from streams.pools import PoolRegistry
-from streams.publishing import LimitMemory, publish_tick, publish_tombstones
+from streams.pools import EveryFew, PoolRegistry
+from streams.publishing import LimitMemory, publish_tick, publish_tombstones, snapshot_due
 from streams.requests_reader import RequestReader
 from streams.screening import screen
 from streams.settings import RequestSource, WorkerSettings
@@ -77,6 +78,7 @@ class ControlLoop:
         self._last_tick_wall: float | None = None
         # per pool ticked last time: what its limits were published as (changed-only publishing)
         self._published: dict[str, LimitMemory] = {}
+        self._snapshots = EveryFew(settings.state_every)  # when a pool's PoolState goes out
         kafka = settings.kafka
         declared = topic_specs(
             self.topics, settings.partitions, kafka.replication_factor, kafka.min_insync_replicas
@@ -227,7 +229,10 @@ class ControlLoop:
             self.output_lengths.annotate(result, self.registry.config(pool))
             # a pool not ticked last time (new, taken over, caught up) publishes every limit
             memory = published.get(pool) or LimitMemory()
-            counts = await publish_tick(self.send, self.topics, result, self.worker_id, memory)
+            snapshot = snapshot_due(self._snapshots, pool, result)
+            counts = await publish_tick(
+                self.send, self.topics, result, self.worker_id, memory, snapshot=snapshot
+            )
             self._published[pool] = memory  # only once every record of the tick was queued
             retired = self.registry.retired_limits(pool)
             if retired:
@@ -236,8 +241,10 @@ class ControlLoop:
                 )
             for kind, n in counts.items():
                 self.metrics.published.labels(kind).inc(n)
-            self.states[pool.encode()] = state.model_dump_json().encode()
-            self.metrics.epoch.labels(pool).set(state.epoch)
+            if state is not None:  # due: see streams.pools.RESTART_STATE_EVERY
+                self.states[pool.encode()] = state.model_dump_json().encode()
+            self.metrics.epoch.labels(pool).set(result.state_columns.epoch)
+        self._snapshots.keep_only(self._published)  # a pool not ticked now starts over
         await self._observe_lag()
         if self._last_tick_wall is not None and now > self._last_tick_wall:
             rate = self._events_since_tick / (now - self._last_tick_wall)

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from connectors.kafka.dead_letter import Headers, Send
+from streams.pools import EveryFew
 from tokenpools.controller import TickResult
 from tokenpools.schemas import encode
 from tokenpools.schemas.columnar import LimitColumns
@@ -42,6 +43,8 @@ REFRESH_EVERY = 0.5
 _GOLDEN = (5**0.5 - 1) / 2  # row i's phase is frac(i · φ): evenly spread for any count
 _NO_PREDICTION = -1  # a row without a learned output length (lengths are positive)
 _UNSEEN = -2  # a key not published before: differs from every prediction
+_CODE_BITS = 21  # a row's code packs three name codes of this many bits into an int64
+_CODE_LIMIT = 2**_CODE_BITS
 
 
 class LimitMemory:
@@ -63,6 +66,9 @@ class LimitMemory:
         self._limits = np.zeros((0, 3))
         self._predicted = np.zeros(0, dtype=np.int64)
         self._refresh_at = np.zeros(0)
+        self._keys = np.zeros(0, dtype=object)  # each row's key on the limits topic (bytes)
+        self._codes = _Codes()  # entitlement, instance and tier names as small integers
+        self._row_codes = np.zeros(0, dtype=np.int64)  # each row's (entitlement, instance, tier)
 
     def due(self, cols: LimitColumns) -> np.ndarray:
         """Rows of `cols` to publish now, and remember them as published (by `cols.issued_at`)."""
@@ -74,7 +80,7 @@ class LimitMemory:
             group, old_limits, old_predicted = self._group, self._limits, self._predicted
             old_refresh = self._refresh_at
         else:
-            group, old_limits, old_predicted, old_refresh, lost = self._carried(ids)
+            group, old_limits, old_predicted, old_refresh, lost = self._carried(cols)
         n_groups = int(group.max()) + 1 if len(group) else 0
         due_row = (now >= old_refresh) & np.isfinite(old_refresh)  # a new key is "changed"
         # the prediction rides on the same records: a new one must not wait for the refresh
@@ -95,28 +101,75 @@ class LimitMemory:
         self._refresh_at = refresh_at
         return rows
 
+    def keys(self, rows: np.ndarray) -> list[bytes]:
+        """The limits-topic keys of rows of the columns last given to `due` (kept while
+        the rows stay the same: the same ~30k keys were built again every tick)."""
+        keys: list[bytes] = self._keys[rows].tolist()
+        return keys
+
     def _carried(
-        self, ids: tuple[Sequence[str], Sequence[str], Sequence[str]]
+        self, cols: LimitColumns
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """For new rows: groups, remembered limits, predictions and refresh times (NaN,
         `_UNSEEN`, −∞: new key), and the groups of entitlements that lost a key since the
-        last tick."""
-        names = ids[0]
-        index: dict[str, int] = {}
-        group = np.fromiter((index.setdefault(n, len(index)) for n in names), np.int64, len(names))
-        before = {key: i for i, key in enumerate(zip(*self._ids, strict=True))}
-        keys = list(zip(*ids, strict=True))
-        at = np.fromiter((before.get(key, -1) for key in keys), np.int64, len(keys))
+        last tick; remembers the rows' codes and keys.
+
+        Rows are matched by one integer per (entitlement, instance, tier), sorted and
+        searched in numpy: with live traffic some split appears or ends almost every
+        tick, and matching ~30k rows through dicts of tuples cost as much as encoding them.
+        """
+        n = len(cols)
+        codes = self._codes
+        if len(codes) + 3 * n >= _CODE_LIMIT:  # a long life of instances: number anew
+            codes.clear()
+            self._row_codes = np.zeros(0, dtype=np.int64)  # nothing matches: all new
+        code = codes.__getitem__
+        entitlement, instance, tier = (
+            np.fromiter(map(code, column), np.int64, n)
+            for column in (cols.entitlements, cols.instances, cols.tiers)
+        )
+        row_codes = (entitlement << (2 * _CODE_BITS)) | (instance << _CODE_BITS) | tier
+        # groups numbered by first appearance, as the records are sent
+        names, first, inverse = np.unique(entitlement, return_index=True, return_inverse=True)
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(names))
+        group = rank[inverse.reshape(-1)]
+        old = self._row_codes
+        at = _positions(old, row_codes)
         known = at >= 0
-        limits = np.full((len(at), 3), np.nan)
+        limits = np.full((n, 3), np.nan)
         limits[known] = self._limits[at[known]]
-        predicted = np.full(len(at), _UNSEEN, dtype=np.int64)
+        predicted = np.full(n, _UNSEEN, dtype=np.int64)
         predicted[known] = self._predicted[at[known]]
-        refresh = np.full(len(at), -np.inf)
+        refresh = np.full(n, -np.inf)
         refresh[known] = self._refresh_at[at[known]]
-        gone = before.keys() - set(keys)
-        lost = np.array(sorted({index[n] for n, _, _ in gone if n in index}), dtype=np.int64)
+        gone_names = old[_positions(row_codes, old) < 0] >> (2 * _CODE_BITS)
+        where = _positions(names, gone_names)
+        lost = np.unique(rank[where[where >= 0]])
+        keys = self._keys[np.maximum(at, 0)] if len(old) else np.empty(n, dtype=object)
+        for j in np.flatnonzero(~known).tolist():
+            keys[j] = limit_key(cols.entitlements[j], cols.instances[j])
+        self._keys = keys
+        self._row_codes = row_codes
         return group, limits, predicted, refresh, lost
+
+
+def _positions(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """Index of each needle in `haystack` (values unique), −1 where it is not there."""
+    if not len(haystack):
+        return np.full(len(needles), -1, dtype=np.int64)
+    order = np.argsort(haystack, kind="stable")
+    sorted_values = haystack[order]
+    pos = np.minimum(np.searchsorted(sorted_values, needles), len(haystack) - 1)
+    return np.where(sorted_values[pos] == needles, order[pos], -1)
+
+
+class _Codes(dict[str, int]):
+    """A small integer per string, in the order first seen."""
+
+    def __missing__(self, key: str) -> int:
+        code = self[key] = len(self)
+        return code
 
 
 def _predictions(cols: LimitColumns) -> np.ndarray:
@@ -134,24 +187,49 @@ def _same(a: tuple[Sequence[str], ...], b: tuple[Sequence[str], ...]) -> bool:
     return all(len(x) == len(y) and list(x) == list(y) for x, y in zip(a, b, strict=True))
 
 
+def limit_records(
+    cols: LimitColumns, memory: LimitMemory | None
+) -> tuple[list[bytes], list[bytes]]:
+    """Keys and values of the limit records to send: with `memory`, only those due.
+
+    Two lists, not a list of pairs: ~30k pair tuples a tick cost the garbage collector.
+    """
+    if memory is None:
+        return list(map(limit_key, cols.entitlements, cols.instances)), cols.encoded()
+    rows = memory.due(cols)
+    return memory.keys(rows), cols.take(rows).encoded()
+
+
+def snapshot_outline(result: TickResult) -> tuple[object, ...]:
+    """What of a tick's state snapshot must go out at once, whatever `--state-every` says:
+    the live replica count (the virtual-node provider follows it) and the entitlements
+    listed. Capacity is left out: with a learned per-replica throughput it moves every tick."""
+    state = result.state_columns
+    return (state.replicas, state.entitlements)
+
+
+def snapshot_due(schedule: EveryFew, pool: str, result: TickResult) -> bool:
+    """Whether this tick publishes the pool's state snapshot (a decision never waits)."""
+    return schedule.due(pool, snapshot_outline(result), now=result.scaling is not None)
+
+
 async def publish_tick(
     send: Send,
     topics: Topics,
     result: TickResult,
     worker: str = "",
     memory: LimitMemory | None = None,
+    *,
+    snapshot: bool = True,
 ) -> Counter[str]:
-    """Queue a tick's limits (with `memory`, only those due), scaling decision and state snapshot.
+    """Queue a tick's limits (with `memory`, only those due), scaling decision and (with
+    `snapshot`) state snapshot.
 
     Returns counts by kind.
     """
     counts: Counter[str] = Counter()
     headers: Headers = [(WORKER_HEADER, worker.encode())]
-    cols = result.limit_columns
-    if memory is not None:
-        cols = cols.take(memory.due(cols))
-    keys = map(limit_key, cols.entitlements, cols.instances)
-    values = cols.encoded()
+    keys, values = limit_records(result.limit_columns, memory)
     for key, value in zip(keys, values, strict=True):
         await send(topics.limits, key, value, headers)
     counts["limit"] = len(values)
@@ -159,8 +237,9 @@ async def publish_tick(
     if result.scaling is not None:
         await send(topics.scaling, pool_key, encode(result.scaling), headers)
         counts["scaling"] = 1
-    await send(topics.state, pool_key, result.encoded_state(), headers)
-    counts["state"] = 1
+    if snapshot:
+        await send(topics.state, pool_key, result.encoded_state(), headers)
+        counts["state"] = 1
     return counts
 
 

@@ -31,6 +31,9 @@ class WorkerSettings:
     kafka: KafkaSettings = field(default_factory=lambda: KafkaSettings.plaintext(DEFAULT_BOOTSTRAP))
     namespace: str = ""
     tick_s: float = 1.0
+    # a pool's state snapshot (PoolState, ~350 bytes per entitlement) every this many ticks,
+    # and at once on a scaling decision, a new replica count or other entitlements
+    state_every: int = 1
     partitions: int = 6
     metrics_port: int | None = None
     listen_host: str = "127.0.0.1"  # metrics and Faust web; another address only when configured
@@ -44,6 +47,8 @@ class WorkerSettings:
     def __post_init__(self) -> None:
         if not 0.1 <= self.tick_s <= 60:
             raise ValueError(f"tick_s must lie in [0.1, 60] seconds, got {self.tick_s:g}")
+        if not 1 <= self.state_every <= 3600:
+            raise ValueError(f"state_every must lie in [1, 3600] ticks, got {self.state_every}")
         if self.partitions < 1:
             raise ValueError(f"partitions must be at least 1, got {self.partitions}")
 
@@ -58,7 +63,7 @@ class WorkerSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
-        """Read `TOKENPOOLS_BOOTSTRAP`, `_NAMESPACE`, `_TICK_S`, `_METRICS_PORT`, `_LISTEN_HOST`, …
+        """Read `TOKENPOOLS_BOOTSTRAP`, `_NAMESPACE`, `_TICK_S`, `_STATE_EVERY`, `_METRICS_PORT`, …
 
         The connection is `KafkaSettings.from_env` (`TOKENPOOLS_KAFKA_*`,
         `TOKENPOOLS_BOOTSTRAP`, `KAFKA_BOOTSTRAP`).
@@ -78,6 +83,7 @@ class WorkerSettings:
             kafka=KafkaSettings.from_env(env),
             namespace=get("NAMESPACE") or "",
             tick_s=float(get("TICK_S") or defaults.tick_s),
+            state_every=int(get("STATE_EVERY") or defaults.state_every),
             partitions=int(get("PARTITIONS") or defaults.partitions),
             metrics_port=port("METRICS_PORT"),
             web_port=port("WEB_PORT"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.core import arrivals, ent, pool_config
@@ -130,6 +130,19 @@ def assert_same_record(fast: bytes, model: LimitUpdate | PoolState) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(limit_columns())
+@example(  # a record is one `%` template with the pool baked in: "%" in names must stay literal
+    LimitColumns(
+        "50%b %s",
+        7,
+        1.5,
+        11.5,
+        ["a%b", "%%"],
+        ["spot", "guaranteed"],
+        ["", "i%d"],
+        np.array([[1.0, 2.5, 3.0], [0.0, 1e16, 1 / 3]]),
+        predicted_output_tokens=[None, 12],
+    )
+)
 def test_limit_records_from_columns_are_what_the_codec_writes(cols: LimitColumns) -> None:
     encoded = cols.encoded()
     models = limit_models(cols)

@@ -3,24 +3,29 @@
 `LimitMemory` decides which of a tick's limit records are published. Whatever
 the sequence of ticks (values changing or not, instance splits appearing and
 disappearing, tiers changing), a sidecar's own `LiveLimits` fed only the
-published records must enforce, after every tick, the same limit as one fed
-every record of every tick, with at least half its TTL left.
+published records (under the keys they are sent with) must enforce, after every
+tick, the same limit as one fed every record of every tick, with at least half
+its TTL left.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.sidecar.limits import LiveLimits
-from streams.publishing import REFRESH_EVERY, LimitMemory, publish_tick
+from streams import publishing
+from streams.publishing import REFRESH_EVERY, LimitMemory, limit_records, publish_tick
 from tests.helpers.core import arrivals, ent, pool_config
 from tokenpools.controller import PoolController
-from tokenpools.schemas import encode
+from tokenpools.schemas import decode_as, encode
 from tokenpools.schemas.columnar import LimitColumns
 from tokenpools.schemas.config import Tier
-from tokenpools.schemas.events import Phase
+from tokenpools.schemas.events import LimitUpdate, Phase
 from tokenpools.topics import Topics, limit_key
 
 TTL = 10.0
@@ -81,7 +86,10 @@ def test_a_sidecar_enforces_what_it_would_if_every_limit_were_published_every_ti
             for update in cols.models():
                 for live in full.values():
                     live.apply(update)
-            for update in cols.take(memory.due(cols)).models():
+            keys, values = limit_records(cols, memory)  # as `publish_tick` sends them
+            for key, value in zip(keys, values, strict=True):
+                update = decode_as(value, LimitUpdate)
+                assert key == limit_key(update.entitlement, update.instance)  # kept keys follow
                 for live in changed_only.values():
                     live.apply(update)
             for inst in full:
@@ -167,3 +175,28 @@ def test_a_changed_prediction_alone_makes_the_entitlements_records_due() -> None
     assert tick(4.0, [310, 310, None]) == [0, 1]  # its prediction moved
     assert tick(5.0, None) == [0, 1]  # and was dropped (no predictions this tick at all)
     assert tick(6.0, [None, None, None]) == []  # absent either way: the same
+
+
+def test_numbering_names_anew_after_many_instances_sends_everything_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows are matched by packed name codes; past the codes' room the numbering starts over,
+    and every row then counts as new (sent once, under its own key), never as another."""
+    monkeypatch.setattr(publishing, "_CODE_LIMIT", 12)
+    memory = LimitMemory()
+
+    def tick(now: float, instance: str) -> list[bytes]:
+        cols = columns(now, [(0, "spot", 5.0), (1, "spot", 5.0)])
+        cols = replace(cols, instances=["", instance])  # a new sidecar instance every tick
+        keys, values = limit_records(cols, memory)
+        for key, value in zip(keys, values, strict=True):
+            update = decode_as(value, LimitUpdate)
+            assert key == limit_key(update.entitlement, update.instance)
+        return keys
+
+    assert tick(1.0, "i0") == [b"a", b"b@i0"]
+    # 0.1 s apart: nothing is due for its refresh (every 5 s); the codes run out on the way
+    sent = [tick(1.0 + 0.1 * k, f"i{k}") for k in range(1, 12)]
+    assert all(keys[-1] == f"b@i{k}".encode() for k, keys in enumerate(sent, start=1))
+    assert b"a" not in sent[0], "unchanged while the numbering lasts"
+    assert any(b"a" in keys for keys in sent), "after a new numbering, a is new again"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import groupby
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -357,6 +358,25 @@ class PoolController:
             scale_history=list(self._scaler.history),
             draining=self._draining.export(),
             retired=[(name, list(inst)) for name, inst in self._draining.retired],
+        )
+
+    def state_outline(self) -> tuple[object, ...]:
+        """The part of `state()` that the tick's numbers do not move every tick.
+
+        Debt, priority, epoch and tick time change every tick; the scaler's
+        decisions, the targets its scale-down stabilization remembers (in order,
+        without their times) and the drains change rarely, and a restart that
+        missed one would act differently (scale down early, never tombstone a
+        removed entitlement's limits). A worker compares this each tick, cheaply,
+        and stores the whole state at once when it changed, else only every few ticks.
+        """
+        scaler = self._scaler
+        return (
+            scaler.desired,
+            scaler.last_scale_up,
+            tuple(target for target, _ in groupby(n for _, n in scaler.history)),
+            self._draining.export(),
+            tuple(self._draining.retired),
         )
 
     # -- introspection (simulator, tests, bench) -------------------------------------------

@@ -17,6 +17,13 @@ def run(
     bootstrap: str | None = BOOTSTRAP,
     namespace: str = NAMESPACE,
     tick: float = typer.Option(1.0, min=0.1, max=60, help="Seconds between controller ticks."),
+    state_every: int = typer.Option(
+        1,
+        min=1,
+        max=3600,
+        help="Publish each pool's state snapshot every this many ticks (and at once on a "
+        "scaling decision, a new replica count or other entitlements).",
+    ),
     partitions: int = PARTITIONS,
     metrics_port: int | None = typer.Option(
         None, help="Serve Prometheus metrics on this port (off when not given)."
@@ -39,6 +46,7 @@ def run(
             kafka=kafka_settings(bootstrap),
             namespace=namespace,
             tick_s=tick,
+            state_every=state_every,
             partitions=partitions,
             metrics_port=metrics_port,
             listen_host=metrics_host,
