@@ -307,12 +307,12 @@ def settle_heap(batch_max_records: int) -> None:
     `ConsumerRecord`), alive until its batch is screened. With the default young
     generation (700 objects) a 5,000-record batch set off seven young and some
     older collections that walked the records still in use, promoted them, and
-    so triggered full collections over the whole heap: 14–15 % of the worker's
-    CPU on a request backlog went to collections that found nothing to free
-    (docs/PERFORMANCE.md). So, once started: what
-    start-up built (Faust, aiokafka, the models; about 95k objects) is frozen
-    out of every later collection, and the young generation holds ten batches,
-    so a batch's records die by reference count before a collection sees them.
+    so triggered full collections over the whole heap: 14–21 % of the worker's
+    CPU on a request backlog went to collections (docs/PERFORMANCE.md). So,
+    once started, what start-up built (Faust, aiokafka, the models; about 120k
+    objects) is frozen out of every later collection, and the young generation
+    holds ten batches, so a batch's records die by reference count before a
+    collection sees them.
     Cyclic garbage is still collected, only after more allocations.
     """
     gc.collect()
