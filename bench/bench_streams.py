@@ -9,7 +9,9 @@ and against a real Kafka broker:
   1. the worker's sustained request-event throughput (a backlog of N events
      consumed, screened, decoded and fed to the controllers' windows) divided
      by the raw aiokafka consume rate of the same topic (getmany, every value
-     touched; with orjson decoding too, as a second baseline);
+     touched; with orjson decoding too, as a second baseline) — by wall
+     time, and per CPU-second of the consuming process (what other processes'
+     load on a shared machine moves least);
   2. reaction time: from the first event of an overload (a guaranteed tenant
      arriving) to the spot limit update that makes room for it, read off the
      limits topic — p50/p99 over many pools and trials, with a 1 s tick;
