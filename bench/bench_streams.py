@@ -286,6 +286,13 @@ def in_process(batches: int, batch_size: int, repeats: int) -> None:
     )
 
 
+def default_batch_size() -> int:
+    """The checkout's `batch_max_records`: what its request reader hands over at most."""
+    from streams.settings import WorkerSettings
+
+    return WorkerSettings().batch_max_records
+
+
 def streams_path() -> str:
     import streams
 
@@ -463,7 +470,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"broker {bootstrap}; worker logs in {log_dir}; {os.cpu_count()} CPUs")
     try:
         if "inprocess" in args.only:
-            in_process(args.batches, 5000, args.repeats)
+            in_process(args.batches, args.batch_size or default_batch_size(), args.repeats)
         if "throughput" in args.only:
             await throughput(bootstrap, args.events, log_dir)
         if "reaction" in args.only:
@@ -480,7 +487,10 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--entitlements", type=int, default=10_000)
-    parser.add_argument("--batches", type=int, default=20, help="in-process: 5000-event batches")
+    parser.add_argument("--batches", type=int, default=20, help="in-process: batches")
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="in-process: events per batch (0: the worker's)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="in-process: runs")
     parser.add_argument(
         "--only", nargs="*", default=["inprocess", "throughput", "reaction", "memory"]

@@ -41,7 +41,7 @@ class RequestReader:
         topic: str,
         partitions: int,
         handler: Handler,
-        max_records: int = 5000,
+        max_records: int = 20_000,
         client_id: str = "tokenpools-worker-requests",
     ) -> None:
         self.topic = topic
