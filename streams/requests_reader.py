@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from itertools import chain
 
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -40,7 +41,7 @@ class RequestReader:
         topic: str,
         partitions: int,
         handler: Handler,
-        max_records: int = 5000,
+        max_records: int = 20_000,
         client_id: str = "tokenpools-worker-requests",
     ) -> None:
         self.topic = topic
@@ -133,7 +134,8 @@ class RequestReader:
                 await self._wake.wait()
                 continue
             batches = await self._consumer.getmany(timeout_ms=100, max_records=self._max_records)
-            records = [r for batch in batches.values() for r in batch]
+            # one C-level concatenation: a comprehension cost a Python step per record
+            records = list(chain.from_iterable(batches.values()))
             if records:
                 await self._handler(records)
             if not batches:  # nothing left to fetch anywhere: every replay is done

@@ -25,7 +25,7 @@ error. Time only moves forward: `advance(now)` clears buckets that fall out.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -108,25 +108,44 @@ class RequestColumns:
 _PHASE_INT: dict[str, int] = {str(phase): code.value for phase, code in PHASE_CODE.items()}
 
 
+# Never None: read straight into float64 arrays. `latency_ms` may be None (NaN), so it is not.
 _NUMBER_FIELDS = (
     "time",
     "estimate_tokens",
     "prompt_tokens",
     "completion_tokens",
     "queue_delay_ms",
-    "latency_ms",
 )
 _GETTERS = {
     name: attrgetter(name)
-    for name in (*_NUMBER_FIELDS, "pool", "entitlement", "instance", "id", "phase")
+    for name in (*_NUMBER_FIELDS, "latency_ms", "pool", "entitlement", "instance", "id", "phase")
 }
 
 
-def _factorize(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """Codes into the distinct values, which are listed in order of first appearance."""
-    names = list(dict.fromkeys(values))
-    index = {name: i for i, name in enumerate(names)}
-    return np.fromiter(map(index.__getitem__, values), np.int64, len(values)), names
+class _Codes(dict[str, int]):
+    """Name -> code, a new name getting the next code as it is first looked up."""
+
+    def __missing__(self, name: str) -> int:
+        code = self[name] = len(self)
+        return code
+
+
+def _factorize(
+    records: Sequence[RequestRecord | RequestEvent], name: str
+) -> tuple[np.ndarray, list[str]]:
+    """Codes of one string field into its distinct values, listed in order of first appearance.
+
+    One C-level pass (attribute, dict lookup, array), no intermediate list: only a
+    name not seen before costs a Python step.
+    """
+    codes = _Codes()
+    values = map(_GETTERS[name], records)
+    return np.fromiter(map(codes.__getitem__, values), np.int64, len(records)), list(codes)
+
+
+def _numbers(records: Sequence[RequestRecord | RequestEvent], name: str) -> np.ndarray:
+    """One numeric field as float64, read in one C-level pass (ints are exact: ≤ 2³²)."""
+    return np.fromiter(map(_GETTERS[name], records), np.float64, len(records))
 
 
 def _column(records: Sequence[RequestRecord | RequestEvent], name: str) -> list[Any]:
@@ -143,8 +162,9 @@ def _column(records: Sequence[RequestRecord | RequestEvent], name: str) -> list[
 class RequestBatch:
     """A batch of decoded request events as columns, before they are split by pool.
 
-    Every per-event Python step is done once here, in C-level passes (one per
-    field, `_column`); pools, entitlements and instances become integer codes
+    Every per-event step is done once here, in C-level passes straight from the
+    decoded records into arrays (one per field, no intermediate list but the ids
+    and latencies); pools, entitlements and instances become integer codes
     into their distinct names, so what follows — screening, each pool's window
     rows, the output-length learner — works on arrays and looks names up once
     per distinct name, not per event.
@@ -171,13 +191,10 @@ class RequestBatch:
     @classmethod
     def of(cls, records: Sequence[RequestRecord | RequestEvent]) -> RequestBatch:
         """The decoder's `RequestRecord`s (or validated `RequestEvent`s: the same attributes)."""
-        pool, pool_names = _factorize(_column(records, "pool"))
-        ent, ent_names = _factorize(_column(records, "entitlement"))
-        inst, inst_names = _factorize(_column(records, "instance"))
-        # None (an unknown latency) becomes NaN in a float64 array
-        numbers = {
-            name: np.array(_column(records, name), dtype=np.float64) for name in _NUMBER_FIELDS
-        }
+        pool, pool_names = _factorize(records, "pool")
+        ent, ent_names = _factorize(records, "entitlement")
+        inst, inst_names = _factorize(records, "instance")
+        numbers = {name: _numbers(records, name) for name in _NUMBER_FIELDS}
         return cls(
             pool=pool,
             pool_names=pool_names,
@@ -186,14 +203,16 @@ class RequestBatch:
             instance=inst,
             instance_names=inst_names,
             ids=_column(records, "id"),
-            phase=cls.phase_codes(_column(records, "phase")),
+            phase=cls.phase_codes(map(_GETTERS["phase"], records), len(records)),
+            # None (an unknown latency) becomes NaN in a float64 array
+            latency_ms=np.array(_column(records, "latency_ms"), dtype=np.float64),
             **numbers,
         )
 
     @staticmethod
-    def phase_codes(phases: Sequence[str]) -> np.ndarray:
-        """Phases (wire strings or `Phase`s) as the int8 `PhaseCode` column."""
-        return np.fromiter(map(_PHASE_INT.__getitem__, phases), np.int8, len(phases))
+    def phase_codes(phases: Iterable[str], count: int = -1) -> np.ndarray:
+        """Phases (wire strings or `Phase`s) as the int8 `PhaseCode` column (`count`: if known)."""
+        return np.fromiter(map(_PHASE_INT.__getitem__, phases), np.int8, count)
 
     def columns(
         self,

@@ -158,3 +158,27 @@ def test_a_record_built_from_a_model_holds_its_values() -> None:
     assert msgspec.to_builtins(record) == event.model_dump(mode="json")
     assert not dataclasses.is_dataclass(record)  # a struct: no per-instance dict, no GC tracking
     assert not hasattr(record, "__dict__")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(valid_events, min_size=1, max_size=30),
+    st.lists(
+        st.tuples(st.integers(0, 29), st.sampled_from([None, b"", b"{}", b"[1]", b'{"type":'])),
+        max_size=3,
+    ),
+)
+def test_a_batch_decoded_in_one_pass_or_record_by_record_is_the_reference_paths(
+    events: list[RequestEvent], bad: list[tuple[int, bytes | None]]
+) -> None:
+    """All valid (the one C-level pass) or with tombstones and junk anywhere (the record walk)."""
+    values: list[bytes | None] = [encode(e) for e in events]
+    for at, value in bad:
+        values.insert(at % (len(values) + 1), value)
+    records, refused = decode_requests(values)
+    expected = [reference(v) for v in values]
+    assert [(i, str(e)) for i, e in refused] == [
+        (i, r) for i, r in enumerate(expected) if isinstance(r, str)
+    ]
+    assert [msgspec.to_builtins(r) for r in records] == [r for r in expected if isinstance(r, dict)]
+    assert all(type(r) is RequestRecord for r in records)

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from tests.helpers.request_records import valid_events
 from tokenpools.schemas import encode
 from tokenpools.schemas.codec import RequestRecord, decode_request
-from tokenpools.schemas.events import Phase, RequestEvent
-from tokenpools.windows import RequestColumns, RequestRow, request_columns
+from tokenpools.schemas.events import PHASE_CODE, Phase, RequestEvent
+from tokenpools.windows import RequestBatch, RequestColumns, RequestRow, request_columns
 
 ROWS = {"a": 0, "b": 1}
 PHASE_ORDER = [
@@ -100,3 +100,50 @@ def test_columns_hold_each_known_event_in_order_and_unknown_ones_are_counted(
         got, want = getattr(from_rows, name), getattr(cols, name)
         assert got.dtype == want.dtype, name
         np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(valid_events, st.sampled_from(["p", "q", "r"])), min_size=1, max_size=40),
+    st.sampled_from([wire, model]),
+)
+def test_a_batchs_columns_are_its_records_fields_read_one_by_one(
+    events: list[tuple[RequestEvent, str]],
+    shape: Callable[[RequestEvent], RequestRecord | RequestEvent],
+) -> None:
+    """`RequestBatch.of` reads every field in C-level passes; this reads them event by event."""
+    records = [shape(e.model_copy(update={"pool": pool})) for e, pool in events]
+    batch = RequestBatch.of(records)
+    for name, names_name in (
+        ("pool", "pool_names"),
+        ("entitlement", "entitlement_names"),
+        ("instance", "instance_names"),
+    ):
+        values = [getattr(r, name) for r in records]
+        names = getattr(batch, names_name)
+        assert names == list(dict.fromkeys(values)), name  # in order of first appearance
+        codes = getattr(batch, name)
+        assert codes.dtype == np.int64
+        assert [names[c] for c in codes.tolist()] == values, name
+    assert list(batch.ids) == [r.id for r in records]
+    assert batch.phase.dtype == np.int8
+    assert batch.phase.tolist() == [PHASE_CODE[Phase(r.phase)].value for r in records]
+    for name in (
+        "time",
+        "estimate_tokens",
+        "prompt_tokens",
+        "completion_tokens",
+        "queue_delay_ms",
+        "latency_ms",
+    ):
+        column = getattr(batch, name)
+        assert column.dtype == np.float64, name
+        want = [math.nan if getattr(r, name) is None else float(getattr(r, name)) for r in records]
+        np.testing.assert_array_equal(column, np.array(want), err_msg=name)  # NaN where None
+    assert len(batch) == len(records)
+
+
+def test_an_empty_batch_has_empty_columns() -> None:
+    batch = RequestBatch.of([])
+    assert len(batch) == 0 and batch.pool_names == [] and batch.phase.dtype == np.int8
+    assert batch.time.dtype == batch.latency_ms.dtype == np.float64
