@@ -15,7 +15,10 @@ one to its bucket: the estimate follows the last ~`half_life` completions and
 forgets a change of workload in a few half-lives. Cold start: the histogram
 holds `prior_weight` pseudo-observations at the configured
 `expected_output_tokens`, which decay like real ones. Pure and vectorized:
-one `observe` call per batch of events, O(batch + entitlements × buckets).
+one `observe` call per batch of events, O(batch + entitlements in the batch ×
+buckets): a histogram no completion touched keeps its quantile, so only the
+touched ones are decayed and read again (an hour at 50k entitlements reads
+each of them about 36 times instead of 3,600).
 """
 
 from __future__ import annotations
@@ -60,19 +63,24 @@ class OutputLengthPredictor:
         self._decay = 2.0 ** (-1.0 / half_life)
         self.names: list[str] = []
         self._hist = np.zeros((0, _N_BUCKETS))
+        self._prediction = np.zeros(0, dtype=np.int64)
         self.set_entitlements(priors)
 
     def set_entitlements(self, priors: Mapping[str, int]) -> None:
         """Follow a config change: keep what was learned for names still present, prior for new."""
         old = {name: row for row, name in enumerate(self.names)}
         hist = np.zeros((len(priors), _N_BUCKETS))
-        for row, (name, prior) in enumerate(priors.items()):
-            if name in old:
-                hist[row] = self._hist[old[name]]
-            else:
-                hist[row, _bucket(np.asarray([prior]))[0]] = self.prior_weight
+        kept = [(row, old[name]) for row, name in enumerate(priors) if name in old]
+        if kept:
+            new_rows, old_rows = np.array(kept, dtype=np.int64).T
+            hist[new_rows] = self._hist[old_rows]
+        fresh = [row for row, name in enumerate(priors) if name not in old]
+        if fresh:
+            values = list(priors.values())
+            hist[fresh, _bucket(np.asarray([values[row] for row in fresh]))] = self.prior_weight
         self.names = list(priors)
         self._hist = hist
+        self._prediction = self._quantiles(hist)
 
     def row(self, name: str) -> int:
         return self.names.index(name)
@@ -85,19 +93,22 @@ class OutputLengthPredictor:
         rows = np.asarray(rows, dtype=np.int64)
         if not rows.size:
             return
-        counts = np.bincount(rows, minlength=len(self.names)).astype(np.float64)
-        self._hist *= (self._decay**counts)[:, None]
+        touched, counts = np.unique(rows, return_counts=True)
+        self._hist[touched] *= (self._decay ** counts.astype(np.float64))[:, None]
         np.add.at(self._hist, (rows, _bucket(completion_tokens)), 1.0)
+        self._prediction[touched] = self._quantiles(self._hist[touched])
 
-    def predict(self) -> np.ndarray:
-        """(E,) int: each entitlement's `quantile` of recent completion tokens, rounded up."""
-        if not self.names:
-            return np.zeros(0, dtype=np.int64)
-        cum = np.cumsum(self._hist, axis=1)
+    def _quantiles(self, hist: np.ndarray) -> np.ndarray:
+        """Each row's `quantile`, as the upper edge of its bucket (rows are independent)."""
+        cum = np.cumsum(hist, axis=1)
         target = cum[:, -1:] * self.quantile
         k = (cum < target - 1e-12).sum(axis=1)
         upper: np.ndarray = _UPPER[np.minimum(k, _N_BUCKETS - 1)]
         return upper
+
+    def predict(self) -> np.ndarray:
+        """(E,) int: each entitlement's `quantile` of recent completion tokens, rounded up."""
+        return self._prediction.copy()
 
     def predict_one(self, name: str) -> int:
         return int(self.predict()[self.row(name)])

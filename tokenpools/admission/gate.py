@@ -25,9 +25,11 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import numpy as np
+
 from tokenpools.admission.outcomes import AdmissionReason
 from tokenpools.admission.reservations import Reservations
-from tokenpools.admission.token_bucket import TokenBucket
+from tokenpools.admission.token_bucket import TokenBucket, refilled
 from tokenpools.admission.wait_queue import WaitQueue
 from tokenpools.schemas.dims import Dims
 
@@ -83,6 +85,21 @@ class Admission(Generic[T]):
         """New live limits; requests already in flight above them drain, none is preempted."""
         self.limits = limits
         self.bucket.set_rate(limits.tps, limits.tps * self.burst_s, now)
+
+    def resume(self, before: Dims, limits: Dims, now: float) -> None:
+        """Apply `limits` at `now` to a gate that skipped limits while idle, its bucket full.
+
+        Leaves exactly the state that applying `before` and then, at `now`,
+        `limits` leaves when the bucket was full as `limits` came: it holds
+        min(burst under `before`, burst under `limits`) tokens. Nothing else
+        in the gate depends on the limits it skipped (reservations and the
+        queue read the limits only when a request is decided). A caller that
+        holds many gates (the offline simulator) applies each tick's limits
+        only to gates in use and resumes the others when they are next used,
+        as long as `idle_buckets_full` holds for them at every tick.
+        """
+        self.bucket = TokenBucket(before.tps, before.tps * self.burst_s, now)
+        self.apply_limits(limits, now)
 
     # -- admission --------------------------------------------------------------------------
     def _blocked_by(self, estimate: float, kv: float, now: float) -> AdmissionReason | None:
@@ -191,3 +208,23 @@ class Admission(Generic[T]):
     @property
     def queued(self) -> int:
         return len(self.queue)
+
+
+def idle_buckets_full(
+    tps_before: np.ndarray, tps: np.ndarray, elapsed: float, burst_s: float
+) -> np.ndarray:
+    """Which idle gates' buckets are full again `elapsed` seconds after a tps limit change.
+
+    Elementwise over gates whose bucket was full when their tps limit went from
+    `tps_before` to `tps` and that saw no request since: such a bucket holds
+    min(old burst, new burst) tokens (`TokenBucket.set_rate` keeps what it had
+    up to the new burst) and is full again when one refill at the new rate
+    reaches the new burst — the same float operations `TokenBucket` does, so the
+    answer is exact. Where it is True, the next limit leaves the gate in the
+    state `Admission.resume(before, limits, now)` builds; where False, the
+    caller must resume the gate and apply that limit to it.
+    """
+    burst = np.maximum(tps * burst_s, 0.0)
+    held = np.minimum(np.maximum(tps_before * burst_s, 0.0), burst)
+    full: np.ndarray = refilled(held, elapsed, np.maximum(tps, 0.0)) >= burst
+    return full

@@ -11,8 +11,25 @@ Every operation is O(1); time is passed in.
 from __future__ import annotations
 
 import math
+from typing import TypeVar
+
+import numpy as np
 
 _EPSILON = 1e-9  # float refill error must not turn "exactly enough" into "wait 1e-15 s"
+
+
+Amount = TypeVar("Amount", float, np.ndarray)
+
+
+def refilled(tokens: Amount, elapsed: float, rate: Amount) -> Amount:
+    """Tokens after `elapsed` seconds of refill at `rate`, before the burst cap.
+
+    The bucket's one refill formula, written with operators only so that it
+    works on floats and, elementwise with the same float operations, on numpy
+    arrays (`tokenpools.admission.gate.idle_buckets_full` checks many idle
+    buckets at once with it).
+    """
+    return tokens + elapsed * rate
 
 
 class TokenBucket:
@@ -28,7 +45,7 @@ class TokenBucket:
 
     def _refill(self, now: float) -> None:
         if now > self._last:
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._tokens = min(self.burst, refilled(self._tokens, now - self._last, self.rate))
             self._last = now
 
     def available(self, now: float) -> float:
@@ -76,7 +93,7 @@ class TokenBucket:
         needed = self._needed(amount) - _EPSILON
         t = max(now + wait, math.nextafter(now, math.inf))
         for _ in range(64):
-            if min(self.burst, self._tokens + (t - self._last) * self.rate) >= needed:
+            if min(self.burst, refilled(self._tokens, t - self._last, self.rate)) >= needed:
                 break
             t = math.nextafter(t, math.inf)
         return t

@@ -17,6 +17,7 @@ order, so a run is a pure function of (config, scenario, options).
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from functools import partial
 import numpy as np
 
 from tokenpools.admission import Admission, fallback_limits, max_wait_s
+from tokenpools.admission.gate import idle_buckets_full
 from tokenpools.controller import PoolController
 from tokenpools.engine_model import EngineEventKind, EngineModel, EngineParams
 from tokenpools.output_length import OutputLengthPredictor, reservation_output_tokens
@@ -87,9 +89,30 @@ class _Pool:
     generation: list[int]
     scheduled: list[float | None]
     ents: list[int]  # global entitlement indices
+    ent_index: np.ndarray  # `ents` as an array, for indexing per-entitlement arrays
+    rows: np.ndarray  # each entitlement's row in the controller's arrays
     events: list[RequestRow] = field(default_factory=list)  # request events since the last tick
     running: dict[int, dict[str, _Req]] = field(default_factory=dict)  # replica -> id -> req
     tokens_seen: float = 0.0  # engines' prompt + generation counters at the last tick
+    # Limits reach only gates in use (`Simulator._apply_limits`): `live` gates get every
+    # tick's limits; the others were full and idle since, in the state
+    # `Admission.resume(before, limits, applied_at)` gives them back (one row per position).
+    live: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    before: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    limits: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    applied_at: float = 0.0
+    # while a tick applies `next_limits`: the position it has reached, and positions still due
+    cursor: int = -1
+    next_limits: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    next_at: float = 0.0
+    due: list[int] = field(default_factory=list)
+    used: set[int] = field(default_factory=set)  # gates that may hold reservations (`_holding`)
+
+
+def _dims(row: np.ndarray) -> Dims:
+    """One (tps, kv, conc) row of the core's arrays as limits, unchecked like the tick's."""
+    tps, kv, conc = row.tolist()
+    return Dims.model_construct(tps=tps, kv=kv, conc=conc)
 
 
 class Simulator:
@@ -121,14 +144,16 @@ class Simulator:
         self.pools: list[_Pool] = []
         self.pool_of: list[int] = [0] * len(self.names)
         self.row_of: list[int] = [0] * len(self.names)
+        self.position: list[int] = [0] * len(self.names)  # index in its pool's `ents`
         for p_idx, record in enumerate(PoolConfigRecord.from_platform(config)):
             pool_spec = record.pool
             params = pool_engine_params(scenario.step, pool_spec)
             ctl = PoolController(record)
             ents = [self.index[e.name] for e in record.entitlements]
-            for e in ents:
+            for i, e in enumerate(ents):
                 self.pool_of[e] = p_idx
                 self.row_of[e] = ctl.entitlement_row(self.names[e])
+                self.position[e] = i
             n = pool_spec.replicas
             self.pools.append(
                 _Pool(
@@ -140,13 +165,16 @@ class Simulator:
                     generation=[0] * n,
                     scheduled=[None] * n,
                     ents=ents,
+                    ent_index=np.array(ents, dtype=np.int64),
+                    rows=np.array([self.row_of[e] for e in ents], dtype=np.int64),
                     running={r: {} for r in range(n)},
                 )
             )
         start = 0.0
         self.gates: list[Admission[_Req]] = []
+        pool_specs = {p.name: p for p in config.pools}
         for spec in self.specs:
-            pool = config.pool(spec.pool)
+            pool = pool_specs[spec.pool]
             limits = fallback_limits(spec, pool, FallbackMode.STATIC)
             wait = max_wait_s(spec, config.enforcement.default_admission_delay_ms)
             self.gates.append(
@@ -158,12 +186,17 @@ class Simulator:
                     retry_hint_s=self.tick_s,
                 )
             )
+        for p in self.pools:  # every gate starts idle and full under its fallback limits
+            p.before = np.array([self.gates[e].limits.as_tuple() for e in p.ents]).reshape(-1, 3)
+            p.limits = p.before
+            p.applied_at = start
+            p.live = np.zeros(len(p.ents), dtype=bool)
         self.expected_output = [s.expected_output_tokens for s in self.specs]
         # lending with reclaim (docs/CAPACITY_MODEL.md, "Lending and reclaim")
         self.lending = config.controller.lend_guarantees
         self.guarantee = np.array([s.guarantee.as_tuple() for s in self.specs]).reshape(-1, 3)
         self.preemptible = [
-            s.tier in config.pool(s.pool).reclaim.preemptible_tiers for s in self.specs
+            s.tier in pool_specs[s.pool].reclaim.preemptible_tiers for s in self.specs
         ]
         self.priority = [engine_priority(s.tier) for s in self.specs]
         self.ceiling = np.array(
@@ -203,7 +236,7 @@ class Simulator:
             self._push(t, _Kind.STEP, partial(self._step, pool, r, pool.generation[r]))
 
     def _schedule_wake(self, e: int, now: float) -> None:
-        wake = self.gates[e].next_wake(now)
+        wake = self._gate(e).next_wake(now)
         if wake is None:
             return
         wake = max(wake, now)
@@ -226,6 +259,73 @@ class Simulator:
         row = self.row_of[req.ent]
         pool.events.append((now, row, phase, req.estimate, tokens, wait, latency, -1))
 
+    # -- gates and their limits -------------------------------------------------------------
+    def _gate(self, e: int) -> Admission[_Req]:
+        """Entitlement e's gate with every limit the ticks gave it: resumed if it was idle."""
+        pool = self.pools[self.pool_of[e]]
+        pool.used.add(e)
+        i = self.position[e]
+        if not pool.live[i]:
+            self._resume(pool, i)
+        return self.gates[e]
+
+    def _resume(self, pool: _Pool, i: int) -> None:
+        """Give an idle gate the limits it skipped (`Admission.resume`); it gets each tick's again.
+
+        In the middle of a tick, a gate the tick has not reached yet takes the
+        previous tick's state and is applied the new limits in its turn, as if
+        every gate were applied in order.
+        """
+        pool.live[i] = True
+        if pool.cursor >= 0 and i <= pool.cursor:  # this tick has passed position i
+            before, limits, at = pool.limits[i], pool.next_limits[i], pool.next_at
+        else:
+            before, limits, at = pool.before[i], pool.limits[i], pool.applied_at
+            if pool.cursor >= 0:
+                heapq.heappush(pool.due, i)
+        self.gates[pool.ents[i]].resume(_dims(before), _dims(limits), at)
+
+    def _apply_limits(self, pool: _Pool, own: np.ndarray, now: float) -> None:
+        """A tick's limits (one row per position) reach the pool's gates, in position order.
+
+        Only gates in use get them as `Admission.apply_limits`, as a sidecar
+        would; a gate whose bucket is full and that has no queued request goes
+        idle, and idle gates stay so while `idle_buckets_full` holds (their
+        bucket is full again by each tick). Gates are resumed exactly when next
+        used, so the run is the one applying every limit to every gate gives —
+        in O(gates in use) Python work per tick.
+        """
+        if not pool.ents:
+            return
+        burst_s = self.gates[pool.ents[0]].burst_s  # the simulator builds every gate alike
+        full = idle_buckets_full(
+            pool.before[:, 0], pool.limits[:, 0], now - pool.applied_at, burst_s
+        )
+        for i in np.flatnonzero(~pool.live & ~full).tolist():
+            self._resume(pool, i)
+        pool.next_limits, pool.next_at = own, now
+        pool.due = np.flatnonzero(pool.live).tolist()  # ascending: already a heap
+        rows = own.tolist() if 8 * len(pool.due) > len(own) else None  # else row by row
+        while pool.due:
+            i = heapq.heappop(pool.due)
+            pool.cursor = i
+            e = pool.ents[i]
+            gate = self.gates[e]
+            tps, kv, conc = own[i].tolist() if rows is None else rows[i]
+            held = gate.limits  # a row that did not change keeps its Dims object
+            if (held.tps, held.kv, held.conc) != (tps, kv, conc):
+                held = Dims.model_construct(tps=tps, kv=kv, conc=conc)
+            burst_before = gate.bucket.burst
+            gate.apply_limits(held, now)  # refills the bucket to now either way
+            if gate.queued:  # an empty queue has nothing to release or expire
+                self._release(e, now)
+            if not gate.queued and gate.bucket.available(now) == min(
+                burst_before, gate.bucket.burst
+            ):
+                pool.live[i] = False  # full as these limits came, nothing waiting: idle
+        pool.cursor = -1
+        pool.before, pool.limits, pool.applied_at = pool.limits, own, now
+
     # -- requests ---------------------------------------------------------------------------
     def _arrive(self, req: _Req, now: float) -> None:
         e = req.ent
@@ -233,7 +333,7 @@ class Simulator:
         if not self.admission:
             self._admit(req, now)
             return
-        gate = self.gates[e]
+        gate = self._gate(e)
         pool = self.pools[self.pool_of[e]]
         if self._reclaims(pool):
             if gate.try_admit(req.estimate, req.estimate, now).admitted:
@@ -270,9 +370,18 @@ class Simulator:
     def _capacity(self, pool: _Pool) -> Dims:
         return pool.spec.capacity(sum(1 for engine in pool.engines if engine is not None))
 
+    def _holding(self, pool: _Pool) -> list[int]:
+        """The pool's entitlements whose gates hold reservations, in pool order.
+
+        Only a gate taken through `_gate` reserves, so only gates in `pool.used`
+        can hold any; the tick forgets those that hold none.
+        """
+        gates = self.gates
+        return sorted((e for e in pool.used if gates[e].in_flight), key=self.position.__getitem__)
+
     def _pool_held(self, pool: _Pool) -> tuple[int, float]:
         """(requests, KV tokens) the pool's gates hold reserved right now."""
-        gates = [self.gates[e].reservations for e in pool.ents]
+        gates = [self.gates[e].reservations for e in self._holding(pool)]
         return sum(g.in_flight for g in gates), sum(g.kv_tokens for g in gates)
 
     def _pool_has_room(self, pool: _Pool, kv: float) -> bool:
@@ -301,9 +410,7 @@ class Simulator:
         if self._pool_has_room(pool, kv):
             return True
         if pool.spec.reclaim.mode is ReclaimMode.ENGINE_PRIORITY:
-            return any(
-                self.priority[v] > self.priority[e] for v in pool.ents if self.gates[v].in_flight
-            )
+            return any(self.priority[v] > self.priority[e] for v in self._holding(pool))
         return self._next_victim(pool, self.priority[e]) is not None
 
     def _admit_entitled(self, req: _Req, now: float) -> None:
@@ -419,12 +526,12 @@ class Simulator:
             self._finished_rows.append(req.ent)
             self._finished_tokens.append(tokens - req.spec.prompt_tokens)
         if self.admission:
-            gate = self.gates[req.ent]
+            gate = self._gate(req.ent)
             gate.complete(req.estimate, tokens, req.estimate, now)
             self._release(req.ent, now)
 
     def _release(self, e: int, now: float) -> None:
-        admitted, expired = self.gates[e].release_ready(now)
+        admitted, expired = self._gate(e).release_ready(now)
         for req in expired:
             self._reject(req, now, Outcome.EXPIRED)
         for req in admitted:
@@ -481,19 +588,15 @@ class Simulator:
                 pool.events = []
             arrays = ctl.compute(now)
             limit = arrays.allocation.limit
-            rows = [self.row_of[e] for e in pool.ents]
+            rows = pool.rows
+            queued = np.zeros(len(pool.ents))
             if self.admission:
                 own = limit[rows]
                 if self._reclaims(pool):
-                    own = entitled_limits(own, self.guarantee[pool.ents])
-                for e, (tps, kv, conc) in zip(pool.ents, own.tolist(), strict=True):
-                    gate = self.gates[e]
-                    held = gate.limits  # a row that did not change keeps its Dims object
-                    if (held.tps, held.kv, held.conc) != (tps, kv, conc):
-                        held = Dims.model_construct(tps=tps, kv=kv, conc=conc)
-                    gate.apply_limits(held, now)  # refills the bucket to now either way
-                    if gate.queued:  # an empty queue has nothing to release or expire
-                        self._release(e, now)
+                    own = entitled_limits(own, self.guarantee[pool.ent_index])
+                self._apply_limits(pool, own, now)
+                for i in np.flatnonzero(pool.live).tolist():  # idle gates queue nothing
+                    queued[i] = self.gates[pool.ents[i]].queued
             running = waiting = 0
             for engine in pool.engines:
                 if engine is not None:
@@ -512,10 +615,10 @@ class Simulator:
                 limit=limit[rows],
                 debt=arrays.debt[rows],
                 priority=arrays.priority[rows],
-                in_flight=self.in_flight[pool.ents],
-                queued=np.array([self.gates[e].queued for e in pool.ents], dtype=float),
-                admitted=self._tick_admitted[pool.ents],
-                rejected=self._tick_rejected[pool.ents],
+                in_flight=self.in_flight[pool.ent_index],
+                queued=queued,
+                admitted=self._tick_admitted[pool.ent_index],
+                rejected=self._tick_rejected[pool.ent_index],
             )
         self._tick_admitted[:] = 0
         self._tick_rejected[:] = 0
@@ -539,16 +642,18 @@ class Simulator:
             kv_held / cap.kv if cap.kv > 0 else 0.0,
             running / cap.conc if cap.conc > 0 else 0.0,
         )
-        reserved = np.zeros(len(self.names))
-        used = np.zeros(len(self.names))
-        for e in pool.ents:
-            reserved[e] = self.gates[e].reservations.kv_tokens
+        reserved = np.zeros(len(pool.ents))  # by position in the pool
+        used = np.zeros(len(pool.ents))
+        holding = self._holding(pool)
+        pool.used = set(holding)  # no request is half-admitted during a tick
+        for e in holding:
+            reserved[self.position[e]] = self.gates[e].reservations.kv_tokens
         for r, reqs in pool.running.items():
             engine = pool.engines[r]
             if engine is not None:
                 for rid, req in reqs.items():
-                    used[req.ent] += engine.kv_tokens(rid)
-        self.usage.record_kv(reserved, used)
+                    used[self.position[req.ent]] += engine.kv_tokens(rid)
+        self.usage.record_kv(pool.ent_index, reserved, used)
 
     def _samples(self, pool: _Pool, now: float) -> list[EngineSample]:
         out = []
@@ -562,6 +667,25 @@ class Simulator:
 
     # -- run --------------------------------------------------------------------------------
     def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
+        """Play the scenario to its end.
+
+        The objects built so far (a gate, queue and bucket per entitlement, the
+        engines) live as long as the run, so the cyclic garbage collector is
+        told to leave them out of its scans while it lasts (`gc.freeze`): at
+        50k entitlements, scanning them again and again cost a quarter of the
+        run. Values are untouched; `gc.unfreeze` hands them back at the end
+        (unless the process had frozen objects of its own: then both are left be).
+        """
+        freeze = gc.get_freeze_count() == 0
+        if freeze:
+            gc.freeze()
+        try:
+            return self._run(progress)
+        finally:
+            if freeze:
+                gc.unfreeze()
+
+    def _run(self, progress: Callable[[float], None] | None) -> SimResult:
         scenario = self.scenario
         duration = scenario.duration_s
         requests = scenario.requests

@@ -45,10 +45,10 @@ class Usage:
         self.preemptions[ent] += 1
         self.wasted_tokens[ent] += wasted
 
-    def record_kv(self, reserved: np.ndarray, used: np.ndarray) -> None:
-        """One tick's KV tokens reserved by each entitlement's gate and held in the engines."""
-        self.kv_reserved += reserved
-        self.kv_used += used
+    def record_kv(self, ents: np.ndarray, reserved: np.ndarray, used: np.ndarray) -> None:
+        """One tick's KV tokens reserved by the gates of `ents` (a pool) and held in its engines."""
+        self.kv_reserved[ents] += reserved
+        self.kv_used[ents] += used
 
     def pool(self, index: int = 0) -> dict[str, np.ndarray]:
         """time, tps, kv, conc and binding (their max) utilization — one row per tick."""
