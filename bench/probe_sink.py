@@ -7,9 +7,10 @@ question the sink's design rests on, measured in this run on this machine.
             sends encoded batches (`TableWriter.send`), then while a thread encodes them
             (Python, holds the GIL), after a thread that only sleeps. Prints the process
             CPU per wall second, how much of the wall the loop spent in gaps over 2 ms (a
-            thread holding the GIL makes the loop wait for the 5 ms switch interval), and
-            the loop's speed against its speed beside the sleeping thread (on a loaded
-            machine the last is the figure to read: the other processes slow both alike).
+            thread running Python makes the loop wait for the 5 ms switch interval), the
+            longest gap (a C call that kept the GIL would stop the loop for the whole
+            call: a send takes tens of ms), and the loop's speed against its speed beside
+            the sleeping thread.
   fetch     What aiokafka's fetch costs per record (wall and process CPU) at several poll
             sizes (`getmany(max_records=…)`) and fetch byte limits, over one topic of
             `--rows` request events read from the start.
@@ -57,11 +58,12 @@ def store() -> tuple[Target, Client]:
     return target, client
 
 
-def loop_gaps(work: Callable[[], Any]) -> tuple[float, float, float, float]:
+def loop_gaps(work: Callable[[], Any]) -> tuple[float, float, float, float, float]:
     """Run `work` in a thread while this thread spins: (wall s, process CPU per wall s, share
-    of the wall this thread spent in gaps over 2 ms, its spins per wall second)."""
+    of the wall this thread spent in gaps over 2 ms, its spins per wall second, its longest
+    gap in s)."""
     thread = threading.Thread(target=work)
-    gaps, spins = 0.0, 0
+    gaps, spins, longest = 0.0, 0, 0.0
     wall, cpu = time.perf_counter(), time.process_time()
     last = wall
     thread.start()
@@ -69,10 +71,11 @@ def loop_gaps(work: Callable[[], Any]) -> tuple[float, float, float, float]:
         now = time.perf_counter()
         if now - last > 0.002:
             gaps += now - last
+            longest = max(longest, now - last)
         last = now
         spins += 1
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return wall, cpu / wall, gaps / wall, spins / wall
+    return wall, cpu / wall, gaps / wall, spins / wall, longest
 
 
 def probe_gil(batches: int, batch_rows: int) -> None:
@@ -97,7 +100,9 @@ def probe_gil(batches: int, batch_rows: int) -> None:
     send()
     alone = time.perf_counter() - start
     print(
-        f"gil: {batches} sends of {batch_rows:,} encoded rows alone {alone:.2f} s; "
+        f"gil: {batches} sends of {batch_rows:,} encoded rows alone {alone:.2f} s "
+        f"({alone / batches * 1000:.0f} ms each: a send holding the GIL would stop the loop "
+        "that long); "
         f"a Python loop beside a thread that (load {bench.load_average()}):"
     )
     results = {
@@ -109,11 +114,12 @@ def probe_gil(batches: int, batch_rows: int) -> None:
         )
     }
     idle_spins = results["sleeps as long"][3]
-    for label, (wall, cpu_per_wall, gaps, spins) in results.items():
+    for label, (wall, cpu_per_wall, gaps, spins, longest) in results.items():
         print(
             f"   {label:<22} wall {wall:5.2f} s  process CPU/wall {cpu_per_wall:4.2f}  "
-            f"loop waiting in gaps > 2 ms {gaps:4.0%} of the wall, "
-            f"spinning at {spins / idle_spins:4.2f} of its speed beside the sleeping thread"
+            f"loop waiting in gaps > 2 ms {gaps:4.0%} of the wall, longest "
+            f"{longest * 1000:4.0f} ms; spinning at {spins / idle_spins:4.2f} of its speed "
+            "beside the sleeping thread"
         )
     client.close()
 
