@@ -155,7 +155,9 @@ async def stage_rates(
 
 
 def bare_insert_rate(client: Client, n: int, batch_rows: int) -> float:
-    """rows/s of clickhouse-connect inserting the same rows, columns prebuilt, same batch size."""
+    """rows/s of clickhouse-connect inserting the same rows, columns prebuilt, same batch size,
+    into the emptied table (not merging with the parts a sink run left)."""
+    client.command("TRUNCATE TABLE requests")
     rows = [(*REQUESTS.rows(sample_event(i), 0)[0], "bare", 0, i) for i in range(n)]
     batches = [
         [list(c) for c in zip(*rows[i : i + batch_rows], strict=True)]
@@ -348,6 +350,9 @@ async def ingest(args: argparse.Namespace, client: Client, target: Target, direc
         settings = SinkSettings(
             batch_rows=args.batch_rows, flush_interval_s=0.5, max_poll_records=args.batch_rows
         )
+        # The baseline before and after the sinks: on a shared machine one measurement moved
+        # 2-3x between neighbouring minutes, and the ratio is only as good as its baseline.
+        bare_before = bare_insert_rate(client, args.sink_rows, args.batch_rows)
         reader = connect(target)
         decoded_topics = Topics(namespace=f"bench{uuid.uuid4().hex[:8]}")
         try:
@@ -365,14 +370,18 @@ async def ingest(args: argparse.Namespace, client: Client, target: Target, direc
             }
         finally:
             reader.close()
-        bare = bare_insert_rate(client, args.sink_rows, args.batch_rows)
+        bare_after = bare_insert_rate(client, args.sink_rows, args.batch_rows)
+        bare = (bare_before + bare_after) / 2
         stages = await stage_rates(
             bootstrap, decoded_topics, client, args.sink_rows, args.batch_rows
         )
         print(
             f"\n1. ingest of {args.sink_rows:,} request events, batches of {args.batch_rows:,} rows"
         )
-        print(f"   bare clickhouse-connect columnar insert, same rows: {bare:>10,.0f} rows/s")
+        print(
+            f"   bare clickhouse-connect columnar insert, same rows: {bare:>10,.0f} rows/s "
+            f"(mean of {bare_before:,.0f} before the sinks and {bare_after:,.0f} after)"
+        )
         for mode, (total, steady) in rates.items():
             print(f"   sink, {mode}:")
             print(
