@@ -17,6 +17,32 @@ def run_until_idle(engine: EngineModel, limit: int = 100_000) -> list[EngineEven
     raise AssertionError("engine did not go idle")
 
 
+def assert_every_request_ends_without_leaks(
+    params: EngineParams, reqs: list[tuple[int, int, int, float, bool]]
+) -> None:
+    """Drive `reqs` (prompt, output, priority, arrival gap, cancelled later) through an engine:
+    slots and KV blocks stay within bounds at every instant, and all are free at the end."""
+    engine = EngineModel(params, token_events=False)
+    now, ended, cancelled = 0.0, set(), set()
+    for k, (prompt, out, prio, gap, cancel) in enumerate(reqs):
+        now += gap
+        while (t := engine.next_step_time()) is not None and t <= now:
+            for ev in engine.step(t):
+                if ev.kind in (EngineEventKind.FINISHED, EngineEventKind.ABORTED):
+                    ended.add(ev.request_id)
+        for ev in engine.submit(str(k), prompt, out, now, priority=prio):
+            ended.add(ev.request_id)
+        if cancel and k % 3 == 0 and engine.cancel(str(k)):
+            cancelled.add(str(k))
+        assert engine.running <= params.max_num_seqs
+        assert 0 <= engine.kv_blocks_used <= params.num_gpu_blocks
+    for ev in run_until_idle(engine):
+        if ev.kind in (EngineEventKind.FINISHED, EngineEventKind.ABORTED):
+            ended.add(ev.request_id)
+    assert ended | cancelled == {str(k) for k in range(len(reqs))}
+    assert engine.running == 0 and engine.waiting == 0 and engine.kv_blocks_used == 0
+
+
 def kinds(events: list[EngineEvent], request_id: str) -> list[EngineEventKind]:
     return [e.kind for e in events if e.request_id == request_id]
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.core.test_engine_model import run_until_idle
+from tests.core.test_engine_model import assert_every_request_ends_without_leaks, run_until_idle
 from tokenpools.engine_model import (
     EngineEvent,
     EngineEventKind,
@@ -182,22 +182,4 @@ def test_no_kv_block_or_slot_leaks_under_either_scheduler_variant(
         scheduling_policy=policy,
         **change,  # type: ignore[arg-type]
     )
-    engine = EngineModel(params, token_events=False)
-    now, ended, cancelled = 0.0, set(), set()
-    for k, (prompt, out, prio, gap, cancel) in enumerate(reqs):
-        now += gap
-        while (t := engine.next_step_time()) is not None and t <= now:
-            for ev in engine.step(t):
-                if ev.kind in (EngineEventKind.FINISHED, EngineEventKind.ABORTED):
-                    ended.add(ev.request_id)
-        for ev in engine.submit(str(k), prompt, out, now, priority=prio):
-            ended.add(ev.request_id)
-        if cancel and k % 3 == 0 and engine.cancel(str(k)):
-            cancelled.add(str(k))
-        assert engine.running <= params.max_num_seqs
-        assert 0 <= engine.kv_blocks_used <= params.num_gpu_blocks
-    for ev in run_until_idle(engine):
-        if ev.kind in (EngineEventKind.FINISHED, EngineEventKind.ABORTED):
-            ended.add(ev.request_id)
-    assert ended | cancelled == {str(k) for k in range(len(reqs))}
-    assert engine.running == 0 and engine.waiting == 0 and engine.kv_blocks_used == 0
+    assert_every_request_ends_without_leaks(params, reqs)
