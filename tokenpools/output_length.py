@@ -13,7 +13,7 @@ doubling, so a quantile is read to within +9 %, always rounded up). Each
 completion multiplies its entitlement's histogram by 2^(-1/half_life) and adds
 one to its bucket: the estimate follows the last ~`half_life` completions and
 forgets a change of workload in a few half-lives. Cold start: the histogram
-holds `prior_weight` pseudo-observations at the configured
+holds `prior_weight` pseudo-observations (`PRIOR_WEIGHT`) at the configured
 `expected_output_tokens`, which decay like real ones. Pure and vectorized:
 one `observe` call per batch of events, O(batch + entitlements in the batch ×
 buckets): a histogram no completion touched keeps its quantile, so only the
@@ -40,6 +40,13 @@ def _bucket(tokens: np.ndarray) -> np.ndarray:
     return bucket
 
 
+PRIOR_WEIGHT = 2.0
+"""Completions the configured length counts as at cold start. A q-quantile keeps the prior
+until the real completions outnumber prior_weight / (1 - q): with 2 and the 0.9 quantile,
+about 20 completions; with 10 it took about 100, and on the shipped trace (~70 requests per
+tenant) a tenant's 256-token prior held its reservations 1.34× what it used."""
+
+
 def reservation_output_tokens(max_tokens: int | None, prediction: int) -> int:
     """Output tokens to reserve KV for: min(max_tokens, prediction); no cap, the prediction."""
     return prediction if max_tokens is None else max(0, min(max_tokens, prediction))
@@ -54,7 +61,7 @@ class OutputLengthPredictor:
         *,
         quantile: float = 0.9,
         half_life: float = 200.0,
-        prior_weight: float = 10.0,
+        prior_weight: float = PRIOR_WEIGHT,
     ) -> None:
         if not 0 < quantile <= 1 or half_life <= 0 or prior_weight <= 0:
             raise ValueError("need 0 < quantile <= 1, half_life > 0, prior_weight > 0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -36,6 +37,25 @@ def test_a_trace_run_states_its_assignment_rule() -> None:
     )
     assert result.exit_code == 0, result.output
     assert "assignment: slices" in result.output
+
+
+def test_trace_clients_asking_2048_tokens_are_reserved_what_they_use() -> None:
+    """Issue 10's over-reservation bar on the shipped trace: KV reserved ÷ used ≤ 1.3 each."""
+    result = runner.invoke(
+        app,
+        ["simulate", "run", "--config", OVERLOAD, "--trace", SAMPLE, "--max-tokens", "2048"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    ratios = re.findall(r"(\S+): \d+ preempted, \d+ tokens wasted, KV reserved ÷ used ([\d.]+)",
+                        result.output)  # fmt: skip
+    assert {name for name, _ in ratios} == {"guaranteed-a", "guaranteed-b", "guaranteed-c", "spot"}
+    assert all(float(ratio) <= 1.3 for _, ratio in ratios), ratios
+
+
+def test_max_tokens_is_for_a_trace_only() -> None:
+    argv = ["simulate", "run", "--config", OVERLOAD, "--scenario", "overload", "--max-tokens", "9"]
+    assert runner.invoke(app, argv).exit_code == 2
 
 
 def test_an_unknown_scenario_is_bad_usage() -> None:

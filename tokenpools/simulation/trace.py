@@ -309,12 +309,17 @@ def load_trace(
     *,
     slice_s: float = 60.0,
     duration_s: float | None = None,
+    max_tokens: int | None = None,
 ) -> Scenario:
-    """Either format as a scenario: a recorded trace keeps its entitlements; an Azure CSV
-    is assigned by `rule` (see `trace_scenario`)."""
+    """Either format as a scenario: a recorded trace keeps its entitlements and max_tokens; an
+    Azure CSV is assigned by `rule`, its clients asking `max_tokens` (see `trace_scenario`)."""
     if not is_recorded_trace(path):
         trace = read_azure_trace(path)
-        return trace_scenario(trace, entitlements, rule, slice_s=slice_s, duration_s=duration_s)
+        return trace_scenario(
+            trace, entitlements, rule, slice_s=slice_s, duration_s=duration_s, max_tokens=max_tokens
+        )
+    if max_tokens is not None:
+        raise TraceError("a recorded trace keeps the max_tokens its clients sent; drop max_tokens")
     scenario = read_recorded_trace(path, entitlements)
     if duration_s is not None:
         scenario.requests = [r for r in scenario.requests if r.time < duration_s]

@@ -49,10 +49,15 @@ def _scenario(
     slice_s: float,
     seed: int | None,
     duration: float | None,
+    max_tokens: int | None = None,
 ) -> Scenario:
     if trace is not None:
         names = [e.name for e in config.entitlements]
-        return load_trace(trace, names, assign, slice_s=slice_s, duration_s=duration)
+        return load_trace(
+            trace, names, assign, slice_s=slice_s, duration_s=duration, max_tokens=max_tokens
+        )
+    if max_tokens is not None:
+        raise _fail("--max-tokens is for --trace (a generated scenario sets its own)")
     if scenario is None:
         raise _fail("give --scenario (overload, scarcity) or --trace FILE")
     built = build(scenario, seed)
@@ -79,6 +84,12 @@ def run(
     slice_s: float = typer.Option(60.0, "--slice-s", help="Slice length for --assign slices."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of a generated scenario."),
     duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds."),
+    max_tokens: int | None = typer.Option(
+        None,
+        "--max-tokens",
+        min=1,
+        help="What every client of an Azure trace asks for (default: exactly what it got).",
+    ),
     no_admission: bool = typer.Option(
         False, "--no-admission", help="Baseline: every request goes straight to the engines."
     ),
@@ -98,7 +109,7 @@ def run(
     if scenario is not None and scenario not in SCENARIOS:
         raise _fail(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
     try:
-        chosen = _scenario(config, scenario, trace, assign, slice_s, seed, duration)
+        chosen = _scenario(config, scenario, trace, assign, slice_s, seed, duration, max_tokens)
         simulator = Simulator(config, chosen, admission=not no_admission)
     except (TraceError, ValueError) as exc:
         raise _fail(str(exc)) from None
