@@ -124,14 +124,14 @@ async def produce(bootstrap: str, items: list[tuple[str, bytes, bytes]]) -> None
         await producer.stop()
 
 
-def bad_http_bodies() -> list[tuple[str, dict]]:
-    """Requests whose tokens no request event can carry, the issue's max_tokens first."""
+def bad_http_bodies() -> list[tuple[str, dict, str]]:
+    """Requests no request event can carry, the issue's max_tokens first, with the param named."""
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
     return [
-        ("/v1/chat/completions", chat | {"max_tokens": 1_000_000_000_000}),
-        ("/v1/chat/completions", chat | {"max_completion_tokens": 2**32}),
-        ("/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 10**15}),
-        ("/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 4, "n": 2**31}),
+        ("/v1/chat/completions", chat | {"max_tokens": 1_000_000_000_000}, "max_tokens"),
+        ("/v1/chat/completions", chat | {"max_completion_tokens": 2**32}, "max_completion_tokens"),
+        ("/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 10**15}, "max_tokens"),
+        ("/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 4, "n": 2**31}, "n"),
     ]
 
 
@@ -140,13 +140,13 @@ async def http_sweep(url: str) -> Counter[int]:
     auth = {"Authorization": f"Bearer {KEYS['gold']}"}
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
     async with aiohttp.ClientSession() as http:
-        for path, body in bad_http_bodies():
+        for path, body, param in bad_http_bodies():
             async with http.post(url + path, json=body, headers=auth) as resp:
                 error = (await resp.json())["error"]
                 assert resp.status == 400, (body, error)
                 assert error["type"] == "invalid_request_error"
                 assert error["code"] == "invalid_value"
-                assert error["param"] in ("max_tokens", "max_completion_tokens")
+                assert error["param"] == param, (body, error)
         statuses: Counter[int] = Counter()
         for _ in range(3):  # the pipeline goes on serving
             async with http.post(
