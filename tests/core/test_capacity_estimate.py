@@ -9,7 +9,7 @@ import pytest
 from tokenpools.capacity_estimate import ThroughputEstimator
 from tokenpools.config_file import load_config
 from tokenpools.engine_model import EngineModel, EngineParams
-from tokenpools.schemas.config import PlatformConfig, TpsEstimate, TpsSource
+from tokenpools.schemas.config import PlatformConfig, PoolSpec, TpsEstimate, TpsSource
 from tokenpools.schemas.events import EngineSample
 from tokenpools.simulation import Simulator, overload
 
@@ -77,6 +77,16 @@ def test_an_implausible_rate_is_discarded_so_no_sample_can_inflate_capacity() ->
     est.observe(sample(1, 1e12, running=8))  # forged counters: 1e12 tokens in one second
     est.observe(sample(2, 1e12 + 5000, running=8))
     assert est.estimate() == pytest.approx(6000)
+
+
+def test_a_measuring_pool_without_a_prior_is_refused_naming_the_field() -> None:
+    """A prior of 0 makes max_ratio × prior 0: every sample would be discarded, none bounded."""
+    pool = load_config(REPO / "deploy" / "examples" / "overload.yaml").pools[0].model_dump()
+    pool["per_replica"]["tps"] = 0.0
+    assert PoolSpec.model_validate(pool).per_replica.tps == 0.0  # configured: allowed
+    pool["tps_estimate"] = {"source": "measured"}
+    with pytest.raises(ValueError, match=r"per_replica\.tps must be > 0"):
+        PoolSpec.model_validate(pool)
 
 
 def _overload(source: TpsSource, tps: float) -> PlatformConfig:

@@ -143,6 +143,17 @@ class PoolSpec(_Strict):
     reclaim: ReclaimPolicy = ReclaimPolicy()
     tps_estimate: TpsEstimate = TpsEstimate()
 
+    @model_validator(mode="after")
+    def _measured_needs_a_prior(self) -> PoolSpec:
+        # The prior is also the scale a sample is judged by (max_ratio × it): with 0, every
+        # sample would be discarded, and no bound could keep a forged one out.
+        if self.tps_estimate.source is TpsSource.MEASURED and self.per_replica.tps <= 0:
+            raise ValueError(
+                "per_replica.tps must be > 0 when tps_estimate.source is measured: it is the "
+                "prior and the bound on what an engine sample may claim"
+            )
+        return self
+
     def capacity(self, replicas: int | None = None, per_replica_tps: float | None = None) -> Dims:
         """C_d = n · c_d · u for the committed (or given) replica count.
 
