@@ -33,21 +33,26 @@ class OutputLengths:
     """One predictor per pool, its entitlements following the pool's config."""
 
     def __init__(self) -> None:
-        self._predictors: dict[str, tuple[PoolConfigRecord, OutputLengthPredictor]] = {}
+        # per pool: the config followed, its predictor, and the predictor's row per name
+        self._predictors: dict[
+            str, tuple[PoolConfigRecord, OutputLengthPredictor, dict[str, int]]
+        ] = {}
 
-    def _predictor(self, config: PoolConfigRecord) -> OutputLengthPredictor:
+    def _predictor(self, config: PoolConfigRecord) -> tuple[OutputLengthPredictor, dict[str, int]]:
+        """The pool's predictor and its row per entitlement name (built once per config)."""
         pool = config.pool.name
         held = self._predictors.get(pool)
         if held is not None and held[0] is config:
-            return held[1]
+            return held[1], held[2]
         priors = {e.name: e.expected_output_tokens for e in config.entitlements}
         if held is None:
             predictor = OutputLengthPredictor(priors)
         else:  # a new config: what was learned for names still present is kept
             predictor = held[1]
             predictor.set_entitlements(priors)
-        self._predictors[pool] = (config, predictor)
-        return predictor
+        index = {name: row for row, name in enumerate(predictor.names)}
+        self._predictors[pool] = (config, predictor, index)
+        return predictor, index
 
     def forget(self, pool: str) -> None:
         self._predictors.pop(pool, None)
@@ -73,14 +78,19 @@ class OutputLengths:
             config = config_of(pool)
             if config is None:
                 continue
-            predictor = self._predictor(config)
-            index = {name: row for row, name in enumerate(predictor.names)}
-            lookup = np.array([index.get(n, -1) for n in batch.entitlement_names], np.int64)
+            predictor, index = self._predictor(config)
             phase, ent, tokens = batch.phase, batch.entitlement, batch.completion_tokens
             if select is not None:
                 phase, ent, tokens = phase[select], ent[select], tokens[select]
+            done = (phase == _COMPLETED) & (tokens > 0)
+            ent, tokens = ent[done], tokens[done]
+            # only the names these completions use are looked up (the batch holds every pool's)
+            names = batch.entitlement_names
+            lookup = np.full(len(names), -1, np.int64)
+            for code in np.unique(ent).tolist():
+                lookup[code] = index.get(names[code], -1)
             rows = lookup[ent]
-            keep = (phase == _COMPLETED) & (rows >= 0) & (tokens > 0)
+            keep = rows >= 0
             if keep.any():
                 predictor.observe(rows[keep], tokens[keep].astype(np.int64))
                 learned += int(np.count_nonzero(keep))
@@ -90,7 +100,7 @@ class OutputLengths:
         """Put the pool's current predictions into the tick's limit records (before publishing)."""
         if config is None:
             return
-        predictor = self._predictor(config)
+        predictor, _ = self._predictor(config)
         predicted = predictor.predict()
         index = {name: row for row, name in enumerate(predictor.names)}
         cols = result.limit_columns

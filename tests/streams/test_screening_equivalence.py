@@ -193,7 +193,7 @@ def feed_per_event(ctl: PoolController, events: list[RequestRecord]) -> int:
 def learn_per_event(
     lengths: OutputLengths, config: PoolConfigRecord, events: list[RequestRecord]
 ) -> None:
-    predictor = lengths._predictor(config)
+    predictor, _ = lengths._predictor(config)
     pairs = [
         (predictor.names.index(ev.entitlement), ev.completion_tokens)
         for ev in events
