@@ -38,11 +38,11 @@ import _samples
 from aiokafka import TopicPartition
 from clickhouse_connect.driver.client import Client
 
-from connectors.clickhouse.fetch import one_row_each
+from connectors.clickhouse.fetch import request_batch
 from connectors.clickhouse.migrations import migrate
 from connectors.clickhouse.queries import NamedQuery, QueryResult, load_queries, run_query
 from connectors.clickhouse.queues import install as install_queues
-from connectors.clickhouse.rows import REQUESTS, Columns, request_columns
+from connectors.clickhouse.rows import REQUESTS, Columns
 from connectors.clickhouse.sink import ClickHouseSink, SinkSettings
 from connectors.clickhouse.sql_files import sql_root
 from connectors.clickhouse.store import Target, connect
@@ -53,7 +53,6 @@ from connectors.kafka.consumer import make_consumer
 from connectors.kafka.metadata import topic_partitions
 from connectors.kafka.producer import make_producer, send_record
 from tokenpools.schemas import RequestEvent
-from tokenpools.schemas.codec import decode_requests
 from tokenpools.topics import Topics
 
 T0 = float((int(time.time()) // 3600 - 25) * 3600)  # a day of data ending about now
@@ -118,7 +117,7 @@ async def stage_rates(
     """rows/s of each stage of the Python-decoding sink alone, over the `n` records it read.
 
     Kafka: aiokafka `getmany` of the whole topic (no group); decoding: the codec's fast
-    decoder and `request_columns`, as `RequestFetcher` does; insert: `TableWriter`.
+    decoder into columns, `fetch.request_batch` as `RequestFetcher` does; insert: `TableWriter`.
     """
     consumer = make_consumer(bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
     await consumer.start()
@@ -137,9 +136,8 @@ async def stage_rates(
     start = time.perf_counter()
     batches: list[Columns] = []
     for i in range(0, n, batch_rows):
-        chunk = messages[i : i + batch_rows]
-        records, _ = decode_requests([m.value for m in chunk])
-        batches.append(one_row_each(chunk, request_columns(records)).columns)
+        fetched, _ = request_batch(messages[i : i + batch_rows])
+        batches.append(fetched.columns)
     decode_s = time.perf_counter() - start
     client.command("TRUNCATE TABLE requests")
     writer = TableWriter(client)

@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from connectors.clickhouse.rows import Columns, TableMapping, request_columns
 from connectors.clickhouse.writer import Destination
 from connectors.kafka.consumer import DeadLetterCounter, dead_letter, decoded_batches
-from tokenpools.schemas.codec import decode_requests
+from tokenpools.schemas.codec import DecodeError, decode_requests
 from tokenpools.schemas.events import RequestEvent
 
 
@@ -181,15 +181,24 @@ class RequestFetcher(DecodedFetcher):
         dlq = self._dead_letters
         while True:
             got = await self._source.getmany(timeout_ms=timeout_ms, max_records=max_records)
-            messages = [m for ms in got.values() for m in ms]
-            records, refused = decode_requests([m.value for m in messages])
-            if refused:
-                for i, error in refused:
-                    await dead_letter(dlq.producer, dlq.topic, messages[i], str(error))
-                    dlq.counter.count += 1
-                bad = {i for i, _ in refused}
-                messages = [m for i, m in enumerate(messages) if i not in bad]
-            yield one_row_each(messages, request_columns(records))
+            fetched, refused = request_batch([m for ms in got.values() for m in ms])
+            for message, error in refused:
+                await dead_letter(dlq.producer, dlq.topic, message, str(error))
+                dlq.counter.count += 1
+            yield fetched
+
+
+def request_batch(
+    messages: Sequence[ConsumerRecord],
+) -> tuple[Fetched, list[tuple[ConsumerRecord, DecodeError]]]:
+    """`messages` decoded by the fast decoder into the requests table's columns, and each
+    record it refused with the codec's error (for the DLQ)."""
+    records, refused = decode_requests([m.value for m in messages])
+    if not refused:
+        return one_row_each(messages, request_columns(records)), []
+    bad = {i for i, _ in refused}
+    kept = [m for i, m in enumerate(messages) if i not in bad]
+    return one_row_each(kept, request_columns(records)), [(messages[i], e) for i, e in refused]
 
 
 def fetcher_for(

@@ -43,11 +43,13 @@ _COLUMNS = (
     "stream",
     "request_key",
 )
+_ORDER = ("toUnixTimestamp64Milli(time)", "request_key", "phase")  # pages' order, resume key
+_RESUME = tuple(_COLUMNS.index(c) for c in _ORDER)  # where a row holds its resume key
 _PAGE_SQL = (
     f"SELECT {', '.join(_COLUMNS)} {_FILTER} "
-    "AND (toUnixTimestamp64Milli(time), request_key, phase) > "
+    f"AND ({', '.join(_ORDER)}) > "
     "({after_ms:Int64}, {after_key:UInt64}, {after_phase:String}) "
-    "ORDER BY toUnixTimestamp64Milli(time), request_key, phase LIMIT {page:UInt32}"
+    f"ORDER BY {', '.join(_ORDER)} LIMIT {{page:UInt32}}"
 )
 
 
@@ -100,8 +102,8 @@ def final_events(
         if not rows:
             return
         yield [_event(row) for row in rows]
-        last = rows[-1]
-        after = (int(last[1]), int(last[12]), str(last[4]))
+        ms, key, phase = (rows[-1][i] for i in _RESUME)
+        after = (int(ms), int(key), str(phase))
         if len(rows) < page:
             return
 
