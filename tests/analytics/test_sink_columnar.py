@@ -24,8 +24,8 @@ from connectors.clickhouse.store import Target, connect
 from connectors.clickhouse.writer import TableWriter
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.dead_letter import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER
-from connectors.kafka.producer import make_producer
 from connectors.kafka.topic_reader import read_to_end
+from tests.helpers.kafka_io import produce_values
 from tests.helpers.sink_runs import drain_requests
 from tokenpools.schemas import DecodeError, EngineSample, decode_as
 from tokenpools.schemas.bounds import MAX_TIME_S, UINT32_MAX
@@ -83,17 +83,6 @@ def mixed_values() -> list[bytes | None]:
     return values
 
 
-async def produce(bootstrap: str, topic: str, values: list[bytes | None]) -> None:
-    producer = make_producer(bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send(topic, value, key=b"p")
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 def row_path_insert(client: Client, table: str, topic: str, messages: list) -> list[tuple]:
     """The sink's row path, as it was: `(offset, error)` of each record it would park."""
     rows, refused = [], []
@@ -120,7 +109,7 @@ async def test_the_columnar_sink_stores_the_row_paths_rows_and_parks_the_same_re
 ) -> None:
     await ensure_topics(kafka_bootstrap, topics, partitions=1)
     values = mixed_values()
-    await produce(kafka_bootstrap, topics.requests, values)
+    await produce_values(kafka_bootstrap, topics.requests, values)
     client = connect(Target.embedded(tmp_path / "store"))
     try:
         migrate(client)

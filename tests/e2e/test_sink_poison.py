@@ -26,7 +26,7 @@ from connectors.kafka.admin import ensure_topics
 from connectors.kafka.dead_letter import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER
 from connectors.kafka.producer import make_producer
 from connectors.kafka.topic_reader import read_to_end
-from tests.helpers.kafka_io import lag
+from tests.helpers.kafka_io import lag, produce_values
 from tests.helpers.sink_runs import drain_requests
 from tokenpools.schemas.events import RequestEvent
 from tokenpools.topics import Topics
@@ -52,17 +52,6 @@ def request(i: int, **fields: object) -> bytes:
     )
 
 
-async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = make_producer(bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send(topic, value, key=b"p")
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 def stored(client, table: str = "requests") -> int:
     return int(client.query(f"SELECT count() FROM {table}").result_rows[0][0])
 
@@ -73,8 +62,8 @@ async def test_the_issues_max_tokens_record_is_dead_lettered_once_and_the_rest_i
     await ensure_topics(kafka_bootstrap, topics, partitions=1)
     values = [request(i) for i in range(20)]
     values.insert(7, request(99, estimate_tokens=1_000_000_000_000))  # issue 11's request
-    await produce(kafka_bootstrap, topics.requests, values)
-    await produce(kafka_bootstrap, topics.requests, [request(i) for i in range(20, 30)])
+    await produce_values(kafka_bootstrap, topics.requests, values)
+    await produce_values(kafka_bootstrap, topics.requests, [request(i) for i in range(20, 30)])
     target = Target.embedded(tmp_path / "store")
     client = connect(target)
     try:
@@ -106,7 +95,7 @@ async def test_a_row_clickhouse_refuses_is_isolated_dead_lettered_and_the_batch_
     values = [request(i) for i in range(40)]
     values[13] = request(13, estimate_tokens=2**40)
     values[31] = request(31, estimate_tokens=2**33)
-    await produce(kafka_bootstrap, topics.requests, values)
+    await produce_values(kafka_bootstrap, topics.requests, values)
     client = connect(Target.embedded(tmp_path / "store"))
     producer = make_producer(kafka_bootstrap)
     await producer.start()
@@ -163,14 +152,14 @@ async def test_stop_ends_a_sink_that_is_retrying_a_failing_store_at_once(
         sink = ClickHouseSink(kafka_bootstrap, topics, TableWriter(client), settings=FAST)
         task = asyncio.create_task(sink.run())
         if failing == "insert":
-            await produce(kafka_bootstrap, topics.requests, [request(100)])
+            await produce_values(kafka_bootstrap, topics.requests, [request(100)])
             # The sink's count, not the table's: a part is visible before the table's views have
             # run, and a DETACH then would fail that insert after its row landed (and leave it
             # uncommitted, so the lag below would count it).
             inserted = sink.metrics.rows.labels("requests")
             await wait_for(lambda: inserted._value.get() == 1, 30, "the first record stored")
             operator.command("DETACH TABLE requests")
-        await produce(kafka_bootstrap, topics.requests, [request(i) for i in range(5)])
+        await produce_values(kafka_bootstrap, topics.requests, [request(i) for i in range(5)])
         await asyncio.sleep(4)  # the backoff reaches 1.6 s and doubles on: 0.2+0.4+0.8+1.6+…
         assert not task.done()
         stopped_at = time.monotonic()

@@ -37,6 +37,20 @@ async def produce(bootstrap: str, topics: Topics, data: Dataset, bad: bool = Fal
         await producer.stop()
 
 
+async def produce_values(
+    bootstrap: str, topic: str, values: list[bytes | None], key: bytes = b"p"
+) -> None:
+    """Raw values (bad ones and tombstones included) to one topic under one key, in order."""
+    producer = make_producer(bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
 @asynccontextmanager
 async def group_member(
     bootstrap: str, group: str, topic: str
