@@ -108,6 +108,13 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
+def _new_ca(common_name: str) -> tuple[x509.Name, ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed CA: its name, key and certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(common_name)
+    return name, key, _issue(name, key, name, key, ca=True)
+
+
 def ensure_pki(directory: Path) -> Pki:
     """Create the cluster's certificates and keys once; later starts reuse them."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -128,9 +135,7 @@ def ensure_pki(directory: Path) -> Pki:
     )
     if pki.sa_pub.exists():
         return pki
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("tokenpools-local-ca")
-    ca = _issue(ca_name, ca_key, ca_name, ca_key, ca=True)
+    ca_name, ca_key, ca = _new_ca("tokenpools-local-ca")
     server_key = ec.generate_private_key(ec.SECP256R1())
     server = _issue(_name("kube-apiserver"), server_key, ca_name, ca_key, server=True)
     # system:masters: the local admin (and the components run with its kubeconfig).
@@ -163,14 +168,16 @@ class ServingPki:
 
 
 def ensure_serving_pki(directory: Path, common_name: str) -> ServingPki:
-    """Create a CA and a loopback serving certificate once; later starts reuse them."""
+    """Create a CA and a serving certificate once; later starts reuse them.
+
+    The certificate names what every local server certificate here names (`_issue`):
+    localhost, 127.0.0.1 and the in-cluster API server names.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     pki = ServingPki(directory / "ca.crt", directory / "tls.crt", directory / "tls.key")
     if pki.key.exists() and pki.cert.exists() and pki.ca_cert.exists():
         return pki
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name(f"{common_name}-ca")
-    ca = _issue(ca_name, ca_key, ca_name, ca_key, ca=True)
+    ca_name, ca_key, ca = _new_ca(f"{common_name}-ca")
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _issue(_name(common_name), key, ca_name, ca_key, server=True)
     pem = serialization.Encoding.PEM
