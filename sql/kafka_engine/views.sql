@@ -90,8 +90,79 @@ FROM engine_queue
 WHERE NOT (isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'engine'
     AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1);
 
--- One row per entitlement per tick, as the sink writes it (ARRAY JOIN over `entitlements`).
+-- One row per entitlement per tick, as the sink writes it. A snapshot lists its
+-- entitlements as columns (docs/STREAMS.md, "State snapshots"): the columns are
+-- ARRAY JOINed side by side. Every column is cut or padded to the names' length, so
+-- a record whose columns differ in length cannot stop the view (ARRAY JOIN refuses
+-- unequal arrays); such a record is left out here and dead-lettered below.
 CREATE MATERIALIZED VIEW IF NOT EXISTS state_from_kafka TO pool_state AS
+WITH length(JSONExtractArrayRaw(raw, 'entitlements', 'entitlement')) AS n
+SELECT
+    fromUnixTimestamp64Milli(toInt64(round(JSONExtractFloat(raw, 'time') * 1000)), 'UTC') AS time,
+    JSONExtractString(raw, 'pool') AS pool,
+    JSONExtractUInt(raw, 'epoch') AS epoch,
+    toUInt32(JSONExtractUInt(raw, 'replicas')) AS replicas,
+    JSONExtractFloat(raw, 'capacity', 'tps') AS capacity_tps,
+    JSONExtractFloat(raw, 'capacity', 'kv') AS capacity_kv,
+    JSONExtractFloat(raw, 'capacity', 'conc') AS capacity_conc,
+    entitlement,
+    tier,
+    demand_tps,
+    demand_kv,
+    demand_conc,
+    allocation_tps,
+    allocation_kv,
+    allocation_conc,
+    limit_tps,
+    limit_kv,
+    limit_conc,
+    served_tps,
+    served_kv,
+    served_conc,
+    debt,
+    priority,
+    _topic AS kafka_topic,
+    toUInt16(_partition) AS kafka_partition,
+    _offset AS kafka_offset
+FROM state_queue
+ARRAY JOIN
+    arrayResize(JSONExtract(raw, 'entitlements', 'entitlement', 'Array(String)'), n) AS entitlement,
+    arrayResize(JSONExtract(raw, 'entitlements', 'tier', 'Array(String)'), n) AS tier,
+    arrayResize(JSONExtract(raw, 'entitlements', 'demand', 'tps', 'Array(Float64)'), n) AS demand_tps,
+    arrayResize(JSONExtract(raw, 'entitlements', 'demand', 'kv', 'Array(Float64)'), n) AS demand_kv,
+    arrayResize(JSONExtract(raw, 'entitlements', 'demand', 'conc', 'Array(Float64)'), n) AS demand_conc,
+    arrayResize(JSONExtract(raw, 'entitlements', 'allocation', 'tps', 'Array(Float64)'), n) AS allocation_tps,
+    arrayResize(JSONExtract(raw, 'entitlements', 'allocation', 'kv', 'Array(Float64)'), n) AS allocation_kv,
+    arrayResize(JSONExtract(raw, 'entitlements', 'allocation', 'conc', 'Array(Float64)'), n) AS allocation_conc,
+    arrayResize(JSONExtract(raw, 'entitlements', 'limit', 'tps', 'Array(Float64)'), n) AS limit_tps,
+    arrayResize(JSONExtract(raw, 'entitlements', 'limit', 'kv', 'Array(Float64)'), n) AS limit_kv,
+    arrayResize(JSONExtract(raw, 'entitlements', 'limit', 'conc', 'Array(Float64)'), n) AS limit_conc,
+    arrayResize(JSONExtract(raw, 'entitlements', 'served', 'tps', 'Array(Float64)'), n) AS served_tps,
+    arrayResize(JSONExtract(raw, 'entitlements', 'served', 'kv', 'Array(Float64)'), n) AS served_kv,
+    arrayResize(JSONExtract(raw, 'entitlements', 'served', 'conc', 'Array(Float64)'), n) AS served_conc,
+    arrayResize(JSONExtract(raw, 'entitlements', 'debt', 'Array(Float64)'), n) AS debt,
+    arrayResize(JSONExtract(raw, 'entitlements', 'priority', 'Array(Float64)'), n) AS priority
+WHERE isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'state'
+    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1
+    AND JSONType(raw, 'entitlements') = 'Object'
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'tier')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'tps')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'kv')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'conc')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'tps')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'kv')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'conc')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'tps')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'kv')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'conc')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'tps')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'kv')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'conc')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'debt')) = n
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'priority')) = n;
+
+-- Snapshots of workers from before the columns: one object per entitlement.
+CREATE MATERIALIZED VIEW IF NOT EXISTS state_rows_from_kafka TO pool_state AS
 SELECT
     fromUnixTimestamp64Milli(toInt64(round(JSONExtractFloat(raw, 'time') * 1000)), 'UTC') AS time,
     JSONExtractString(raw, 'pool') AS pool,
@@ -122,14 +193,32 @@ SELECT
 FROM state_queue
 ARRAY JOIN JSONExtractArrayRaw(raw, 'entitlements') AS e
 WHERE isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'state'
-    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1;
+    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1
+    AND JSONType(raw, 'entitlements') = 'Array';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS state_dead_letters TO kafka_dead_letters AS
+WITH length(JSONExtractArrayRaw(raw, 'entitlements', 'entitlement')) AS n
 SELECT _topic AS kafka_topic, toUInt16(_partition) AS kafka_partition, _offset AS kafka_offset,
     'invalid pool state' AS error, raw
 FROM state_queue
 WHERE NOT (isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'state'
-    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1);
+    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1
+    AND (JSONType(raw, 'entitlements') = 'Array' OR (JSONType(raw, 'entitlements') = 'Object'
+    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'tier')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'tps')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'kv')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'conc')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'tps')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'kv')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'conc')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'tps')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'kv')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'conc')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'tps')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'kv')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'conc')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'debt')) = n
+        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'priority')) = n)));
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS limits_from_kafka TO limits AS
 SELECT

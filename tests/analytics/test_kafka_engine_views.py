@@ -11,20 +11,37 @@ from __future__ import annotations
 from collections.abc import Iterator
 from importlib.resources.abc import Traversable
 
+import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 
 from connectors.clickhouse.migrations import migrate
 from connectors.clickhouse.queries import load_queries, run_query
 from connectors.clickhouse.queues import install
+from connectors.clickhouse.rows import state_rows
 from connectors.clickhouse.sql_files import sql_root
 from connectors.clickhouse.store import Target, connect
 from tests.analytics.conftest import count
 from tests.helpers import analytics_dataset as ds
+from tokenpools.schemas import PoolState
 from tokenpools.schemas.codec import encode
 
 QUEUES = ("requests_queue", "engine_queue", "state_queue", "limits_queue", "scaling_queue")
 BAD = ['{"type": "request", "id": "x"', '{"type": "engine", "pool": "p", "backend": "b"}', "[1, 2]"]
+
+
+def rows_form(state: PoolState) -> str:
+    """A snapshot as workers wrote it before the columns: one object per entitlement."""
+    wire = orjson.loads(encode(state))
+    wire["entitlements"] = [e.model_dump(mode="json") for e in state.entitlements]
+    return orjson.dumps(wire).decode()
+
+
+def unequal_columns(state: PoolState) -> str:
+    """A columnar snapshot one of whose columns is a value short."""
+    wire = orjson.loads(encode(state))
+    wire["entitlements"]["demand"]["kv"].pop()
+    return orjson.dumps(wire).decode()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +54,8 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, ds.D
         feeds = {
             "requests_queue": [encode(r).decode() for r in data.requests] + BAD,
             "engine_queue": [encode(r).decode() for r in data.engine],
-            "state_queue": [encode(r).decode() for r in data.state],
+            "state_queue": [encode(r).decode() for r in data.state[1:]]
+            + [rows_form(data.state[0]), unequal_columns(data.state[1])],
             "limits_queue": [encode(r).decode() for r in data.limits],
             "scaling_queue": [encode(r).decode() for r in data.scaling],
         }
@@ -64,7 +82,21 @@ def test_views_store_every_valid_record_once_and_dead_letter_the_rest(fed) -> No
     predicted = client.query("SELECT epoch, predicted_output_tokens FROM limits").result_rows
     assert sorted(predicted) == sorted((u.epoch, u.predicted_output_tokens) for u in data.limits)
     dead = client.query("SELECT raw FROM kafka_dead_letters ORDER BY kafka_offset").result_rows
-    assert [r[0] for r in dead] == BAD
+    assert sorted(r[0] for r in dead) == sorted([*BAD, unequal_columns(data.state[1])])
+
+
+def test_state_snapshots_become_the_rows_the_sink_writes_in_either_form(fed) -> None:
+    """Columns (what workers write) and rows (earlier workers): the sink's rows for both."""
+    client, data = fed
+    columns = "pool, epoch, replicas, capacity_tps, capacity_kv, capacity_conc, entitlement, tier"
+    stored = client.query(
+        f"SELECT {columns}, demand_tps, demand_kv, demand_conc, allocation_tps, allocation_kv,"
+        " allocation_conc, limit_tps, limit_kv, limit_conc, served_tps, served_kv, served_conc,"
+        " debt, priority FROM pool_state"
+    ).result_rows
+    expected = [row[1:] for s in data.state for row in state_rows(s, 0)]  # all but the time
+    assert len(data.state[0].entitlements) > 1
+    assert sorted(stored) == sorted(expected)
 
 
 def test_named_queries_over_kafka_engine_rows_match_the_events(fed) -> None:

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.core import arrivals, ent, pool_config
 from tokenpools.controller import INSTANCE_EVEN_SHARE, PoolController, TickResult
-from tokenpools.schemas import decode, encode
+from tokenpools.schemas import DecodeError, columnar, decode, decode_as, encode
 from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns
 from tokenpools.schemas.config import Tier
 from tokenpools.schemas.dims import Dims
-from tokenpools.schemas.events import EntitlementState, LimitUpdate, Phase, PoolState
+from tokenpools.schemas.events import (
+    STATE_COLUMNS,
+    EntitlementState,
+    LimitUpdate,
+    Phase,
+    PoolState,
+)
 from tokenpools.topics import limit_key
 
 names = st.text(max_size=12)  # quotes, backslashes, newlines, non-ASCII: escaping must match
@@ -265,3 +272,66 @@ def test_taking_rows_keeps_each_rows_learned_output_length() -> None:
     taken = cols.take(np.array([2, 1]))
     assert [m.entitlement for m in taken.models()] == ["c", "b"]
     assert [m.predicted_output_tokens for m in taken.models()] == [300, None]
+
+
+def snapshot_of_three() -> PoolState:
+    return split_controller().tick(3.0).state
+
+
+def test_a_snapshot_lists_its_entitlements_as_columns_on_the_wire() -> None:
+    state = snapshot_of_three()
+    wire = orjson.loads(encode(state))["entitlements"]
+    assert list(wire) == list(STATE_COLUMNS)
+    assert wire["entitlement"] == ["gold", "silver", "spot"]
+    assert wire["tier"] == ["guaranteed", "elastic", "spot"]
+    assert wire["demand"]["kv"] == [e.demand.kv for e in state.entitlements]
+    assert wire["debt"] == [e.debt for e in state.entitlements]
+
+
+def test_a_snapshot_written_as_rows_by_an_earlier_worker_still_decodes() -> None:
+    state = snapshot_of_three()
+    wire = orjson.loads(encode(state))
+    wire["entitlements"] = [e.model_dump(mode="json") for e in state.entitlements]
+    assert decode_as(orjson.dumps(wire), PoolState) == state == decode(orjson.dumps(wire))
+
+
+@pytest.mark.parametrize(
+    "path", [("tier",), ("demand", "kv"), ("priority",), ("entitlement",), ("served", "tps")]
+)
+def test_a_snapshot_whose_columns_differ_in_length_is_refused(path: tuple[str, ...]) -> None:
+    wire = orjson.loads(encode(snapshot_of_three()))
+    column = wire["entitlements"]
+    for key in path[:-1]:
+        column = column[key]
+    column[path[-1]].pop()
+    with pytest.raises(DecodeError, match=r"entitlements\..*one per entitlement"):
+        decode_as(orjson.dumps(wire), PoolState)
+
+
+def test_a_snapshot_missing_a_column_is_refused() -> None:
+    wire = orjson.loads(encode(snapshot_of_three()))
+    del wire["entitlements"]["allocation"]
+    with pytest.raises(DecodeError, match=r"entitlements\.allocation"):
+        decode_as(orjson.dumps(wire), PoolState)
+
+
+def test_names_kept_across_ticks_are_written_as_the_codec_writes_them_after_a_refill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kept JSON of names starts afresh past its limit and still writes the same bytes."""
+    monkeypatch.setattr(columnar, "JSON_CACHE_LIMIT", 3)
+    names = [f'e"{i}\\' for i in range(7)]  # escaping must survive the cache
+    for pool, tier in (("p", "spot"), ("q", "elastic")):
+        cols = LimitColumns(
+            pool,
+            1,
+            0.0,
+            10.0,
+            names,
+            [tier] * 7,
+            [f"i{i % 2}" for i in range(7)],
+            np.arange(21, dtype=float).reshape(7, 3) / 3,
+        )
+        for fast, model in zip(cols.encoded(), limit_models(cols), strict=True):
+            assert_same_record(fast, model)
+    assert len(columnar._ENTITLEMENT_THEN_TIER) <= 3
