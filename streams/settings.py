@@ -31,7 +31,7 @@ class WorkerSettings:
     kafka: KafkaSettings = field(default_factory=lambda: KafkaSettings.plaintext(DEFAULT_BOOTSTRAP))
     namespace: str = ""
     tick_s: float = 1.0
-    # a pool's state snapshot (PoolState, ~350 bytes per entitlement) every this many ticks,
+    # a pool's state snapshot (PoolState, ~220 bytes per entitlement) every this many ticks,
     # and at once on a scaling decision, a new replica count or other entitlements
     state_every: int = 1
     partitions: int = 6

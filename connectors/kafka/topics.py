@@ -19,7 +19,7 @@ DAY_MS = 24 * 3600 * 1000
 # producer request size (`max_request_size`, 1,048,576 bytes).
 #
 # A limit *raised*, on one topic and one producer: a pool's state snapshot is one record of
-# ~350 bytes per entitlement (3.5 MB at 10k), over the default. The state topic is created
+# ~200-220 bytes per entitlement (2.05 MB at 10k), over the default. The state topic is created
 # with `max.message.bytes` = this, and the worker's producer (streams.app,
 # `producer_max_request_size`) sends up to it. Only the worker writes the state topic.
 STATE_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
