@@ -200,3 +200,38 @@ def test_numbering_names_anew_after_many_instances_sends_everything_once(
     assert all(keys[-1] == f"b@i{k}".encode() for k, keys in enumerate(sent, start=1))
     assert b"a" not in sent[0], "unchanged while the numbering lasts"
     assert any(b"a" in keys for keys in sent), "after a new numbering, a is new again"
+
+
+def test_rows_matched_through_the_controllers_row_index_are_those_matched_by_name() -> None:
+    """The controller's limit columns carry each row's names as integers (`RowIndex`); a
+    memory numbering rows through them sends the same rows under the same keys, tick after
+    tick, as one reading every name — while sidecar instances come and go, tiers change
+    and entitlements are added and removed."""
+    rng = np.random.default_rng(7)
+    configs = [
+        pool_config(ent("a", Tier.SPOT), ent("b", Tier.ELASTIC), ent("c", Tier.SPOT)),
+        pool_config(ent("c", Tier.ELASTIC), ent("a", Tier.SPOT), ent("d", Tier.SPOT)),
+    ]
+    ctl = PoolController(configs[0])
+    by_index, by_name = LimitMemory(), LimitMemory()
+    sent_any_split = False
+    for k in range(60):
+        now = 1.0 + 0.4 * k
+        if k == 30:
+            ctl.reconfigure(configs[1])
+        for name in rng.choice(ctl.entitlements, size=2, replace=False).tolist():
+            instance = f"sc-{rng.integers(0, 3)}"  # some entitlement split over 1-3 sidecars
+            ctl.observe_requests(
+                arrivals(name, now - 0.3, 3, 0.1, Phase.ADMITTED, instance=instance)
+            )
+        cols = ctl.tick(now).limit_columns
+        index = cols.index
+        assert index is not None
+        assert [index.names[i] for i in index.entitlement] == list(cols.entitlements)
+        assert [index.tiers[i] for i in index.entitlement] == list(cols.tiers)
+        named = ["" if i < 0 else index.instance_names[i] for i in index.instance]
+        assert named == list(cols.instances)
+        sent_any_split |= any(cols.instances)
+        keys, values = limit_records(cols, by_index)
+        assert (keys, values) == limit_records(replace(cols, index=None), by_name)
+    assert sent_any_split

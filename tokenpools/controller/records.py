@@ -15,7 +15,7 @@ import numpy as np
 from tokenpools import autoscaling
 from tokenpools.allocation import Allocation
 from tokenpools.controller.entitlements import EntitlementTable
-from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns
+from tokenpools.schemas.columnar import LimitColumns, PoolStateColumns, RowIndex
 from tokenpools.schemas.config import PoolSpec
 from tokenpools.schemas.dims import Dims
 from tokenpools.schemas.events import LimitUpdate, PoolState, ScalingDecision
@@ -119,6 +119,13 @@ def limit_columns(
         tiers=[*table.tiers, *map(table.tiers.__getitem__, rows)],
         instances=[*([""] * e), *map(instance_names.__getitem__, inst.tolist())],
         limits=np.maximum(np.concatenate([limit, split.reshape(-1, 3)]), 0.0),
+        index=RowIndex(
+            names=table.names,
+            tiers=table.tiers,
+            instance_names=tuple(instance_names),
+            entitlement=np.concatenate([np.arange(e), ent]).astype(np.int64, copy=False),
+            instance=np.concatenate([np.full(e, -1), inst]).astype(np.int64, copy=False),
+        ),
     )
 
 

@@ -42,6 +42,25 @@ _DIM_NAMES = tuple(Dims.model_fields)
 
 
 @dataclass(frozen=True, slots=True)
+class RowIndex:
+    """Where each limit row's names come from, as integers: entitlement `names[entitlement[i]]`
+    with tier `tiers[entitlement[i]]`, instance `instance_names[instance[i]]` ('' where −1).
+
+    The controller has these rows as arrays anyway; a `LimitMemory` matches rows by them
+    instead of looking up ~30k names a tick (`streams.publishing`).
+    """
+
+    names: tuple[str, ...]  # the entitlement table's names and tiers (kept while its config is)
+    tiers: tuple[str, ...]
+    instance_names: Sequence[str]
+    entitlement: np.ndarray  # (N,) int64
+    instance: np.ndarray  # (N,) int64, −1: the entitlement's whole limit
+
+    def take(self, rows: np.ndarray) -> RowIndex:
+        return replace(self, entitlement=self.entitlement[rows], instance=self.instance[rows])
+
+
+@dataclass(frozen=True, slots=True)
 class LimitColumns:
     """One tick's LimitUpdates of a pool: row i is `entitlements[i]`'s limit on `instances[i]`."""
 
@@ -55,6 +74,7 @@ class LimitColumns:
     limits: np.ndarray  # (N, 3) tps, kv, conc; non-negative
     # per row: the learned output length (LimitUpdate.predicted_output_tokens), None = absent
     predicted_output_tokens: Sequence[int | None] | None = None
+    index: RowIndex | None = None  # the rows' names as integers, where the caller has them
 
     def __len__(self) -> int:
         return len(self.entitlements)
@@ -113,6 +133,7 @@ class LimitColumns:
                 if self.predicted_output_tokens is None
                 else [self.predicted_output_tokens[i] for i in picked]
             ),
+            index=None if self.index is None else self.index.take(rows),
         )
 
 
