@@ -112,7 +112,7 @@ class _Pool:
 def _dims(row: np.ndarray) -> Dims:
     """One (tps, kv, conc) row of the core's arrays as limits, unchecked like the tick's."""
     tps, kv, conc = row.tolist()
-    return Dims.model_construct(tps=tps, kv=kv, conc=conc)
+    return Dims.trusted(tps, kv, conc)
 
 
 class Simulator:
@@ -314,7 +314,7 @@ class Simulator:
             tps, kv, conc = own[i].tolist() if rows is None else rows[i]
             held = gate.limits  # a row that did not change keeps its Dims object
             if (held.tps, held.kv, held.conc) != (tps, kv, conc):
-                held = Dims.model_construct(tps=tps, kv=kv, conc=conc)
+                held = Dims.trusted(tps, kv, conc)
             burst_before = gate.bucket.burst
             gate.apply_limits(held, now)  # refills the bucket to now either way
             if gate.queued:  # an empty queue has nothing to release or expire
