@@ -92,8 +92,10 @@ def timeline_mb(n: int, ticks: int) -> float:
     return (process.memory_info().rss - before) / 2**20
 
 
-def simulator_speed(n: int, seconds: float, per_pool: int = 1000) -> tuple[float, float]:
-    """(setup s, run wall ms per simulated second) for n entitlements in pools of `per_pool`."""
+def simulator_workload(
+    n: int, seconds: float, per_pool: int = 1000
+) -> tuple[PlatformConfig, Scenario]:
+    """n entitlements in pools of `per_pool`, 0.01 req/s each over `seconds` (seeded)."""
     records = [pool_record(f"p{k}", per_pool) for k in range(max(1, n // per_pool))]
     config = PlatformConfig(
         pools=[r.pool for r in records],
@@ -108,7 +110,12 @@ def simulator_speed(n: int, seconds: float, per_pool: int = 1000) -> tuple[float
     requests = [
         SimRequest(float(t), names[i], 200, 100, 200) for t, i in zip(times, who, strict=True)
     ]
-    scenario = Scenario("many-entitlements", requests, seconds)
+    return config, Scenario("many-entitlements", requests, seconds)
+
+
+def simulator_speed(n: int, seconds: float, per_pool: int = 1000) -> tuple[float, float]:
+    """(setup s, run wall ms per simulated second) for n entitlements in pools of `per_pool`."""
+    config, scenario = simulator_workload(n, seconds, per_pool)
     started = time.perf_counter()
     simulator = Simulator(config, scenario)
     built = time.perf_counter()

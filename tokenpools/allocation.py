@@ -136,7 +136,11 @@ def allocate(inp: AllocationInput) -> Allocation:
     if inp.committed is None:
         entitled = base + reserve + water_fill(remaining, room, inp.weight)
     else:
-        entitled = entitled_shares(inp, np.asarray(inp.committed, dtype=float))
+        committed = np.asarray(inp.committed, dtype=float)
+        if committed.tobytes() == capacity.tobytes():  # every committed replica is up: the
+            entitled = _shares(base, wanted, shared, inp.weight, capacity)  # same step 1
+        else:
+            entitled = entitled_shares(inp, committed)
     allocation = base + elastic
 
     # 4. spot backfills what is left
@@ -197,8 +201,23 @@ def entitled_shares(inp: AllocationInput, capacity: np.ndarray) -> np.ndarray:
     demand = np.maximum(inp.demand, 0.0)
     shared = inp.tier != TierCode.SPOT.value
     base = _guarantees_first(demand, guarantee, inp.tier, capacity)
-    room = np.where(shared[:, None], np.maximum(np.minimum(demand, ceiling) - base, 0.0), 0.0)
-    shares: np.ndarray = base + water_fill(capacity - base.sum(axis=0), room, inp.weight)
+    return _shares(base, np.minimum(demand, ceiling), shared, inp.weight, capacity)
+
+
+def _shares(
+    base: np.ndarray,
+    wanted: np.ndarray,
+    shared: np.ndarray,
+    weight: np.ndarray,
+    capacity: np.ndarray,
+) -> np.ndarray:
+    """Step 3 with base weights, on top of step 1's `base`: what `entitled_shares` returns.
+
+    `allocate` calls it with its own step 1 when the capacity it divides is the
+    committed one (same inputs, so the same `base`), sparing a second step 1.
+    """
+    room = np.where(shared[:, None], np.maximum(wanted - base, 0.0), 0.0)
+    shares: np.ndarray = base + water_fill(capacity - base.sum(axis=0), room, weight)
     return shares
 
 

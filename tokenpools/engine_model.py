@@ -251,24 +251,27 @@ class EngineModel:
         events: list[EngineEvent] = []
         token_events = self._token_events
         finished: list[_Seq] = []
+        prefilled = sampled = 0  # added to the counters once, after the loop
         for seq, n in self._plan:
             if seq.state != _RUNNING:
                 continue  # cancelled or preempted after planning
             if seq.computed < seq.target:  # prefill chunk
                 seq.computed += n
-                self.prompt_tokens_total += n
+                prefilled += n
                 if seq.computed < seq.target:
                     continue
             else:  # decode: the last sampled token enters the cache
                 seq.computed += 1
-            seq.generated += 1
-            self.generation_tokens_total += 1
-            if seq.generated == 1:
+            generated = seq.generated = seq.generated + 1
+            sampled += 1
+            if generated == 1:
                 events.append(EngineEvent(EngineEventKind.FIRST_TOKEN, seq.id, now, 1, seq.prompt))
             elif token_events:
-                events.append(EngineEvent(EngineEventKind.TOKEN, seq.id, now, seq.generated))
-            if seq.generated >= seq.max_out:
+                events.append(EngineEvent(EngineEventKind.TOKEN, seq.id, now, generated))
+            if generated >= seq.max_out:
                 finished.append(seq)
+        self.prompt_tokens_total += prefilled
+        self.generation_tokens_total += sampled
         for seq in finished:
             self._running.remove(seq)
             self._free_blocks += seq.blocks
@@ -405,11 +408,19 @@ class EngineModel:
                 self._plan = plan
                 self._step_end = now + p.step_base_s + p.prefill_per_token_s * prefill_tokens
                 return events
+        block = p.block_size
+        running = self._running  # the list itself: preemption removes from it
         i = 0
-        while i < len(self._running) and budget > 0:
-            seq = self._running[i]
+        while i < len(running) and budget > 0:
+            seq = running[i]
             if seq.computed >= seq.target:  # decode needs room for one more token
-                need = self._blocks_for(seq.computed + 1) - seq.blocks
+                need = -(-(seq.computed + 1) // block) - seq.blocks  # `_blocks_for`, inlined
+                if not need:  # the common case: the token fits the blocks it holds
+                    plan.append((seq, 1))
+                    decoding += 1
+                    budget -= 1
+                    i += 1
+                    continue
                 evicted_self = False
                 while need > self._free_blocks:
                     victim = self._preempt(self._victim())

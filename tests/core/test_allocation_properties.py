@@ -8,7 +8,13 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenpools.allocation import Allocation, AllocationInput, allocate, water_fill
+from tokenpools.allocation import (
+    Allocation,
+    AllocationInput,
+    allocate,
+    entitled_shares,
+    water_fill,
+)
 from tokenpools.schemas.config import TierCode
 
 TOL = 1e-6
@@ -238,3 +244,17 @@ def test_a_tier_is_cut_only_once_every_higher_tier_is_served(inp: AllocationInpu
         got = out.allocation[rows]
         assert np.all(got[:, fits] >= owed[rows][:, fits] - TOL)
         left = np.maximum(left - np.minimum(tier_owed, left), 0.0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pools(fit=False))
+def test_entitled_shares_reuse_the_allocations_first_step_bit_for_bit(
+    inp: AllocationInput,
+) -> None:
+    """With every committed replica up, `allocate` takes the entitled shares from its own
+    step 1 (the same inputs): they must be `entitled_shares`' to the last bit, as they are
+    when capacity is down and `entitled_shares` runs on the committed capacity."""
+    for committed in (inp.capacity, inp.capacity * 1.5):
+        out = allocate(replace(inp, committed=committed.copy()))
+        alone = entitled_shares(inp, committed)
+        assert out.entitled.tobytes() == alone.tobytes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from pydantic import BaseModel
 
 from tests.helpers.samples import one_of_each
 from tokenpools.schemas import (
@@ -15,6 +16,7 @@ from tokenpools.schemas import (
     decode_as,
     encode,
 )
+from tokenpools.schemas.dims import Dims
 
 
 @pytest.mark.parametrize("record", one_of_each(), ids=lambda r: r.type)
@@ -56,3 +58,17 @@ def test_readers_ignore_fields_added_by_newer_writers_of_the_same_version() -> N
     obj = orjson.loads(encode(event))
     obj["added_later"] = "ignored"
     assert decode(orjson.dumps(obj)) == event
+
+
+@pytest.mark.parametrize("values", [(0.0, 0.0, 0.0), (1.5, 2048.0, 3.0), (1e-300, 5e8, 1.0)])
+def test_trusted_dims_are_what_model_construct_builds(values: tuple[float, float, float]) -> None:
+    """`Dims.trusted` skips `model_construct`'s generic loop: every slot pydantic keeps on a
+    model must still hold the same, so the two objects are interchangeable."""
+    tps, kv, conc = values
+    fast = Dims.trusted(tps, kv, conc)
+    slow = Dims.model_construct(tps=tps, kv=kv, conc=conc)
+    assert type(fast) is Dims
+    for slot in BaseModel.__slots__:
+        assert getattr(fast, slot) == getattr(slow, slot), slot
+    assert fast == slow and hash(fast) == hash(slow)
+    assert fast.model_dump() == slow.model_dump() and fast.as_tuple() == values

@@ -50,6 +50,24 @@ class Dims(BaseModel):
         tps, kv, conc = values
         return cls(tps=float(tps), kv=float(kv), conc=float(conc))
 
+    @classmethod
+    def trusted(cls, tps: float, kv: float, conc: float) -> Dims:
+        """`model_construct(tps=…, kv=…, conc=…)` without its generic loop over fields and aliases.
+
+        Unchecked, for values the core computed (a tick's limits): the offline
+        simulator builds thousands a simulated second, and `model_construct`'s
+        generic path was the run's largest Python function. It sets what
+        `model_construct` sets for this model (no aliases, defaults, extras,
+        private attributes or post-init); `tests/core/test_schemas.py` holds the two equal.
+        """
+        dims = cls.__new__(cls)
+        _set = object.__setattr__
+        _set(dims, "__dict__", {"tps": tps, "kv": kv, "conc": conc})
+        _set(dims, "__pydantic_fields_set__", {"tps", "kv", "conc"})
+        _set(dims, "__pydantic_extra__", None)
+        _set(dims, "__pydantic_private__", None)
+        return dims
+
 
 class OptionalDims(BaseModel):
     """Per-dimension values where `None` means "no ceiling of its own" (the pool's capacity)."""

@@ -112,7 +112,7 @@ class _Pool:
 def _dims(row: np.ndarray) -> Dims:
     """One (tps, kv, conc) row of the core's arrays as limits, unchecked like the tick's."""
     tps, kv, conc = row.tolist()
-    return Dims.model_construct(tps=tps, kv=kv, conc=conc)
+    return Dims.trusted(tps, kv, conc)
 
 
 class Simulator:
@@ -314,7 +314,7 @@ class Simulator:
             tps, kv, conc = own[i].tolist() if rows is None else rows[i]
             held = gate.limits  # a row that did not change keeps its Dims object
             if (held.tps, held.kv, held.conc) != (tps, kv, conc):
-                held = Dims.model_construct(tps=tps, kv=kv, conc=conc)
+                held = Dims.trusted(tps, kv, conc)
             burst_before = gate.bucket.burst
             gate.apply_limits(held, now)  # refills the bucket to now either way
             if gate.queued:  # an empty queue has nothing to release or expire
@@ -380,9 +380,19 @@ class Simulator:
         return sorted((e for e in pool.used if gates[e].in_flight), key=self.position.__getitem__)
 
     def _pool_held(self, pool: _Pool) -> tuple[int, float]:
-        """(requests, KV tokens) the pool's gates hold reserved right now."""
-        gates = [self.gates[e].reservations for e in self._holding(pool)]
-        return sum(g.in_flight for g in gates), sum(g.kv_tokens for g in gates)
+        """(requests, KV tokens) the pool's gates hold reserved right now.
+
+        Reserved KV is whole tokens (requests' estimates), so its sum is exact
+        in any order: the gates are summed as `pool.used` holds them, unsorted.
+        """
+        held, held_kv = 0, 0.0
+        gates = self.gates
+        for e in pool.used:
+            r = gates[e].reservations
+            if r.in_flight:
+                held += r.in_flight
+                held_kv += r.kv_tokens
+        return held, held_kv
 
     def _pool_has_room(self, pool: _Pool, kv: float) -> bool:
         cap = self._capacity(pool)
