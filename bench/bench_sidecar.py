@@ -206,8 +206,10 @@ def sidecar(
     namespace: str,
     tree: Path = ROOT,
     profile: Path | None = None,
+    http_server: str | None = None,
 ) -> Server:
-    """A sidecar run from the checkout `tree` (under cProfile, writing `profile`, if given)."""
+    """A sidecar run from the checkout `tree` (under cProfile, writing `profile`, if given);
+    `http_server` picks its clients' server (None: the tree's default)."""
     port = free_port()
     python = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else [])]
     cmd = [
@@ -229,6 +231,7 @@ def sidecar(
         namespace,
         "--kafka",
         kafka or "",
+        *(["--http-server", http_server] if http_server else []),
     ]
     env = {"KAFKA_BOOTSTRAP": kafka or "", "PYTHONPATH": str(tree)}
     return launch(name, cmd, port, workdir, "/health", env=env, cwd=tree)
@@ -455,6 +458,8 @@ async def cpu_only(args: argparse.Namespace) -> None:
             servers.append(fast)
             config, keys = bench_config(workdir, args.keys)
             trees = {"this": ROOT, **({"against": Path(args.against)} if args.against else {})}
+            if args.aiohttp_too:
+                trees["aiohttp"] = ROOT
             proxies = {
                 name: sidecar(
                     workdir,
@@ -465,6 +470,7 @@ async def cpu_only(args: argparse.Namespace) -> None:
                     namespace,
                     tree,
                     profile if name == "this" else None,
+                    "aiohttp" if name == "aiohttp" else None,
                 )
                 for name, tree in trees.items()
             }
@@ -497,12 +503,14 @@ async def cpu_only(args: argparse.Namespace) -> None:
             f"(user {users[mid]:.1f}, system {systems[mid]:.1f}; min {xs[0]:.1f}, "
             f"max {xs[-1]:.1f}; {total[name]} requests)"
         )
-    if "against" in cpu:  # phases alternate, so each round's pair saw the same machine
-        ratios = sorted((u + s) / (u2 + s2) for (u, s), (u2, s2) in zip(*cpu.values(), strict=True))
-        print(
-            f"  this ÷ against, per round: median {ratios[len(ratios) // 2]:.3f} "
-            f"(min {ratios[0]:.3f}, max {ratios[-1]:.3f})"
-        )
+    for other in ("against", "aiohttp"):  # phases alternate: each round's pair saw one machine
+        if other in cpu:
+            pairs = zip(cpu["this"], cpu[other], strict=True)
+            ratios = sorted((u + s) / (u2 + s2) for (u, s), (u2, s2) in pairs)
+            print(
+                f"  this ÷ {other}, per round: median {ratios[len(ratios) // 2]:.3f} "
+                f"(min {ratios[0]:.3f}, max {ratios[-1]:.3f})"
+            )
     if profile is not None and args.profile:
         shutil.copy(profile, args.profile)
         print(f"\nprofile of {trees['this']} (cProfile, {args.profile}):")
@@ -544,12 +552,22 @@ async def main(args: argparse.Namespace) -> None:
             proxy = sidecar(workdir, "sidecar-bench", config, fast.url, bootstrap, namespace)
             servers.append(proxy)
             targets = {"direct": (fast.url, ["none"]), "tokenpools": (proxy.url, keys)}
+            proxies = {"direct": fast, "tokenpools": proxy}
+            if args.aiohttp_too:  # the same tree with aiohttp facing the clients, side by side
+                old = sidecar(
+                    workdir, "sidecar-aiohttp", config, fast.url, bootstrap, namespace,
+                    http_server="aiohttp",
+                )  # fmt: skip
+                servers.append(old)
+                targets["tp-aiohttp"] = (old.url, keys)
+                proxies["tp-aiohttp"] = old
             lite_error = None
             if not args.no_litellm:
                 try:
                     lite = litellm(workdir, fast.url, slow.url)
                     servers.append(lite)
                     targets["litellm"] = (lite.url, [LITELLM_KEY])
+                    proxies["litellm"] = lite
                 except Exception as exc:
                     lite_error = str(exc)
 
@@ -571,11 +589,6 @@ async def main(args: argparse.Namespace) -> None:
 
             rates: dict[str, Run] = {}
             cpu_us: dict[str, float] = {}  # proxy CPU per request at max rate
-            proxies = {
-                "direct": fast,
-                "tokenpools": proxy,
-                **({"litellm": lite} if "litellm" in targets else {}),
-            }
             for name, (url, ks) in targets.items():
                 before = proxies[name].cpu_s()
                 rates[name] = wrk_rate(
@@ -668,6 +681,11 @@ if __name__ == "__main__":
         "--cpu-only", action="store_true", help="only the sidecar's CPU per request"
     )
     parser.add_argument("--against", help="--cpu-only: also measure a sidecar from this checkout")
+    parser.add_argument(
+        "--aiohttp-too",
+        action="store_true",
+        help="also measure this tree's sidecar with aiohttp as its clients' server, side by side",
+    )
     parser.add_argument("--profile", help="--cpu-only: run the sidecar under cProfile, to here")
     try:
         import uvloop
