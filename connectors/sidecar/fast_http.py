@@ -112,6 +112,7 @@ class _Request:
         "_waiter",
         "authorization",
         "cap",
+        "chunked",
         "close_when_complete",
         "complete",
         "content_length",
@@ -130,6 +131,7 @@ class _Request:
         self.content_length: int | None = None
         self._continue = False  # the client waits for `100 Continue` before its body
         self.keep_alive = True
+        self.chunked = True  # a streamed answer is chunked (HTTP/1.1), else ended by a close
         self._body: list[bytes] = []
         self._size = 0
         self.complete = False  # the whole body has arrived
@@ -183,7 +185,9 @@ class _Request:
         self.started = self._streaming = True
         if not self.complete:  # the body's rest is unread: the connection cannot be reused
             self.keep_alive = False
-        framing = b"Transfer-Encoding: chunked\r\n"
+        if not self.chunked:  # HTTP/1.0: the body ends when the connection does
+            self.keep_alive = False
+        framing = b"Transfer-Encoding: chunked\r\n" if self.chunked else b""
         if not self.keep_alive:
             framing += b"Connection: close\r\n"
         conn.write(_head(200, content_type, headers, framing))
@@ -194,13 +198,14 @@ class _Request:
             return
         conn = self._conn
         conn.check_open()
-        conn.write(b"%x\r\n%s\r\n" % (len(data), data))
+        conn.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
         await conn.drain()
 
     async def write_eof(self) -> None:
         conn = self._conn
         conn.check_open()
-        conn.write(b"0\r\n\r\n")
+        if self.chunked:
+            conn.write(b"0\r\n\r\n")
         self._streaming = False
 
     def reply(self, reply: Reply) -> None:
@@ -325,7 +330,7 @@ class _Connection(asyncio.Protocol):
         request.path = self._url.split(b"?", 1)[0].decode("latin-1")
         request.keep_alive = parser.should_keep_alive()
         if parser.get_http_version() != "1.1":
-            request._continue = False
+            request._continue = request.chunked = False
         self._queue.append(request)
         if len(self._queue) == 1:
             self._task = self.loop.create_task(self._serve(request))

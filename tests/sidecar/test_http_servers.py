@@ -27,7 +27,7 @@ async def _open(s: Stack) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
 
 
 def _statuses(raw: bytes) -> list[int]:
-    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
+    return [int(status) for status in re.findall(rb"HTTP/1\.[01] (\d{3}) ", raw)]
 
 
 async def _answers(server: HttpServer) -> dict[str, tuple[int, str, bytes, set[str]]]:
@@ -157,3 +157,25 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_header_timeout(
         raw = await asyncio.wait_for(reader.read(), 5.0)
         writer.close()
         assert _statuses(raw) == [200]
+
+
+@SERVERS
+async def test_an_http_1_0_client_gets_its_stream_unchunked_ended_by_the_close(
+    server: HttpServer,
+) -> None:
+    async with stack(platform(), http_server=server) as s:
+        reader, writer = await _open(s)
+        body = orjson.dumps({**CHAT, "stream": True})
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.0\r\nHost: x\r\nAuthorization: "
+            + GOLD.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        raw = await asyncio.wait_for(reader.read(), 5.0)
+        writer.close()
+        head, _, events = raw.partition(b"\r\n\r\n")
+        assert _statuses(head) == [200]
+        assert b"chunked" not in head.lower()
+        assert events.startswith(b"data: {") and events.endswith(b"data: [DONE]\n\n")
+        assert await s.drained() == {}
