@@ -242,6 +242,7 @@ class _Connection(asyncio.Protocol):
         self._queue: deque[_Request] = deque()  # heads parsed; the first is being served
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # a complete request head is due by then
         self._bad: _BadRequest | None = None  # unparsable input: answered once idle, then closed
         self._closed = False
         self._reading = True
@@ -277,7 +278,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._server.connections.discard(self)
-        self._cancel_timer()
+        self._stop_timer()
         if self._task is not None and not self._task.done():
             self._task.cancel()  # the handler's `finally` releases what the request holds
         drain = self._drain
@@ -465,22 +466,35 @@ class _Connection(asyncio.Protocol):
             self._drain = None
 
     def _close(self) -> None:
-        self._cancel_timer()
+        self._stop_timer()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()  # sends what is buffered first
 
+    # The header timeout: a deadline, and one timer that checks it. A keep-alive connection
+    # arms and clears the deadline once per request; the timer is made only when none is
+    # pending, and moves itself to a deadline that moved while it waited.
     def _arm_timer(self) -> None:
-        self._cancel_timer()
-        self._timer = self.loop.call_later(self._server.header_timeout_s, self._timed_out)
+        self._deadline = self.loop.time() + self._server.header_timeout_s
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._deadline, self._timed_out)
 
     def _cancel_timer(self) -> None:
+        self._deadline = None
+
+    def _stop_timer(self) -> None:
+        self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _timed_out(self) -> None:
         self._timer = None
-        if not self._queue:  # no complete request head in time: a slow or idle client
+        deadline = self._deadline
+        if deadline is None:  # a complete head arrived in time
+            return
+        if self.loop.time() < deadline:  # re-armed since this timer was set
+            self._timer = self.loop.call_at(deadline, self._timed_out)
+        elif not self._queue:  # no complete request head in time: a slow or idle client
             self._close()
 
     def shut(self) -> None:
