@@ -269,7 +269,10 @@ class _Connection(asyncio.Protocol):
             self._refuse(bad)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            self._refuse(cause if isinstance(cause, _BadRequest) else _BadRequest(400, "callback"))
+            if not isinstance(cause, _BadRequest):  # a bug in a callback: say so, answer 400
+                log.error("unhandled %s parsing a request", type(cause).__name__)
+                cause = _BadRequest(400, "callback")
+            self._refuse(cause)
         except httptools.HttpParserUpgrade:
             self._refuse(_BadRequest(400, "upgrade"))
         except httptools.HttpParserError as exc:
