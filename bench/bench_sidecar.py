@@ -206,8 +206,10 @@ def sidecar(
     namespace: str,
     tree: Path = ROOT,
     profile: Path | None = None,
+    http_server: str | None = None,
 ) -> Server:
-    """A sidecar run from the checkout `tree` (under cProfile, writing `profile`, if given)."""
+    """A sidecar run from the checkout `tree` (under cProfile, writing `profile`, if given);
+    `http_server` picks its clients' server (None: the tree's default)."""
     port = free_port()
     python = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else [])]
     cmd = [
@@ -229,6 +231,7 @@ def sidecar(
         namespace,
         "--kafka",
         kafka or "",
+        *(["--http-server", http_server] if http_server else []),
     ]
     env = {"KAFKA_BOOTSTRAP": kafka or "", "PYTHONPATH": str(tree)}
     return launch(name, cmd, port, workdir, "/health", env=env, cwd=tree)
@@ -455,6 +458,8 @@ async def cpu_only(args: argparse.Namespace) -> None:
             servers.append(fast)
             config, keys = bench_config(workdir, args.keys)
             trees = {"this": ROOT, **({"against": Path(args.against)} if args.against else {})}
+            if args.aiohttp_too:
+                trees["aiohttp"] = ROOT
             proxies = {
                 name: sidecar(
                     workdir,
@@ -465,6 +470,7 @@ async def cpu_only(args: argparse.Namespace) -> None:
                     namespace,
                     tree,
                     profile if name == "this" else None,
+                    "aiohttp" if name == "aiohttp" else None,
                 )
                 for name, tree in trees.items()
             }
@@ -497,12 +503,14 @@ async def cpu_only(args: argparse.Namespace) -> None:
             f"(user {users[mid]:.1f}, system {systems[mid]:.1f}; min {xs[0]:.1f}, "
             f"max {xs[-1]:.1f}; {total[name]} requests)"
         )
-    if "against" in cpu:  # phases alternate, so each round's pair saw the same machine
-        ratios = sorted((u + s) / (u2 + s2) for (u, s), (u2, s2) in zip(*cpu.values(), strict=True))
-        print(
-            f"  this ÷ against, per round: median {ratios[len(ratios) // 2]:.3f} "
-            f"(min {ratios[0]:.3f}, max {ratios[-1]:.3f})"
-        )
+    for other in ("against", "aiohttp"):  # phases alternate: each round's pair saw one machine
+        if other in cpu:
+            pairs = zip(cpu["this"], cpu[other], strict=True)
+            ratios = sorted((u + s) / (u2 + s2) for (u, s), (u2, s2) in pairs)
+            print(
+                f"  this ÷ {other}, per round: median {ratios[len(ratios) // 2]:.3f} "
+                f"(min {ratios[0]:.3f}, max {ratios[-1]:.3f})"
+            )
     if profile is not None and args.profile:
         shutil.copy(profile, args.profile)
         print(f"\nprofile of {trees['this']} (cProfile, {args.profile}):")
@@ -544,12 +552,22 @@ async def main(args: argparse.Namespace) -> None:
             proxy = sidecar(workdir, "sidecar-bench", config, fast.url, bootstrap, namespace)
             servers.append(proxy)
             targets = {"direct": (fast.url, ["none"]), "tokenpools": (proxy.url, keys)}
+            proxies = {"direct": fast, "tokenpools": proxy}
+            if args.aiohttp_too:  # the same tree with aiohttp facing the clients, side by side
+                old = sidecar(
+                    workdir, "sidecar-aiohttp", config, fast.url, bootstrap, namespace,
+                    http_server="aiohttp",
+                )  # fmt: skip
+                servers.append(old)
+                targets["tp-aiohttp"] = (old.url, keys)
+                proxies["tp-aiohttp"] = old
             lite_error = None
             if not args.no_litellm:
                 try:
                     lite = litellm(workdir, fast.url, slow.url)
                     servers.append(lite)
                     targets["litellm"] = (lite.url, [LITELLM_KEY])
+                    proxies["litellm"] = lite
                 except Exception as exc:
                     lite_error = str(exc)
 
@@ -569,20 +587,24 @@ async def main(args: argparse.Namespace) -> None:
                 for n, runs in lat.items()
             }
 
-            rates: dict[str, Run] = {}
-            cpu_us: dict[str, float] = {}  # proxy CPU per request at max rate
-            proxies = {
-                "direct": fast,
-                "tokenpools": proxy,
-                **({"litellm": lite} if "litellm" in targets else {}),
+            rounds: dict[str, list[Run]] = {name: [] for name in targets}
+            cpu_s: dict[str, float] = dict.fromkeys(targets, 0.0)
+            for _ in range(args.rate_rounds):  # interleaved, like the latency rounds
+                for name, (url, ks) in targets.items():
+                    before = proxies[name].cpu_s()
+                    rounds[name].append(
+                        wrk_rate(url, ks[0], args.connections, args.duration, workdir)
+                        or await closed_loop(url, ks, args.connections, args.duration)
+                    )
+                    cpu_s[name] += proxies[name].cpu_s() - before
+            # the round with the median rate stands for each path; ratios are per round
+            rates = {
+                n: sorted(runs, key=lambda r: r.rate)[len(runs) // 2] for n, runs in rounds.items()
             }
-            for name, (url, ks) in targets.items():
-                before = proxies[name].cpu_s()
-                rates[name] = wrk_rate(
-                    url, ks[0], args.connections, args.duration, workdir
-                ) or await closed_loop(url, ks, args.connections, args.duration)
-                done = rates[name].rate * rates[name].elapsed
-                cpu_us[name] = (proxies[name].cpu_s() - before) / max(1, done) * 1e6
+            cpu_us = {  # proxy CPU per request at max rate, over every round
+                n: cpu_s[n] / max(1, sum(r.rate * r.elapsed for r in runs)) * 1e6
+                for n, runs in rounds.items()
+            }
 
             memory: dict[str, tuple[float, float, int]] = {}
             slow_proxy = sidecar(workdir, "sidecar-mem", config, slow.url, bootstrap, namespace)
@@ -624,13 +646,23 @@ async def main(args: argparse.Namespace) -> None:
             f"  {name:<11} {run.pct(0.5):>8.3f} {run.pct(0.99):>8.3f} "
             f"{added or ' ' * 21:>21} {len(run.latencies):>9} {run.errors:>7}"
         )
-    print(f"\nmax request rate ({args.connections} connections, {args.duration:g}s):")
+    print(
+        f"\nmax request rate ({args.connections} connections, {args.rate_rounds}×"
+        f"{args.duration:g}s per path, the median round):"
+    )
     for name, run in rates.items():
         whose = "engine simulator" if name == "direct" else "proxy"
         print(
             f"  {name:<11} {run.rate:>9.0f} req/s  {run.rate / rates['direct'].rate:>6.1%} of "
             f"direct  errors {run.errors:<4} {whose} CPU {cpu_us[name]:.0f} µs/request"
         )
+        if args.rate_rounds > 1 and name != "direct":
+            pairs = zip(rounds[name], rounds["direct"], strict=True)
+            ratios = sorted(r.rate / d.rate for r, d in pairs)
+            print(
+                f"  {'':<11} ÷ direct per round: median {ratios[len(ratios) // 2]:.1%} "
+                f"(min {ratios[0]:.1%}, max {ratios[-1]:.1%})"
+            )
     print(
         f"\nresident memory ({args.keys} keys configured in the sidecar; "
         f"{args.inflight} requests started at once against a slow engine):"
@@ -660,6 +692,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2, help="interleaved latency rounds")
     parser.add_argument("--moderate", type=int, default=4, help="in flight for latency")
     parser.add_argument("--connections", type=int, default=64, help="connections for max rate")
+    parser.add_argument("--rate-rounds", type=int, default=1, help="interleaved max-rate rounds")
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--inflight", type=int, default=1_000)
     parser.add_argument("--kafka", default="local", help="local | none | HOST:PORT")
@@ -668,6 +701,11 @@ if __name__ == "__main__":
         "--cpu-only", action="store_true", help="only the sidecar's CPU per request"
     )
     parser.add_argument("--against", help="--cpu-only: also measure a sidecar from this checkout")
+    parser.add_argument(
+        "--aiohttp-too",
+        action="store_true",
+        help="also measure this tree's sidecar with aiohttp as its clients' server, side by side",
+    )
     parser.add_argument("--profile", help="--cpu-only: run the sidecar under cProfile, to here")
     try:
         import uvloop

@@ -1,8 +1,9 @@
-"""The sidecar's aiohttp application: its routes, lifecycle, `/health` and `/metrics`.
+"""One sidecar: its routes, lifecycle, `/health` and `/metrics`.
 
 The completions routes are `CompletionsHandler`'s (the request path); this
 module wires the pieces of one sidecar together and serves what is not a
-tenant's request.
+tenant's request. The routes are server-neutral (`wire.py`): `runtime.py`
+serves them with `fast_http.py` or aiohttp (`http_server.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections import Counter
 from enum import StrEnum
 
 import orjson
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 
 from connectors.sidecar.backends import BackendPool
@@ -21,13 +21,12 @@ from connectors.sidecar.directory import EntitlementDirectory
 from connectors.sidecar.errors import ErrorType, openai_error, unauthorized
 from connectors.sidecar.forward import Failure, Forwarder
 from connectors.sidecar.handler import CompletionsHandler
-from connectors.sidecar.http_server import openai_errors
 from connectors.sidecar.metrics import SidecarCollector, sidecar_registry
 from connectors.sidecar.outcomes import Outcome
 from connectors.sidecar.reporter import EventReporter
 from connectors.sidecar.settings import SidecarSettings
+from connectors.sidecar.wire import ClientRequest, Reply, Routes
 
-_BODY_CAP = 1 << 30  # aiohttp's own cap; the configured max_body_bytes is checked per request
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -39,7 +38,7 @@ class Health(StrEnum):
 
 
 class Sidecar:
-    """One sidecar's state and its aiohttp routes."""
+    """One sidecar's state and its routes."""
 
     def __init__(
         self, settings: SidecarSettings, directory: EntitlementDirectory, reporter: EventReporter
@@ -73,23 +72,24 @@ class Sidecar:
         self._refresher: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=_BODY_CAP, middlewares=[openai_errors])
-        app.router.add_post("/v1/chat/completions", self.handler.chat_completions)
-        app.router.add_post("/v1/completions", self.handler.completions)
-        app.router.add_get("/v1/models", self.models)
-        app.router.add_get("/health", self.health)
-        app.router.add_get("/metrics", self.prometheus)
-        app.on_startup.append(self._startup)
-        app.on_cleanup.append(self._cleanup)
-        return app
+    def routes(self) -> Routes:
+        """Path → method → route, for either server."""
+        return {
+            "/v1/chat/completions": {"POST": self.handler.chat_completions},
+            "/v1/completions": {"POST": self.handler.completions},
+            "/v1/models": {"GET": self.models},
+            "/health": {"GET": self.health},
+            "/metrics": {"GET": self.prometheus},
+        }
 
-    async def _startup(self, _app: web.Application) -> None:
+    async def start(self) -> None:
+        """Before serving: upstream pools, the event sender, the limits' expiry clock."""
         self.forwarder.open()
         self.reporter.start()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_limits())
 
-    async def _cleanup(self, _app: web.Application) -> None:
+    async def stop(self) -> None:
+        """After serving (every handler finished): flush events, close upstream connections."""
         if self._refresher is not None:
             self._refresher.cancel()
         await self.reporter.stop()
@@ -102,7 +102,7 @@ class Sidecar:
             self.directory.refresh(time.time())
 
     # -- routes -----------------------------------------------------------------------------
-    async def health(self, _request: web.Request) -> web.Response:
+    async def health(self, _request: ClientRequest) -> Reply:
         loop_now = asyncio.get_running_loop().time()
         problems: list[str] = []
         if not self.directory.configured:
@@ -115,23 +115,17 @@ class Sidecar:
             "instance": self.settings.instance,
             "pool": self.directory.pool,
         }
-        return web.Response(
-            status=503 if problems else 200,
-            body=orjson.dumps(body),
-            content_type="application/json",
-        )
+        return Reply(503 if problems else 200, orjson.dumps(body))
 
-    async def prometheus(self, _request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+    async def prometheus(self, _request: ClientRequest) -> Reply:
+        return Reply(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
 
-    async def models(self, request: web.Request) -> web.Response:
+    async def models(self, request: ClientRequest) -> Reply:
         """The backends' model list, for a known key only."""
-        if self.directory.lookup(request.headers.get("Authorization")) is None:
+        if self.directory.lookup(request.authorization) is None:
             return unauthorized()
         try:
             status, body, content_type = await self.forwarder.get("/v1/models")
         except Failure as failure:
             return openai_error(failure.status, str(failure), ErrorType.SERVER, failure.code)
-        return web.Response(status=status, body=body, content_type=content_type)
+        return Reply(status, body, content_type)

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from enum import StrEnum
 
 import orjson
-from aiohttp import web
+
+from connectors.sidecar.wire import Reply
 
 
 class ErrorType(StrEnum):
@@ -44,15 +45,32 @@ def openai_error(
     code: ErrorCode | None = None,
     headers: Mapping[str, str] | None = None,
     param: str | None = None,
-) -> web.Response:
+) -> Reply:
     """An error body the official OpenAI clients parse into the matching exception."""
     body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-    return web.Response(
-        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    return Reply(status, orjson.dumps(body), "application/json", headers)
+
+
+PATH_SHOWN = 200  # characters of a request path quoted back in a 404/405
+
+
+def unknown_url(method: str, path: str) -> Reply:
+    """404 for a path the sidecar does not serve (the path quoted, cut short)."""
+    message = f"Unknown request URL: {method} {path[:PATH_SHOWN]}."
+    return openai_error(404, message, ErrorType.INVALID_REQUEST, ErrorCode.UNKNOWN_URL)
+
+
+def method_not_allowed(
+    method: str, path: str, allowed: str, headers: Mapping[str, str] | None = None
+) -> Reply:
+    """405 naming the methods the path allows (`headers` carry `Allow`)."""
+    message = f"Method {method} is not allowed for {path[:PATH_SHOWN]}; allowed: {allowed}."
+    return openai_error(
+        405, message, ErrorType.INVALID_REQUEST, ErrorCode.METHOD_NOT_ALLOWED, headers=headers
     )
 
 
-def unauthorized() -> web.Response:
+def unauthorized() -> Reply:
     """401 for a missing or unknown inference key."""
     return openai_error(
         401,

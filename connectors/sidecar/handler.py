@@ -3,8 +3,8 @@
 One `Exchange` follows each admitted request; the handler's `finally`
 releases its ticket and reports its terminal event exactly once, whatever
 ends it: completion, a backend error or timeout, or the client going away
-(aiohttp cancels the handler when its connection drops,
-`handler_cancellation=True`).
+(either HTTP server cancels the handler when its connection drops). Routes
+see the request and answer through `wire.py`, so they run under both servers.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from functools import partial
 from typing import Any
 
 import orjson
-from aiohttp import web
 from prometheus_client import Histogram
 
 from connectors.sidecar import events
@@ -36,6 +35,7 @@ from connectors.sidecar.reclaim import Claim
 from connectors.sidecar.reporter import EventReporter
 from connectors.sidecar.sse import UsageTap
 from connectors.sidecar.upstream import UpstreamError
+from connectors.sidecar.wire import ClientRequest, Reply
 from tokenpools.admission.outcomes import AdmissionReason
 from tokenpools.reclaim import engine_priority
 from tokenpools.schemas import EntitlementSpec, Phase, ReclaimMode
@@ -64,24 +64,25 @@ class CompletionsHandler:
         self._id_prefix = f"{instance}-{int(time.time() * 1000):x}-"
         self.max_json_depth = 64  # SidecarSettings.max_json_depth
 
-    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+    async def chat_completions(self, request: ClientRequest) -> Reply | None:
         return await self._handle(request, "/v1/chat/completions", chat=True)
 
-    async def completions(self, request: web.Request) -> web.StreamResponse:
+    async def completions(self, request: ClientRequest) -> Reply | None:
         return await self._handle(request, "/v1/completions", chat=False)
 
-    async def _handle(self, request: web.Request, path: str, chat: bool) -> web.StreamResponse:
+    async def _handle(self, request: ClientRequest, path: str, chat: bool) -> Reply | None:
+        """The answer, or None when it was streamed to the client."""
         loop = asyncio.get_running_loop()
         arrived = loop.time()
         outcomes = self._outcomes
-        found = self._directory.lookup(request.headers.get("Authorization"))
+        found = self._directory.lookup(request.authorization)
         if found is None:
             outcomes["", Screened.UNAUTHORIZED] += 1
             return unauthorized()
         gate, key_hash = found
         spec = gate.spec
         limit = self._directory.enforcement.max_body_bytes
-        raw = await _read_body(request, limit)
+        raw = await request.read_body(limit)
         if raw is None:
             outcomes[spec.name, Screened.INVALID] += 1
             return openai_error(
@@ -191,23 +192,18 @@ class CompletionsHandler:
             outcomes[spec.name, exchange.phase] += 1
             reporter.report(events.ended(exchange, now))
 
-    async def _unary(self, path: str, raw: bytes, exchange: Exchange) -> web.Response:
+    async def _unary(self, path: str, raw: bytes, exchange: Exchange) -> Reply:
         async with self._forwarder.post(path, raw, exchange.id) as resp:
             data = await resp.read()
             status, content_type = resp.status, resp.content_type
         exchange.finish(status, _usage_of(data) if status == 200 else None)
-        response = web.Response(
-            status=status,
-            body=data,
-            content_type=content_type,
-            headers=exchange.gate.rate_limit_headers(),
-        )
-        response.headers["x-request-id"] = exchange.id
-        return response
+        headers = exchange.gate.rate_limit_headers()
+        headers["x-request-id"] = exchange.id
+        return Reply(status, data, content_type, headers)
 
     async def _stream(
-        self, request: web.Request, path: str, body: dict[str, Any], exchange: Exchange
-    ) -> web.StreamResponse:
+        self, request: ClientRequest, path: str, body: dict[str, Any], exchange: Exchange
+    ) -> Reply | None:
         options = body.get("stream_options")
         asked = isinstance(options, dict) and options.get("include_usage") is True
         if not asked:
@@ -219,21 +215,19 @@ class CompletionsHandler:
             if resp.status != 200:
                 data = await resp.read()
                 exchange.finish(resp.status, None)
-                return web.Response(
-                    status=resp.status,
-                    body=data,
-                    content_type=resp.content_type,
-                    headers=exchange.gate.rate_limit_headers(),
+                return Reply(
+                    resp.status, data, resp.content_type, exchange.gate.rate_limit_headers()
                 )
-            out = web.StreamResponse(headers=exchange.gate.rate_limit_headers())
-            out.content_type = resp.content_type or "text/event-stream"
-            out.headers["Cache-Control"] = "no-cache"
-            out.headers["x-request-id"] = exchange.id
+            headers = exchange.gate.rate_limit_headers()
+            headers["Cache-Control"] = "no-cache"
+            headers["x-request-id"] = exchange.id
+            out = request
             tap = UsageTap(strip_usage_chunk=not asked)
             claim = exchange.claim
             reserved = exchange.ticket.estimate.output_tokens  # output tokens KV is held for
             try:
-                await out.prepare(request)  # inside: a preemption may land while it sends
+                # inside: a preemption may land while it sends
+                await out.start_stream(resp.content_type or "text/event-stream", headers)
                 async for data in resp.iter_chunks():
                     chunk = tap.feed(data)
                     if chunk:
@@ -251,10 +245,10 @@ class CompletionsHandler:
                 exchange.fail(502, reason)
                 exchange.cut_short(tap.chunks)
                 await _write_stream_error(out, reason, ErrorCode.BACKEND_ERROR)
-                return out
+                return None
             except ConnectionResetError:  # the client went away mid-stream
                 exchange.cut_short(tap.chunks)
-                return out
+                return None
             except asyncio.CancelledError:  # ... noticed while waiting for the backend
                 if not claim.preempted:
                     exchange.cut_short(tap.chunks)
@@ -262,11 +256,11 @@ class CompletionsHandler:
                 _uncancel()  # preempted: the upstream is closed on the way out (vLLM aborts)
                 exchange.preempt(tap.chunks)
                 await _write_stream_error(out, _preempted_message(exchange), ErrorCode.PREEMPTED)
-                return out
+                return None
             exchange.finish(200, tap.usage)
         with contextlib.suppress(ConnectionResetError):
             await out.write_eof()
-        return out
+        return None
 
     def _lender(self, spec: EntitlementSpec) -> Callable[[float], bool] | None:
         """Lending beyond limits, when the pool lends guarantees and has a reclaim mode."""
@@ -302,7 +296,7 @@ class CompletionsHandler:
         stream: bool,
         refusal: Refusal,
         status: int = 429,
-    ) -> web.Response:
+    ) -> Reply:
         spec = gate.spec
         self._outcomes[spec.name, Phase.REJECTED] += 1
         self._reporter.report(
@@ -327,19 +321,6 @@ class CompletionsHandler:
             ErrorCode.RATE_LIMIT_EXCEEDED,
             headers=gate.rate_limit_headers(refusal.retry_after_s),
         )
-
-
-async def _read_body(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None when it is over `limit` bytes (checked before reading when declared)."""
-    length = request.content_length
-    if length is not None:
-        return None if length > limit else await request.read()
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
 
 
 async def _preempt(victims: tuple[Claim, ...]) -> None:
@@ -384,7 +365,7 @@ def _usage_of(data: bytes) -> dict[str, Any] | None:
     return usage if isinstance(usage, dict) else None
 
 
-async def _write_stream_error(out: web.StreamResponse, message: str, code: ErrorCode) -> None:
+async def _write_stream_error(out: ClientRequest, message: str, code: ErrorCode) -> None:
     """An OpenAI-shaped error as the stream's last SSE event, then the end of the stream."""
     error = {"error": {"message": message, "type": ErrorType.SERVER, "param": None, "code": code}}
     try:

@@ -9,7 +9,7 @@ produces no events; the CLI warns about that.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +19,12 @@ from connectors.kafka.producer import make_producer
 from connectors.kafka.settings import KafkaConnection
 from connectors.sidecar.app import Sidecar
 from connectors.sidecar.directory import EntitlementDirectory
+from connectors.sidecar.fast_http import FastServer
 from connectors.sidecar.feeds import ControlFeeds
-from connectors.sidecar.http_server import SidecarRunner
+from connectors.sidecar.http_server import SidecarRunner, aiohttp_app
 from connectors.sidecar.reporter import EventReporter, SpoolSettings
 from connectors.sidecar.settings import SidecarSettings
+from connectors.sidecar.wire import HttpServer
 from tokenpools.keys import DEV_SALT, SALT_ENV, key_salt
 from tokenpools.schemas import PlatformConfig, PoolConfigRecord
 from tokenpools.topics import Topics
@@ -34,11 +36,11 @@ class RunningSidecar:
 
     sidecar: Sidecar
     url: str
-    _runner: web.AppRunner
+    _stop_serving: Callable[[], Awaitable[None]]  # stops the server, then the sidecar
     _feeds: ControlFeeds | None
 
     async def close(self) -> None:
-        await self._runner.cleanup()  # stops the server, the event sender and the producer
+        await self._stop_serving()  # the server, the event sender and the producer
         if self._feeds is not None:
             await self._feeds.stop()
 
@@ -120,8 +122,47 @@ async def start_sidecar(
         producer_factory=None if bootstrap is None else lambda: make_producer(bootstrap),
     )
     sidecar = Sidecar(settings, directory, reporter)
+    try:
+        if settings.http_server is HttpServer.FAST:
+            bound, stop = await _serve_fast(sidecar, host, port)
+        else:
+            bound, stop = await _serve_aiohttp(sidecar, host, port)
+    except Exception:
+        if feeds is not None:
+            await feeds.stop()
+        raise
+    return RunningSidecar(sidecar, f"http://{host}:{bound}", stop, feeds)
+
+
+async def _serve_fast(
+    sidecar: Sidecar, host: str, port: int
+) -> tuple[int, Callable[[], Awaitable[None]]]:
+    directory = sidecar.directory
+    server = FastServer(
+        sidecar.routes(),
+        sidecar.settings.header_timeout_s,
+        lambda: directory.enforcement.max_body_bytes,
+    )
+    await sidecar.start()
+    try:
+        bound = await server.start(host, port)
+    except Exception:
+        await sidecar.stop()
+        raise
+
+    async def stop() -> None:
+        await server.close()  # every handler has ended (and reported) before events flush
+        await sidecar.stop()
+
+    return bound, stop
+
+
+async def _serve_aiohttp(
+    sidecar: Sidecar, host: str, port: int
+) -> tuple[int, Callable[[], Awaitable[None]]]:
+    app = aiohttp_app(sidecar.routes(), sidecar.start, sidecar.stop)
     runner = SidecarRunner(
-        sidecar.app(), settings.header_timeout_s, handler_cancellation=True, access_log=None
+        app, sidecar.settings.header_timeout_s, handler_cancellation=True, access_log=None
     )
     try:
         await runner.setup()
@@ -129,8 +170,6 @@ async def start_sidecar(
         await site.start()
     except Exception:
         await runner.cleanup()
-        if feeds is not None:
-            await feeds.stop()
         raise
     bound = runner.addresses[0][1]  # (host, port, ...) of the socket bound: port 0 picks one
-    return RunningSidecar(sidecar, f"http://{host}:{bound}", runner, feeds)
+    return int(bound), runner.cleanup

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from connectors.sidecar.backends import Strategy
+from connectors.sidecar.wire import HttpServer
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class SidecarSettings:
     replicas: int = 1  # sidecars serving the pool: each enforces 1/replicas of the fallback
     spool_dir: str | None = None  # undeliverable events wait here (None: a temporary directory)
     spool_max_bytes: int = 1 << 30
+    http_server: HttpServer = HttpServer.FAST  # the clients' side: our httptools server or aiohttp
 
     def __post_init__(self) -> None:
         if self.header_timeout_s <= 0:

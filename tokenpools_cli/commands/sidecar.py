@@ -57,6 +57,10 @@ def run(
     header_timeout: float = typer.Option(
         15.0, min=0.1, help="Seconds a connection gets to send a complete request head."
     ),
+    http_server: str = typer.Option(
+        "fast",
+        help="The clients' HTTP server: fast (the sidecar's own, on httptools) or aiohttp.",
+    ),
     dev: bool = typer.Option(
         False, "--dev", help="Local development: allow the public development key salt."
     ),
@@ -72,6 +76,7 @@ def run(
         start_sidecar,
     )
     from connectors.sidecar.settings import SidecarSettings
+    from connectors.sidecar.wire import HttpServer
     from tokenpools.config_file import ConfigError, load_config
     from tokenpools.topics import Topics
 
@@ -120,6 +125,7 @@ def run(
             replicas=replicas,
             spool_dir=str(spool_dir) if spool_dir else None,
             spool_max_bytes=spool_max_bytes,
+            http_server=HttpServer(http_server),
         )
     except ValueError as exc:
         raise bad(f"bad option: {exc}") from None
