@@ -12,12 +12,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import Counter
 
 from connectors.clickhouse.fetch import Fetched
 from connectors.clickhouse.rows import Columns, TableMapping
 from connectors.clickhouse.writer import TableWriter
+from connectors.kafka.group_consumer import GroupConsumer
 from tokenpools.schemas import DecodeError, decode_as
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class ReplayGuard:
         rows = enumerate(zip(partitions, offsets, strict=True))
         return columns.take([i for i, (p, o) in rows if o > skip.get(p, -1)])
 
-    async def load(self, consumer: AIOKafkaConsumer) -> bool:
+    async def load(self, consumer: GroupConsumer) -> bool:
         """Skip what ClickHouse already holds past the group's commit (a crash, a rewind).
 
         Called by the sink before the first record of an assignment is used, with
