@@ -73,10 +73,10 @@ class ReplayGuard:
         """Skip what ClickHouse already holds past the group's commit (a crash, a rewind).
 
         Called by the sink before the first record of an assignment is used, with
-        no insert in flight: the fetcher may hand out records before a rebalance
-        listener finishes, and a seek from the listener races aiokafka's own reset
-        to the committed offset. False (and still due) if the sink was stopped
-        while the store did not answer.
+        no insert in flight: it filters rather than seeks, as a seek from the
+        listener raced the consumer's own reset to the committed offset (with
+        aiokafka, which also handed out records before the listener finished).
+        False (and still due) if the sink was stopped while the store did not answer.
         """
         marks = await self._watermarks()
         if marks is None:

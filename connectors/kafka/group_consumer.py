@@ -7,10 +7,14 @@ unpacks in its own threads, and `Consumer.consume(num_messages=N)` hands out
 a whole batch in one call, so the loop only reads each message's value,
 partition and offset, column by column (`Polled`).
 
-librdkafka's calls block, so every call that waits runs in a thread: `consume`
-in one thread of its own (the handle's rebalance callbacks run inside it, so
-its calls stay in order), commits and committed-offset reads in the default
-executor; the event loop never waits on the broker. Rebalances reach the
+librdkafka's calls block, so no call that waits runs on the event loop. A poll
+first takes what librdkafka has already fetched, on the loop with timeout 0
+(no wait); only when that is nothing does it wait, in one thread of its own
+(the handle's calls stay in order). Handing the records out in that thread
+instead measured slower: building the message objects holds the GIL either
+way, and the two threads contending for it inflated the CPU per record of
+both (docs/PERFORMANCE.md, §2). Commits and committed-offset reads wait in
+the default executor. Rebalances reach the
 `RebalanceListener` on the loop, before the first record of the poll that
 saw them; librdkafka itself drops from that poll the records of partitions
 revoked meanwhile. Connection settings come from the one `KafkaSettings`
@@ -175,7 +179,11 @@ class GroupConsumer:
         passed (`positions`) once it is handed out here.
         """
         assert self._consumer is not None, "start() first"
-        messages = await self._in_thread(self._consumer.consume, max_records, timeout_ms / 1000)
+        # What librdkafka already holds, taken here at once (timeout 0: no wait); only an
+        # empty queue is waited on, in the thread.
+        messages = self._consumer.consume(max_records, 0)
+        if not messages:
+            messages = await self._in_thread(self._consumer.consume, max_records, timeout_ms / 1000)
         while self._rebalances:
             change, partitions = self._rebalances.pop(0)
             if change is _Rebalance.REVOKED:
