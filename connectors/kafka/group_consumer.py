@@ -143,6 +143,9 @@ class GroupConsumer:
             # aiokafka's defaults, which the sink's failover was tuned with (librdkafka: 45 s)
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 3_000,
+            # With its prefetch queue full (64 MiB), librdkafka fetches again only after this
+            # (default 1 s): a sink draining a backlog then found it empty and waited.
+            "fetch.queue.backoff.ms": 10,
             "error_cb": self._on_error,
             "logger": log,
             **config,
