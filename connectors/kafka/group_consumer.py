@@ -152,7 +152,7 @@ class GroupConsumer:
         }
         self._consumer: Consumer | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"consume-{topic}")
-        self._rebalances: list[tuple[_Rebalance, list[TopicPartition]]] = []  # from the thread
+        self._rebalances: list[tuple[_Rebalance, list[TopicPartition]]] = []  # by the callbacks
         self._fatal: KafkaError | None = None
         self._assignment: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
@@ -176,7 +176,9 @@ class GroupConsumer:
             self._thread.shutdown(wait=False)
 
     async def poll(self, timeout_ms: int, max_records: int) -> Polled:
-        """Up to `max_records` records, waiting up to `timeout_ms` for the first.
+        """Up to `max_records` records: those librdkafka holds now, or, when it holds
+        none, what arrives within `timeout_ms` (librdkafka returns early once it
+        has `max_records`).
 
         Rebalances seen meanwhile reach the listener first. A record's offset is
         passed (`positions`) once it is handed out here.
@@ -255,7 +257,7 @@ class GroupConsumer:
         log.warning("%s: %s", self.topic, error)
         return True
 
-    # librdkafka's callbacks, in the consume thread: queued for `poll` on the loop
+    # librdkafka's callbacks, inside `consume`: queued for `poll` to hand to the listener
     def _on_assign(self, _: Consumer, partitions: list[RdTopicPartition]) -> None:
         self._rebalances.append((_Rebalance.ASSIGNED, _ours(partitions)))
 
