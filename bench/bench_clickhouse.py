@@ -6,7 +6,7 @@ Prints, measured in this run on this machine (embedded chDB unless --url):
      committed (decoding in Python, the default, and parsing in ClickHouse) —
      divided by a bare clickhouse-connect columnar insert of the same rows, in
      the same batch size, into the same table; then each stage of the sink
-     alone on the same records (Kafka fetch, decoding into columns, its insert);
+     alone on the same records (its librdkafka poll, decoding into columns, its insert);
   2. the latency of every named query over N generated request rows (default
      10M, generated inside ClickHouse with INSERT … SELECT FROM numbers()), plus
      pool-state and engine-sample rows in proportion; the queries served from the
@@ -35,7 +35,6 @@ import uuid
 from pathlib import Path
 
 import _samples
-from aiokafka import TopicPartition
 from clickhouse_connect.driver.client import Client
 
 from connectors.clickhouse.fetch import request_batch
@@ -49,8 +48,7 @@ from connectors.clickhouse.store import Target, connect
 from connectors.clickhouse.writer import TableWriter
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.broker import LocalKafka
-from connectors.kafka.consumer import make_consumer
-from connectors.kafka.metadata import topic_partitions
+from connectors.kafka.group_consumer import GroupConsumer, Polled
 from connectors.kafka.producer import make_producer, send_record
 from tokenpools.schemas import RequestEvent
 from tokenpools.topics import Topics
@@ -116,27 +114,34 @@ async def stage_rates(
 ) -> dict[str, float]:
     """rows/s of each stage of the Python-decoding sink alone, over the `n` records it read.
 
-    Kafka: aiokafka `getmany` of the whole topic (no group); decoding: the codec's fast
-    decoder into columns, `fetch.request_batch` as `RequestFetcher` does; insert: `TableWriter`.
+    Kafka: the sink's librdkafka consumer (`GroupConsumer.poll`) reading the whole topic in a
+    group of its own, from its first record (the group join not counted); decoding: the codec's
+    fast decoder into columns, `fetch.request_batch` as `RequestFetcher` does; insert:
+    `TableWriter`.
     """
-    consumer = make_consumer(bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
+    consumer = GroupConsumer(
+        bootstrap,
+        f"{topics.namespace}.stages",
+        topics.requests,
+        **{"max.partition.fetch.bytes": 4 << 20},
+    )
     await consumer.start()
     try:
-        partitions = await topic_partitions(consumer, topics.requests) or set()
-        consumer.assign([TopicPartition(topics.requests, p) for p in partitions])
-        await consumer.seek_to_beginning()
-        messages: list = []
-        start = time.perf_counter()
-        while len(messages) < n:
-            got = await consumer.getmany(timeout_ms=500, max_records=batch_rows)
-            messages += [m for ms in got.values() for m in ms]
+        polls: list[Polled] = []
+        while not polls:
+            first = await consumer.poll(500, batch_rows)
+            polls += [first] if len(first) else []
+        got, start = len(first), time.perf_counter()
+        while got < n:
+            polls.append(await consumer.poll(500, batch_rows))
+            got += len(polls[-1])
         fetch_s = time.perf_counter() - start
     finally:
         await consumer.stop()
     start = time.perf_counter()
     batches: list[Columns] = []
-    for i in range(0, n, batch_rows):
-        fetched, _ = request_batch(messages[i : i + batch_rows])
+    for polled in polls:
+        fetched, _ = request_batch(polled)
         batches.append(fetched.columns)
     decode_s = time.perf_counter() - start
     client.command("TRUNCATE TABLE requests")
@@ -146,7 +151,7 @@ async def stage_rates(
         writer.insert_columns(REQUESTS, columns)
     insert_s = time.perf_counter() - start
     return {
-        "Kafka getmany": n / fetch_s,
+        "Kafka poll": (got - len(first)) / fetch_s,
         "decode into columns": n / decode_s,
         "the sink's insert": n / insert_s,
     }

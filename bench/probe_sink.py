@@ -13,7 +13,8 @@ question the sink's design rests on, measured in this run on this machine.
             the sleeping thread.
   fetch     What aiokafka's fetch costs per record (wall and process CPU) at several poll
             sizes (`getmany(max_records=…)`) and fetch byte limits, over one topic of
-            `--rows` request events read from the start.
+            `--rows` request events read from the start; and what the sink's librdkafka
+            consumer (`GroupConsumer.poll`, records handed out as columns) costs.
   tradeoff  The sink's steady rows/s at several batch sizes and flush intervals (and the
             default batch with polls of 20,000 records instead of 5,000), each next
             to a bare insert of the same batch size measured right before and right after
@@ -46,6 +47,7 @@ from connectors.clickhouse.store import Target, connect
 from connectors.clickhouse.writer import Destination, TableWriter
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.consumer import make_consumer
+from connectors.kafka.group_consumer import GroupConsumer
 from tokenpools.topics import Topics
 
 PARTITIONS = 6
@@ -163,6 +165,29 @@ FETCHES: dict[str, tuple[int, dict[str, int]]] = {
 }
 
 
+async def consume_all(
+    bootstrap: str, topic: str, rows: int, max_records: int
+) -> tuple[float, float]:
+    """(wall s, process CPU s — librdkafka's threads included) for the sink's librdkafka consumer
+    (`GroupConsumer.poll`, a group of its own) to hand out `rows` records of `topic` as
+    columns: timed from its first poll with records (the group join not counted), scaled."""
+    consumer = GroupConsumer(
+        bootstrap, f"probe-{uuid.uuid4().hex[:8]}", topic, **{"max.partition.fetch.bytes": 4 << 20}
+    )
+    await consumer.start()
+    try:
+        first = 0
+        while not first:
+            first = len(await consumer.poll(500, max_records))
+        got, wall, cpu = first, time.perf_counter(), time.process_time()
+        while got < rows:
+            got += len(await consumer.poll(500, max_records))
+        timed = (got - first) / rows  # the share of the records handed out while timed
+        return (time.perf_counter() - wall) / timed, (time.process_time() - cpu) / timed
+    finally:
+        await consumer.stop()
+
+
 async def probe_fetch(bootstrap: str, rows: int, rounds: int) -> None:
     topic = await request_topic(bootstrap, rows)
     print(f"fetch: {rows:,} request events, {PARTITIONS} partitions, µs per record:")
@@ -174,6 +199,13 @@ async def probe_fetch(bootstrap: str, rows: int, rounds: int) -> None:
                 f"CPU {cpu / rows * 1e6:5.2f}  ({rows / wall:,.0f} records/s; "
                 f"load {bench.load_average()})"
             )
+        label = "librdkafka consume(20,000), columns (sink)"
+        wall, cpu = await consume_all(bootstrap, topic, rows, 20_000)
+        print(
+            f"   round {r + 1}  {label:<44} wall {wall / rows * 1e6:5.2f}  "
+            f"CPU {cpu / rows * 1e6:5.2f}  ({rows / wall:,.0f} records/s; "
+            f"load {bench.load_average()})"
+        )
 
 
 TRADEOFFS = {

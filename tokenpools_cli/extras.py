@@ -36,6 +36,7 @@ MODULES: dict[Extra, tuple[str, ...]] = {
         "aiohttp",
         "chdb",
         "clickhouse_connect",
+        "confluent_kafka",
         "httpx",
         "prometheus_client",
     ),

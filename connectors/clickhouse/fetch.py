@@ -1,8 +1,9 @@
 """Reading one topic for its table: how records are fetched and turned into columns.
 
-Each poll becomes one `Fetched`: the rows its records make, held as columns
-with the Kafka coordinates as the last three (`rows.Columns`), ready for the
-insert without a tuple per row. The strategy is chosen once per topic/table
+Each poll (`group_consumer.Polled`: librdkafka's batch, its values, partitions
+and offsets as lists) becomes one `Fetched`: the rows its records make, held
+as columns with the Kafka coordinates as the last three (`rows.Columns`),
+ready for the insert without a tuple per row. The strategy is chosen once per topic/table
 mapping (`fetcher_for`), never per record:
 
 - `UndecodedFetcher` hands records as received to ClickHouse's parsing views
@@ -22,15 +23,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from connectors.clickhouse.rows import Columns, TableMapping, request_columns
 from connectors.clickhouse.writer import Destination
-from connectors.kafka.consumer import DeadLetterCounter, dead_letter, decoded_batches
+from connectors.kafka.consumer import DeadLetterCounter, dead_letter, decode_or_dead_letter
+from connectors.kafka.group_consumer import GroupConsumer, Polled
 from tokenpools.schemas.codec import DecodeError, decode_requests
 from tokenpools.schemas.events import RequestEvent
 
@@ -56,19 +57,11 @@ class Fetched:
 Batches = AsyncGenerator[Fetched, None]
 
 
-def coordinates(messages: Sequence[ConsumerRecord]) -> list[list[Any]]:
-    """The Kafka coordinate columns (topic, partition, offset) of one row per message."""
-    return [
-        [m.topic for m in messages],
-        [m.partition for m in messages],
-        [m.offset for m in messages],
-    ]
-
-
-def one_row_each(messages: Sequence[ConsumerRecord], columns: list[list[Any]]) -> Fetched:
-    """A batch whose records make one row each: `columns`, then the records' coordinates."""
-    data = columns + coordinates(messages)
-    return Fetched(Columns(data), data[-2], data[-1])
+def one_row_each(polled: Polled, columns: list[list[Any]]) -> Fetched:
+    """A batch whose records make one row each: `columns`, then the records' coordinates
+    (topic, partition, offset)."""
+    data = [*columns, [polled.topic] * len(polled), polled.partitions, polled.offsets]
+    return Fetched(Columns(data), polled.partitions, polled.offsets)
 
 
 @dataclass(frozen=True)
@@ -80,32 +73,17 @@ class DeadLetters:
     counter: DeadLetterCounter
 
 
-class _Poller(Protocol):
-    async def getmany(
-        self, *, timeout_ms: int, max_records: int
-    ) -> dict[TopicPartition, list[ConsumerRecord]]: ...
-
-
-class _WithoutTombstones:
-    """A compacted topic deletes with null values: those are not bad records, skip them."""
-
-    def __init__(self, consumer: _Poller) -> None:
-        self._consumer = consumer
-
-    async def getmany(
-        self, *, timeout_ms: int, max_records: int
-    ) -> dict[TopicPartition, list[ConsumerRecord]]:
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        return {tp: [m for m in ms if m.value is not None] for tp, ms in batches.items()}
-
-
 class Fetcher(ABC):
     """Batches of one topic's records, as the columns of the table they go to."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, mapping: TableMapping) -> None:
+    def __init__(self, consumer: GroupConsumer, mapping: TableMapping) -> None:
         self._consumer = consumer
-        self._source: _Poller = _WithoutTombstones(consumer) if mapping.compacted else consumer
         self.mapping = mapping
+
+    async def _poll(self, timeout_ms: int, max_records: int) -> Polled:
+        """One poll; a compacted topic's deletes (null values) are not bad records: skipped."""
+        polled = await self._consumer.poll(timeout_ms, max_records)
+        return polled.without_tombstones() if self.mapping.compacted else polled
 
     @abstractmethod
     def batches(self, timeout_ms: int, max_records: int) -> Batches:
@@ -121,10 +99,10 @@ class UndecodedFetcher(Fetcher):
 
     async def batches(self, timeout_ms: int, max_records: int) -> Batches:
         while True:
-            got = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-            messages = [m for ms in got.values() for m in ms if m.value is not None]
+            polled = (await self._consumer.poll(timeout_ms, max_records)).without_tombstones()
             # one row each: the raw record (`QUEUE_COLUMNS`)
-            yield one_row_each(messages, [[m.value.decode("utf-8", "replace") for m in messages]])
+            raw = [v.decode("utf-8", "replace") for v in polled.values if v is not None]
+            yield one_row_each(polled, [raw])
 
     def destination(self) -> Destination:
         """The queue table: its views parse the records into the raw table."""
@@ -135,36 +113,32 @@ class DecodedFetcher(Fetcher):
     """Every record decoded into the mapping's model; the rejected go to the DLQ."""
 
     def __init__(
-        self, consumer: AIOKafkaConsumer, mapping: TableMapping, dead_letters: DeadLetters
+        self, consumer: GroupConsumer, mapping: TableMapping, dead_letters: DeadLetters
     ) -> None:
         super().__init__(consumer, mapping)
         self._dead_letters = dead_letters
 
     async def batches(self, timeout_ms: int, max_records: int) -> Batches:
         dlq = self._dead_letters
-        decoded = decoded_batches(
-            self._source,
-            self.mapping.model,
-            dlq.producer,
-            dlq.topic,
-            dlq.counter,
-            timeout_ms=timeout_ms,
-            max_records=max_records,
-        )
-        build = self.mapping.rows
+        build, model = self.mapping.rows, self.mapping.model
         width = len(self.mapping.insert_columns)
-        async with aclosing(decoded):  # type: ignore[type-var]  # typed AsyncIterator, is a generator
-            async for batch in decoded:
-                rows = (
-                    (*row, m.topic, m.partition, m.offset)
-                    for m, record in batch
-                    for row in build(record, m.timestamp)
-                )
-                yield Fetched(
-                    Columns.of_rows(rows, width),
-                    [m.partition for m, _ in batch],
-                    [m.offset for m, _ in batch],
-                )
+        while True:
+            polled = await self._poll(timeout_ms, max_records)
+            decoded = []
+            for m in polled.records():
+                record = await decode_or_dead_letter(m, model, dlq.producer, dlq.topic, dlq.counter)
+                if record is not None:
+                    decoded.append((m, record))
+            rows = (
+                (*row, m.topic, m.partition, m.offset)
+                for m, record in decoded
+                for row in build(record, m.timestamp)
+            )
+            yield Fetched(
+                Columns.of_rows(rows, width),
+                [m.partition for m, _ in decoded],
+                [m.offset for m, _ in decoded],
+            )
 
 
 class RequestFetcher(DecodedFetcher):
@@ -180,29 +154,27 @@ class RequestFetcher(DecodedFetcher):
         """Each decoded record's row, in order, as columns."""
         dlq = self._dead_letters
         while True:
-            got = await self._source.getmany(timeout_ms=timeout_ms, max_records=max_records)
-            fetched, refused = request_batch([m for ms in got.values() for m in ms])
-            for message, error in refused:
-                await dead_letter(dlq.producer, dlq.topic, message, str(error))
+            polled = await self._poll(timeout_ms, max_records)
+            fetched, refused = request_batch(polled)
+            for i, error in refused:
+                await dead_letter(dlq.producer, dlq.topic, polled.record(i), str(error))
                 dlq.counter.count += 1
             yield fetched
 
 
-def request_batch(
-    messages: Sequence[ConsumerRecord],
-) -> tuple[Fetched, list[tuple[ConsumerRecord, DecodeError]]]:
-    """`messages` decoded by the fast decoder into the requests table's columns, and each
-    record it refused with the codec's error (for the DLQ)."""
-    records, refused = decode_requests([m.value for m in messages])
+def request_batch(polled: Polled) -> tuple[Fetched, list[tuple[int, DecodeError]]]:
+    """`polled` decoded by the fast decoder into the requests table's columns, and the index
+    of each record it refused with the codec's error (for the DLQ)."""
+    records, refused = decode_requests(polled.values)
     if not refused:
-        return one_row_each(messages, request_columns(records)), []
+        return one_row_each(polled, request_columns(records)), []
     bad = {i for i, _ in refused}
-    kept = [m for i, m in enumerate(messages) if i not in bad]
-    return one_row_each(kept, request_columns(records)), [(messages[i], e) for i, e in refused]
+    kept = polled.take([i for i in range(len(polled)) if i not in bad])
+    return one_row_each(kept, request_columns(records)), refused
 
 
 def fetcher_for(
-    consumer: AIOKafkaConsumer,
+    consumer: GroupConsumer,
     mapping: TableMapping,
     dead_letters: DeadLetters,
     parse_in_clickhouse: bool,

@@ -12,12 +12,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import Counter
 
 from connectors.clickhouse.fetch import Fetched
 from connectors.clickhouse.rows import Columns, TableMapping
 from connectors.clickhouse.writer import TableWriter
+from connectors.kafka.group_consumer import GroupConsumer
 from tokenpools.schemas import DecodeError, decode_as
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,14 @@ class ReplayGuard:
         rows = enumerate(zip(partitions, offsets, strict=True))
         return columns.take([i for i, (p, o) in rows if o > skip.get(p, -1)])
 
-    async def load(self, consumer: AIOKafkaConsumer) -> bool:
+    async def load(self, consumer: GroupConsumer) -> bool:
         """Skip what ClickHouse already holds past the group's commit (a crash, a rewind).
 
         Called by the sink before the first record of an assignment is used, with
-        no insert in flight: the fetcher may hand out records before a rebalance
-        listener finishes, and a seek from the listener races aiokafka's own reset
-        to the committed offset. False (and still due) if the sink was stopped
-        while the store did not answer.
+        no insert in flight: it filters rather than seeks, as a seek from the
+        listener raced the consumer's own reset to the committed offset (with
+        aiokafka, which also handed out records before the listener finished).
+        False (and still due) if the sink was stopped while the store did not answer.
         """
         marks = await self._watermarks()
         if marks is None:

@@ -1,7 +1,8 @@
 """The Kafka→ClickHouse sink: a consumer group that batches records into the raw tables.
 
-Per topic, one consumer (in that table's consumer group) reads decoded records (bad ones go
-to the DLQ), buffers their rows as columns (`rows.Columns`: no tuple per row
+Per topic, one consumer (in that table's consumer group; librdkafka's, through
+`connectors/kafka/group_consumer.py`) reads decoded records (bad ones go to the
+DLQ), buffers their rows as columns (`rows.Columns`: no tuple per row
 from the fetch to the insert) and flushes when the buffer reaches `batch_rows`
 or is `flush_interval_s` old. The insert of one batch is sent while the next is
 fetched and decoded (one insert in flight at most). Offsets are committed only after the insert
@@ -24,8 +25,6 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.exceptions import DataError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -34,6 +33,7 @@ from connectors.clickhouse.replay_guard import ReplayGuard
 from connectors.clickhouse.rows import Columns, Row, TableMapping, mappings
 from connectors.clickhouse.writer import TableWriter
 from connectors.kafka.consumer import DeadLetterCounter, dead_letter, make_consumer
+from connectors.kafka.group_consumer import CommitFailed, GroupConsumer
 from connectors.kafka.producer import make_producer
 from connectors.kafka.settings import KafkaConnection
 from tokenpools.topics import Topics, namespaced
@@ -115,7 +115,7 @@ class _Buffer:
         return 0.0 if self.since is None else time.monotonic() - self.since
 
 
-class TopicSink(ConsumerRebalanceListener):
+class TopicSink:
     """One topic into its raw table: batch, insert (retrying), then commit."""
 
     def __init__(
@@ -141,12 +141,8 @@ class TopicSink(ConsumerRebalanceListener):
         self._generation = 0
         self._bootstrap = bootstrap
         self._stopping = asyncio.Event()
-        self._consumer = make_consumer(
-            bootstrap,
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+        self._consumer = GroupConsumer(
+            bootstrap, group_id, topic, self, **{"max.partition.fetch.bytes": 4 << 20}
         )
         dead_letters = DeadLetters(self._dlq_producer, dlq_topic, metrics.dead_letters)
         self._fetcher = fetcher_for(
@@ -169,7 +165,6 @@ class TopicSink(ConsumerRebalanceListener):
         self._stopping.set()
 
     async def run(self) -> None:
-        self._consumer.subscribe([self.topic], listener=self)
         try:
             await self._consumer.start()
             await self._consume()
@@ -215,7 +210,7 @@ class TopicSink(ConsumerRebalanceListener):
             return  # the write before gave up (stopped): nothing after it may be committed
         columns = self._buffer.take()
         # Every record handed out so far, those sent to the DLQ included, is in this batch.
-        offsets = {tp: await self._consumer.position(tp) for tp in self._consumer.assignment()}
+        offsets = self._consumer.positions()
         self._in_flight = asyncio.create_task(self._write(columns, offsets, self._generation))
         if wait:
             await self._landed()
@@ -269,7 +264,7 @@ class TopicSink(ConsumerRebalanceListener):
             await self._dlq_producer.flush()
             try:
                 await self._consumer.commit(offsets)
-            except KafkaError as exc:
+            except CommitFailed as exc:
                 # The group moved on; whoever owns the partitions re-reads past our
                 # last commit and the replay watermark skips what we wrote.
                 log.warning("offset commit for %s failed: %s", self.topic, exc)

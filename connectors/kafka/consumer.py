@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import BaseModel
 
 from connectors.kafka.connect_errors import ExplainsConnectFailure, explained
-from connectors.kafka.dead_letter import send_dead_letter
+from connectors.kafka.dead_letter import SourceRecord, send_dead_letter
 from connectors.kafka.settings import KafkaConnection, KafkaSettings
 from tokenpools.schemas import DecodeError, decode_as
 
@@ -37,7 +37,7 @@ class DeadLetterCounter:
 
 
 async def dead_letter(
-    producer: AIOKafkaProducer, dlq_topic: str, message: ConsumerRecord, error: str
+    producer: AIOKafkaProducer, dlq_topic: str, message: SourceRecord, error: str
 ) -> None:
     """Park a record that failed to parse: raw bytes as value, error and origin as headers."""
     await send_dead_letter(
@@ -49,7 +49,7 @@ async def dead_letter(
 
 
 async def decode_or_dead_letter(
-    message: ConsumerRecord,
+    message: SourceRecord,
     model: type[T],
     producer: AIOKafkaProducer,
     dlq_topic: str,

@@ -5,7 +5,8 @@ Read when a command starts, never at import time: from command-line options
 (`tokenpools_cli.options`) and `TOKENPOOLS_KAFKA_*` environment variables.
 Secrets (`TOKENPOOLS_KAFKA_SASL_PASSWORD`, `TOKENPOOLS_KAFKA_SSL_KEY_PASSWORD`)
 are `SecretStr`: never in a repr, a log line or an error message. The model
-turns into the keyword arguments of aiokafka's clients and of Faust's App, so
+turns into the keyword arguments of aiokafka's clients and of Faust's App, and
+into librdkafka's configuration (the sink's consumer, `group_consumer.py`), so
 no client is configured by hand anywhere else.
 """
 
@@ -188,6 +189,35 @@ class KafkaSettings(BaseSettings):
             kwargs["sasl_plain_username"] = self.sasl_username
             kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value()
         return kwargs
+
+    def librdkafka_config(self) -> dict[str, str]:
+        """The same connection as librdkafka's configuration properties (confluent-kafka's
+        clients); PLAINTEXT without a client id gives just the bootstrap servers."""
+        config = {"bootstrap.servers": self.bootstrap_servers}
+        if self.client_id is not None:
+            config["client.id"] = self.client_id
+        if self.security_protocol is SecurityProtocol.PLAINTEXT:
+            return config
+        config["security.protocol"] = self.security_protocol.value.lower()
+        if self.security_protocol.uses_tls:
+            # No CA file: the system's trust store, as aiokafka's default context uses.
+            config["ssl.ca.location"] = str(self.ssl_ca_file or "probe")
+            if self.ssl_cert_file is not None and self.ssl_key_file is not None:
+                config["ssl.certificate.location"] = str(self.ssl_cert_file)
+                config["ssl.key.location"] = str(self.ssl_key_file)
+            if self.ssl_key_password is not None:
+                config["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+            # The chain is always verified; only the name check follows `ssl_check_hostname`.
+            config["enable.ssl.certificate.verification"] = "true"
+            config["ssl.endpoint.identification.algorithm"] = (
+                "https" if self.ssl_check_hostname else "none"
+            )
+        if self.security_protocol.uses_sasl:
+            assert self.sasl_username is not None and self.sasl_password is not None
+            config["sasl.mechanism"] = self.sasl_mechanism.value
+            config["sasl.username"] = self.sasl_username
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        return config
 
     def faust_kwargs(self) -> dict[str, Any]:
         """Connection keywords of `faust.App`: the broker URL list and `broker_credentials`."""

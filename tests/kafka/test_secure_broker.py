@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from confluent_kafka import KafkaException
 from typer.testing import CliRunner
 
 from connectors.kafka.admin import ensure_topics, make_admin
 from connectors.kafka.broker import BrokerError, LocalKafka
 from connectors.kafka.config_publisher import publish_config
 from connectors.kafka.consumer import make_consumer
+from connectors.kafka.group_consumer import GroupConsumer
 from connectors.kafka.producer import make_producer
 from connectors.kafka.settings import KafkaSettings, SaslMechanism, SecurityProtocol
 from connectors.kafka.topic_reader import read_to_end
@@ -122,6 +124,43 @@ def test_a_wrong_password_is_a_clear_error_not_a_hang(
     assert "SASL authentication failed" in message
     assert mechanism.value in message
     assert "not-the-password" not in message
+
+
+async def _group_read(settings: KafkaSettings, topic: str, count: int, within_s: float) -> list:
+    """What the sink's librdkafka consumer reads of `topic` in a group of its own."""
+    consumer = GroupConsumer(settings, f"{topic}.sink", topic)
+    await consumer.start()
+    got: list = []
+    try:
+        deadline = time.monotonic() + within_s
+        while len(got) < count and time.monotonic() < deadline:
+            got += (await consumer.poll(500, 100)).values
+    finally:
+        await consumer.stop()
+    return got
+
+
+@pytest.mark.parametrize("mechanism", list(SaslMechanism), ids=str)
+def test_the_sinks_librdkafka_consumer_reads_over_sasl_ssl(
+    secure_broker: LocalKafka, mechanism: SaslMechanism
+) -> None:
+    """`KafkaSettings.librdkafka_config`: the same settings, librdkafka's property names."""
+    settings = secure_broker.client_settings(mechanism)
+    topic = f"rdk-{uuid.uuid4().hex[:8]}"
+    sent = asyncio.run(_round_trip(settings, topic, 20))
+    assert asyncio.run(_group_read(settings, topic, 20, 60)) == sent
+
+
+def test_the_sinks_librdkafka_consumer_fails_on_a_wrong_password(
+    secure_broker: LocalKafka,
+) -> None:
+    settings = secure_broker.client_settings(password="not-the-password")
+    began = time.monotonic()
+    with pytest.raises(KafkaException) as failure:
+        asyncio.run(_group_read(settings, "any-topic", 1, 30))
+    assert time.monotonic() - began < 30, "an error, never a silent hang"
+    assert "uthentication" in str(failure.value)
+    assert "not-the-password" not in str(failure.value)
 
 
 def test_an_untrusted_broker_is_refused_naming_tls(secure_broker: LocalKafka) -> None:

@@ -235,3 +235,53 @@ def test_the_hostname_check_is_on_unless_turned_off(client_cert: tuple[Path, Pat
     context = unchecked.ssl_context()
     assert context is not None and not context.check_hostname
     assert context.verify_mode is ssl.CERT_REQUIRED, "the chain is still verified"
+
+
+def test_librdkafka_gets_the_same_connection(client_cert: tuple[Path, Path]) -> None:
+    """The sink's consumer (confluent-kafka) is configured from the one model, property by
+    property: bootstrap, client id, protocol, SASL, the TLS files and the hostname check."""
+    assert KafkaSettings.plaintext("k1:9092").librdkafka_config() == {
+        "bootstrap.servers": "k1:9092"
+    }
+    sasl = KafkaSettings.from_env({**SASL_ENV, "TOKENPOOLS_KAFKA_CLIENT_ID": "cid"})
+    assert sasl.librdkafka_config() == {
+        "bootstrap.servers": DEFAULT_BOOTSTRAP,
+        "client.id": "cid",
+        "security.protocol": "sasl_ssl",
+        "ssl.ca.location": "probe",  # no CA file: the system's trust store
+        "enable.ssl.certificate.verification": "true",
+        "ssl.endpoint.identification.algorithm": "https",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "controller",
+        "sasl.password": "hunter2-secret",
+    }
+    plain = KafkaSettings.from_env(
+        {**SASL_ENV, "TOKENPOOLS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}
+    ).librdkafka_config()
+    assert plain["security.protocol"] == "sasl_plaintext" and "ssl.ca.location" not in plain
+    cert, key = client_cert
+    mutual = KafkaSettings.from_env(
+        {
+            "TOKENPOOLS_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "TOKENPOOLS_KAFKA_SSL_CA_FILE": str(cert),
+            "TOKENPOOLS_KAFKA_SSL_CERT_FILE": str(cert),
+            "TOKENPOOLS_KAFKA_SSL_KEY_FILE": str(key),
+            "TOKENPOOLS_KAFKA_SSL_KEY_PASSWORD": "k3y-pw",
+            "TOKENPOOLS_KAFKA_SSL_CHECK_HOSTNAME": "false",
+        }
+    ).librdkafka_config()
+    assert mutual == {
+        "bootstrap.servers": DEFAULT_BOOTSTRAP,
+        "security.protocol": "ssl",
+        "ssl.ca.location": str(cert),
+        "ssl.certificate.location": str(cert),
+        "ssl.key.location": str(key),
+        "ssl.key.password": "k3y-pw",
+        "enable.ssl.certificate.verification": "true",
+        "ssl.endpoint.identification.algorithm": "none",
+    }
+    # librdkafka accepts every property and value (a wrong name or value raises here)
+    from confluent_kafka import Consumer
+
+    for config in (sasl.librdkafka_config(), plain, mutual):
+        Consumer({**config, "group.id": "g"}).close()
