@@ -214,6 +214,11 @@ class TopicSink:
         self._in_flight = asyncio.create_task(self._write(columns, offsets, self._generation))
         if wait:
             await self._landed()
+        else:
+            # Let the write encode and hand its batch to the insert thread now. Without this it
+            # started only at the loop's next wait, which with records already fetched was the
+            # next `flush` itself: the insert never overlapped the fetch (docs/PERFORMANCE.md, §2).
+            await asyncio.sleep(0)
 
     async def _landed(self) -> bool:
         """Wait for the write in flight, if any; False if it gave up uncommitted on `stop()`.

@@ -21,9 +21,10 @@ from connectors.clickhouse.queues import install as install_queues
 from connectors.clickhouse.rows import REQUESTS
 from connectors.clickhouse.sink import ClickHouseSink, SinkSettings
 from connectors.clickhouse.store import Target, connect
-from connectors.clickhouse.writer import TableWriter
+from connectors.clickhouse.writer import Encoded, TableWriter
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.dead_letter import DLQ_ERROR_HEADER
+from connectors.kafka.group_consumer import GroupConsumer, Polled
 from connectors.kafka.topic_reader import read_to_end
 from tests.analytics.conftest import count
 from tests.helpers import analytics_dataset as ds
@@ -35,7 +36,7 @@ from tests.helpers.kafka_io import (
 )
 from tokenpools.schemas import RequestEvent, decode_as
 from tokenpools.topics import Topics
-from tokenpools_cli.local.waiting import wait_for
+from tokenpools_cli.local.waiting import WaitTimeout, wait_for, wait_until
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,6 +212,71 @@ async def test_a_clickhouse_outage_is_retried_without_loss(
         assert count(operator, final=False) == len(data.requests)
     finally:
         operator.close()
+        client.close()
+
+
+class _OverlapWatcher(TableWriter):
+    """A real writer that, on its second to fourth inserts into `requests` (the first waits
+    on reading the table's column types), waits in the insert thread for the sink to hand
+    out more requests records, until that happens once; `overlapped` says whether it did."""
+
+    def __init__(self, client: Client, handed_out: list[int]) -> None:
+        super().__init__(client)
+        self._handed_out = handed_out
+        self._sends = 0
+        self.overlapped = False
+
+    def send(self, encoded: Encoded) -> None:
+        if encoded.destination.table == REQUESTS.table:
+            self._sends += 1
+            if 2 <= self._sends <= 4 and not self.overlapped:
+                before = self._handed_out[0]
+                try:
+                    wait_until(lambda: self._handed_out[0] > before, timeout=5, interval=0.01)
+                    self.overlapped = True
+                except WaitTimeout:
+                    pass  # (a rebalance's replay check can hold the loop once: try the next)
+        super().send(encoded)
+
+
+async def test_the_insert_of_a_batch_overlaps_the_fetch_of_the_next(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write of a batch starts as soon as it is flushed, so the loop fetches and decodes the
+    next records while the insert thread sends. (It used to start only at the loop's next wait,
+    the next flush: the send and the fetch took turns, docs/PERFORMANCE.md §2.)"""
+    await ensure_topics(kafka_bootstrap, topics, partitions=3)
+    data = ds.build(60)
+    await produce(kafka_bootstrap, topics, data)
+    handed_out = [0]  # requests records the sink's consumer has handed out so far
+    poll = GroupConsumer.poll
+
+    async def counting_poll(self: GroupConsumer, timeout_ms: int, max_records: int) -> Polled:
+        polled = await poll(self, timeout_ms, max_records)
+        if self.topic == topics.requests:
+            handed_out[0] += len(polled)
+        return polled
+
+    monkeypatch.setattr(GroupConsumer, "poll", counting_poll)
+    client = connect(Target.embedded(tmp_path / "store"))
+    try:
+        migrate(client)
+        writer = _OverlapWatcher(client, handed_out)
+        # batches of 50 records: the writes watched find more records still to fetch
+        settings = SinkSettings(batch_rows=50, max_poll_records=50, flush_interval_s=1.0)
+        sink = ClickHouseSink(kafka_bootstrap, topics, writer, settings=settings)
+        task = asyncio.create_task(sink.run())
+        assert len(data.requests) > 6 * settings.batch_rows
+
+        async def all_requests_stored() -> bool:
+            return sink.metrics.rows.labels(REQUESTS.table)._value.get() >= len(data.requests)
+
+        await wait_for(all_requests_stored)
+        sink.stop()
+        await asyncio.wait_for(task, 30)
+        assert writer.overlapped is True
+        assert count(client) == len(data.requests)
+    finally:
         client.close()
 
 
