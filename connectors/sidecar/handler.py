@@ -135,9 +135,7 @@ class CompletionsHandler:
                 room_waited = True
                 queued()
                 try:
-                    claim = await room.wait(
-                        spec, estimate.total, left, asyncio.current_task(loop)
-                    )
+                    claim = await room.wait(spec, estimate.total, left, asyncio.current_task(loop))
                 except asyncio.CancelledError:
                     decision.release(0)
                     gone = Refusal(WaitEnd.CLIENT_LEFT_QUEUE, 0.0, loop.time() - arrived)
