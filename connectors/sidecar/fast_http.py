@@ -34,6 +34,7 @@ from typing import cast
 
 import httptools
 
+from connectors.sidecar.deadline import LazyDeadline
 from connectors.sidecar.errors import (
     ErrorCode,
     ErrorType,
@@ -241,8 +242,7 @@ class _Connection(asyncio.Protocol):
         self._in_head = False
         self._queue: deque[_Request] = deque()  # heads parsed; the first is being served
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline: float | None = None  # a complete request head is due by then
+        self._head_due = LazyDeadline(self.loop, self._timed_out)  # the header timeout
         self._bad: _BadRequest | None = None  # unparsable input: answered once idle, then closed
         self._closed = False
         self._reading = True
@@ -473,31 +473,17 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()  # sends what is buffered first
 
-    # The header timeout: a deadline, and one timer that checks it. A keep-alive connection
-    # arms and clears the deadline once per request; the timer is made only when none is
-    # pending, and moves itself to a deadline that moved while it waited.
     def _arm_timer(self) -> None:
-        self._deadline = self.loop.time() + self._server.header_timeout_s
-        if self._timer is None:
-            self._timer = self.loop.call_at(self._deadline, self._timed_out)
+        self._head_due.arm(self._server.header_timeout_s)
 
     def _cancel_timer(self) -> None:
-        self._deadline = None
+        self._head_due.clear()
 
     def _stop_timer(self) -> None:
-        self._deadline = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._head_due.stop()
 
     def _timed_out(self) -> None:
-        self._timer = None
-        deadline = self._deadline
-        if deadline is None:  # a complete head arrived in time
-            return
-        if self.loop.time() < deadline:  # re-armed since this timer was set
-            self._timer = self.loop.call_at(deadline, self._timed_out)
-        elif not self._queue:  # no complete request head in time: a slow or idle client
+        if not self._queue:  # no complete request head in time: a slow or idle client
             self._close()
 
     def shut(self) -> None:

@@ -55,6 +55,7 @@ class Forwarder:
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
         self._upstreams: dict[str, UpstreamPool] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by `open`
         headers = b"Content-Type: application/json\r\n"
         if api_key:
             headers += f"Authorization: Bearer {api_key}\r\n".encode()
@@ -62,6 +63,7 @@ class Forwarder:
 
     def open(self) -> None:
         """Make the connection pools (in the running event loop, which they belong to)."""
+        self._loop = asyncio.get_running_loop()
         self._upstreams = {
             b.url: UpstreamPool(b.url, self._connect_timeout_s, self._read_timeout_s)
             for b in self.backends.backends
@@ -74,7 +76,8 @@ class Forwarder:
     def post(self, path: str, payload: bytes, request_id: str) -> BackendCall:
         """`async with forwarder.post(...) as response`: a POST tagged with the request's id."""
         headers = self._headers + b"X-Request-Id: " + request_id.encode() + b"\r\n"
-        return BackendCall(self.backends, self._upstreams, path.encode(), payload, headers)
+        loop = self._loop or asyncio.get_running_loop()
+        return BackendCall(self.backends, self._upstreams, path.encode(), payload, headers, loop)
 
     async def get(self, path: str) -> tuple[int, bytes, str]:
         """Status, body and content type of a GET to one backend (no failover: not a request)."""
@@ -97,7 +100,16 @@ class BackendCall:
     """`async with`: send to a backend (trying the next on a refused connection), yield the
     response, always give the connection back and the backend's in-flight count down."""
 
-    __slots__ = ("_backend", "_headers", "_path", "_payload", "_pool", "_resp", "_upstreams")
+    __slots__ = (
+        "_backend",
+        "_headers",
+        "_loop",
+        "_path",
+        "_payload",
+        "_pool",
+        "_resp",
+        "_upstreams",
+    )
 
     def __init__(
         self,
@@ -106,8 +118,10 @@ class BackendCall:
         path: bytes,
         payload: bytes,
         headers: bytes,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._pool = pool
+        self._loop = loop  # passed in: `asyncio.get_running_loop()` is a getpid() call each time
         self._upstreams = upstreams
         self._path = path
         self._payload = payload
@@ -117,7 +131,7 @@ class BackendCall:
 
     async def __aenter__(self) -> UpstreamResponse:
         pool = self._pool
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         tried: list[Backend] = []
         last_error = "no backend is available"
         while len(tried) < len(pool.backends):

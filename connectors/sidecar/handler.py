@@ -126,7 +126,7 @@ class CompletionsHandler:
         if isinstance(decision, Refusal):
             return self._reject(request_id, gate, key_hash, estimate.total, stream, decision)
         room = self._directory.room
-        verdict = room.claim(spec, estimate.total, loop.time(), asyncio.current_task())
+        verdict = room.claim(spec, estimate.total, loop.time(), asyncio.current_task(loop))
         claim = verdict.claim
         room_waited = False
         if claim is None:  # a borrower, and the pool's engines are full: never queue there
@@ -135,7 +135,7 @@ class CompletionsHandler:
                 room_waited = True
                 queued()
                 try:
-                    claim = await room.wait(spec, estimate.total, left, asyncio.current_task())
+                    claim = await room.wait(spec, estimate.total, left, asyncio.current_task(loop))
                 except asyncio.CancelledError:
                     decision.release(0)
                     gone = Refusal(WaitEnd.CLIENT_LEFT_QUEUE, 0.0, loop.time() - arrived)

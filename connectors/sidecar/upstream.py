@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from connectors.sidecar.deadline import LazyDeadline
+
 _HIGH_WATER = 1 << 20  # bytes buffered from the backend before reading pauses
 _LOW_WATER = 1 << 18
 
@@ -50,6 +52,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._parser = httptools.HttpResponseParser(self)
+        self._silence = LazyDeadline(self._loop, self._timed_out)  # the read timeout
         self._reset()
 
     def _reset(self) -> None:
@@ -85,6 +88,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if not self.complete:
             self._fail(UpstreamBroken("backend closed the connection"))
+        self._silence.stop()
 
     # -- llhttp callbacks ---------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -124,13 +128,12 @@ class _Connection(asyncio.Protocol):
         """Until something new arrived (headers, a chunk, the end, an error) or `timeout`."""
         if self.error is not None:
             raise self.error
-        waiter = self._loop.create_future()
-        self._waiter = waiter
-        timer = self._loop.call_later(timeout, _expire, waiter)
+        waiter = self._waiter = self._loop.create_future()
+        self._silence.arm(timeout)
         try:
             await waiter
         finally:
-            timer.cancel()
+            self._silence.clear()
             self._waiter = None
         if self.error is not None:
             raise self.error
@@ -144,8 +147,14 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
+    def _timed_out(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(UpstreamTimeout("backend timed out"))
+
     def _abort(self) -> None:
         self.closed = True
+        self._silence.stop()
         if self.transport is not None:
             self.transport.abort()
 
@@ -156,11 +165,6 @@ class _Connection(asyncio.Protocol):
             self._pool._idle.append(self)
         else:
             self._abort()
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(UpstreamTimeout("backend timed out"))
 
 
 class UpstreamResponse:

@@ -100,3 +100,18 @@ async def test_refused_connections_and_silence_raise_distinct_errors(backend) ->
     with pytest.raises(UpstreamTimeout):
         await pool.request(b"POST", b"/echo?slow=1", b"{}")
     pool.close()
+
+
+async def test_the_read_timeout_holds_on_a_reused_connection(backend) -> None:
+    """The first answer leaves the connection's timer pending; the silent second still times out."""
+    url, peers = backend
+    pool = UpstreamPool(url, 1.0, 0.3)
+    await read_whole(pool, b"/echo")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(UpstreamTimeout):
+        resp = await pool.request(b"POST", b"/echo?slow=1", b"{}")
+        await resp.read()
+    assert loop.time() - start < 0.9  # the timeout, not the backend's 1 s answer
+    assert len(set(peers)) == 1  # the same connection both times
+    pool.close()
