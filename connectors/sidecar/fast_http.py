@@ -254,7 +254,7 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(_HIGH_WATER)
         self._server.connections.add(self)
-        self._arm_timer()
+        self._head_due.arm(self._server.header_timeout_s)
 
     def data_received(self, data: bytes) -> None:
         if self._bad is not None:
@@ -281,7 +281,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._server.connections.discard(self)
-        self._stop_timer()
+        self._head_due.stop()
         if self._task is not None and not self._task.done():
             self._task.cancel()  # the handler's `finally` releases what the request holds
         drain = self._drain
@@ -326,7 +326,7 @@ class _Connection(asyncio.Protocol):
         request = self._parsing
         assert request is not None
         self._in_head = False
-        self._cancel_timer()
+        self._head_due.clear()
         parser = self._parser
         if parser.should_upgrade():
             raise _BadRequest(400, "upgrade")
@@ -409,7 +409,7 @@ class _Connection(asyncio.Protocol):
             return
         if not request.complete:  # answered before its body arrived: drain it, then close
             request.close_when_complete = True
-            self._arm_timer()
+            self._head_due.arm(self._server.header_timeout_s)
             return
         if not request.keep_alive or request.unfinished_stream or self._server.closing:
             self._close()
@@ -424,7 +424,7 @@ class _Connection(asyncio.Protocol):
             self._reading = True
             self._transport.resume_reading()
         if self._parsing is None:
-            self._arm_timer()
+            self._head_due.arm(self._server.header_timeout_s)
 
     def _refuse(self, bad: _BadRequest) -> None:
         """Unparsable or oversized input: answer it once nothing is being served, then close."""
@@ -469,18 +469,9 @@ class _Connection(asyncio.Protocol):
             self._drain = None
 
     def _close(self) -> None:
-        self._stop_timer()
+        self._head_due.stop()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()  # sends what is buffered first
-
-    def _arm_timer(self) -> None:
-        self._head_due.arm(self._server.header_timeout_s)
-
-    def _cancel_timer(self) -> None:
-        self._head_due.clear()
-
-    def _stop_timer(self) -> None:
-        self._head_due.stop()
 
     def _timed_out(self) -> None:
         if not self._queue:  # no complete request head in time: a slow or idle client
