@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -18,10 +19,10 @@ from connectors.clickhouse.endpoint import published_url
 from connectors.clickhouse.migrations import migrate
 from connectors.clickhouse.queries import load_queries, run_query
 from connectors.clickhouse.queues import install as install_queues
-from connectors.clickhouse.rows import REQUESTS
-from connectors.clickhouse.sink import ClickHouseSink, SinkSettings
+from connectors.clickhouse.rows import REQUESTS, Columns
+from connectors.clickhouse.sink import ClickHouseSink, SinkSettings, TopicSink
 from connectors.clickhouse.store import Target, connect
-from connectors.clickhouse.writer import Encoded, TableWriter
+from connectors.clickhouse.writer import Destination, Encoded, TableWriter
 from connectors.kafka.admin import ensure_topics
 from connectors.kafka.dead_letter import DLQ_ERROR_HEADER
 from connectors.kafka.group_consumer import GroupConsumer, Polled
@@ -36,7 +37,7 @@ from tests.helpers.kafka_io import (
 )
 from tokenpools.schemas import RequestEvent, decode_as
 from tokenpools.topics import Topics
-from tokenpools_cli.local.waiting import WaitTimeout, wait_for, wait_until
+from tokenpools_cli.local.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,33 +217,59 @@ async def test_a_clickhouse_outage_is_retried_without_loss(
 
 
 class _OverlapWatcher(TableWriter):
-    """A real writer that, on its second to fourth inserts into `requests` (the first waits
-    on reading the table's column types), waits in the insert thread for the sink to hand
-    out more requests records, until that happens once; `overlapped` says whether it did."""
+    """A real writer that tells, for its second and third inserts into `requests` (the first
+    waits on reading the table's column types), whether the insert overlapped the next fetch.
 
-    def __init__(self, client: Client, handed_out: list[int]) -> None:
+    Each watched send waits, in the insert thread, until one of two things happens, and
+    records which came first (`overlaps`): the sink's consumer hands out more requests
+    records than it had when the write encoded its batch (on the loop, just before handing
+    it to this thread): the fetch overlaps; or the loop starts waiting for this write to
+    land: no more records can come before it does (one write in flight at most), so it
+    did not. Both are events seen by the sink itself; no clock decides. The snapshot is
+    taken at `encode`, not in the thread: the thread may first run after the loop has
+    already handed out the next batch (it waits for the GIL), which is still an overlap.
+    """
+
+    WATCHED = (2, 3)
+
+    def __init__(self, client: Client) -> None:
         super().__init__(client)
-        self._handed_out = handed_out
+        self._changed = threading.Condition()
+        self._handed_out = 0  # requests records the sink's consumer has handed out so far
+        self._at_encode = 0  # ... when the write in flight encoded its batch
+        self._loop_waits = False  # the loop is waiting for the requests write in flight
         self._sends = 0
-        self.overlapped = False
+        self.overlaps: list[bool] = []
+
+    def handed_out(self, records: int) -> None:
+        with self._changed:
+            self._handed_out += records
+            self._changed.notify_all()
+
+    def loop_waits(self, waiting: bool) -> None:
+        with self._changed:
+            self._loop_waits = waiting
+            self._changed.notify_all()
+
+    def encode(self, destination: Destination, columns: Columns) -> Encoded:
+        if destination.table == REQUESTS.table:
+            with self._changed:
+                self._at_encode = self._handed_out
+        return super().encode(destination, columns)
 
     def send(self, encoded: Encoded) -> None:
         if encoded.destination.table == REQUESTS.table:
             self._sends += 1
-            if 2 <= self._sends <= 4 and not self.overlapped:
-                before = self._handed_out[0]
-                try:
-                    wait_until(lambda: self._handed_out[0] > before, timeout=5, interval=0.01)
-                    self.overlapped = True
-                except WaitTimeout:
-                    pass  # (a rebalance's replay check can hold the loop once: try the next)
+            if self._sends in self.WATCHED:
+                with self._changed:
+                    # (the timeout only keeps a broken sink from hanging the test)
+                    self._changed.wait_for(
+                        lambda: self._handed_out > self._at_encode or self._loop_waits, 60
+                    )
+                    self.overlaps.append(self._handed_out > self._at_encode)
         super().send(encoded)
 
 
-@pytest.mark.skip(
-    reason="flaky: failed 1 of 3 fresh-clone CI runs (no overlap seen on sends 2-4); "
-    "to be made deterministic in the next issue-14 round"
-)
 async def test_the_insert_of_a_batch_overlaps_the_fetch_of_the_next(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -252,25 +279,35 @@ async def test_the_insert_of_a_batch_overlaps_the_fetch_of_the_next(
     await ensure_topics(kafka_bootstrap, topics, partitions=3)
     data = ds.build(60)
     await produce(kafka_bootstrap, topics, data)
-    handed_out = [0]  # requests records the sink's consumer has handed out so far
-    poll = GroupConsumer.poll
+    client = connect(Target.embedded(tmp_path / "store"))
+    writer = _OverlapWatcher(client)
+    poll, landed = GroupConsumer.poll, TopicSink._landed
 
     async def counting_poll(self: GroupConsumer, timeout_ms: int, max_records: int) -> Polled:
         polled = await poll(self, timeout_ms, max_records)
         if self.topic == topics.requests:
-            handed_out[0] += len(polled)
+            writer.handed_out(len(polled))
         return polled
 
+    async def watched_landed(self: TopicSink) -> bool:
+        if self.topic != topics.requests:
+            return await landed(self)
+        writer.loop_waits(True)
+        try:
+            return await landed(self)
+        finally:
+            writer.loop_waits(False)
+
     monkeypatch.setattr(GroupConsumer, "poll", counting_poll)
-    client = connect(Target.embedded(tmp_path / "store"))
+    monkeypatch.setattr(TopicSink, "_landed", watched_landed)
     try:
         migrate(client)
-        writer = _OverlapWatcher(client, handed_out)
-        # batches of 50 records: the writes watched find more records still to fetch
+        # batches of 50 records: the writes watched find more records still to fetch (a flush
+        # holds under 2 batches, so the third leaves records to hand out)
         settings = SinkSettings(batch_rows=50, max_poll_records=50, flush_interval_s=1.0)
+        assert len(data.requests) > max(_OverlapWatcher.WATCHED) * 2 * settings.batch_rows
         sink = ClickHouseSink(kafka_bootstrap, topics, writer, settings=settings)
         task = asyncio.create_task(sink.run())
-        assert len(data.requests) > 6 * settings.batch_rows
 
         async def all_requests_stored() -> bool:
             return sink.metrics.rows.labels(REQUESTS.table)._value.get() >= len(data.requests)
@@ -278,7 +315,7 @@ async def test_the_insert_of_a_batch_overlaps_the_fetch_of_the_next(
         await wait_for(all_requests_stored)
         sink.stop()
         await asyncio.wait_for(task, 30)
-        assert writer.overlapped is True
+        assert writer.overlaps == [True, True]
         assert count(client) == len(data.requests)
     finally:
         client.close()
