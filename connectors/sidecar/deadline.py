@@ -6,6 +6,11 @@ never fire. A `call_later` and a `cancel` per request is a timer handle made,
 pushed onto the loop's heap and later thrown away each time; here arming is
 a float store, and the one timer, made only when none is pending, re-aims
 itself at a deadline that moved while it waited.
+
+What such a deadline bounds is a coroutine awaiting a future that a protocol
+callback resolves when bytes arrive (`fast_http._Request` for a client's body,
+`upstream._Connection` for a backend's answer); `wake` is that resolution,
+called directly by the callbacks (one call on the per-request path, no wrapper).
 """
 
 from __future__ import annotations
@@ -52,3 +57,9 @@ class LazyDeadline:
             return
         self._deadline = None
         self._on_expiry()
+
+
+def wake(waiter: asyncio.Future[None] | None) -> None:
+    """Resolve `waiter` if a coroutine awaits it and nothing resolved it yet (a timeout can)."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)

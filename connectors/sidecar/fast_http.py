@@ -34,7 +34,7 @@ from typing import cast
 
 import httptools
 
-from connectors.sidecar.deadline import LazyDeadline
+from connectors.sidecar.deadline import LazyDeadline, wake
 from connectors.sidecar.errors import (
     ErrorCode,
     ErrorType,
@@ -148,16 +148,11 @@ class _Request:
             self._body.append(data)
         elif self._body:
             self._body.clear()  # over the cap: keep nothing (it will be refused)
-        self._wake()
+        wake(self._waiter)
 
     def finish(self) -> None:
         self.complete = True
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        wake(self._waiter)
 
     # -- wire.ClientRequest ---------------------------------------------------------------------
     async def read_body(self, limit: int) -> bytes | None:

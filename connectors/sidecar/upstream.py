@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from connectors.sidecar.deadline import LazyDeadline
+from connectors.sidecar.deadline import LazyDeadline, wake
 
 _HIGH_WATER = 1 << 20  # bytes buffered from the backend before reading pauses
 _LOW_WATER = 1 << 18
@@ -99,7 +99,7 @@ class _Connection(asyncio.Protocol):
         self.status = self._parser.get_status_code()
         self.keep_alive = self._parser.should_keep_alive()  # llhttp forgets it at the end
         self.headers_done = True
-        self._wake()
+        wake(self._waiter)
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -107,22 +107,17 @@ class _Connection(asyncio.Protocol):
         if self.buffered > _HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
+        wake(self._waiter)
 
     def on_message_complete(self) -> None:
         self.complete = True
-        self._wake()
+        wake(self._waiter)
 
     # -- used by UpstreamResponse -------------------------------------------------------------
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     def _fail(self, error: UpstreamError) -> None:
         if self.error is None:
             self.error = error
-        self._wake()
+        wake(self._waiter)
 
     async def wait(self, timeout: float) -> None:
         """Until something new arrived (headers, a chunk, the end, an error) or `timeout`."""

@@ -2,7 +2,9 @@
 --
 -- Each queue has two views: one moves valid records (JSON object, the right
 -- `type`, a schema version this schema knows) into its table, the other parks
--- everything else in kafka_dead_letters with the reason. Field defaults follow
+-- everything else in kafka_dead_letters with the reason (the state queue, whose
+-- records come in two forms, has one view more that decides each record's form
+-- once for the others). Field defaults follow
 -- tokenpools/schemas/events.py. The views read `_topic`, `_partition` and
 -- `_offset`, which the Kafka engine provides as virtual columns.
 CREATE TABLE IF NOT EXISTS kafka_dead_letters
@@ -90,11 +92,53 @@ FROM engine_queue
 WHERE NOT (isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'engine'
     AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1);
 
--- One row per entitlement per tick, as the sink writes it. A snapshot lists its
--- entitlements as columns (docs/STREAMS.md, "State snapshots"): the columns are
--- ARRAY JOINed side by side. Every column is cut or padded to the names' length, so
--- a record whose columns differ in length cannot stop the view (ARRAY JOIN refuses
--- unequal arrays); such a record is left out here and dead-lettered below.
+-- Every state record once, with its form decided here, so that the three views
+-- below share one validation. A snapshot lists its entitlements either as columns
+-- (what workers write; docs/STREAMS.md, "State snapshots") or as rows (earlier
+-- workers). A columnar one is valid only when all fifteen columns are as long as
+-- the names (ARRAY JOIN refuses unequal arrays); anything else is 'invalid' and goes
+-- to the dead letters, whole, with its Kafka coordinates. state_checked is a Null
+-- table: it keeps nothing, its rows only pass on to the views that read it (as
+-- requests_minute_feed does in sql/migrations/0009_requests_minute.sql).
+CREATE TABLE IF NOT EXISTS state_checked
+(
+    raw             String,
+    kafka_topic     LowCardinality(String),
+    kafka_partition UInt16,
+    kafka_offset    UInt64,
+    form            Enum8('invalid' = 0, 'columns' = 1, 'rows' = 2)
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS state_check_from_kafka TO state_checked AS
+WITH length(JSONExtractArrayRaw(raw, 'entitlements', 'entitlement')) AS n
+SELECT raw, _topic AS kafka_topic, toUInt16(_partition) AS kafka_partition, _offset AS kafka_offset,
+    multiIf(NOT (isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'state'
+                 AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1), 'invalid',
+            JSONType(raw, 'entitlements') = 'Array', 'rows',
+            JSONType(raw, 'entitlements') = 'Object'
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'tier')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'tps')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'kv')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'conc')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'tps')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'kv')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'conc')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'tps')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'kv')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'conc')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'tps')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'kv')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'conc')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'debt')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'priority')) = n, 'columns',
+            'invalid') AS form
+FROM state_queue;
+
+-- One row per entitlement per tick, as the sink writes it, from a columnar snapshot:
+-- the columns are ARRAY JOINed side by side. Every column is still cut or padded to
+-- the names' length: ARRAY JOIN may run before the WHERE, and must not fail on a
+-- record that the WHERE leaves out.
 CREATE MATERIALIZED VIEW IF NOT EXISTS state_from_kafka TO pool_state AS
 WITH length(JSONExtractArrayRaw(raw, 'entitlements', 'entitlement')) AS n
 SELECT
@@ -121,10 +165,10 @@ SELECT
     served_conc,
     debt,
     priority,
-    _topic AS kafka_topic,
-    toUInt16(_partition) AS kafka_partition,
-    _offset AS kafka_offset
-FROM state_queue
+    kafka_topic,
+    kafka_partition,
+    kafka_offset
+FROM state_checked
 ARRAY JOIN
     arrayResize(JSONExtract(raw, 'entitlements', 'entitlement', 'Array(String)'), n) AS entitlement,
     arrayResize(JSONExtract(raw, 'entitlements', 'tier', 'Array(String)'), n) AS tier,
@@ -142,24 +186,7 @@ ARRAY JOIN
     arrayResize(JSONExtract(raw, 'entitlements', 'served', 'conc', 'Array(Float64)'), n) AS served_conc,
     arrayResize(JSONExtract(raw, 'entitlements', 'debt', 'Array(Float64)'), n) AS debt,
     arrayResize(JSONExtract(raw, 'entitlements', 'priority', 'Array(Float64)'), n) AS priority
-WHERE isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'state'
-    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1
-    AND JSONType(raw, 'entitlements') = 'Object'
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'tier')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'tps')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'kv')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'conc')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'tps')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'kv')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'conc')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'tps')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'kv')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'conc')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'tps')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'kv')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'conc')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'debt')) = n
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'priority')) = n;
+WHERE form = 'columns';
 
 -- Snapshots of workers from before the columns: one object per entitlement.
 CREATE MATERIALIZED VIEW IF NOT EXISTS state_rows_from_kafka TO pool_state AS
@@ -187,38 +214,17 @@ SELECT
     JSONExtractFloat(e, 'served', 'conc') AS served_conc,
     JSONExtractFloat(e, 'debt') AS debt,
     JSONExtractFloat(e, 'priority') AS priority,
-    _topic AS kafka_topic,
-    toUInt16(_partition) AS kafka_partition,
-    _offset AS kafka_offset
-FROM state_queue
+    kafka_topic,
+    kafka_partition,
+    kafka_offset
+FROM state_checked
 ARRAY JOIN JSONExtractArrayRaw(raw, 'entitlements') AS e
-WHERE isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'state'
-    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1
-    AND JSONType(raw, 'entitlements') = 'Array';
+WHERE form = 'rows';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS state_dead_letters TO kafka_dead_letters AS
-WITH length(JSONExtractArrayRaw(raw, 'entitlements', 'entitlement')) AS n
-SELECT _topic AS kafka_topic, toUInt16(_partition) AS kafka_partition, _offset AS kafka_offset,
-    'invalid pool state' AS error, raw
-FROM state_queue
-WHERE NOT (isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'state'
-    AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1
-    AND (JSONType(raw, 'entitlements') = 'Array' OR (JSONType(raw, 'entitlements') = 'Object'
-    AND length(JSONExtractArrayRaw(raw, 'entitlements', 'tier')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'tps')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'kv')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'conc')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'tps')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'kv')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'conc')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'tps')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'kv')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'conc')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'tps')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'kv')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'conc')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'debt')) = n
-        AND length(JSONExtractArrayRaw(raw, 'entitlements', 'priority')) = n)));
+SELECT kafka_topic, kafka_partition, kafka_offset, 'invalid pool state' AS error, raw
+FROM state_checked
+WHERE form = 'invalid';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS limits_from_kafka TO limits AS
 SELECT

@@ -85,6 +85,27 @@ def test_views_store_every_valid_record_once_and_dead_letter_the_rest(fed) -> No
     assert sorted(r[0] for r in dead) == sorted([*BAD, unequal_columns(data.state[1])])
 
 
+def test_a_snapshot_goes_to_the_table_or_whole_to_the_dead_letters_by_its_columns(fed) -> None:
+    """Equal columns reach pool_state; unequal ones only the dead letters, whole, with offsets."""
+    client, data = fed
+    topic = "topic-state_queue"
+    unequal_offset = len(data.state)  # fed last, after the other snapshots and the row form
+    stored = client.query(
+        "SELECT kafka_offset, count() FROM pool_state WHERE kafka_topic = {t:String}"
+        " GROUP BY kafka_offset",
+        parameters={"t": topic},
+    ).result_rows
+    expected = {i: len(s.entitlements) for i, s in enumerate(data.state[1:])}
+    expected[len(data.state) - 1] = len(data.state[0].entitlements)  # the row form
+    assert dict(stored) == expected
+    dead = client.query(
+        "SELECT kafka_partition, kafka_offset, error, raw FROM kafka_dead_letters"
+        " WHERE kafka_topic = {t:String}",
+        parameters={"t": topic},
+    ).result_rows
+    assert dead == [(0, unequal_offset, "invalid pool state", unequal_columns(data.state[1]))]
+
+
 def test_state_snapshots_become_the_rows_the_sink_writes_in_either_form(fed) -> None:
     """Columns (what workers write) and rows (earlier workers): the sink's rows for both."""
     client, data = fed

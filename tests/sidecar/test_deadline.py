@@ -1,10 +1,13 @@
-"""`LazyDeadline`: one loop timer per owner, re-aimed at a deadline that moved, never early."""
+"""`LazyDeadline`: one loop timer per owner, re-aimed at a deadline that moved, never early.
+
+And `wake`, which resolves the wait such a deadline bounds.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
-from connectors.sidecar.deadline import LazyDeadline
+from connectors.sidecar.deadline import LazyDeadline, wake
 
 
 async def test_a_rearmed_deadline_expires_at_the_last_one_with_one_timer() -> None:
@@ -39,3 +42,16 @@ async def test_a_cleared_deadline_never_expires_and_stop_drops_the_timer() -> No
     assert deadline._timer is None
     await asyncio.sleep(0.05)
     assert expired == []
+
+
+async def test_wake_resolves_a_pending_wait_once_and_leaves_a_timed_out_one_alone() -> None:
+    loop = asyncio.get_running_loop()
+    wake(None)  # nobody waits: nothing to do
+    pending: asyncio.Future[None] = loop.create_future()
+    wake(pending)
+    wake(pending)  # a second arrival before the waiter ran: no InvalidStateError
+    assert pending.done() and pending.result() is None
+    timed_out: asyncio.Future[None] = loop.create_future()
+    timed_out.set_exception(TimeoutError("backend timed out"))
+    wake(timed_out)  # bytes arriving after the timeout do not replace it
+    assert isinstance(timed_out.exception(), TimeoutError)
