@@ -92,10 +92,10 @@ FROM engine_queue
 WHERE NOT (isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'engine'
     AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1);
 
--- Every state record once, with its form decided here, so that the three views
--- below share one validation. A snapshot lists its entitlements either as columns
--- (what workers write; docs/STREAMS.md, "State snapshots") or as rows (earlier
--- workers). A columnar one is valid only when all fifteen columns are as long as
+-- Every state record once, with its form decided in state_check_from_kafka (below
+-- the three views that read it), so that they share one validation. A snapshot
+-- lists its entitlements either as columns (what workers write; docs/STREAMS.md,
+-- "State snapshots") or as rows (earlier workers). A columnar one is valid only when all fifteen columns are as long as
 -- the names (ARRAY JOIN refuses unequal arrays); anything else is 'invalid' and goes
 -- to the dead letters, whole, with its Kafka coordinates. state_checked is a Null
 -- table: it keeps nothing, its rows only pass on to the views that read it (as
@@ -109,31 +109,6 @@ CREATE TABLE IF NOT EXISTS state_checked
     form            Enum8('invalid' = 0, 'columns' = 1, 'rows' = 2)
 )
 ENGINE = Null;
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS state_check_from_kafka TO state_checked AS
-WITH length(JSONExtractArrayRaw(raw, 'entitlements', 'entitlement')) AS n
-SELECT raw, _topic AS kafka_topic, toUInt16(_partition) AS kafka_partition, _offset AS kafka_offset,
-    multiIf(NOT (isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'state'
-                 AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1), 'invalid',
-            JSONType(raw, 'entitlements') = 'Array', 'rows',
-            JSONType(raw, 'entitlements') = 'Object'
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'tier')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'tps')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'kv')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'conc')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'tps')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'kv')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'conc')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'tps')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'kv')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'conc')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'tps')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'kv')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'conc')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'debt')) = n
-                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'priority')) = n, 'columns',
-            'invalid') AS form
-FROM state_queue;
 
 -- One row per entitlement per tick, as the sink writes it, from a columnar snapshot:
 -- the columns are ARRAY JOINed side by side. Every column is still cut or padded to
@@ -225,6 +200,34 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS state_dead_letters TO kafka_dead_letters 
 SELECT kafka_topic, kafka_partition, kafka_offset, 'invalid pool state' AS error, raw
 FROM state_checked
 WHERE form = 'invalid';
+
+-- The state queue's first view, created after the views that read state_checked: the
+-- Kafka engine starts consuming once a view is attached to it, and a record that
+-- passed through state_checked before they existed would reach none of them.
+CREATE MATERIALIZED VIEW IF NOT EXISTS state_check_from_kafka TO state_checked AS
+WITH length(JSONExtractArrayRaw(raw, 'entitlements', 'entitlement')) AS n
+SELECT raw, _topic AS kafka_topic, toUInt16(_partition) AS kafka_partition, _offset AS kafka_offset,
+    multiIf(NOT (isValidJSON(raw) AND JSONExtractString(raw, 'type') = 'state'
+                 AND if(JSONHas(raw, 'v'), JSONExtractInt(raw, 'v'), 1) = 1), 'invalid',
+            JSONType(raw, 'entitlements') = 'Array', 'rows',
+            JSONType(raw, 'entitlements') = 'Object'
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'tier')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'tps')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'kv')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'demand', 'conc')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'tps')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'kv')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'allocation', 'conc')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'tps')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'kv')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'limit', 'conc')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'tps')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'kv')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'served', 'conc')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'debt')) = n
+                AND length(JSONExtractArrayRaw(raw, 'entitlements', 'priority')) = n, 'columns',
+            'invalid') AS form
+FROM state_queue;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS limits_from_kafka TO limits AS
 SELECT
