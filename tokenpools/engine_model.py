@@ -453,7 +453,7 @@ class EngineModel:
                 heapq.heappush(self._crossings, (k + block, seq.order, seq))
             self._free_blocks -= len(crossing)
         events: list[EngineEvent] = []
-        if not p.prefill_first:
+        if self._n_waiting and not p.prefill_first:  # nobody waiting: nothing to admit
             prefill_tokens += self._admit_waiting(plan, budget, events, now)
         decoding = self._decoding
         if plan or decoding:
