@@ -59,6 +59,13 @@ A request's first token is sampled by the step that completes its prefill;
 each later step adds one token. Step duration is
 `step_base_s + step_per_seq_s · decoding_seqs + prefill_per_token_s · prefill_tokens`.
 A prompt that can never fit the KV cache is aborted (vLLM rejects it too).
+
+Without per-token events (`token_events=False`, the simulator's engines) a
+decoding request is advanced by counting rather than one by one, so a step
+costs O(prefills + new KV blocks + ends); wherever that could differ from the
+one-by-one plan (a token budget cut short, a preemption, `prefill_first` with
+requests waiting) the step is planned one by one. Both give the same run to
+the last bit (`tests/core/test_engine_lazy_decodes.py`).
 """
 
 from __future__ import annotations
