@@ -48,13 +48,25 @@ def water_fill(available: np.ndarray, caps: np.ndarray, weights: np.ndarray) -> 
     available: (3,), caps: (E, 3) >= 0, weights: (E,) > 0 (rows with weight 0 get nothing).
     Only rows with room are sorted: one argsort of (3, rows); O(E log E).
     """
+    return _water_fill_summed(available, caps, weights)[0]
+
+
+def _water_fill_summed(
+    available: np.ndarray, caps: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`water_fill` and its column sums: when every cap fits, they are the sums it already took.
+
+    A pass over the pool's rows saved per call (the allocation's passes are
+    its cost, docs/PERFORMANCE.md section 6); the same array summed the same
+    way, so the same bits.
+    """
     available = np.maximum(available, 0.0)
     live = weights > 0
     caps = np.where(live[:, None], np.maximum(caps, 0.0), 0.0)
     total = caps.sum(axis=0)
     saturated = total <= available
     if saturated.all():
-        return caps
+        return caps, total
     rows = np.flatnonzero(live & (caps > 0).any(axis=1))
     c = np.ascontiguousarray(caps[rows].T)  # (3, k): one contiguous row per dimension
     w = weights[rows]
@@ -72,7 +84,7 @@ def water_fill(available: np.ndarray, caps: np.ndarray, weights: np.ndarray) -> 
     level = np.where(saturated, np.inf, np.maximum(level, 0.0))
     out = np.zeros_like(caps)
     out[rows] = np.minimum(c, w[None, :] * level[:, None]).T
-    return out
+    return out, out.sum(axis=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +129,8 @@ def allocate(inp: AllocationInput) -> Allocation:
 
     # 2. an active guaranteed tenant keeps the rest of its guarantee as headroom: without
     #    preemption, capacity lent out comes back only as fast as the borrower drains
-    remaining = np.maximum(capacity - base.sum(axis=0), 0.0)
+    base_sum = base.sum(axis=0)
+    remaining = np.maximum(capacity - base_sum, 0.0)
     guaranteed = inp.tier == TierCode.GUARANTEED.value
     active = guaranteed & (demand > 0).any(axis=1) & (not inp.lend_guarantees)
     reserve = np.where(active[:, None], np.maximum(guarantee - base, 0.0), 0.0)
@@ -128,7 +141,8 @@ def allocate(inp: AllocationInput) -> Allocation:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         fit = np.where(wanted_reserve > remaining, remaining / wanted_reserve, 1.0)
     reserve = reserve * fit[None, :]
-    remaining = np.maximum(remaining - reserve.sum(axis=0), 0.0)
+    reserve_sum = reserve.sum(axis=0)
+    remaining = np.maximum(remaining - reserve_sum, 0.0)
 
     # 3. guaranteed + elastic above that, by priority weight; a reserve counts toward it
     room = np.where(shared[:, None], np.maximum(wanted - base - reserve, 0.0), 0.0)
@@ -138,13 +152,13 @@ def allocate(inp: AllocationInput) -> Allocation:
     else:
         committed = np.asarray(inp.committed, dtype=float)
         if committed.tobytes() == capacity.tobytes():  # every committed replica is up: the
-            entitled = _shares(base, wanted, shared, inp.weight, capacity)  # same step 1
+            entitled = _shares(base, wanted, shared, inp.weight, capacity, base_sum)
         else:
             entitled = entitled_shares(inp, committed)
     allocation = base + elastic
 
     # 4. spot backfills what is left
-    remaining = np.maximum(capacity - allocation.sum(axis=0) - reserve.sum(axis=0), 0.0)
+    remaining = np.maximum(capacity - allocation.sum(axis=0) - reserve_sum, 0.0)
     if spot.any():
         allocation = allocation + water_fill(
             remaining, np.where(spot[:, None], wanted, 0.0), inp.weight
@@ -163,9 +177,9 @@ def allocate(inp: AllocationInput) -> Allocation:
         if not (slack > 0).any():
             break
         stage_caps = np.where(mask[:, None], np.maximum(target - limit, 0.0), 0.0)
-        extra = water_fill(slack, stage_caps, weights)
+        extra, extra_sum = _water_fill_summed(slack, stage_caps, weights)
         limit = limit + extra
-        slack = np.maximum(slack - extra.sum(axis=0), 0.0)
+        slack = np.maximum(slack - extra_sum, 0.0)
     conc = DimIndex.CONC
     limit[:, conc] = whole_slots(limit[:, conc], ceiling[:, conc], capacity[conc])
     return Allocation(allocation=allocation, limit=limit, entitled=entitled)
@@ -186,11 +200,15 @@ def _guarantees_first(
         rows = tier == code
         want = np.where(rows[:, None], np.minimum(demand, guarantee), 0.0)
         promised = want.sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            scale = np.where(promised > left, left / promised, 1.0)
-        got = want * scale[None, :]
+        if (promised > left).any():
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                scale = np.where(promised > left, left / promised, 1.0)
+            got = want * scale[None, :]
+            got_sum = got.sum(axis=0)
+        else:  # the tier fits: × 1.0 changes no bit, so `got` is `want` and its sum `promised`
+            got, got_sum = want, promised
         base = base + got
-        left = np.maximum(left - got.sum(axis=0), 0.0)
+        left = np.maximum(left - got_sum, 0.0)
     return base
 
 
@@ -210,14 +228,18 @@ def _shares(
     shared: np.ndarray,
     weight: np.ndarray,
     capacity: np.ndarray,
+    base_sum: np.ndarray | None = None,
 ) -> np.ndarray:
     """Step 3 with base weights, on top of step 1's `base`: what `entitled_shares` returns.
 
-    `allocate` calls it with its own step 1 when the capacity it divides is the
-    committed one (same inputs, so the same `base`), sparing a second step 1.
+    `allocate` calls it with its own step 1 (and that step's column sums) when
+    the capacity it divides is the committed one (same inputs, so the same
+    `base`), sparing a second step 1.
     """
     room = np.where(shared[:, None], np.maximum(wanted - base, 0.0), 0.0)
-    shares: np.ndarray = base + water_fill(capacity - base.sum(axis=0), room, weight)
+    if base_sum is None:
+        base_sum = base.sum(axis=0)
+    shares: np.ndarray = base + water_fill(capacity - base_sum, room, weight)
     return shares
 
 

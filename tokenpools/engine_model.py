@@ -59,6 +59,13 @@ A request's first token is sampled by the step that completes its prefill;
 each later step adds one token. Step duration is
 `step_base_s + step_per_seq_s · decoding_seqs + prefill_per_token_s · prefill_tokens`.
 A prompt that can never fit the KV cache is aborted (vLLM rejects it too).
+
+Without per-token events (`token_events=False`, the simulator's engines) a
+decoding request is advanced by counting rather than one by one, so a step
+costs O(prefills + new KV blocks + ends); wherever that could differ from the
+one-by-one plan (a token budget cut short, a preemption, `prefill_first` with
+requests waiting) the step is planned one by one. Both give the same run to
+the last bit (`tests/core/test_engine_lazy_decodes.py`).
 """
 
 from __future__ import annotations
@@ -150,7 +157,9 @@ class _Seq:
         "generated",
         "id",
         "key",
+        "lazy_since",
         "max_out",
+        "order",
         "prompt",
         "state",
         "target",
@@ -168,6 +177,14 @@ class _Seq:
         self.target = prompt  # tokens to prefill before decoding (prompt + output after preemption)
         self.blocks = 0
         self.state = _WAITING
+        self.order = 0  # when it (last) joined the running list: running order is ascending
+        # -1: `computed` and `generated` are current; else the decode count they stand at
+        # (`EngineModel._decodes`), and every decode step since added one to both
+        self.lazy_since = -1
+
+
+def _running_order(seq: _Seq) -> int:
+    return seq.order
 
 
 class EngineModel:
@@ -186,6 +203,18 @@ class EngineModel:
         self._free_blocks = self.params.num_gpu_blocks
         self._plan: list[tuple[_Seq, int]] = []
         self._step_end: float | None = None
+        # Lazy decodes (`_plan_lazy`), without per-token events only: a running request that
+        # is decoding is "lazy" and advanced by counting, its next KV block and its end kept
+        # in heaps by decode count; the others (`_prefilling`) are planned one by one.
+        self._lazy = not token_events
+        self._decodes = 0  # steps that decoded every lazy request
+        self._decoding = 0  # lazy requests
+        self._prefilling: list[_Seq] = []  # running, not lazy, in running order
+        self._partitioned = True  # every running request is lazy or in `_prefilling`
+        self._plan_decodes = False  # the planned step decodes every lazy request
+        self._ends: list[tuple[int, int, _Seq]] = []  # (decode count, order, request)
+        self._crossings: list[tuple[int, int, _Seq]] = []  # the plan after it needs a block
+        self._orders = itertools.count()
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
         self.preemptions_total = 0
@@ -219,7 +248,11 @@ class EngineModel:
     def generated(self, request_id: str) -> int | None:
         """Output tokens a request has so far (None: not in the engine)."""
         seq = self._seqs.get(request_id)
-        return None if seq is None else seq.generated
+        if seq is None:
+            return None
+        if seq.lazy_since < 0:
+            return seq.generated
+        return seq.generated + self._decodes - seq.lazy_since
 
     def kv_tokens(self, request_id: str) -> int:
         """KV-cache tokens a request holds now (its blocks × block_size; 0 when not running)."""
@@ -231,7 +264,9 @@ class EngineModel:
         seq = self._seqs.pop(request_id, None)
         if seq is None:
             return False
-        if seq.state == _RUNNING:
+        if seq.lazy_since >= 0:
+            self._settle(seq)
+        if seq.state == _RUNNING:  # left in `_prefilling`, skipped there
             self._running.remove(seq)
             self._free_blocks += seq.blocks
         elif seq.state == _WAITING:
@@ -252,6 +287,10 @@ class EngineModel:
         token_events = self._token_events
         finished: list[_Seq] = []
         prefilled = sampled = 0  # added to the counters once, after the loop
+        lazy = self._plan_decodes
+        if lazy:  # every lazy request decodes one token, by counting
+            self._decodes += 1
+            sampled = self._decoding
         for seq, n in self._plan:
             if seq.state != _RUNNING:
                 continue  # cancelled or preempted after planning
@@ -270,6 +309,11 @@ class EngineModel:
                 events.append(EngineEvent(EngineEventKind.TOKEN, seq.id, now, generated))
             if generated >= seq.max_out:
                 finished.append(seq)
+        if lazy and self._ends and self._ends[0][0] <= self._decodes:
+            ends = self._due(self._ends, self._decodes)
+            for seq in ends:
+                self._settle(seq)
+            finished = sorted(finished + ends, key=_running_order)  # the plan's order
         self.prompt_tokens_total += prefilled
         self.generation_tokens_total += sampled
         for seq in finished:
@@ -283,6 +327,17 @@ class EngineModel:
             )
         self.steps_total += 1
         self._step_end = None
+        if lazy:  # prefills that completed turn lazy
+            prefilling = []
+            for seq in self._prefilling:
+                if seq.state == _RUNNING:
+                    if seq.computed >= seq.target:
+                        self._make_lazy(seq)
+                    else:
+                        prefilling.append(seq)
+            self._prefilling = prefilling
+        elif self._lazy:
+            self._partition()
         self._plan = []
         events.extend(self._plan_step(now))
         return events
@@ -318,6 +373,106 @@ class EngineModel:
             generation_tokens_total=self.generation_tokens_total,
             preemptions_total=self.preemptions_total,
         )
+
+    # -- lazy decodes -----------------------------------------------------------------------
+    def _make_lazy(self, seq: _Seq) -> None:
+        """From now on `seq` decodes by counting; its end and next KV block go on the heaps."""
+        k = self._decodes
+        seq.lazy_since = k
+        self._decoding += 1
+        heapq.heappush(self._ends, (k + seq.max_out - seq.generated, seq.order, seq))
+        room = seq.blocks * self.params.block_size - seq.computed  # decodes before a new block
+        heapq.heappush(self._crossings, (k + room, seq.order, seq))
+
+    def _settle(self, seq: _Seq) -> None:
+        """Write a lazy request's counted decodes into its counters; it is planned one by one."""
+        done = self._decodes - seq.lazy_since
+        seq.computed += done
+        seq.generated += done
+        seq.lazy_since = -1
+        self._decoding -= 1
+
+    @staticmethod
+    def _due(heap: list[tuple[int, int, _Seq]], k: int) -> list[_Seq]:
+        """Pop the heap's entries due at decode count `k`, less those of requests since gone."""
+        out = []
+        while heap and heap[0][0] <= k:
+            _, order, seq = heapq.heappop(heap)
+            if seq.lazy_since >= 0 and seq.order == order and seq.state == _RUNNING:
+                out.append(seq)
+        return out
+
+    def _partition(self) -> None:
+        """After a step planned one by one: decoding requests turn lazy, the rest prefill."""
+        self._ends, self._crossings, self._prefilling = [], [], []
+        for seq in self._running:
+            if seq.computed >= seq.target:
+                self._make_lazy(seq)
+            else:
+                self._prefilling.append(seq)
+        self._partitioned = True
+
+    def _settle_all(self) -> None:
+        """Every lazy request back to counters of its own, for a step planned one by one."""
+        if self._decoding:
+            for seq in self._running:
+                if seq.lazy_since >= 0:
+                    self._settle(seq)
+        self._ends, self._crossings, self._prefilling = [], [], []
+        self._partitioned = False
+
+    def _plan_lazy(self, now: float) -> list[EngineEvent] | None:
+        """`_plan_step` in O(prefills + KV blocks + admissions), or None where it would differ.
+
+        It is the planning loop's outcome when nothing is cut short: every
+        running request's prefill chunk and every lazy request's decode fit the
+        token budget, and the free KV blocks cover every decode that needs a new
+        one (so no preemption, and the order the blocks are taken in does not
+        matter), and (prefill_first) nobody waits. Then each lazy request decodes one
+        token, and the plan lists only the prefill chunks (running order, then
+        admissions), which is the order the one-by-one plan gives them.
+        """
+        p = self.params
+        if not self._partitioned or (p.prefill_first and self._n_waiting):
+            return None
+        budget = p.max_num_batched_tokens - self._decoding
+        cap = p.long_prefill_token_threshold
+        plan: list[tuple[_Seq, int]] = []
+        prefill_tokens = 0
+        for seq in self._prefilling:
+            if seq.state == _RUNNING:
+                chunk = seq.target - seq.computed
+                if 0 < cap < chunk:
+                    chunk = cap
+                plan.append((seq, chunk))
+                prefill_tokens += chunk
+        budget -= prefill_tokens
+        if budget < 0:
+            return None
+        k = self._decodes
+        if self._crossings and self._crossings[0][0] <= k:
+            crossing = self._due(self._crossings, k)
+            if len(crossing) > self._free_blocks:
+                return None  # a preemption: `_settle_all` rebuilds the heaps
+            block = p.block_size
+            for seq in crossing:
+                seq.blocks += 1
+                heapq.heappush(self._crossings, (k + block, seq.order, seq))
+            self._free_blocks -= len(crossing)
+        events: list[EngineEvent] = []
+        if self._n_waiting and not p.prefill_first:  # nobody waiting: nothing to admit
+            prefill_tokens += self._admit_waiting(plan, budget, events, now)
+        decoding = self._decoding
+        if plan or decoding:
+            self._plan = plan
+            self._plan_decodes = True
+            self._step_end = (
+                now
+                + p.step_base_s
+                + p.step_per_seq_s * decoding
+                + p.prefill_per_token_s * prefill_tokens
+            )
+        return events
 
     # -- scheduling -------------------------------------------------------------------------
     def _blocks_for(self, tokens: int) -> int:
@@ -393,6 +548,12 @@ class EngineModel:
         return min(chunk, cap) if cap > 0 else chunk
 
     def _plan_step(self, now: float) -> list[EngineEvent]:
+        if self._lazy:
+            lazy_plan = self._plan_lazy(now)
+            if lazy_plan is not None:
+                return lazy_plan
+            self._settle_all()
+        self._plan_decodes = False
         p = self.params
         budget = p.max_num_batched_tokens
         plan: list[tuple[_Seq, int]] = []
@@ -497,9 +658,12 @@ class EngineModel:
                 break
             self._pop_waiting()
             seq.state = _RUNNING
+            seq.order = next(self._orders)
             seq.blocks = need
             self._free_blocks -= need
             self._running.append(seq)
+            if self._lazy:
+                self._prefilling.append(seq)
             chunk = self._chunk(seq, budget)
             plan.append((seq, chunk))
             added += chunk

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from tokenpools.allocation import (
     Allocation,
     AllocationInput,
+    _water_fill_summed,
     allocate,
     entitled_shares,
     water_fill,
@@ -258,3 +259,24 @@ def test_entitled_shares_reuse_the_allocations_first_step_bit_for_bit(
         out = allocate(replace(inp, committed=committed.copy()))
         alone = entitled_shares(inp, committed)
         assert out.entitled.tobytes() == alone.tobytes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([0.0, 0.3, 1.0, 3.0]),
+)
+def test_water_fill_hands_back_the_column_sums_of_its_shares_bit_for_bit(
+    n: int, seed: int, scale: float
+) -> None:
+    """`allocate`'s headroom stages take a stage's sums from the water-fill instead of summing
+    its shares again: they must be `shares.sum(axis=0)` to the last bit, whether every cap
+    fits (the sums it took of them) or the level had to be found."""
+    rng = np.random.default_rng(seed)
+    caps = rng.uniform(-1, 50, (n, 3)) * (rng.random((n, 1)) < 0.7)
+    weights = rng.choice([0.0, 0.5, 1.0, 2.0], n)
+    available = caps.clip(0).sum(axis=0) * scale + rng.uniform(-1, 1, 3)
+    shares, sums = _water_fill_summed(available, caps, weights)
+    assert sums.tobytes() == shares.sum(axis=0).tobytes()
+    assert shares.tobytes() == water_fill(available, caps, weights).tobytes()
