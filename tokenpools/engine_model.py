@@ -466,15 +466,17 @@ class EngineModel:
         if plan or decoding:
             self._plan = plan
             self._plan_decodes = True
-            self._step_end = (
-                now
-                + p.step_base_s
-                + p.step_per_seq_s * decoding
-                + p.prefill_per_token_s * prefill_tokens
-            )
+            self._step_end = self._step_end_at(now, decoding, prefill_tokens)
         return events
 
     # -- scheduling -------------------------------------------------------------------------
+    def _step_end_at(self, now: float, decoding: int, prefill_tokens: int) -> float:
+        """When a step started at `now` ends: its fixed part, per decoding sequence, per
+        prefill token (added to `now` in that order, as every step's end always was)."""
+        p = self.params
+        per_seq, per_token = p.step_per_seq_s, p.prefill_per_token_s
+        return now + p.step_base_s + per_seq * decoding + per_token * prefill_tokens
+
     def _blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.params.block_size)
 
@@ -621,12 +623,7 @@ class EngineModel:
 
         if plan:
             self._plan = plan
-            self._step_end = (
-                now
-                + p.step_base_s
-                + p.step_per_seq_s * decoding
-                + p.prefill_per_token_s * prefill_tokens
-            )
+            self._step_end = self._step_end_at(now, decoding, prefill_tokens)
         return events
 
     def _admit_waiting(
