@@ -692,7 +692,9 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2, help="interleaved latency rounds")
     parser.add_argument("--moderate", type=int, default=4, help="in flight for latency")
     parser.add_argument("--connections", type=int, default=64, help="connections for max rate")
-    parser.add_argument("--rate-rounds", type=int, default=1, help="interleaved max-rate rounds")
+    parser.add_argument(
+        "--rate-rounds", type=int, default=3, help="interleaved max-rate rounds (the median stands)"
+    )
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--inflight", type=int, default=1_000)
     parser.add_argument("--kafka", default="local", help="local | none | HOST:PORT")
