@@ -14,8 +14,13 @@ there too. While the spool holds anything, newer events are written behind
 it, and the sender delivers from its head, one acknowledged batch at a time,
 retrying with backoff until Kafka answers. So an outage of any length loses
 nothing until the spool's bound; past it, new events are dropped, counted in
-metrics, and logged once per interval. Delivery is at least once: a batch whose acknowledgement was
-lost is sent again from the spool (the store keeps one row per event).
+metrics, and logged once per interval. Delivery is exactly once while the producer reports every
+batch delivered (its idempotence makes its own retries safe), and at least once otherwise: a batch
+it reports failed may have been written all the same (the broker stopped before answering, then
+the partition had no known leader past the request timeout), and it is sent again from the spool
+under a new sequence number, which the broker cannot recognise. `unconfirmed` counts such events,
+the bound on the copies (the store keeps one row per event, the stream worker drops the copies it
+sees within 10-20 s).
 """
 
 from __future__ import annotations
@@ -114,8 +119,11 @@ class EventReporter:
         self.spool_dropped = 0  # the spool was at its bound
         self.failed = 0  # could not be encoded (a malformed event)
         self.spooled_total = 0  # ever written to the spool
+        # in a batch the producer reported failed, so sent again: each may arrive once more
+        self.unconfirmed = 0
         self.spool_full = False
         self._in_hand: list[bytes] = []  # taken from memory, not yet delivered nor spooled
+        self._in_hand_spooled = 0  # of the batch in the producer, written to the spool's head
 
     @property
     def enabled(self) -> bool:
@@ -201,15 +209,19 @@ class EventReporter:
             if len(self._buffer) < _LINGER_EVENTS:  # let a batch fill (delivery is not urgent)
                 await asyncio.sleep(_LINGER_S)
             values = self._in_hand = self._encode_buffered(limit_bytes=_SPOOL_BATCH_BYTES)
-            if values and not await self._send(producer, partition, values):
-                self._to_spool(values)  # the oldest undelivered events: the spool's head
+            self._in_hand_spooled = 0
+            if values and await self._send(producer, partition, values):
+                self._drop_spool_head(self._in_hand_spooled)  # its copy there is delivered
+            else:  # the oldest undelivered events: the spool's head (if not there already)
+                self._to_spool(self._in_hand)
             self._in_hand = []
 
     async def _send(self, producer: AIOKafkaProducer, partition: int, values: list[bytes]) -> bool:
         """Deliver `values` as one batch and wait for the acknowledgement; False if it failed.
 
-        While waiting, newer events are not sent; once the wait passes `stall_s`, they move to
-        the spool (behind these, which the producer still holds and delivers first).
+        While waiting, newer events are not sent; once the wait passes `stall_s`, these go to
+        the spool's head and newer events behind them, so the order holds whether the producer
+        then delivers these (their copy is dropped) or gives them up (the spool sends them).
         """
         batch = producer.create_batch()
         for value in values:
@@ -221,6 +233,7 @@ class EventReporter:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            self.unconfirmed += len(values)
             self._log_failure(len(values), exc)
             return False
         self.sent += len(values)
@@ -254,6 +267,7 @@ class EventReporter:
                 if done:
                     return future.result()
                 if self.spooled or loop.time() >= stalled_at:
+                    self._spool_in_hand()
                     self._to_spool(self._encode_buffered())
         except asyncio.CancelledError:
             future.cancel()
@@ -282,11 +296,24 @@ class EventReporter:
         self._failures_in_row = 0
         self.producer_renewals += 1
         log.warning("event producer replaced after %d failed deliveries in a row", _RENEW_AFTER)
-        if old is not None:  # what it still holds is in the spool too (at least once)
+        if old is not None:  # holds no batch: each one it was given was reported done or failed
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(old.stop(), 5.0)
 
     # -- helpers ----------------------------------------------------------------------------
+    def _spool_in_hand(self) -> None:
+        """Write the stalled direct batch to the (empty) spool first: it is older than all
+        the events that will queue behind it."""
+        if self._in_hand:
+            self._in_hand_spooled = self._to_spool(self._in_hand)
+            self._in_hand = []
+
+    def _drop_spool_head(self, count: int) -> None:
+        """The producer delivered the batch whose copy is the spool's first `count` records."""
+        if count and self._spool is not None:
+            values, position = self._spool.peek(max_records=count, max_bytes=1 << 62)
+            self._spool.commit(position, len(values))
+
     def _encode_buffered(self, limit_bytes: int | None = None) -> list[bytes]:
         """Take events from the memory buffer, oldest first, encoded (up to `limit_bytes`)."""
         buffer = self._buffer
@@ -304,9 +331,10 @@ class EventReporter:
             size += len(value) + 64
         return values
 
-    def _to_spool(self, values: list[bytes]) -> None:
+    def _to_spool(self, values: list[bytes]) -> int:
+        """Append `values` to the spool; how many it took (the rest are counted dropped)."""
         if not values or self._spool is None:
-            return
+            return 0
         written = self._spool.append(values)
         self.spooled_total += written
         refused = len(values) - written
@@ -322,6 +350,7 @@ class EventReporter:
                     self._spool.directory,
                     count,
                 )
+        return written
 
     def _log_failure(self, count: int, exc: BaseException) -> None:
         logged = self._failure_log.due(count, time.monotonic())

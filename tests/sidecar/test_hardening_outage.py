@@ -96,7 +96,17 @@ async def test_an_outage_longer_than_the_request_timeout_loses_no_event(
             for _ in range(20):
                 statuses[await _ask(http, s.url)] += 1
             raw.lines = limited.lines = 0  # count what the outage logs
+
+            async def ask_during_stop() -> None:
+                for _ in range(40):
+                    statuses[await _ask(http, s.url)] += 1
+
+            # Requests keep coming while the broker stops, so a batch is in the producer then:
+            # the broker gives its leadership up and the producer may report that batch failed.
+            during_stop = asyncio.ensure_future(ask_during_stop())
+            await asyncio.sleep(0.1)
             await asyncio.to_thread(broker.stop)
+            await during_stop
             down_until = loop.time() + OUTAGE_S
             while loop.time() < down_until:  # the sidecar keeps serving on its limits
                 statuses[await _ask(http, s.url)] += 1
@@ -110,6 +120,7 @@ async def test_an_outage_longer_than_the_request_timeout_loses_no_event(
             while (reporter.buffered or reporter.spooled) and loop.time() < deadline:
                 await asyncio.sleep(0.1)
             sent, dropped, spool_dropped = reporter.sent, reporter.dropped, reporter.spool_dropped
+            unconfirmed, renewals = reporter.unconfirmed, reporter.producer_renewals
     finally:
         root.removeHandler(raw)
         root.removeHandler(limited)
@@ -120,7 +131,8 @@ async def test_an_outage_longer_than_the_request_timeout_loses_no_event(
     print(
         f"\nrequests {served} (statuses {dict(statuses)}), events on the topic {len(events)}, "
         f"spooled at the end of the outage {spooled_during_outage}, sent {sent}, "
-        f"dropped {dropped}+{spool_dropped}; log lines during the {OUTAGE_S:g} s outage: "
+        f"dropped {dropped}+{spool_dropped}, unconfirmed {unconfirmed}, producers renewed "
+        f"{renewals}; log lines during the {OUTAGE_S:g} s outage: "
         f"{outage_lines[0]} raw, {outage_lines[1]} rate-limited"
     )
     assert statuses == {200: served}
@@ -128,9 +140,13 @@ async def test_an_outage_longer_than_the_request_timeout_loses_no_event(
     per_request = Counter(e.id for e in events)
     phases = Counter((e.id, e.phase) for e in events)
     assert len(per_request) == served  # every request is there ...
-    assert all(phases[i, Phase.ADMITTED] == 1 for i in per_request)  # ... admitted once
-    assert all(phases[i, Phase.COMPLETED] == 1 for i in per_request)  # ... and completed once
-    assert len(events) == 2 * served  # no duplicates
+    assert all(phases[i, Phase.ADMITTED] >= 1 for i in per_request)  # ... admitted
+    assert all(phases[i, Phase.COMPLETED] >= 1 for i in per_request)  # ... and completed
+    assert set(phases) == {(i, p) for i in per_request for p in (Phase.ADMITTED, Phase.COMPLETED)}
+    # Exactly once unless the producer reported a batch failed: such a batch may have been
+    # written before the broker stopped, and its resend is a copy (at least once, SIDECAR.md).
+    # Each copy is one of the `unconfirmed` events, never more copies than those.
+    assert len(events) - 2 * served <= unconfirmed, (len(events), unconfirmed)
     order = {i: n for n, i in enumerate(dict.fromkeys(e.id for e in events))}
     issued = sorted(order, key=lambda i: int(i.rsplit("-", 1)[1]))
     assert list(order) == issued  # in the order the requests came
