@@ -178,6 +178,11 @@ class SidecarCollector(Collector):
             "Request events dropped because the spool was at its bound.",
             value=r.spool_dropped,
         )
+        yield CounterMetricFamily(
+            "tokenpools_sidecar_events_unconfirmed",
+            "Request events in batches reported failed, so sent again: each may arrive twice.",
+            value=r.unconfirmed,
+        )
 
         backend_in_flight = GaugeMetricFamily(
             "tokenpools_sidecar_backend_in_flight",

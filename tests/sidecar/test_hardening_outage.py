@@ -121,6 +121,8 @@ async def test_an_outage_longer_than_the_request_timeout_loses_no_event(
                 await asyncio.sleep(0.1)
             sent, dropped, spool_dropped = reporter.sent, reporter.dropped, reporter.spool_dropped
             unconfirmed, renewals = reporter.unconfirmed, reporter.producer_renewals
+            async with http.get(s.url + "/metrics") as resp:
+                exported = await resp.text()
     finally:
         root.removeHandler(raw)
         root.removeHandler(limited)
@@ -147,6 +149,7 @@ async def test_an_outage_longer_than_the_request_timeout_loses_no_event(
     # written before the broker stopped, and its resend is a copy (at least once, SIDECAR.md).
     # Each copy is one of the `unconfirmed` events, never more copies than those.
     assert len(events) - 2 * served <= unconfirmed, (len(events), unconfirmed)
+    assert f"tokenpools_sidecar_events_unconfirmed_total {float(unconfirmed)}" in exported
     order = {i: n for n, i in enumerate(dict.fromkeys(e.id for e in events))}
     issued = sorted(order, key=lambda i: int(i.rsplit("-", 1)[1]))
     assert list(order) == issued  # in the order the requests came
