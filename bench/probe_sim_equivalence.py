@@ -10,8 +10,8 @@ new one and `diff` the outputs (docs/PERFORMANCE.md, section 6):
     PYTHONPATH=/path/to/new .venv/bin/python bench/probe_sim_equivalence.py > new.txt
 
 The code under test is whichever `tokenpools` PYTHONPATH names first; the
-script takes only `bench_simresult`'s workload and the example configs from
-its own checkout.
+script takes only `bench_simresult`'s workload, `bench_tradeoff`'s mode switch and
+the example configs from its own checkout.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ import numpy as np
 sys.path.insert(1, str(Path(__file__).resolve().parent))  # after PYTHONPATH's checkout
 
 from bench_simresult import simulator_workload
+from bench_tradeoff import mode as with_modes
 
 from tokenpools.allocation import AllocationInput, allocate
 from tokenpools.config_file import load_config
-from tokenpools.schemas.config import PlatformConfig, ReclaimMode
+from tokenpools.schemas.config import ReclaimMode
 from tokenpools.simulation import SimResult, Simulator, scenarios
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "examples"
@@ -75,14 +76,6 @@ def digest(res: SimResult) -> tuple[str, str, str, str]:
     )
 
 
-def with_mode(config: PlatformConfig, mode: ReclaimMode) -> PlatformConfig:
-    pools = [
-        p.model_copy(update={"reclaim": p.reclaim.model_copy(update={"mode": mode})})
-        for p in config.pools
-    ]
-    return config.model_copy(update={"pools": pools})
-
-
 def allocations_digest(n: int = 400) -> str:
     """One sha256 over `n` random allocations: 1–1,000 rows, tied weights, every option."""
     rng = np.random.default_rng(7)
@@ -120,8 +113,9 @@ def main() -> None:
         for mode in (ReclaimMode.PREEMPTION, ReclaimMode.ENGINE_PRIORITY, ReclaimMode.NONE):
             for seed in (None, 1, 2):
                 for admission, learn in ((True, True), (True, False), (False, True)):
+                    lend = base.controller.lend_guarantees  # as the example has it
                     sim = Simulator(
-                        with_mode(base, mode),
+                        with_modes(base, lend, mode),
                         scenarios.build(name, seed),
                         admission=admission,
                         learn_output_lengths=learn,

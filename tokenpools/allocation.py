@@ -219,7 +219,8 @@ def entitled_shares(inp: AllocationInput, capacity: np.ndarray) -> np.ndarray:
     demand = np.maximum(inp.demand, 0.0)
     shared = inp.tier != TierCode.SPOT.value
     base = _guarantees_first(demand, guarantee, inp.tier, capacity)
-    return _shares(base, np.minimum(demand, ceiling), shared, inp.weight, capacity)
+    wanted = np.minimum(demand, ceiling)
+    return _shares(base, wanted, shared, inp.weight, capacity, base.sum(axis=0))
 
 
 def _shares(
@@ -228,17 +229,15 @@ def _shares(
     shared: np.ndarray,
     weight: np.ndarray,
     capacity: np.ndarray,
-    base_sum: np.ndarray | None = None,
+    base_sum: np.ndarray,
 ) -> np.ndarray:
     """Step 3 with base weights, on top of step 1's `base`: what `entitled_shares` returns.
 
-    `allocate` calls it with its own step 1 (and that step's column sums) when
-    the capacity it divides is the committed one (same inputs, so the same
-    `base`), sparing a second step 1.
+    `base_sum` is `base.sum(axis=0)`. `allocate` calls it with its own step 1
+    (and that step's column sums) when the capacity it divides is the committed
+    one (same inputs, so the same `base`), sparing a second step 1.
     """
     room = np.where(shared[:, None], np.maximum(wanted - base, 0.0), 0.0)
-    if base_sum is None:
-        base_sum = base.sum(axis=0)
     shares: np.ndarray = base + water_fill(capacity - base_sum, room, weight)
     return shares
 

@@ -436,14 +436,13 @@ class EngineModel:
         if not self._partitioned or (p.prefill_first and self._n_waiting):
             return None
         budget = p.max_num_batched_tokens - self._decoding
-        cap = p.long_prefill_token_threshold
         plan: list[tuple[_Seq, int]] = []
         prefill_tokens = 0
         for seq in self._prefilling:
             if seq.state == _RUNNING:
-                chunk = seq.target - seq.computed
-                if 0 < cap < chunk:
-                    chunk = cap
+                # (within the whole step's budget: chunks that overrun the part decodes leave
+                # are refused below, where the one-by-one plan would cut one short)
+                chunk = self._chunk(seq, p.max_num_batched_tokens)
                 plan.append((seq, chunk))
                 prefill_tokens += chunk
         budget -= prefill_tokens
